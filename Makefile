@@ -1,0 +1,48 @@
+# Oubli: two commands on a fresh machine.
+#   make demo   installs what is missing, builds, and runs the narrated demo (ARGS=--fast: smaller)
+#   make test   installs what is missing, builds, checks formatting and lints, runs every test
+#
+# RocksDB's C++ is compiled once per machine into ~/.cache/oubli (scripts/rocksdb-cache.sh, about
+# 13 minutes on 2 cores) and linked from there by every cargo call (scripts/cargo).
+
+CARGO := scripts/cargo
+APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
+ARGS ?=
+
+.PHONY: deps rocksdb build test demo bench fmt clippy clean
+
+# Installs the system packages the build needs, only when one is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
+
+rocksdb: deps
+	@scripts/rocksdb-cache.sh >/dev/null
+
+build: rocksdb
+	$(CARGO) build --release --locked --bins
+
+fmt: deps
+	cargo fmt --all -- --check
+
+clippy: rocksdb
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+test: fmt clippy
+	$(CARGO) test --locked
+
+demo: build
+	target/release/oubli demo $(ARGS)
+
+bench: rocksdb
+	$(CARGO) bench --locked --bench search
+
+clean:
+	cargo clean

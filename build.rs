@@ -1,0 +1,13 @@
+//! Generates the gRPC code for `proto/oubli/v1` and the encoded file descriptor set that the
+//! reflection service serves, so clients such as grpcurl work without the .proto files.
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("oubli_v1_descriptor.bin"))
+        // Templates are as sensitive as photos: no derived Debug may print one.
+        .skip_debug(["oubli.v1.Embedding", "oubli.v1.Provenance", "oubli.v1.EnrollRequest"])
+        .compile_protos(&["proto/oubli/v1/templates.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! `oubli`: the command-line client, and `oubli demo`, which runs an embedded server.
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use jiff::Timestamp;
+use oubli::grpc::pb::{self, templates_client::TemplatesClient};
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+mod demo;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Client for the Oubli face-template API (synthetic data only)")]
+struct Cli {
+    /// Server address: host:port or http://host:port.
+    #[arg(long, global = true, env = "OUBLI_SERVER", default_value = "127.0.0.1:50051")]
+    server: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Enrol templates from a JSONL file (one record per line) or a .npy matrix plus a
+    /// provenance JSONL file (one line per row).
+    Enroll {
+        /// records.jsonl, or embeddings.npy (float32, one row per template).
+        file: PathBuf,
+        /// Provenance for a .npy file: JSONL, one line per row.
+        #[arg(long)]
+        provenance: Option<PathBuf>,
+        /// Records per stream (each stream is one atomic, durable write).
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
+    /// Search with a probe template taken from a file.
+    Search {
+        /// A .npy matrix, a JSONL file of records, or a JSON array of numbers.
+        #[arg(long)]
+        probe: PathBuf,
+        /// Which row (.npy) or line (.jsonl) of the file to use, from 0.
+        #[arg(long, default_value_t = 0)]
+        row: usize,
+        /// How many hits, 1 to 1000.
+        #[arg(short, long, default_value_t = 10)]
+        k: u32,
+        /// Only hits scoring at least this (cosine, -1 to 1).
+        #[arg(long)]
+        min_score: Option<f32>,
+    },
+    /// Show one record's provenance and metadata.
+    Get {
+        record_id: String,
+        /// Also print the template itself.
+        #[arg(long)]
+        include_embedding: bool,
+    },
+    /// Show what the store holds.
+    Stats,
+    /// Start an embedded server on a local data dir and show what Oubli does, step by step.
+    Demo(demo::Args),
+}
+
+/// One line of a records JSONL file (or, without `embedding`, of a provenance file).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordLine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    pub source_uri: String,
+    /// RFC 3339, e.g. "2024-05-01T12:00:00Z".
+    pub collected_at: String,
+    /// public_web_scrape, social_media_scrape, user_upload, consented_enrolment,
+    /// third_party_transfer.
+    pub source_kind: String,
+    /// consent, contract, legal_obligation, vital_interests, public_task,
+    /// legitimate_interests, none_declared.
+    pub legal_basis: String,
+    /// ISO 3166-1 alpha-2 code, or "unknown".
+    pub jurisdiction: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl RecordLine {
+    pub fn into_request(self, embedding: Vec<f32>) -> Result<pb::EnrollRequest> {
+        let collected_at: Timestamp = self
+            .collected_at
+            .parse()
+            .with_context(|| format!("collected_at {:?} is not RFC 3339", self.collected_at))?;
+        let source_kind = pb::SourceKind::from_str_name(&format!("SOURCE_KIND_{}", self.source_kind.to_uppercase()))
+            .ok_or_else(|| anyhow!("unknown source_kind {:?}", self.source_kind))?;
+        let legal_basis = pb::LegalBasis::from_str_name(&format!("LEGAL_BASIS_{}", self.legal_basis.to_uppercase()))
+            .ok_or_else(|| anyhow!("unknown legal_basis {:?}", self.legal_basis))?;
+        Ok(pb::EnrollRequest {
+            embedding: Some(pb::Embedding { values: embedding }),
+            provenance: Some(pb::Provenance {
+                source_uri: self.source_uri,
+                collected_at: Some(oubli::grpc::timestamp_to_pb(collected_at)),
+                source_kind: source_kind.into(),
+                legal_basis: legal_basis.into(),
+                jurisdiction: self.jurisdiction,
+            }),
+            idempotency_key: self.idempotency_key.unwrap_or_default(),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        command => {
+            let mut client = connect(&cli.server).await?;
+            match command {
+                Command::Enroll { file, provenance, batch } => {
+                    let requests = read_records(&file, provenance.as_deref())?;
+                    let ids = enroll_all(&mut client, requests, batch, !cli.json).await?;
+                    if cli.json {
+                        println!("{}", serde_json::json!({ "record_ids": ids }));
+                    } else {
+                        for id in ids {
+                            println!("{id}");
+                        }
+                    }
+                }
+                Command::Search { probe, row, k, min_score } => {
+                    let values = read_probe(&probe, row)?;
+                    let response = client
+                        .search(pb::SearchRequest { probe: Some(pb::Embedding { values }), k, min_score })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    print_search(&response, cli.json);
+                }
+                Command::Get { record_id, include_embedding } => {
+                    let response = client
+                        .get(pb::GetRequest { record_id, include_embedding })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    let record = response.record.ok_or_else(|| anyhow!("server returned no record"))?;
+                    print_record(&record, cli.json);
+                }
+                Command::Stats => {
+                    let s = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "record_count": s.record_count, "dimension": s.dimension,
+                                "bytes_on_disk": s.bytes_on_disk, "sst_file_count": s.sst_file_count,
+                                "index": s.index,
+                            })
+                        );
+                    } else {
+                        println!("records:       {}", s.record_count);
+                        println!("dimension:     {}", s.dimension);
+                        println!("bytes on disk: {}", s.bytes_on_disk);
+                        println!("SST files:     {}", s.sst_file_count);
+                        println!("index:         {}", s.index);
+                    }
+                }
+                Command::Demo(_) => unreachable!("handled above"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Accepts `host:port` or a URL.
+pub fn endpoint(server: &str) -> String {
+    if server.contains("://") { server.to_string() } else { format!("http://{server}") }
+}
+
+pub async fn connect(server: &str) -> Result<TemplatesClient<Channel>> {
+    let url = endpoint(server);
+    let channel = Channel::from_shared(url.clone())
+        .with_context(|| format!("{server:?} is not a server address (use host:port)"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))?;
+    Ok(TemplatesClient::new(channel))
+}
+
+/// A gRPC error as the user should read it.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+/// Reads enrolment requests from a records JSONL file, or a .npy matrix with provenance JSONL.
+fn read_records(file: &Path, provenance: Option<&Path>) -> Result<Vec<pb::EnrollRequest>> {
+    let is_npy = file.extension().is_some_and(|e| e == "npy");
+    if is_npy {
+        let provenance =
+            provenance.ok_or_else(|| anyhow!("a .npy file needs --provenance FILE.jsonl, one line per row"))?;
+        let matrix = read_npy(file)?;
+        let lines = read_jsonl(provenance)?;
+        if lines.len() != matrix.nrows() {
+            bail!(
+                "{} has {} rows but {} has {} lines",
+                file.display(),
+                matrix.nrows(),
+                provenance.display(),
+                lines.len()
+            );
+        }
+        lines.into_iter().zip(matrix.rows()).map(|(line, row)| line.into_request(row.to_vec())).collect()
+    } else {
+        read_jsonl(file)?
+            .into_iter()
+            .enumerate()
+            .map(|(n, line)| {
+                let embedding = line.embedding.clone().ok_or_else(|| anyhow!("line {}: no \"embedding\"", n + 1))?;
+                line.into_request(embedding).with_context(|| format!("line {}", n + 1))
+            })
+            .collect()
+    }
+}
+
+fn read_npy(file: &Path) -> Result<ndarray::Array2<f32>> {
+    ndarray_npy::read_npy(file).with_context(|| format!("{}: not a 2-d float32 .npy file", file.display()))
+}
+
+fn read_jsonl(file: &Path) -> Result<Vec<RecordLine>> {
+    let reader = BufReader::new(fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?);
+    let mut out = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{}: cannot read", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(&line).with_context(|| format!("{} line {}", file.display(), n + 1))?);
+    }
+    Ok(out)
+}
+
+fn read_probe(file: &Path, row: usize) -> Result<Vec<f32>> {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("npy") => {
+            let matrix = read_npy(file)?;
+            let r = matrix.rows().into_iter().nth(row);
+            Ok(r.ok_or_else(|| anyhow!("{} has {} rows; --row {row} is past the end", file.display(), matrix.nrows()))?
+                .to_vec())
+        }
+        Some("jsonl") => read_jsonl(file)?
+            .into_iter()
+            .nth(row)
+            .and_then(|l| l.embedding)
+            .ok_or_else(|| anyhow!("{} has no line {row} with an \"embedding\"", file.display())),
+        _ => serde_json::from_slice(&fs::read(file).with_context(|| format!("cannot read {}", file.display()))?)
+            .with_context(|| format!("{}: expected a JSON array of numbers", file.display())),
+    }
+}
+
+/// Enrols `requests` in streams of `batch`, with a progress bar; returns the ids in order.
+pub async fn enroll_all(
+    client: &mut TemplatesClient<Channel>,
+    requests: Vec<pb::EnrollRequest>,
+    batch: usize,
+    progress: bool,
+) -> Result<Vec<String>> {
+    let total = requests.len();
+    let bar = if progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} templates ({per_sec}, eta {eta})")
+            .expect("the progress template is valid"),
+    );
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(total);
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        let chunk: Vec<_> = requests.by_ref().take(batch.max(1)).collect();
+        let n = chunk.len();
+        let response = client
+            .enroll_stream(tokio_stream::iter(chunk))
+            .await
+            .map_err(|s| status_error(s).context(format!("stream starting at record {}", ids.len())))?
+            .into_inner();
+        ids.extend(response.record_ids);
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if progress {
+        eprintln!("enrolled {total} templates in {secs:.2} s ({:.0} per second)", total as f64 / secs.max(1e-9));
+    }
+    Ok(ids)
+}
+
+fn kind_name(kind: i32) -> String {
+    pb::SourceKind::try_from(kind)
+        .map(|k| k.as_str_name().trim_start_matches("SOURCE_KIND_").to_lowercase())
+        .unwrap_or_else(|_| kind.to_string())
+}
+
+fn basis_name(basis: i32) -> String {
+    pb::LegalBasis::try_from(basis)
+        .map(|b| b.as_str_name().trim_start_matches("LEGAL_BASIS_").to_lowercase())
+        .unwrap_or_else(|_| basis.to_string())
+}
+
+fn time_text(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| Timestamp::new(t.seconds, t.nanos).ok()).map(|t| t.to_string()).unwrap_or_default()
+}
+
+pub fn provenance_json(p: Option<&pb::Provenance>) -> serde_json::Value {
+    let Some(p) = p else { return serde_json::Value::Null };
+    serde_json::json!({
+        "source_uri": p.source_uri,
+        "collected_at": time_text(p.collected_at.as_ref()),
+        "source_kind": kind_name(p.source_kind),
+        "legal_basis": basis_name(p.legal_basis),
+        "jurisdiction": p.jurisdiction,
+    })
+}
+
+pub fn provenance_line(p: Option<&pb::Provenance>) -> String {
+    match p {
+        Some(p) => format!(
+            "{}  collected {}  {}  basis: {}  jurisdiction: {}",
+            p.source_uri,
+            time_text(p.collected_at.as_ref()),
+            kind_name(p.source_kind),
+            basis_name(p.legal_basis),
+            p.jurisdiction
+        ),
+        None => "(no provenance)".into(),
+    }
+}
+
+fn print_search(response: &pb::SearchResponse, json: bool) {
+    if json {
+        let hits: Vec<_> = response
+            .hits
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "record_id": h.record_id, "score": h.score,
+                    "provenance": provenance_json(h.provenance.as_ref()),
+                    "enrolled_at": time_text(h.enrolled_at.as_ref()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "hits": hits, "candidates": response.candidates, "index": response.index }));
+    } else {
+        println!("{} hits from {} records ({} search)", response.hits.len(), response.candidates, response.index);
+        for h in &response.hits {
+            println!("{:>7.4}  {}  {}", h.score, h.record_id, provenance_line(h.provenance.as_ref()));
+        }
+    }
+}
+
+fn print_record(record: &pb::Record, json: bool) {
+    let embedding = record.embedding.as_ref().map(|e| e.values.clone());
+    if json {
+        let mut value = serde_json::json!({
+            "record_id": record.record_id,
+            "provenance": provenance_json(record.provenance.as_ref()),
+            "enrolled_at": time_text(record.enrolled_at.as_ref()),
+        });
+        if let Some(e) = embedding {
+            value["embedding"] = serde_json::json!(e);
+        }
+        println!("{value}");
+    } else {
+        println!("record:      {}", record.record_id);
+        println!("enrolled at: {}", time_text(record.enrolled_at.as_ref()));
+        println!("provenance:  {}", provenance_line(record.provenance.as_ref()));
+        if let Some(e) = embedding {
+            println!("embedding:   {e:?}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Wire types to domain types and back. Validation happens here, through the domain
+//! constructors, so nothing below this module ever sees an unchecked value.
+use jiff::Timestamp;
+use tonic::Status;
+
+use super::pb;
+use crate::{
+    embedding::Embedding,
+    record::{IdempotencyKey, LegalBasis, NewRecord, Provenance, RecordError, RecordId, SourceKind},
+};
+
+pub fn embedding(e: Option<pb::Embedding>, field: &str, dimension: usize) -> Result<Embedding, Status> {
+    let values = e.map(|e| e.values).unwrap_or_default();
+    Embedding::new(values, dimension).map_err(|err| Status::invalid_argument(format!("{field}: {err}")))
+}
+
+pub fn record_id(id: &str) -> Result<RecordId, Status> {
+    Ok(id.parse::<RecordId>()?)
+}
+
+fn source_kind(value: i32) -> Result<SourceKind, RecordError> {
+    use pb::SourceKind as P;
+    match P::try_from(value) {
+        Ok(P::Unspecified) => Err(RecordError::UnspecifiedSourceKind),
+        Ok(P::PublicWebScrape) => Ok(SourceKind::PublicWebScrape),
+        Ok(P::SocialMediaScrape) => Ok(SourceKind::SocialMediaScrape),
+        Ok(P::UserUpload) => Ok(SourceKind::UserUpload),
+        Ok(P::ConsentedEnrolment) => Ok(SourceKind::ConsentedEnrolment),
+        Ok(P::ThirdPartyTransfer) => Ok(SourceKind::ThirdPartyTransfer),
+        Err(_) => Err(RecordError::UnknownEnumValue { field: "provenance.source_kind", value }),
+    }
+}
+
+fn source_kind_to_pb(kind: SourceKind) -> pb::SourceKind {
+    use pb::SourceKind as P;
+    match kind {
+        SourceKind::PublicWebScrape => P::PublicWebScrape,
+        SourceKind::SocialMediaScrape => P::SocialMediaScrape,
+        SourceKind::UserUpload => P::UserUpload,
+        SourceKind::ConsentedEnrolment => P::ConsentedEnrolment,
+        SourceKind::ThirdPartyTransfer => P::ThirdPartyTransfer,
+    }
+}
+
+fn legal_basis(value: i32) -> Result<LegalBasis, RecordError> {
+    use pb::LegalBasis as P;
+    match P::try_from(value) {
+        Ok(P::Unspecified) => Err(RecordError::UnspecifiedLegalBasis),
+        Ok(P::Consent) => Ok(LegalBasis::Consent),
+        Ok(P::Contract) => Ok(LegalBasis::Contract),
+        Ok(P::LegalObligation) => Ok(LegalBasis::LegalObligation),
+        Ok(P::VitalInterests) => Ok(LegalBasis::VitalInterests),
+        Ok(P::PublicTask) => Ok(LegalBasis::PublicTask),
+        Ok(P::LegitimateInterests) => Ok(LegalBasis::LegitimateInterests),
+        Ok(P::NoneDeclared) => Ok(LegalBasis::NoneDeclared),
+        Err(_) => Err(RecordError::UnknownEnumValue { field: "provenance.legal_basis", value }),
+    }
+}
+
+fn legal_basis_to_pb(basis: LegalBasis) -> pb::LegalBasis {
+    use pb::LegalBasis as P;
+    match basis {
+        LegalBasis::Consent => P::Consent,
+        LegalBasis::Contract => P::Contract,
+        LegalBasis::LegalObligation => P::LegalObligation,
+        LegalBasis::VitalInterests => P::VitalInterests,
+        LegalBasis::PublicTask => P::PublicTask,
+        LegalBasis::LegitimateInterests => P::LegitimateInterests,
+        LegalBasis::NoneDeclared => P::NoneDeclared,
+    }
+}
+
+pub fn provenance(p: Option<pb::Provenance>, now: Timestamp) -> Result<Provenance, RecordError> {
+    let p = p.ok_or(RecordError::MissingProvenance)?;
+    let at = p.collected_at.ok_or(RecordError::MissingCollectedAt)?;
+    let collected_at =
+        Timestamp::new(at.seconds, at.nanos).map_err(|e| RecordError::InvalidCollectedAt(e.to_string()))?;
+    let jurisdiction = if p.jurisdiction.is_empty() {
+        return Err(RecordError::InvalidJurisdiction(String::new()));
+    } else {
+        p.jurisdiction.parse()?
+    };
+    Provenance::new(
+        p.source_uri,
+        collected_at,
+        source_kind(p.source_kind)?,
+        legal_basis(p.legal_basis)?,
+        jurisdiction,
+        now,
+    )
+}
+
+pub fn provenance_to_pb(p: &Provenance) -> pb::Provenance {
+    pb::Provenance {
+        source_uri: p.source_uri().to_string(),
+        collected_at: Some(timestamp_to_pb(p.collected_at())),
+        source_kind: source_kind_to_pb(p.source_kind()).into(),
+        legal_basis: legal_basis_to_pb(p.legal_basis()).into(),
+        jurisdiction: p.jurisdiction().to_string(),
+    }
+}
+
+pub fn timestamp_to_pb(t: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() }
+}
+
+pub fn new_record(req: pb::EnrollRequest, dimension: usize, now: Timestamp) -> Result<NewRecord, Status> {
+    let embedding = embedding(req.embedding, "embedding", dimension)?;
+    let provenance = provenance(req.provenance, now)?;
+    let idempotency_key = IdempotencyKey::parse(req.idempotency_key)?;
+    Ok(NewRecord { embedding, provenance, idempotency_key })
+}
+
+/// Debug for wire messages that carry templates or sources: never their content.
+impl std::fmt::Debug for pb::Embedding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Embedding({} values, redacted)", self.values.len())
+    }
+}
+
+impl std::fmt::Debug for pb::Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provenance")
+            .field("source_uri", &"<redacted>")
+            .field("source_kind", &self.source_kind)
+            .field("legal_basis", &self.legal_basis)
+            .field("jurisdiction", &self.jurisdiction)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for pb::EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("embedding", &self.embedding)
+            .field("provenance", &self.provenance)
+            .field("idempotency_key", &if self.idempotency_key.is_empty() { "" } else { "<redacted>" })
+            .finish()
+    }
+}

@@ -1,0 +1,64 @@
+//! The one mapping from domain errors to gRPC status codes. Exhaustive on purpose: a new error
+//! variant does not compile until someone decides what a client sees.
+use tonic::{Code, Status};
+
+use crate::{embedding::EmbeddingError, engine, record::RecordError, store};
+
+impl From<EmbeddingError> for Status {
+    fn from(e: EmbeddingError) -> Self {
+        match e {
+            EmbeddingError::WrongDimension { .. } | EmbeddingError::NonFinite { .. } | EmbeddingError::Zero => {
+                Status::invalid_argument(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<RecordError> for Status {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::MalformedId(_)
+            | RecordError::MissingProvenance
+            | RecordError::EmptySourceUri
+            | RecordError::SourceUriTooLong(_)
+            | RecordError::MissingCollectedAt
+            | RecordError::InvalidCollectedAt(_)
+            | RecordError::CollectedInFuture { .. }
+            | RecordError::UnspecifiedSourceKind
+            | RecordError::UnspecifiedLegalBasis
+            | RecordError::UnknownEnumValue { .. }
+            | RecordError::InvalidJurisdiction(_)
+            | RecordError::IdempotencyKeyTooLong(_) => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<engine::Error> for Status {
+    fn from(e: engine::Error) -> Self {
+        let code = match &e {
+            engine::Error::InvalidK(_) | engine::Error::InvalidMinScore(_) => Code::InvalidArgument,
+            engine::Error::NotFound(_) => Code::NotFound,
+            engine::Error::IdempotencyConflict { .. } => Code::FailedPrecondition,
+            engine::Error::Store(s) => match s {
+                store::Error::Corrupt(_) => Code::DataLoss,
+                store::Error::Rocks(_)
+                | store::Error::Io { .. }
+                | store::Error::DimensionMismatch { .. }
+                | store::Error::InvalidDimension(_)
+                | store::Error::UnsupportedFormat { .. }
+                | store::Error::MissingKeys { .. }
+                | store::Error::WrongKeys { .. }
+                | store::Error::KeyFile { .. } => Code::Internal,
+            },
+        };
+        if code == Code::Internal || code == Code::DataLoss {
+            tracing::error!(error = %e, "storage failure");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Prefixes a status message with the stream item it is about.
+pub fn for_item(item: usize, status: Status) -> Status {
+    Status::new(status.code(), format!("item {item}: {}", status.message()))
+}

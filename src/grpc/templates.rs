@@ -1,0 +1,122 @@
+//! `oubli.v1.Templates`: enrolment, lookup and search.
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use super::{blocking, convert, pb, status};
+use crate::engine::Engine;
+
+/// The most items one `EnrollStream` call holds; it is written in one atomic batch.
+pub const MAX_STREAM_ITEMS: usize = 20_000;
+
+pub struct TemplatesService {
+    engine: Arc<Engine>,
+}
+
+impl TemplatesService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        TemplatesService { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::templates_server::Templates for TemplatesService {
+    #[instrument(skip_all, name = "Enroll")]
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let record = convert::new_record(request.into_inner(), self.engine.dimension(), Timestamp::now())?;
+        let engine = self.engine.clone();
+        let enrolled = blocking(move || engine.enroll(std::slice::from_ref(&record))).await?;
+        let first = enrolled.first().expect("one outcome per enrolled record");
+        tracing::info!(record_id = %first.id, created = first.created, "enrolled");
+        Ok(Response::new(pb::EnrollResponse { record_id: first.id.to_string(), created: first.created }))
+    }
+
+    #[instrument(skip_all, name = "EnrollStream", fields(items))]
+    async fn enroll_stream(
+        &self,
+        request: Request<Streaming<pb::EnrollRequest>>,
+    ) -> Result<Response<pb::EnrollStreamResponse>, Status> {
+        let mut stream = request.into_inner();
+        let dimension = self.engine.dimension();
+        let now = Timestamp::now();
+        let mut records = Vec::new();
+        // Everything is validated before anything is written: a bad item stores nothing.
+        while let Some(item) = stream.message().await? {
+            if records.len() == MAX_STREAM_ITEMS {
+                return Err(Status::resource_exhausted(format!(
+                    "a stream holds at most {MAX_STREAM_ITEMS} items; send the rest in another stream"
+                )));
+            }
+            let record = convert::new_record(item, dimension, now).map_err(|s| status::for_item(records.len(), s))?;
+            records.push(record);
+        }
+        tracing::Span::current().record("items", records.len());
+        let engine = self.engine.clone();
+        let enrolled = blocking(move || engine.enroll(&records)).await?;
+        let created = enrolled.iter().filter(|e| e.created).count() as u64;
+        tracing::info!(items = enrolled.len(), created, "stream enrolled");
+        Ok(Response::new(pb::EnrollStreamResponse {
+            record_ids: enrolled.iter().map(|e| e.id.to_string()).collect(),
+            created,
+        }))
+    }
+
+    #[instrument(skip_all, name = "Get", fields(record_id))]
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = request.into_inner();
+        let id = convert::record_id(&req.record_id)?;
+        tracing::Span::current().record("record_id", tracing::field::display(id));
+        let engine = self.engine.clone();
+        let record = blocking(move || engine.get(id)).await?;
+        Ok(Response::new(pb::GetResponse {
+            record: Some(pb::Record {
+                record_id: record.id.to_string(),
+                provenance: Some(convert::provenance_to_pb(&record.provenance)),
+                enrolled_at: Some(convert::timestamp_to_pb(record.enrolled_at)),
+                embedding: req
+                    .include_embedding
+                    .then(|| pb::Embedding { values: record.embedding.as_slice().to_vec() }),
+            }),
+        }))
+    }
+
+    #[instrument(skip_all, name = "Search", fields(k))]
+    async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let req = request.into_inner();
+        tracing::Span::current().record("k", req.k);
+        let probe = convert::embedding(req.probe, "probe", self.engine.dimension())?;
+        let engine = self.engine.clone();
+        let k = req.k as usize;
+        let result = blocking(move || engine.search(&probe, k, req.min_score)).await?;
+        tracing::info!(hits = result.hits.len(), candidates = result.candidates, "searched");
+        Ok(Response::new(pb::SearchResponse {
+            hits: result
+                .hits
+                .iter()
+                .map(|h| pb::SearchHit {
+                    record_id: h.id.to_string(),
+                    score: h.score,
+                    provenance: Some(convert::provenance_to_pb(&h.provenance)),
+                    enrolled_at: Some(convert::timestamp_to_pb(h.enrolled_at)),
+                })
+                .collect(),
+            candidates: result.candidates as u64,
+            index: result.index.to_string(),
+        }))
+    }
+
+    #[instrument(skip_all, name = "Stats")]
+    async fn stats(&self, _request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        let engine = self.engine.clone();
+        let stats = blocking(move || engine.stats()).await?;
+        Ok(Response::new(pb::StatsResponse {
+            record_count: stats.record_count,
+            dimension: stats.dimension as u32,
+            bytes_on_disk: stats.bytes_on_disk,
+            sst_file_count: stats.sst_file_count,
+            index: stats.index.to_string(),
+        }))
+    }
+}

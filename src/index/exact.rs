@@ -1,0 +1,185 @@
+//! Exact search: one pass over every vector, in a contiguous matrix of 64-byte-aligned rows.
+//!
+//! Rows are padded with zeros to a multiple of 16 floats, so the kernel never handles a tail
+//! and every row starts on a cache line. Removal moves the last row into the hole and zeroes
+//! the vacated row, so an erased template leaves no copy in this matrix.
+use std::collections::HashMap;
+
+use zeroize::Zeroize;
+
+use super::{Hit, Index, TopK, kernel};
+use crate::{embedding::Embedding, record::RecordId};
+
+const LANES: usize = 16;
+
+/// Sixteen floats on a cache line: the unit the matrix is allocated in.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Block([f32; LANES]);
+
+/// Exact inner-product search over all enrolled vectors.
+pub struct ExactIndex {
+    dimension: usize,
+    blocks_per_row: usize,
+    rows: Vec<Block>,
+    ids: Vec<RecordId>,
+    positions: HashMap<RecordId, usize>,
+}
+
+impl ExactIndex {
+    pub fn new(dimension: usize) -> Self {
+        ExactIndex {
+            dimension,
+            blocks_per_row: dimension.div_ceil(LANES),
+            rows: Vec::new(),
+            ids: Vec::new(),
+            positions: HashMap::new(),
+        }
+    }
+
+    pub fn with_capacity(dimension: usize, records: usize) -> Self {
+        let mut index = Self::new(dimension);
+        index.rows.reserve(records * index.blocks_per_row);
+        index.ids.reserve(records);
+        index.positions.reserve(records);
+        index
+    }
+
+    fn row(&self, position: usize) -> &[f32] {
+        let blocks = &self.rows[position * self.blocks_per_row..(position + 1) * self.blocks_per_row];
+        as_floats(blocks)
+    }
+
+    fn row_mut(&mut self, position: usize) -> &mut [f32] {
+        let width = self.blocks_per_row;
+        as_floats_mut(&mut self.rows[position * width..(position + 1) * width])
+    }
+
+    /// The probe padded like a row (zeros beyond the dimension do not change a dot product).
+    fn padded(&self, probe: &Embedding) -> Vec<Block> {
+        let mut blocks = vec![Block::default(); self.blocks_per_row];
+        as_floats_mut(&mut blocks)[..self.dimension].copy_from_slice(probe.as_slice());
+        blocks
+    }
+}
+
+fn as_floats(blocks: &[Block]) -> &[f32] {
+    // SAFETY: Block is repr(C) around [f32; 16] with no padding (64 bytes, align 64).
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<f32>(), blocks.len() * LANES) }
+}
+
+fn as_floats_mut(blocks: &mut [Block]) -> &mut [f32] {
+    // SAFETY: as in `as_floats`; the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<f32>(), blocks.len() * LANES) }
+}
+
+impl Index for ExactIndex {
+    fn name(&self) -> &'static str {
+        "exact"
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn insert(&mut self, id: RecordId, embedding: &Embedding) {
+        assert_eq!(embedding.dimension(), self.dimension, "embedding dimension is the index's");
+        let position = match self.positions.get(&id) {
+            Some(&p) => p,
+            None => {
+                let p = self.ids.len();
+                self.ids.push(id);
+                self.positions.insert(id, p);
+                self.rows.extend(std::iter::repeat_n(Block::default(), self.blocks_per_row));
+                p
+            }
+        };
+        let dimension = self.dimension;
+        self.row_mut(position)[..dimension].copy_from_slice(embedding.as_slice());
+    }
+
+    fn remove(&mut self, id: RecordId) -> bool {
+        let Some(position) = self.positions.remove(&id) else {
+            return false;
+        };
+        let last = self.ids.len() - 1;
+        let width = self.blocks_per_row;
+        if position != last {
+            self.rows.copy_within(last * width..(last + 1) * width, position * width);
+            let moved = self.ids[last];
+            self.ids[position] = moved;
+            self.positions.insert(moved, position);
+        }
+        // Overwrite the vacated row before giving it up: truncation alone would leave the
+        // bytes in the allocation's spare capacity.
+        self.row_mut(last).zeroize();
+        self.rows.truncate(last * width);
+        self.ids.truncate(last);
+        true
+    }
+
+    fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Vec<Hit> {
+        let dot = kernel::select();
+        let mut probe = self.padded(probe);
+        let query = as_floats(&probe);
+        let mut top = TopK::new(k, min_score);
+        for (position, &id) in self.ids.iter().enumerate() {
+            top.offer(id, dot(query, self.row(position)));
+        }
+        as_floats_mut(&mut probe).zeroize();
+        top.into_sorted()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(values: &[f32]) -> Embedding {
+        Embedding::new(values.to_vec(), values.len()).unwrap()
+    }
+
+    fn id(n: u8) -> RecordId {
+        RecordId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn finds_the_nearest_and_survives_removal() {
+        let mut index = ExactIndex::new(3);
+        index.insert(id(1), &unit(&[1.0, 0.0, 0.0]));
+        index.insert(id(2), &unit(&[0.0, 1.0, 0.0]));
+        index.insert(id(3), &unit(&[0.7, 0.7, 0.0]));
+        let hits = index.search(&unit(&[1.0, 0.1, 0.0]), 2, None);
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![id(1), id(3)]);
+
+        assert!(index.remove(id(1)));
+        assert!(!index.remove(id(1)));
+        assert_eq!(index.len(), 2);
+        let hits = index.search(&unit(&[1.0, 0.1, 0.0]), 5, None);
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![id(3), id(2)]);
+        // The moved row still answers for its own id.
+        let hits = index.search(&unit(&[0.0, 1.0, 0.0]), 1, None);
+        assert_eq!(hits[0].id, id(2));
+        assert!((hits[0].score - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn removal_overwrites_the_vacated_row() {
+        let mut index = ExactIndex::new(16);
+        index.insert(id(1), &unit(&[0.25; 16]));
+        index.insert(id(2), &unit(&[0.5; 16]));
+        index.remove(id(2));
+        // SAFETY (test): read the spare capacity the removed row occupied.
+        let spare = unsafe { std::slice::from_raw_parts(index.rows.as_ptr().add(1).cast::<f32>(), 16) };
+        assert!(spare.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn reinserting_an_id_replaces_its_vector() {
+        let mut index = ExactIndex::new(2);
+        index.insert(id(1), &unit(&[1.0, 0.0]));
+        index.insert(id(1), &unit(&[0.0, 1.0]));
+        assert_eq!(index.len(), 1);
+        assert!((index.search(&unit(&[0.0, 1.0]), 1, None)[0].score - 1.0).abs() < 1e-6);
+    }
+}

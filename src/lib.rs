@@ -1,0 +1,19 @@
+//! Oubli: a face-template store that honours access and erasure requests verifiably.
+//!
+//! All templates are synthetic. See ARCHITECTURE.md for the bird's-eye view; the modules, from
+//! the bottom up:
+//! - [`embedding`], [`record`]: validated domain values (templates, ids, provenance);
+//! - [`index`]: in-memory nearest-neighbour search (sync, no I/O);
+//! - [`store`]: encrypted RocksDB storage (the only module that knows RocksDB);
+//! - [`engine`]: the store and the index kept in step (sync);
+//! - [`synth`]: seeded synthetic templates and provenance;
+//! - [`grpc`]: the tonic services and `run`, the server as a library function.
+pub mod embedding;
+pub mod engine;
+pub mod grpc;
+pub mod index;
+pub mod record;
+pub mod store;
+pub mod synth;
+
+pub use grpc::{Config, run};

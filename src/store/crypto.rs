@@ -1,0 +1,282 @@
+//! Envelope encryption for crypto-shredding (../shared/DOMAIN.md §5).
+//!
+//! Each record is sealed under its own random data key (DEK) with XChaCha20-Poly1305 before its
+//! first write, with the record id as associated data, so a ciphertext cannot be moved to another
+//! record. The DEK is stored wrapped by the key-encryption key (KEK) of the current epoch, which
+//! lives in the key directory, never in the data directory. Destroying a DEK makes every copy of
+//! the record unreadable. Keyed hashes (HMAC-SHA-256 under a separate key) stand in for values
+//! that must be matched but never stored, such as idempotency keys.
+//!
+//! Every key in memory is zeroed when dropped.
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use chacha20poly1305::{
+    KeyInit, XChaCha20Poly1305, XNonce,
+    aead::{Aead, Payload},
+};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::Error;
+use crate::record::RecordId;
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const MAC_KEY_FILE: &str = "mac.key";
+
+/// A 256-bit secret, zeroed on drop.
+pub type Secret = Zeroizing<[u8; KEY_LEN]>;
+
+/// A fresh random secret from the operating system.
+pub fn random_secret() -> Secret {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    getrandom::fill(key.as_mut()).expect("the operating system's random number generator works");
+    key
+}
+
+fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).expect("the operating system's random number generator works");
+    nonce
+}
+
+/// `nonce ‖ ciphertext ‖ tag` of `msg` under `key`, bound to `aad`.
+fn seal(key: &[u8; KEY_LEN], aad: &[u8], msg: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let nonce = random_nonce();
+    let sealed = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+        .expect("XChaCha20-Poly1305 encrypts any message shorter than 256 GiB");
+    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// The plaintext of a `seal` output, or `None` if the key, the aad or the bytes are wrong.
+fn open(key: &[u8; KEY_LEN], aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok().map(Zeroizing::new)
+}
+
+fn record_aad(id: RecordId) -> Vec<u8> {
+    [b"oubli/record/v1/".as_slice(), id.as_bytes()].concat()
+}
+
+fn dek_aad(id: RecordId, epoch: u32) -> Vec<u8> {
+    [b"oubli/dek/v1/".as_slice(), id.as_bytes(), &epoch.to_be_bytes()].concat()
+}
+
+/// Seals a record's plaintext under its data key.
+pub fn seal_record(dek: &Secret, id: RecordId, plaintext: &[u8]) -> Vec<u8> {
+    seal(dek, &record_aad(id), plaintext)
+}
+
+/// Opens a record sealed by [`seal_record`].
+pub fn open_record(dek: &Secret, id: RecordId, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    open(dek, &record_aad(id), sealed)
+        .ok_or_else(|| Error::Corrupt(format!("record {id} does not decrypt under its data key")))
+}
+
+/// The key directory: key-encryption keys by epoch, and the MAC key.
+pub struct KeyRing {
+    dir: PathBuf,
+    /// (epoch, KEK), ascending by epoch; the last is current.
+    keks: Vec<(u32, Secret)>,
+    mac: Secret,
+}
+
+impl KeyRing {
+    /// Loads the keys in `dir`. With `create` and an empty or absent directory, makes the
+    /// epoch-1 KEK and the MAC key first (files readable by the owner only, synced).
+    pub fn load(dir: &Path, create: bool) -> Result<Self, Error> {
+        let io = |source| Error::Io { path: dir.to_path_buf(), source };
+        if create {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        }
+        let mut keks = Vec::new();
+        let mut mac = None;
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => Some(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries.into_iter().flatten() {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name == MAC_KEY_FILE {
+                mac = Some(read_key(&entry.path())?);
+            } else if let Some(epoch) = name.strip_prefix("kek-").and_then(|s| s.strip_suffix(".key")) {
+                let epoch = epoch
+                    .parse::<u32>()
+                    .map_err(|_| Error::KeyFile { path: entry.path(), reason: "name is not kek-<epoch>.key".into() })?;
+                keks.push((epoch, read_key(&entry.path())?));
+            }
+        }
+        keks.sort_by_key(|(epoch, _)| *epoch);
+        match (keks.is_empty(), mac) {
+            (false, Some(mac)) => Ok(KeyRing { dir: dir.to_path_buf(), keks, mac }),
+            (true, None) if create => {
+                let kek = random_secret();
+                let mac = random_secret();
+                write_key(&dir.join(MAC_KEY_FILE), &mac)?;
+                write_key(&dir.join(kek_file(1)), &kek)?;
+                sync_dir(dir)?;
+                Ok(KeyRing { dir: dir.to_path_buf(), keks: vec![(1, kek)], mac })
+            }
+            _ => Err(Error::MissingKeys { key_dir: dir.to_path_buf() }),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn current(&self) -> (u32, &Secret) {
+        let (epoch, kek) = self.keks.last().expect("a key ring holds at least one KEK");
+        (*epoch, kek)
+    }
+
+    pub fn current_epoch(&self) -> u32 {
+        self.current().0
+    }
+
+    fn kek(&self, epoch: u32) -> Option<&Secret> {
+        self.keks.iter().find(|(e, _)| *e == epoch).map(|(_, k)| k)
+    }
+
+    /// `epoch ‖ sealed DEK` under the current KEK.
+    pub fn wrap(&self, id: RecordId, dek: &Secret) -> Vec<u8> {
+        let (epoch, kek) = self.current();
+        let mut out = epoch.to_be_bytes().to_vec();
+        out.extend_from_slice(&seal(kek, &dek_aad(id, epoch), dek.as_ref()));
+        out
+    }
+
+    /// The DEK in a [`KeyRing::wrap`] output.
+    pub fn unwrap(&self, id: RecordId, wrapped: &[u8]) -> Result<Secret, Error> {
+        let corrupt = |why: &str| Error::Corrupt(format!("data key of record {id}: {why}"));
+        let (epoch, sealed) = wrapped.split_first_chunk::<4>().ok_or_else(|| corrupt("truncated"))?;
+        let epoch = u32::from_be_bytes(*epoch);
+        let kek = self.kek(epoch).ok_or_else(|| corrupt(&format!("key epoch {epoch} is not in the key dir")))?;
+        let plain = open(kek, &dek_aad(id, epoch), sealed).ok_or_else(|| corrupt("does not decrypt"))?;
+        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+        if plain.len() != KEY_LEN {
+            return Err(corrupt("wrong length"));
+        }
+        dek.copy_from_slice(&plain);
+        Ok(dek)
+    }
+
+    /// A value that proves, without revealing them, which KEK and MAC key wrote a data dir.
+    pub fn check_value(&self) -> Vec<u8> {
+        let (epoch, _) = self.current();
+        let mut out = epoch.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.mac(b"oubli/key-check/v1", &self.kek_fingerprint(epoch)));
+        out
+    }
+
+    /// Whether `value` (from [`KeyRing::check_value`]) was made by these keys.
+    pub fn matches_check_value(&self, value: &[u8]) -> bool {
+        let Some((epoch, mac)) = value.split_first_chunk::<4>() else { return false };
+        let epoch = u32::from_be_bytes(*epoch);
+        self.kek(epoch).is_some()
+            && constant_time_eq(mac, &self.mac(b"oubli/key-check/v1", &self.kek_fingerprint(epoch)))
+    }
+
+    fn kek_fingerprint(&self, epoch: u32) -> [u8; 32] {
+        let kek = self.kek(epoch).expect("fingerprint of a KEK the ring holds");
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(kek.as_ref()).expect("HMAC takes any key length");
+        m.update(b"oubli/kek-fingerprint/v1");
+        m.finalize().into_bytes().into()
+    }
+
+    /// HMAC-SHA-256 of `data` under the MAC key, separated by `domain`.
+    pub fn mac(&self, domain: &[u8], data: &[u8]) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac.as_ref()).expect("HMAC takes any key length");
+        m.update(&(domain.len() as u32).to_be_bytes());
+        m.update(domain);
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+}
+
+fn kek_file(epoch: u32) -> String {
+    format!("kek-{epoch:08}.key")
+}
+
+fn read_key(path: &Path) -> Result<Secret, Error> {
+    let bytes = Zeroizing::new(fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?);
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    if bytes.len() != KEY_LEN {
+        return Err(Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: format!("holds {} bytes, a key is {KEY_LEN}", bytes.len()),
+        });
+    }
+    key.copy_from_slice(&bytes);
+    Ok(key)
+}
+
+fn write_key(path: &Path, key: &Secret) -> Result<(), Error> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    file.write_all(key.as_ref()).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| Error::Io { path: dir.to_path_buf(), source })
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_open_only_under_their_key_and_id() {
+        let dek = random_secret();
+        let id = RecordId::random();
+        let sealed = seal_record(&dek, id, b"template bytes");
+        assert!(!sealed.windows(8).any(|w| w == b"template"));
+        assert_eq!(open_record(&dek, id, &sealed).unwrap().as_slice(), b"template bytes");
+        assert!(open_record(&dek, RecordId::random(), &sealed).is_err());
+        assert!(open_record(&random_secret(), id, &sealed).is_err());
+    }
+
+    #[test]
+    fn key_ring_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        assert!(matches!(KeyRing::load(&keys, false), Err(Error::MissingKeys { .. })));
+        let ring = KeyRing::load(&keys, true).unwrap();
+        let id = RecordId::random();
+        let dek = random_secret();
+        let wrapped = ring.wrap(id, &dek);
+        let again = KeyRing::load(&keys, false).unwrap();
+        assert_eq!(*again.unwrap(id, &wrapped).unwrap(), *dek);
+        assert!(again.matches_check_value(&ring.check_value()));
+        assert!(again.unwrap(RecordId::random(), &wrapped).is_err());
+        let other = KeyRing::load(&dir.path().join("other"), true).unwrap();
+        assert!(!other.matches_check_value(&ring.check_value()));
+        let mode = fs::metadata(keys.join(MAC_KEY_FILE)).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    }
+}

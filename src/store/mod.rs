@@ -1,0 +1,340 @@
+//! Durable, encrypted storage of records in RocksDB. The only module that knows RocksDB.
+//!
+//! Column families:
+//! - `records`: record id → the record's plaintext ([`codec`]) sealed under its own data key;
+//!   provenance is sealed with the template, so no source URI is ever written in clear.
+//! - `data_keys`: record id → the data key wrapped by the key-encryption key of an epoch. Kept
+//!   apart and small so that erasing a key can be purged from disk quickly.
+//! - `idempotency`: keyed hash of a client's idempotency key → record id and keyed hash of the
+//!   enrolled content.
+//! - `meta`: format version, dimension, and a check value for the key directory.
+//!
+//! Keys are random record ids or keyed hashes, never names or URIs: RocksDB's MANIFEST records
+//! each table's smallest and largest key in clear. Every logical change is one `WriteBatch`
+//! written with a synced WAL, so an acknowledged write survives a crash and a crash leaves all
+//! of a change or none of it.
+mod codec;
+pub mod crypto;
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::{
+    embedding::{DEFAULT_DIMENSION, MAX_DIMENSION},
+    record::{IdempotencyKey, NewRecord, Record, RecordId},
+};
+use crypto::KeyRing;
+
+const CF_RECORDS: &str = "records";
+const CF_DATA_KEYS: &str = "data_keys";
+const CF_IDEMPOTENCY: &str = "idempotency";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 4] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META];
+
+const META_FORMAT: &[u8] = b"format";
+const META_DIMENSION: &[u8] = b"dimension";
+const META_KEY_CHECK: &[u8] = b"key-check";
+const FORMAT_VERSION: u32 = 1;
+
+/// Storage errors, with what the operator can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage engine: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "data dir was created for {stored}-dimensional templates, not {requested}: use the same \
+         dimension or another data dir"
+    )]
+    DimensionMismatch { stored: usize, requested: usize },
+    #[error("dimension {0} is not supported: use 1 to {MAX_DIMENSION}")]
+    InvalidDimension(usize),
+    #[error("data dir has format version {found}; this build reads version {FORMAT_VERSION}")]
+    UnsupportedFormat { found: u32 },
+    #[error(
+        "key dir {} holds no keys, but the data dir was written with keys: start with the \
+         --key-dir the data dir was created with",
+        key_dir.display()
+    )]
+    MissingKeys { key_dir: PathBuf },
+    #[error(
+        "key dir {} does not hold the keys this data dir was written with: start with the \
+         --key-dir the data dir was created with",
+        key_dir.display()
+    )]
+    WrongKeys { key_dir: PathBuf },
+    #[error("key file {}: {reason}", path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// What an idempotency key says about an enrolment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// The key was never used.
+    Fresh,
+    /// The key created this record, from the same content.
+    Replay(RecordId),
+    /// The key created a record from different content.
+    Conflict,
+}
+
+/// Sizes for `Stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreStats {
+    pub bytes_on_disk: u64,
+    pub sst_file_count: u64,
+}
+
+/// The record store of one data dir and its key dir.
+pub struct Store {
+    db: DB,
+    keys: KeyRing,
+    dimension: usize,
+    data_dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir` with keys in `key_dir`. `dimension` is checked
+    /// against the one recorded at creation; `None` accepts it (or 512 for a new store).
+    pub fn open(data_dir: &Path, key_dir: &Path, dimension: Option<usize>) -> Result<Self, Error> {
+        if let Some(d) = dimension.filter(|&d| d == 0 || d > MAX_DIMENSION) {
+            return Err(Error::InvalidDimension(d));
+        }
+        std::fs::create_dir_all(data_dir).map_err(|source| Error::Io { path: data_dir.to_path_buf(), source })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Old write-ahead logs hold plaintext-free but erasable rows (wrapped keys): delete them
+        // as soon as they are obsolete, never archive or recycle them (DOMAIN.md §4).
+        opts.set_wal_ttl_seconds(0);
+        opts.set_wal_size_limit_mb(0);
+        opts.set_recycle_log_file_num(0);
+        opts.set_keep_log_file_num(4);
+        let cfs = COLUMN_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, data_dir, cfs)?;
+
+        let meta = db.cf_handle(CF_META).expect("column families are created at open");
+        let stored_format = db.get_cf(meta, META_FORMAT)?;
+        let (keys, dimension) = match stored_format {
+            None => {
+                let keys = KeyRing::load(key_dir, true)?;
+                let dimension = dimension.unwrap_or(DEFAULT_DIMENSION);
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+                batch.put_cf(meta, META_DIMENSION, (dimension as u32).to_be_bytes());
+                batch.put_cf(meta, META_KEY_CHECK, keys.check_value());
+                db.write_opt(batch, &synced())?;
+                (keys, dimension)
+            }
+            Some(format) => {
+                let found = read_u32(&format, "format")?;
+                if found != FORMAT_VERSION {
+                    return Err(Error::UnsupportedFormat { found });
+                }
+                let stored = db.get_cf(meta, META_DIMENSION)?.ok_or_else(|| Error::Corrupt("no dimension".into()))?;
+                let stored = read_u32(&stored, "dimension")? as usize;
+                if let Some(requested) = dimension.filter(|&d| d != stored) {
+                    return Err(Error::DimensionMismatch { stored, requested });
+                }
+                let keys = KeyRing::load(key_dir, false)?;
+                let check = db.get_cf(meta, META_KEY_CHECK)?.ok_or_else(|| Error::Corrupt("no key check".into()))?;
+                if !keys.matches_check_value(&check) {
+                    return Err(Error::WrongKeys { key_dir: key_dir.to_path_buf() });
+                }
+                (keys, stored)
+            }
+        };
+        Ok(Store { db, keys, dimension, data_dir: data_dir.to_path_buf() })
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    fn idempotency_row(&self, key: &IdempotencyKey) -> [u8; 32] {
+        self.keys.mac(b"oubli/idempotency-key/v1", key.as_bytes())
+    }
+
+    fn content_digest(&self, record: &NewRecord) -> [u8; 32] {
+        let mut content = zeroize::Zeroizing::new(Vec::new());
+        codec::encode_content(&record.provenance, &record.embedding, &mut content);
+        self.keys.mac(b"oubli/idempotency-content/v1", &content)
+    }
+
+    /// Whether `record`'s idempotency key was used before, and for what.
+    pub fn idempotency(&self, key: &IdempotencyKey, record: &NewRecord) -> Result<Idempotency, Error> {
+        let Some(value) = self.db.get_cf(self.cf(CF_IDEMPOTENCY), self.idempotency_row(key))? else {
+            return Ok(Idempotency::Fresh);
+        };
+        let (id, digest) =
+            value.split_first_chunk::<16>().ok_or_else(|| Error::Corrupt("short idempotency row".into()))?;
+        if crypto::constant_time_eq(digest, &self.content_digest(record)) {
+            Ok(Idempotency::Replay(RecordId::from_bytes(*id)))
+        } else {
+            Ok(Idempotency::Conflict)
+        }
+    }
+
+    /// Stores new records in one synced write: sealed record, wrapped data key and idempotency
+    /// row of each. Returns once the write is durable.
+    pub fn insert(&self, records: &[(RecordId, &NewRecord)], enrolled_at: Timestamp) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        for (id, record) in records {
+            let dek = crypto::random_secret();
+            let plaintext = codec::encode(&record.provenance, &record.embedding, enrolled_at);
+            batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), crypto::seal_record(&dek, *id, &plaintext));
+            batch.put_cf(self.cf(CF_DATA_KEYS), id.as_bytes(), self.keys.wrap(*id, &dek));
+            if let Some(key) = &record.idempotency_key {
+                let mut value = id.as_bytes().to_vec();
+                value.extend_from_slice(&self.content_digest(record));
+                batch.put_cf(self.cf(CF_IDEMPOTENCY), self.idempotency_row(key), value);
+            }
+        }
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// Reads and decrypts one record.
+    pub fn get(&self, id: RecordId) -> Result<Option<Record>, Error> {
+        let Some(sealed) = self.db.get_pinned_cf(self.cf(CF_RECORDS), id.as_bytes())? else {
+            return Ok(None);
+        };
+        self.decrypt(id, &sealed).map(Some)
+    }
+
+    fn decrypt(&self, id: RecordId, sealed: &[u8]) -> Result<Record, Error> {
+        let wrapped = self
+            .db
+            .get_pinned_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?
+            .ok_or_else(|| Error::Corrupt(format!("record {id} has no data key")))?;
+        let dek = self.keys.unwrap(id, &wrapped)?;
+        let plaintext = crypto::open_record(&dek, id, sealed)?;
+        codec::decode(id, &plaintext, self.dimension)
+    }
+
+    /// Calls `f` with every record, in id order (for rebuilding indexes at start-up).
+    pub fn for_each(&self, mut f: impl FnMut(Record)) -> Result<usize, Error> {
+        let mut count = 0;
+        for item in self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::Start) {
+            let (key, sealed) = item?;
+            let id: [u8; 16] = key.as_ref().try_into().map_err(|_| Error::Corrupt("record key is not an id".into()))?;
+            f(self.decrypt(RecordId::from_bytes(id), &sealed)?);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// What the data dir occupies.
+    pub fn stats(&self) -> Result<StoreStats, Error> {
+        let sst_file_count = self.db.live_files()?.len() as u64;
+        let bytes_on_disk =
+            dir_size(&self.data_dir).map_err(|source| Error::Io { path: self.data_dir.clone(), source })?;
+        Ok(StoreStats { bytes_on_disk, sst_file_count })
+    }
+}
+
+impl Drop for Store {
+    /// Flushes memtables so that a restart need not replay the write-ahead log.
+    fn drop(&mut self) {
+        let cfs: Vec<_> = COLUMN_FAMILIES.iter().map(|name| self.cf(name)).collect();
+        if let Err(e) = self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default()) {
+            tracing::warn!(error = %e, "flush at close failed; the write-ahead log will be replayed");
+        }
+    }
+}
+
+fn synced() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    opts
+}
+
+fn read_u32(bytes: &[u8], what: &str) -> Result<u32, Error> {
+    bytes.try_into().map(u32::from_be_bytes).map_err(|_| Error::Corrupt(format!("meta {what} is not a u32")))
+}
+
+fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() { dir_size(&entry.path())? } else { meta.len() };
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        embedding::Embedding,
+        record::{Jurisdiction, LegalBasis, Provenance, SourceKind},
+    };
+
+    fn record(seed: f32, key: Option<&str>) -> NewRecord {
+        let now = Timestamp::now();
+        NewRecord {
+            embedding: Embedding::new(vec![seed, 1.0, 2.0, 3.0], 4).unwrap(),
+            provenance: Provenance::new(
+                "https://photos.example/1.jpg".into(),
+                now,
+                SourceKind::PublicWebScrape,
+                LegalBasis::NoneDeclared,
+                Jurisdiction::Unknown,
+                now,
+            )
+            .unwrap(),
+            idempotency_key: key.map(|k| IdempotencyKey::parse(k.into()).unwrap().unwrap()),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopen_and_dimension_is_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+        let id = RecordId::random();
+        let rec = record(0.5, Some("k1"));
+        {
+            let store = Store::open(&data, &keys, Some(4)).unwrap();
+            store.insert(&[(id, &rec)], Timestamp::now()).unwrap();
+            assert_eq!(
+                store.idempotency(rec.idempotency_key.as_ref().unwrap(), &rec).unwrap(),
+                Idempotency::Replay(id)
+            );
+            let other = record(0.7, Some("k1"));
+            assert_eq!(
+                store.idempotency(other.idempotency_key.as_ref().unwrap(), &other).unwrap(),
+                Idempotency::Conflict
+            );
+        }
+        let store = Store::open(&data, &keys, None).unwrap();
+        assert_eq!(store.dimension(), 4);
+        let got = store.get(id).unwrap().unwrap();
+        assert_eq!(got.embedding, rec.embedding);
+        assert_eq!(got.provenance, rec.provenance);
+        assert!(store.get(RecordId::random()).unwrap().is_none());
+        drop(store);
+
+        let err = Store::open(&data, &keys, Some(512)).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "data dir was created for 4-dimensional templates, not 512: use the same dimension or another data dir"
+        );
+        assert!(matches!(Store::open(&data, &dir.path().join("empty"), None), Err(Error::MissingKeys { .. })));
+        KeyRing::load(&dir.path().join("fresh"), true).unwrap();
+        assert!(matches!(Store::open(&data, &dir.path().join("fresh"), None), Err(Error::WrongKeys { .. })));
+    }
+}

@@ -1,0 +1,122 @@
+//! Starts and stops the real server in-process.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use jiff::Timestamp;
+use oubli::{
+    grpc::pb::{self, templates_client::TemplatesClient},
+    synth::Synth,
+};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// A data dir and a key dir in a temp dir that lives as long as this value.
+pub struct Dirs {
+    _tmp: TempDir,
+    pub data: PathBuf,
+    pub keys: PathBuf,
+}
+
+impl Dirs {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (data, keys) = (tmp.path().join("data"), tmp.path().join("keys"));
+        Dirs { _tmp: tmp, data, keys }
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), oubli::grpc::ServeError>>,
+    pub dirs: Dirs,
+}
+
+impl Server {
+    pub async fn start(dirs: Dirs) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let config = oubli::Config { data_dir: dirs.data.clone(), key_dir: dirs.keys.clone(), dimension: None };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(oubli::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Server { addr, stop, task, dirs }
+    }
+
+    pub async fn client(&self) -> TemplatesClient<Channel> {
+        let channel =
+            Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect");
+        TemplatesClient::new(channel)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect")
+    }
+
+    /// Stops the server, waits until the store is closed, and hands the dirs back.
+    pub async fn stop(self) -> Dirs {
+        let _ = self.stop.send(());
+        self.task.await.expect("server task").expect("server ran without error");
+        self.dirs
+    }
+
+    pub async fn restart(self) -> Server {
+        Server::start(self.stop().await).await
+    }
+}
+
+/// A valid enrolment request with a given vector and source.
+pub fn request(values: Vec<f32>, source_uri: &str) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        embedding: Some(pb::Embedding { values }),
+        provenance: Some(pb::Provenance {
+            source_uri: source_uri.to_string(),
+            collected_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            source_kind: pb::SourceKind::PublicWebScrape.into(),
+            legal_basis: pb::LegalBasis::NoneDeclared.into(),
+            jurisdiction: "FR".into(),
+        }),
+        idempotency_key: String::new(),
+    }
+}
+
+/// `n` seeded synthetic enrolment requests, and their (unit-length) vectors.
+pub fn seeded(n: usize, seed: u64) -> (Vec<pb::EnrollRequest>, Vec<Vec<f32>>) {
+    let mut synth = Synth::new(seed, 512);
+    let now = Timestamp::now();
+    let mut requests = Vec::with_capacity(n);
+    let mut vectors = Vec::with_capacity(n);
+    for i in 0..n {
+        let v = synth.unit_vector();
+        let p = synth.provenance(i as u64, now);
+        requests.push(pb::EnrollRequest {
+            embedding: Some(pb::Embedding { values: v.clone() }),
+            provenance: Some(oubli::grpc::provenance_to_pb(&p)),
+            idempotency_key: String::new(),
+        });
+        vectors.push(v);
+    }
+    (requests, vectors)
+}
+
+pub async fn record_count(client: &mut TemplatesClient<Channel>) -> u64 {
+    client.stats(pb::StatsRequest {}).await.expect("stats").into_inner().record_count
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
