@@ -73,6 +73,10 @@ fn legal_basis_to_pb(basis: LegalBasis) -> pb::LegalBasis {
 pub fn provenance(p: Option<pb::Provenance>, now: Timestamp) -> Result<Provenance, RecordError> {
     let p = p.ok_or(RecordError::MissingProvenance)?;
     let at = p.collected_at.ok_or(RecordError::MissingCollectedAt)?;
+    // google.protobuf.Timestamp requires nanos in 0..1e9 whatever the sign of seconds.
+    if !(0..1_000_000_000).contains(&at.nanos) {
+        return Err(RecordError::InvalidCollectedAt(format!("nanos {} is outside 0..=999999999", at.nanos)));
+    }
     let collected_at =
         Timestamp::new(at.seconds, at.nanos).map_err(|e| RecordError::InvalidCollectedAt(e.to_string()))?;
     let jurisdiction = if p.jurisdiction.is_empty() {
