@@ -119,12 +119,19 @@ impl Index for ExactIndex {
     }
 
     fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Vec<Hit> {
-        let dot = kernel::select();
+        let (dot, dot4) = (kernel::select(), kernel::select4());
         let mut probe = self.padded(probe);
         let query = as_floats(&probe);
         let mut top = TopK::new(k, min_score);
-        for (position, &id) in self.ids.iter().enumerate() {
-            top.offer(id, dot(query, self.row(position)));
+        let quads = self.ids.len() / 4 * 4;
+        for p in (0..quads).step_by(4) {
+            let scores = dot4(query, [self.row(p), self.row(p + 1), self.row(p + 2), self.row(p + 3)]);
+            for (i, score) in scores.into_iter().enumerate() {
+                top.offer(self.ids[p + i], score);
+            }
+        }
+        for p in quads..self.ids.len() {
+            top.offer(self.ids[p], dot(query, self.row(p)));
         }
         as_floats_mut(&mut probe).zeroize();
         top.into_sorted()

@@ -311,7 +311,7 @@ fn basis_name(basis: i32) -> String {
 }
 
 fn time_text(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| Timestamp::new(t.seconds, t.nanos).ok()).map(|t| t.to_string()).unwrap_or_default()
+    t.and_then(|t| Timestamp::new(t.seconds, 0).ok()).map(|t| t.to_string()).unwrap_or_default()
 }
 
 pub fn provenance_json(p: Option<&pb::Provenance>) -> serde_json::Value {
