@@ -5,21 +5,29 @@ use oubli::{
     embedding::Embedding,
     index::{ExactIndex, Index},
     record::RecordId,
-    synth::Synth,
+    synth::{Population, PopulationConfig},
 };
 
 const RECORDS: usize = 100_000;
 const DIMENSION: usize = 512;
 
 fn exact_search(c: &mut Criterion) {
-    let mut synth = Synth::new(5, DIMENSION);
+    // 50,000 synthetic people with two photos each; their held-out selfies are the probes.
+    let config = PopulationConfig {
+        seed: 5,
+        identities: RECORDS / 2,
+        samples_per_identity: 2,
+        probes_per_identity: 1,
+        ..Default::default()
+    };
+    let population = Population::generate(&config).expect("valid population");
     let mut index = ExactIndex::with_capacity(DIMENSION, RECORDS);
-    for _ in 0..RECORDS {
-        let v = Embedding::new(synth.unit_vector(), DIMENSION).expect("unit vector");
+    for i in 0..population.len() {
+        let v = Embedding::new(population.sample(i).to_vec(), DIMENSION).expect("unit vector");
         index.insert(RecordId::random(), &v);
     }
     let probes: Vec<Embedding> =
-        (0..64).map(|_| Embedding::new(synth.unit_vector(), DIMENSION).expect("unit vector")).collect();
+        (0..64).map(|i| Embedding::new(population.probe(i).to_vec(), DIMENSION).expect("unit vector")).collect();
 
     let mut group = c.benchmark_group("exact_search_100k_512d");
     group.throughput(Throughput::Elements(1));

@@ -112,9 +112,10 @@ pub enum LegalBasis {
     NoneDeclared,
 }
 
-/// Defines the stable one-byte codes of a field-less enum, used by the store's record codec.
-macro_rules! byte_codes {
-    ($ty:ident { $($variant:ident = $code:literal),+ $(,)? }) => {
+/// Defines the stable one-byte codes (for the store's record codec) and the snake_case names
+/// (for files and reports) of a field-less enum.
+macro_rules! codes_and_names {
+    ($ty:ident { $($variant:ident = $code:literal $name:literal),+ $(,)? }) => {
         impl $ty {
             pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
 
@@ -125,26 +126,34 @@ macro_rules! byte_codes {
             pub const fn from_code(code: u8) -> Option<Self> {
                 match code { $($code => Some($ty::$variant),)+ _ => None }
             }
+
+            pub const fn name(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $($name => Some($ty::$variant),)+ _ => None }
+            }
         }
     };
 }
 
-byte_codes!(SourceKind {
-    PublicWebScrape = 1,
-    SocialMediaScrape = 2,
-    UserUpload = 3,
-    ConsentedEnrolment = 4,
-    ThirdPartyTransfer = 5,
+codes_and_names!(SourceKind {
+    PublicWebScrape = 1 "public_web_scrape",
+    SocialMediaScrape = 2 "social_media_scrape",
+    UserUpload = 3 "user_upload",
+    ConsentedEnrolment = 4 "consented_enrolment",
+    ThirdPartyTransfer = 5 "third_party_transfer",
 });
 
-byte_codes!(LegalBasis {
-    Consent = 1,
-    Contract = 2,
-    LegalObligation = 3,
-    VitalInterests = 4,
-    PublicTask = 5,
-    LegitimateInterests = 6,
-    NoneDeclared = 7,
+codes_and_names!(LegalBasis {
+    Consent = 1 "consent",
+    Contract = 2 "contract",
+    LegalObligation = 3 "legal_obligation",
+    VitalInterests = 4 "vital_interests",
+    PublicTask = 5 "public_task",
+    LegitimateInterests = 6 "legitimate_interests",
+    NoneDeclared = 7 "none_declared",
 });
 
 /// Where the person is believed to live: a country, or honestly unknown.
@@ -341,9 +350,11 @@ mod tests {
     fn byte_codes_round_trip() {
         for &k in SourceKind::ALL {
             assert_eq!(SourceKind::from_code(k.code()), Some(k));
+            assert_eq!(SourceKind::from_name(k.name()), Some(k));
         }
         for &b in LegalBasis::ALL {
             assert_eq!(LegalBasis::from_code(b.code()), Some(b));
+            assert_eq!(LegalBasis::from_name(b.name()), Some(b));
         }
         assert_eq!(LegalBasis::from_code(0), None);
     }

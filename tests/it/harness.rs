@@ -4,10 +4,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use jiff::Timestamp;
 use oubli::{
     grpc::pb::{self, templates_client::TemplatesClient},
-    synth::Synth,
+    synth::{Population, PopulationConfig},
 };
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -84,23 +83,28 @@ pub fn request(values: Vec<f32>, source_uri: &str) -> pb::EnrollRequest {
     }
 }
 
-/// `n` seeded synthetic enrolment requests, and their (unit-length) vectors.
+/// `n` seeded synthetic enrolment requests (one sample of each of `n` identities), and their
+/// unit-length vectors.
 pub fn seeded(n: usize, seed: u64) -> (Vec<pb::EnrollRequest>, Vec<Vec<f32>>) {
-    let mut synth = Synth::new(seed, 512);
-    let now = Timestamp::now();
-    let mut requests = Vec::with_capacity(n);
-    let mut vectors = Vec::with_capacity(n);
-    for i in 0..n {
-        let v = synth.unit_vector();
-        let p = synth.provenance(i as u64, now);
-        requests.push(pb::EnrollRequest {
-            embedding: Some(pb::Embedding { values: v.clone() }),
-            provenance: Some(oubli::grpc::provenance_to_pb(&p)),
-            idempotency_key: String::new(),
-        });
-        vectors.push(v);
-    }
-    (requests, vectors)
+    let config =
+        PopulationConfig { seed, identities: n, samples_per_identity: 1, probes_per_identity: 0, ..Default::default() };
+    let population = Population::generate(&config).expect("valid population");
+    requests(&population)
+}
+
+/// Enrolment requests for every sample of `population`, and the samples.
+pub fn requests(population: &Population) -> (Vec<pb::EnrollRequest>, Vec<Vec<f32>>) {
+    (0..population.len())
+        .map(|i| {
+            let values = population.sample(i).to_vec();
+            let request = pb::EnrollRequest {
+                embedding: Some(pb::Embedding { values: values.clone() }),
+                provenance: Some(oubli::grpc::provenance_to_pb(&population.provenance[i])),
+                idempotency_key: String::new(),
+            };
+            (request, values)
+        })
+        .unzip()
 }
 
 pub async fn record_count(client: &mut TemplatesClient<Channel>) -> u64 {

@@ -1,4 +1,5 @@
 //! One integration-test binary: a real server on 127.0.0.1:0, real RocksDB in a temp dir, real
 //! gRPC. No mocks.
 mod harness;
+mod synth;
 mod templates;

@@ -5,8 +5,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use jiff::Timestamp;
-use oubli::{grpc::pb, synth::Synth};
+use oubli::{
+    grpc::pb,
+    synth::{Population, PopulationConfig},
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use super::{connect, enroll_all, provenance_line, status_error};
@@ -76,27 +78,22 @@ pub async fn run(args: Args) -> Result<()> {
     let mut client = connect(&server.addr).await?;
 
     step(1, "Collection");
-    let mut synth = Synth::new(args.seed, oubli::embedding::DEFAULT_DIMENSION);
-    let now = Timestamp::now();
-    let mut centroids = Vec::with_capacity(people);
-    let mut requests = Vec::with_capacity(people * SAMPLES);
-    let mut first_person_sources = Vec::new();
-    for person in 0..people {
-        let centroid = synth.unit_vector();
-        for s in 0..SAMPLES {
-            let values = synth.sample(&centroid, 0.8);
-            let p = synth.provenance((person * SAMPLES + s) as u64, now);
-            if person == 0 {
-                first_person_sources.push(p.source_uri().to_string());
-            }
-            requests.push(pb::EnrollRequest {
-                embedding: Some(pb::Embedding { values }),
-                provenance: Some(oubli::grpc::provenance_to_pb(&p)),
-                idempotency_key: String::new(),
-            });
-        }
-        centroids.push(centroid);
-    }
+    let config = PopulationConfig {
+        seed: args.seed,
+        identities: people,
+        samples_per_identity: SAMPLES,
+        probes_per_identity: 1,
+        ..Default::default()
+    };
+    let population = Population::generate(&config)?;
+    let first_source = population.provenance[0].source_uri().to_string();
+    let requests: Vec<pb::EnrollRequest> = (0..population.len())
+        .map(|i| pb::EnrollRequest {
+            embedding: Some(pb::Embedding { values: population.sample(i).to_vec() }),
+            provenance: Some(oubli::grpc::provenance_to_pb(&population.provenance[i])),
+            idempotency_key: String::new(),
+        })
+        .collect();
     println!(
         "A crawler 'scrapes' {} photos of {people} synthetic people ({SAMPLES} each) from sites under .example,",
         requests.len()
@@ -119,7 +116,7 @@ pub async fn run(args: Args) -> Result<()> {
     println!("inverted into a recognisable face, so it is as sensitive as the photo.");
 
     step(3, "Search by face");
-    let selfie = synth.sample(&centroids[0], 0.8);
+    let selfie = population.probe(0).to_vec();
     let response = client
         .search(pb::SearchRequest { probe: Some(pb::Embedding { values: selfie.clone() }), k: 6, min_score: None })
         .await
@@ -142,7 +139,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     step(4, "Encrypted at rest");
     let data_dir = args.out.join("data");
-    let (files, found) = scan_for(&data_dir, first_person_sources[0].as_bytes())?;
+    let (files, found) = scan_for(&data_dir, first_source.as_bytes())?;
     println!("Scanned {files} files in {} for person #0's source URL: found {} times.", data_dir.display(), found);
     println!("Each record is sealed under its own random key (XChaCha20-Poly1305), itself wrapped by a key");
     println!(

@@ -1,7 +1,6 @@
 //! `oubli`: the command-line client, and `oubli demo`, which runs an embedded server.
 use std::{
     fs,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -11,10 +10,12 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use oubli::grpc::pb::{self, templates_client::TemplatesClient};
+use oubli::synth::files::{ProvenanceLine, read_jsonl, read_matrix};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 mod demo;
+mod synth;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Client for the Oubli face-template API (synthetic data only)")]
@@ -69,50 +70,35 @@ enum Command {
     Stats,
     /// Start an embedded server on a local data dir and show what Oubli does, step by step.
     Demo(demo::Args),
+    /// Generate, enrol and measure a seeded synthetic population.
+    #[command(subcommand)]
+    Synth(synth::Command),
 }
 
-/// One line of a records JSONL file (or, without `embedding`, of a provenance file).
+/// One line of a records JSONL file: a template with its provenance.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RecordLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
-    pub source_uri: String,
-    /// RFC 3339, e.g. "2024-05-01T12:00:00Z".
-    pub collected_at: String,
-    /// public_web_scrape, social_media_scrape, user_upload, consented_enrolment,
-    /// third_party_transfer.
-    pub source_kind: String,
-    /// consent, contract, legal_obligation, vital_interests, public_task,
-    /// legitimate_interests, none_declared.
-    pub legal_basis: String,
-    /// ISO 3166-1 alpha-2 code, or "unknown".
-    pub jurisdiction: String,
+    #[serde(flatten)]
+    pub provenance: ProvenanceLine,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
 
-impl RecordLine {
-    pub fn into_request(self, embedding: Vec<f32>) -> Result<pb::EnrollRequest> {
-        let collected_at: Timestamp = self
-            .collected_at
-            .parse()
-            .with_context(|| format!("collected_at {:?} is not RFC 3339", self.collected_at))?;
-        let source_kind = pb::SourceKind::from_str_name(&format!("SOURCE_KIND_{}", self.source_kind.to_uppercase()))
-            .ok_or_else(|| anyhow!("unknown source_kind {:?}", self.source_kind))?;
-        let legal_basis = pb::LegalBasis::from_str_name(&format!("LEGAL_BASIS_{}", self.legal_basis.to_uppercase()))
-            .ok_or_else(|| anyhow!("unknown legal_basis {:?}", self.legal_basis))?;
-        Ok(pb::EnrollRequest {
-            embedding: Some(pb::Embedding { values: embedding }),
-            provenance: Some(pb::Provenance {
-                source_uri: self.source_uri,
-                collected_at: Some(oubli::grpc::timestamp_to_pb(collected_at)),
-                source_kind: source_kind.into(),
-                legal_basis: legal_basis.into(),
-                jurisdiction: self.jurisdiction,
-            }),
-            idempotency_key: self.idempotency_key.unwrap_or_default(),
-        })
-    }
+/// An enrolment request from a template and a provenance line (checked here first, so a bad
+/// line is reported with its line number before anything is sent).
+pub fn enroll_request(
+    embedding: Vec<f32>,
+    provenance: &ProvenanceLine,
+    idempotency_key: Option<String>,
+) -> Result<pb::EnrollRequest> {
+    let provenance = provenance.to_provenance(Timestamp::now())?;
+    Ok(pb::EnrollRequest {
+        embedding: Some(pb::Embedding { values: embedding }),
+        provenance: Some(oubli::grpc::provenance_to_pb(&provenance)),
+        idempotency_key: idempotency_key.unwrap_or_default(),
+    })
 }
 
 #[tokio::main]
@@ -120,6 +106,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Synth(command) => synth::run(command, &cli.server, cli.json).await,
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
@@ -171,7 +158,7 @@ async fn main() -> Result<()> {
                         println!("index:         {}", s.index);
                     }
                 }
-                Command::Demo(_) => unreachable!("handled above"),
+                Command::Demo(_) | Command::Synth(_) => unreachable!("handled above"),
             }
             Ok(())
         }
@@ -199,13 +186,13 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
 }
 
 /// Reads enrolment requests from a records JSONL file, or a .npy matrix with provenance JSONL.
-fn read_records(file: &Path, provenance: Option<&Path>) -> Result<Vec<pb::EnrollRequest>> {
+pub fn read_records(file: &Path, provenance: Option<&Path>) -> Result<Vec<pb::EnrollRequest>> {
     let is_npy = file.extension().is_some_and(|e| e == "npy");
     if is_npy {
         let provenance =
             provenance.ok_or_else(|| anyhow!("a .npy file needs --provenance FILE.jsonl, one line per row"))?;
-        let matrix = read_npy(file)?;
-        let lines = read_jsonl(provenance)?;
+        let matrix = read_matrix(file)?;
+        let lines: Vec<ProvenanceLine> = read_jsonl(provenance)?;
         if lines.len() != matrix.nrows() {
             bail!(
                 "{} has {} rows but {} has {} lines",
@@ -215,45 +202,39 @@ fn read_records(file: &Path, provenance: Option<&Path>) -> Result<Vec<pb::Enroll
                 lines.len()
             );
         }
-        lines.into_iter().zip(matrix.rows()).map(|(line, row)| line.into_request(row.to_vec())).collect()
+        lines
+            .iter()
+            .zip(matrix.rows())
+            .enumerate()
+            .map(|(n, (line, row))| {
+                enroll_request(row.to_vec(), line, None)
+                    .with_context(|| format!("{} line {}", provenance.display(), n + 1))
+            })
+            .collect()
     } else {
-        read_jsonl(file)?
+        read_jsonl::<RecordLine>(file)?
             .into_iter()
             .enumerate()
             .map(|(n, line)| {
-                let embedding = line.embedding.clone().ok_or_else(|| anyhow!("line {}: no \"embedding\"", n + 1))?;
-                line.into_request(embedding).with_context(|| format!("line {}", n + 1))
+                let embedding = line.embedding.ok_or_else(|| anyhow!("line {}: no \"embedding\"", n + 1))?;
+                enroll_request(embedding, &line.provenance, line.idempotency_key)
+                    .with_context(|| format!("{} line {}", file.display(), n + 1))
             })
             .collect()
     }
 }
 
-fn read_npy(file: &Path) -> Result<ndarray::Array2<f32>> {
-    ndarray_npy::read_npy(file).with_context(|| format!("{}: not a 2-d float32 .npy file", file.display()))
-}
-
-fn read_jsonl(file: &Path) -> Result<Vec<RecordLine>> {
-    let reader = BufReader::new(fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?);
-    let mut out = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("{}: cannot read", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(serde_json::from_str(&line).with_context(|| format!("{} line {}", file.display(), n + 1))?);
-    }
-    Ok(out)
-}
-
 fn read_probe(file: &Path, row: usize) -> Result<Vec<f32>> {
     match file.extension().and_then(|e| e.to_str()) {
         Some("npy") => {
-            let matrix = read_npy(file)?;
+            let matrix = read_matrix(file)?;
             let r = matrix.rows().into_iter().nth(row);
-            Ok(r.ok_or_else(|| anyhow!("{} has {} rows; --row {row} is past the end", file.display(), matrix.nrows()))?
-                .to_vec())
+            let r = r.ok_or_else(|| {
+                anyhow!("{} has {} rows; --row {row} is past the end", file.display(), matrix.nrows())
+            })?;
+            Ok(r.to_vec())
         }
-        Some("jsonl") => read_jsonl(file)?
+        Some("jsonl") => read_jsonl::<RecordLine>(file)?
             .into_iter()
             .nth(row)
             .and_then(|l| l.embedding)

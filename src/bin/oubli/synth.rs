@@ -1,0 +1,135 @@
+//! `oubli synth`: generate a seeded synthetic population, enrol it, and measure its scores.
+use std::{fs, path::PathBuf, time::Instant};
+
+use anyhow::{Context, Result};
+use oubli::synth::{
+    Population, PopulationConfig, files, plot,
+    stats::{Scores, Summary},
+};
+
+use super::{connect, enroll_all, read_records};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Write a population: embeddings.npy, provenance.jsonl, labels.npy, probes.npy,
+    /// probe_labels.npy and population.json (which regenerates it).
+    Generate {
+        #[arg(long, default_value_t = 10_000)]
+        identities: usize,
+        #[arg(long, default_value_t = 5)]
+        samples_per_identity: usize,
+        /// Held-out samples ("selfies") per identity, for access and erasure requests.
+        #[arg(long, default_value_t = 1)]
+        probes_per_identity: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Share of identities with a look-alike relative (twins, siblings).
+        #[arg(long)]
+        lookalike_share: Option<f64>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Enrol a generated population's samples through EnrollStream; writes record_ids.txt.
+    Enroll {
+        dir: PathBuf,
+        /// Records per stream (each stream is one atomic, durable write).
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
+    /// Genuine and impostor score statistics: thresholds, error rates, DET curve, histogram.
+    Stats {
+        dir: PathBuf,
+        /// Impostor pairs to sample (at least 1e7 to measure FMR 1e-6).
+        #[arg(long, default_value_t = 20_000_000)]
+        impostor_pairs: usize,
+        /// At most this many genuine pairs.
+        #[arg(long, default_value_t = 2_000_000)]
+        genuine_pairs: usize,
+        /// Seed of the pair sampling.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write stats.json and the plots (default: DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
+    match command {
+        Command::Generate { identities, samples_per_identity, probes_per_identity, seed, lookalike_share, out } => {
+            let mut config =
+                PopulationConfig { seed, identities, samples_per_identity, probes_per_identity, ..Default::default() };
+            if let Some(share) = lookalike_share {
+                config.model.lookalike_share = share;
+            }
+            let started = Instant::now();
+            let population = Population::generate(&config)?;
+            let generated = started.elapsed().as_secs_f64();
+            files::write(&population, &out)?;
+            let total = population.len() + population.probe_count();
+            eprintln!(
+                "generated {} samples and {} probes of {identities} identities in {generated:.2} s ({:.0} per second); wrote {}",
+                population.len(),
+                population.probe_count(),
+                total as f64 / generated.max(1e-9),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Enroll { dir, batch } => {
+            let requests = read_records(&dir.join(files::EMBEDDINGS_FILE), Some(&dir.join(files::PROVENANCE_FILE)))?;
+            let mut client = connect(server).await?;
+            let ids = enroll_all(&mut client, requests, batch, true).await?;
+            let path = dir.join("record_ids.txt");
+            fs::write(&path, ids.join("\n") + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("record ids, in row order: {}", path.display());
+            Ok(())
+        }
+        Command::Stats { dir, impostor_pairs, genuine_pairs, seed, out } => {
+            let samples = files::read_matrix(&dir.join(files::EMBEDDINGS_FILE))?;
+            let labels = files::read_labels(&dir.join(files::LABELS_FILE))?;
+            let started = Instant::now();
+            let flat = samples.as_standard_layout();
+            let flat = flat.as_slice().context("embeddings are contiguous")?;
+            let scores = Scores::sample(flat, &labels, samples.ncols(), seed, genuine_pairs, impostor_pairs);
+            let summary = scores.summary();
+            let out = out.unwrap_or(dir);
+            fs::create_dir_all(&out)?;
+            let stats_path = out.join("stats.json");
+            fs::write(&stats_path, serde_json::to_string_pretty(&summary)? + "\n")?;
+            let mut written = vec![stats_path];
+            written.extend(plot::det(&out, &scores, &summary)?);
+            written.extend(plot::histogram(&out, &scores, &summary)?);
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                print_summary(&summary);
+            }
+            eprintln!("measured in {:.1} s; wrote:", started.elapsed().as_secs_f64());
+            for path in written {
+                eprintln!("  {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "genuine pairs (same person):   {:>9}  mean {:.3}  std {:.3}",
+        s.genuine.pairs, s.genuine.mean, s.genuine.std
+    );
+    println!(
+        "impostor pairs (two people):   {:>9}  mean {:.3}  std {:.3}",
+        s.impostor.pairs, s.impostor.mean, s.impostor.std
+    );
+    println!("equal error rate: {:.2}% at threshold {:.3}", s.eer * 100.0, s.eer_threshold);
+    println!();
+    println!("false match rate   threshold   false non-match rate");
+    for p in &s.operating_points {
+        match (p.threshold, p.fnmr) {
+            (Some(t), Some(fnmr)) => println!("{:>16.0e}   {t:>9.3}   {:>19.2}%", p.fmr, fnmr * 100.0),
+            _ => println!("{:>16.0e}   (too few impostor pairs sampled to measure)", p.fmr),
+        }
+    }
+}
