@@ -9,7 +9,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
 ARGS ?=
 
-.PHONY: deps rocksdb build test demo bench fmt clippy clean
+.PHONY: deps rocksdb build test demo bench fmt clippy clean docs-plots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -43,6 +43,11 @@ demo: build
 
 bench: rocksdb
 	$(CARGO) bench --locked --bench search
+
+# The DET curve and score histogram shown in the README.
+docs-plots: build
+	target/release/oubli synth generate --identities 10000 --samples-per-identity 5 --seed 1 --out target/docs-pop
+	target/release/oubli synth stats target/docs-pop --out docs
 
 clean:
 	cargo clean

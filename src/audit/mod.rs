@@ -1,0 +1,6 @@
+//! The transparency log's pure parts: RFC 6962 tree math (and, through the open issue, signed
+//! checkpoints and receipts). No I/O here: storage goes through `store`, serving through `grpc`.
+pub mod merkle;
+
+#[cfg(test)]
+mod tests;
