@@ -124,6 +124,7 @@ pub fn det(dir: &Path, scores: &Scores, summary: &Summary) -> Result<Vec<PathBuf
             }
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
                 .border_style(BLACK)
                 .background_style(WHITE.mix(0.9))
                 .label_font(("sans-serif", 15))
@@ -196,7 +197,7 @@ pub fn histogram(dir: &Path, scores: &Scores, summary: &Summary) -> Result<Vec<P
                     .map_err(e)?;
                 chart
                     .draw_series(std::iter::once(Text::new(
-                        format!("1 stranger in {}", one_in(p.fmr)),
+                        format!("{t:.2}: 1 in {} strangers matched", one_in(p.fmr)),
                         (t + 0.01, self.top * (0.9 - 0.05 * p.fmr.log10().abs() / 2.0)),
                         ("sans-serif", 14),
                     )))
