@@ -1,6 +1,7 @@
 //! The transparency log's pure parts: RFC 6962 tree math (and, through the open issue, signed
 //! checkpoints and receipts). No I/O here: storage goes through `store`, serving through `grpc`.
 pub mod merkle;
+pub mod note;
 
 #[cfg(test)]
 mod tests;

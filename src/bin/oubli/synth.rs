@@ -26,6 +26,10 @@ pub enum Command {
         /// Share of identities with a look-alike relative (twins, siblings).
         #[arg(long)]
         lookalike_share: Option<f64>,
+        /// A population.json to start from (score model, provenance mix, reference time); the
+        /// flags above override its sizes and seed.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -56,9 +60,23 @@ pub enum Command {
 
 pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
     match command {
-        Command::Generate { identities, samples_per_identity, probes_per_identity, seed, lookalike_share, out } => {
-            let mut config =
-                PopulationConfig { seed, identities, samples_per_identity, probes_per_identity, ..Default::default() };
+        Command::Generate {
+            identities,
+            samples_per_identity,
+            probes_per_identity,
+            seed,
+            lookalike_share,
+            config,
+            out,
+        } => {
+            let base = match config {
+                Some(path) => {
+                    serde_json::from_slice(&fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)
+                        .with_context(|| format!("{}: not a population configuration", path.display()))?
+                }
+                None => PopulationConfig::default(),
+            };
+            let mut config = PopulationConfig { seed, identities, samples_per_identity, probes_per_identity, ..base };
             if let Some(share) = lookalike_share {
                 config.model.lookalike_share = share;
             }
