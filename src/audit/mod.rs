@@ -2,6 +2,7 @@
 //! checkpoints and receipts). No I/O here: storage goes through `store`, serving through `grpc`.
 pub mod merkle;
 pub mod note;
+pub mod tree;
 
 #[cfg(test)]
 mod tests;
