@@ -47,20 +47,31 @@ impl Embedding {
         for v in &mut values {
             *v *= inv;
         }
-        Ok(Embedding(values.into_boxed_slice()))
+        Ok(Self::boxed(values))
     }
 
     /// Rebuilds an embedding that was normalised before it was stored, keeping its exact bits
     /// (scaling again could move the last bit, and search results must not change on restart).
     pub(crate) fn from_stored(mut values: Vec<f32>, dimension: usize) -> Result<Self, EmbeddingError> {
         match Self::check(&values, dimension) {
-            Ok(norm) if (norm - 1.0).abs() < 1e-3 => Ok(Embedding(values.into_boxed_slice())),
+            Ok(norm) if (norm - 1.0).abs() < 1e-3 => Ok(Self::boxed(values)),
             Ok(_) => Self::new(values, dimension),
             Err(e) => {
                 values.zeroize();
                 Err(e)
             }
         }
+    }
+
+    /// Boxes `values` without leaving an unzeroed copy behind (shrinking a vector whose
+    /// capacity exceeds its length reallocates).
+    fn boxed(mut values: Vec<f32>) -> Self {
+        if values.capacity() == values.len() {
+            return Embedding(values.into_boxed_slice());
+        }
+        let boxed: Box<[f32]> = values.as_slice().into();
+        values.zeroize();
+        Embedding(boxed)
     }
 
     /// Returns the vector's L2 norm (in f64, so that tiny or huge values neither underflow

@@ -39,6 +39,8 @@ pub enum RecordError {
     UnspecifiedLegalBasis,
     #[error("unknown {field} value {value}")]
     UnknownEnumValue { field: &'static str, value: i32 },
+    #[error("unknown {field} {value:?}; expected one of: {expected}")]
+    UnknownName { field: &'static str, value: String, expected: String },
     #[error("provenance.jurisdiction {0:?} is not an ISO 3166-1 alpha-2 country code (such as \"FR\") nor \"unknown\"")]
     InvalidJurisdiction(String),
     #[error("idempotency_key is {0} bytes, at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed")]
@@ -133,6 +135,11 @@ macro_rules! codes_and_names {
 
             pub fn from_name(name: &str) -> Option<Self> {
                 match name { $($name => Some($ty::$variant),)+ _ => None }
+            }
+
+            /// Every name, for error messages.
+            pub fn names() -> String {
+                [$($name),+].join(", ")
             }
         }
     };

@@ -30,7 +30,7 @@ impl Tree {
         self.push(0, leaf);
         let mut level = 0usize;
         // A node completes at each level where the new size is a multiple of 2^(level+1).
-        while self.levels[level].len() % 2 == 0 {
+        while self.levels[level].len().is_multiple_of(2) {
             let row = &self.levels[level];
             let hash = merkle::node_hash(&row[row.len() - 2], &row[row.len() - 1]);
             level += 1;

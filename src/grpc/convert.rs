@@ -70,7 +70,8 @@ fn legal_basis_to_pb(basis: LegalBasis) -> pb::LegalBasis {
     }
 }
 
-pub fn provenance(p: Option<pb::Provenance>, now: Timestamp) -> Result<Provenance, RecordError> {
+/// Validates wire provenance against the clock `now`.
+pub fn provenance_from_pb(p: Option<pb::Provenance>, now: Timestamp) -> Result<Provenance, RecordError> {
     let p = p.ok_or(RecordError::MissingProvenance)?;
     let at = p.collected_at.ok_or(RecordError::MissingCollectedAt)?;
     // google.protobuf.Timestamp requires nanos in 0..1e9 whatever the sign of seconds.
@@ -110,7 +111,7 @@ pub fn timestamp_to_pb(t: Timestamp) -> prost_types::Timestamp {
 
 pub fn new_record(req: pb::EnrollRequest, dimension: usize, now: Timestamp) -> Result<NewRecord, Status> {
     let embedding = embedding(req.embedding, "embedding", dimension)?;
-    let provenance = provenance(req.provenance, now)?;
+    let provenance = provenance_from_pb(req.provenance, now)?;
     let idempotency_key = IdempotencyKey::parse(req.idempotency_key)?;
     Ok(NewRecord { embedding, provenance, idempotency_key })
 }

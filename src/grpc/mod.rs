@@ -13,7 +13,8 @@ use tracing::info;
 
 use crate::engine::{self, Engine};
 
-pub use convert::{provenance_to_pb, timestamp_to_pb};
+pub use convert::{provenance_from_pb, provenance_to_pb, timestamp_to_pb};
+pub use templates::MAX_STREAM_ITEMS;
 
 /// Code generated from `proto/oubli/v1`.
 #[allow(clippy::all, missing_docs)]

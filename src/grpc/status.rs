@@ -27,6 +27,7 @@ impl From<RecordError> for Status {
             | RecordError::UnspecifiedSourceKind
             | RecordError::UnspecifiedLegalBasis
             | RecordError::UnknownEnumValue { .. }
+            | RecordError::UnknownName { .. }
             | RecordError::InvalidJurisdiction(_)
             | RecordError::IdempotencyKeyTooLong(_) => Status::invalid_argument(e.to_string()),
         }
@@ -48,13 +49,22 @@ impl From<engine::Error> for Status {
                 | store::Error::UnsupportedFormat { .. }
                 | store::Error::MissingKeys { .. }
                 | store::Error::WrongKeys { .. }
+                | store::Error::NestedDirs { .. }
                 | store::Error::KeyFile { .. } => Code::Internal,
             },
         };
-        if code == Code::Internal || code == Code::DataLoss {
-            tracing::error!(error = %e, "storage failure");
+        match code {
+            // Paths and engine messages stay in the operator's log, not in the client's hands.
+            Code::Internal => {
+                tracing::error!(error = %e, "storage failure");
+                Status::internal("internal storage error; the server's log has the details")
+            }
+            Code::DataLoss => {
+                tracing::error!(error = %e, "corrupt data");
+                Status::data_loss(e.to_string())
+            }
+            _ => Status::new(code, e.to_string()),
         }
-        Status::new(code, e.to_string())
     }
 }
 

@@ -55,6 +55,19 @@ impl ExactIndex {
         as_floats_mut(&mut self.rows[position * width..(position + 1) * width])
     }
 
+    /// Makes room for one more row. Growing by hand, not by `Vec`'s reallocation, so that the
+    /// old buffer is zeroed before it is freed: it holds every template.
+    fn grow_for_one_row(&mut self) {
+        let needed = self.rows.len() + self.blocks_per_row;
+        if needed <= self.rows.capacity() {
+            return;
+        }
+        let mut grown = Vec::with_capacity(needed.max(self.rows.capacity() * 2));
+        grown.extend_from_slice(&self.rows);
+        as_floats_mut(&mut self.rows).zeroize();
+        self.rows = grown;
+    }
+
     /// The probe padded like a row (zeros beyond the dimension do not change a dot product).
     fn padded(&self, probe: &Embedding) -> Vec<Block> {
         let mut blocks = vec![Block::default(); self.blocks_per_row];
@@ -90,6 +103,7 @@ impl Index for ExactIndex {
                 let p = self.ids.len();
                 self.ids.push(id);
                 self.positions.insert(id, p);
+                self.grow_for_one_row();
                 self.rows.extend(std::iter::repeat_n(Block::default(), self.blocks_per_row));
                 p
             }
@@ -179,6 +193,21 @@ mod tests {
         // SAFETY (test): read the spare capacity the removed row occupied.
         let spare = unsafe { std::slice::from_raw_parts(index.rows.as_ptr().add(1).cast::<f32>(), 16) };
         assert!(spare.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn growth_keeps_every_row() {
+        let mut index = ExactIndex::new(16);
+        for n in 0..200u8 {
+            let mut v = vec![0.0; 16];
+            v[usize::from(n) % 16] = 1.0;
+            v[(usize::from(n) / 16) % 16] += 0.5;
+            index.insert(id(n), &unit(&v));
+        }
+        for n in 0..200u8 {
+            let row = index.row(index.positions[&id(n)]);
+            assert!(row.iter().any(|&x| x > 0.0), "row {n} survived growth");
+        }
     }
 
     #[test]

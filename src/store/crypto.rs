@@ -128,13 +128,24 @@ impl KeyRing {
         keks.sort_by_key(|(epoch, _)| *epoch);
         match (keks.is_empty(), mac) {
             (false, Some(mac)) => Ok(KeyRing { dir: dir.to_path_buf(), keks, mac }),
-            (true, None) if create => {
-                let kek = random_secret();
-                let mac = random_secret();
-                write_key(&dir.join(MAC_KEY_FILE), &mac)?;
-                write_key(&dir.join(kek_file(1)), &kek)?;
+            // Creating for a new data dir: make whatever a crash during an earlier creation left
+            // missing (no data depends on these keys yet).
+            (_, mac) if create => {
+                let mac = match mac {
+                    Some(mac) => mac,
+                    None => {
+                        let mac = random_secret();
+                        write_key(&dir.join(MAC_KEY_FILE), &mac)?;
+                        mac
+                    }
+                };
+                if keks.is_empty() {
+                    let kek = random_secret();
+                    write_key(&dir.join(kek_file(1)), &kek)?;
+                    keks.push((1, kek));
+                }
                 sync_dir(dir)?;
-                Ok(KeyRing { dir: dir.to_path_buf(), keks: vec![(1, kek)], mac })
+                Ok(KeyRing { dir: dir.to_path_buf(), keks, mac })
             }
             _ => Err(Error::MissingKeys { key_dir: dir.to_path_buf() }),
         }
@@ -230,11 +241,14 @@ fn read_key(path: &Path) -> Result<Secret, Error> {
     Ok(key)
 }
 
+/// Writes a key file whole or not at all: a temporary file, synced, then renamed into place.
 fn write_key(path: &Path, key: &Secret) -> Result<(), Error> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
     file.write_all(key.as_ref()).map_err(io)?;
-    file.sync_all().map_err(io)
+    file.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
@@ -259,6 +273,16 @@ mod tests {
         assert_eq!(open_record(&dek, id, &sealed).unwrap().as_slice(), b"template bytes");
         assert!(open_record(&dek, RecordId::random(), &sealed).is_err());
         assert!(open_record(&random_secret(), id, &sealed).is_err());
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        write_key(&dir.path().join(MAC_KEY_FILE), &random_secret()).unwrap();
+        assert!(matches!(KeyRing::load(dir.path(), false), Err(Error::MissingKeys { .. })));
+        let ring = KeyRing::load(dir.path(), true).unwrap();
+        assert_eq!(ring.current_epoch(), 1);
+        assert!(KeyRing::load(dir.path(), false).unwrap().matches_check_value(&ring.check_value()));
     }
 
     #[test]

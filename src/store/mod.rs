@@ -66,6 +66,13 @@ pub enum Error {
         key_dir.display()
     )]
     WrongKeys { key_dir: PathBuf },
+    #[error(
+        "key dir {} and data dir {} are nested: keep the keys apart from the data they protect, \
+         or crypto-shredding protects nothing",
+        key_dir.display(),
+        data_dir.display()
+    )]
+    NestedDirs { key_dir: PathBuf, data_dir: PathBuf },
     #[error("key file {}: {reason}", path.display())]
     KeyFile { path: PathBuf, reason: String },
     #[error("corrupt data: {0}")]
@@ -106,6 +113,7 @@ impl Store {
             return Err(Error::InvalidDimension(d));
         }
         std::fs::create_dir_all(data_dir).map_err(|source| Error::Io { path: data_dir.to_path_buf(), source })?;
+        refuse_nested(data_dir, key_dir)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -169,7 +177,9 @@ impl Store {
     }
 
     fn content_digest(&self, record: &NewRecord) -> [u8; 32] {
-        let mut content = zeroize::Zeroizing::new(Vec::new());
+        // Sized up front: a growing buffer would free unzeroed copies of the template.
+        let size = 32 + record.provenance.source_uri().len() + 4 * record.embedding.dimension();
+        let mut content = zeroize::Zeroizing::new(Vec::with_capacity(size));
         codec::encode_content(&record.provenance, &record.embedding, &mut content);
         self.keys.mac(b"oubli/idempotency-content/v1", &content)
     }
@@ -256,6 +266,27 @@ impl Drop for Store {
     }
 }
 
+/// Refuses a key dir inside the data dir (or the reverse): a copy of one would carry the other.
+fn refuse_nested(data_dir: &Path, key_dir: &Path) -> Result<(), Error> {
+    let canonical = |p: &Path| -> Result<PathBuf, Error> {
+        let io = |source| Error::Io { path: p.to_path_buf(), source };
+        match p.canonicalize() {
+            Ok(c) => Ok(c),
+            // A key dir not created yet: its parent decides where it will be.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let parent = p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                Ok(parent.canonicalize().map_err(io)?.join(p.file_name().unwrap_or_default()))
+            }
+            Err(e) => Err(io(e)),
+        }
+    };
+    let (data, keys) = (canonical(data_dir)?, canonical(key_dir)?);
+    if data.starts_with(&keys) || keys.starts_with(&data) {
+        return Err(Error::NestedDirs { key_dir: key_dir.to_path_buf(), data_dir: data_dir.to_path_buf() });
+    }
+    Ok(())
+}
+
 fn synced() -> WriteOptions {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
@@ -266,12 +297,26 @@ fn read_u32(bytes: &[u8], what: &str) -> Result<u32, Error> {
     bytes.try_into().map(u32::from_be_bytes).map_err(|_| Error::Corrupt(format!("meta {what} is not a u32")))
 }
 
+/// Bytes of every file under `dir`. RocksDB deletes obsolete files at any time: one that
+/// vanishes during the walk simply counts for nothing.
 fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let meta = entry.metadata()?;
-        total += if meta.is_dir() { dir_size(&entry.path())? } else { meta.len() };
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        total += match meta.is_dir() {
+            true => match dir_size(&entry.path()) {
+                Ok(n) => n,
+                Err(e) if gone(&e) => 0,
+                Err(e) => return Err(e),
+            },
+            false => meta.len(),
+        };
     }
     Ok(total)
 }
@@ -336,5 +381,7 @@ mod tests {
         assert!(matches!(Store::open(&data, &dir.path().join("empty"), None), Err(Error::MissingKeys { .. })));
         KeyRing::load(&dir.path().join("fresh"), true).unwrap();
         assert!(matches!(Store::open(&data, &dir.path().join("fresh"), None), Err(Error::WrongKeys { .. })));
+        assert!(matches!(Store::open(&data, &data.join("keys"), None), Err(Error::NestedDirs { .. })));
+        assert!(matches!(Store::open(&keys.join("data"), &keys, None), Err(Error::NestedDirs { .. })));
     }
 }

@@ -68,8 +68,16 @@ impl ProvenanceLine {
             .collected_at
             .parse()
             .map_err(|e: jiff::Error| RecordError::InvalidCollectedAt(format!("{:?}: {e}", self.collected_at)))?;
-        let kind = SourceKind::from_name(&self.source_kind).ok_or(RecordError::UnspecifiedSourceKind)?;
-        let basis = LegalBasis::from_name(&self.legal_basis).ok_or(RecordError::UnspecifiedLegalBasis)?;
+        let kind = SourceKind::from_name(&self.source_kind).ok_or_else(|| RecordError::UnknownName {
+            field: "source_kind",
+            value: self.source_kind.clone(),
+            expected: SourceKind::names(),
+        })?;
+        let basis = LegalBasis::from_name(&self.legal_basis).ok_or_else(|| RecordError::UnknownName {
+            field: "legal_basis",
+            value: self.legal_basis.clone(),
+            expected: LegalBasis::names(),
+        })?;
         let jurisdiction: Jurisdiction = self.jurisdiction.parse()?;
         Provenance::new(self.source_uri.clone(), collected_at, kind, basis, jurisdiction, now)
     }

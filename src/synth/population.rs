@@ -287,6 +287,12 @@ impl Population {
             }
             family += 1;
         }
+        // Relatives sit anywhere in the population, not only at its start.
+        for i in (1..n).rev() {
+            let j = sampler.rng.random_range(0..=i);
+            centroids.swap(i, j);
+            families.swap(i, j);
+        }
 
         let mut samples = Vec::with_capacity(n * k * d);
         let mut labels = Vec::with_capacity(n * k);

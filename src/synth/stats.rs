@@ -55,7 +55,7 @@ impl Scores {
         seed: u64,
         max_genuine: usize,
         impostor_pairs: usize,
-    ) -> Scores {
+    ) -> Result<Scores, StatsError> {
         Self::sample(&population.samples, &population.labels, population.dimension(), seed, max_genuine, impostor_pairs)
     }
 
@@ -70,12 +70,17 @@ impl Scores {
         seed: u64,
         max_genuine: usize,
         impostor_pairs: usize,
-    ) -> Scores {
+    ) -> Result<Scores, StatsError> {
         let d = dimension;
-        assert_eq!(samples.len(), labels.len() * d, "one row of samples per label");
+        if d == 0 || samples.len() != labels.len() * d {
+            return Err(StatsError::Shape { values: samples.len(), labels: labels.len(), dimension });
+        }
         let row = |i: usize| &samples[i * d..(i + 1) * d];
         let dot = kernel::select();
         let by_identity = group_by_identity(labels);
+        if by_identity.len() < 2 {
+            return Err(StatsError::OneIdentity);
+        }
 
         // Genuine: every pair of each identity's samples, identities in a seeded order.
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -126,7 +131,7 @@ impl Scores {
         });
         genuine.sort_unstable_by(f32::total_cmp);
         impostor.sort_unstable_by(f32::total_cmp);
-        Scores { genuine, impostor }
+        Ok(Scores { genuine, impostor })
     }
 
     /// Share of impostor pairs scoring at or above `t`.
@@ -210,13 +215,22 @@ fn moments(xs: &[f32]) -> Moments {
     Moments { pairs: xs.len(), mean, std: var.sqrt() }
 }
 
+/// Row indices of each identity, identities in ascending label order.
 fn group_by_identity(labels: &[u32]) -> Vec<Vec<usize>> {
-    let identities = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-    let mut groups = vec![Vec::new(); identities];
+    let mut groups: std::collections::BTreeMap<u32, Vec<usize>> = std::collections::BTreeMap::new();
     for (i, &l) in labels.iter().enumerate() {
-        groups[l as usize].push(i);
+        groups.entry(l).or_default().push(i);
     }
-    groups
+    groups.into_values().collect()
+}
+
+/// Why scores cannot be sampled from some input.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("{values} values do not make {labels} rows of dimension {dimension}")]
+    Shape { values: usize, labels: usize, dimension: usize },
+    #[error("impostor pairs need samples of at least two identities")]
+    OneIdentity,
 }
 
 #[cfg(test)]

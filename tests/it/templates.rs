@@ -280,6 +280,14 @@ async fn no_template_or_source_reaches_the_disk_in_clear() {
         ("template big-endian", &big_endian[..64]),
         ("source URI", secret_uri.as_bytes()),
     ];
+    // Positive control: the scan finds each needle in a file that holds it in clear.
+    let control = tempfile::tempdir().expect("tmp");
+    for (what, needle) in &needles {
+        std::fs::write(control.path().join("clear.bin"), [b"prefix".as_slice(), needle, b"suffix"].concat())
+            .expect("write");
+        let bytes = std::fs::read(control.path().join("clear.bin")).expect("read");
+        assert!(bytes.windows(needle.len()).any(|w| w == *needle), "the scan cannot see {what}");
+    }
     let check = |dir: &std::path::Path, when: &str| {
         let files = files_under(dir);
         assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "log")), "{when}: a WAL exists");

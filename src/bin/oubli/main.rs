@@ -9,7 +9,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
-use oubli::grpc::pb::{self, templates_client::TemplatesClient};
+use oubli::grpc::{
+    MAX_STREAM_ITEMS,
+    pb::{self, templates_client::TemplatesClient},
+};
 use oubli::synth::files::{ProvenanceLine, read_jsonl, read_matrix};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
@@ -112,14 +115,19 @@ async fn main() -> Result<()> {
             match command {
                 Command::Enroll { file, provenance, batch } => {
                     let requests = read_records(&file, provenance.as_deref())?;
-                    let ids = enroll_all(&mut client, requests, batch, !cli.json).await?;
-                    if cli.json {
-                        println!("{}", serde_json::json!({ "record_ids": ids }));
-                    } else {
-                        for id in ids {
-                            println!("{id}");
+                    // Ids are printed as each stream is acknowledged (JSON: one object per stream).
+                    let json = cli.json;
+                    enroll_all(&mut client, requests, batch, !json, &mut |ids| {
+                        if json {
+                            println!("{}", serde_json::json!({ "record_ids": ids }));
+                        } else {
+                            for id in ids {
+                                println!("{id}");
+                            }
                         }
-                    }
+                        Ok(())
+                    })
+                    .await?;
                 }
                 Command::Search { probe, row, k, min_score } => {
                     let values = read_probe(&probe, row)?;
@@ -244,13 +252,19 @@ fn read_probe(file: &Path, row: usize) -> Result<Vec<f32>> {
     }
 }
 
-/// Enrols `requests` in streams of `batch`, with a progress bar; returns the ids in order.
+/// Enrols `requests` in streams of `batch` (each one atomic, durable write), with a progress
+/// bar, handing each stream's ids to `committed` as soon as the server acknowledges them: if a
+/// later stream fails, the records already stored are not lost to the caller.
 pub async fn enroll_all(
     client: &mut TemplatesClient<Channel>,
     requests: Vec<pb::EnrollRequest>,
     batch: usize,
     progress: bool,
-) -> Result<Vec<String>> {
+    committed: &mut dyn FnMut(&[String]) -> Result<()>,
+) -> Result<usize> {
+    if !(1..=MAX_STREAM_ITEMS).contains(&batch) {
+        bail!("--batch is {batch}; a stream holds 1 to {MAX_STREAM_ITEMS} records");
+    }
     let total = requests.len();
     let bar = if progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -258,17 +272,19 @@ pub async fn enroll_all(
             .expect("the progress template is valid"),
     );
     let started = Instant::now();
-    let mut ids = Vec::with_capacity(total);
+    let mut done = 0;
     let mut requests = requests.into_iter().peekable();
     while requests.peek().is_some() {
-        let chunk: Vec<_> = requests.by_ref().take(batch.max(1)).collect();
+        let chunk: Vec<_> = requests.by_ref().take(batch).collect();
         let n = chunk.len();
-        let response = client
-            .enroll_stream(tokio_stream::iter(chunk))
-            .await
-            .map_err(|s| status_error(s).context(format!("stream starting at record {}", ids.len())))?
-            .into_inner();
-        ids.extend(response.record_ids);
+        let response = client.enroll_stream(tokio_stream::iter(chunk)).await.map_err(|s| {
+            status_error(s).context(format!(
+                "the stream of records {done} to {} was refused; records before it were stored",
+                done + n - 1
+            ))
+        })?;
+        committed(&response.into_inner().record_ids)?;
+        done += n;
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
@@ -276,47 +292,32 @@ pub async fn enroll_all(
     if progress {
         eprintln!("enrolled {total} templates in {secs:.2} s ({:.0} per second)", total as f64 / secs.max(1e-9));
     }
-    Ok(ids)
-}
-
-fn kind_name(kind: i32) -> String {
-    pb::SourceKind::try_from(kind)
-        .map(|k| k.as_str_name().trim_start_matches("SOURCE_KIND_").to_lowercase())
-        .unwrap_or_else(|_| kind.to_string())
-}
-
-fn basis_name(basis: i32) -> String {
-    pb::LegalBasis::try_from(basis)
-        .map(|b| b.as_str_name().trim_start_matches("LEGAL_BASIS_").to_lowercase())
-        .unwrap_or_else(|_| basis.to_string())
+    Ok(done)
 }
 
 fn time_text(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| Timestamp::new(t.seconds, 0).ok()).map(|t| t.to_string()).unwrap_or_default()
 }
 
+/// Provenance from the server in the file spelling (the domain types name every value once).
+fn provenance_of(p: Option<&pb::Provenance>) -> Option<ProvenanceLine> {
+    let tomorrow = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(24)).ok()?;
+    let mut p = oubli::grpc::provenance_from_pb(p.cloned(), tomorrow).ok().map(|p| ProvenanceLine::from(&p))?;
+    p.collected_at = p.collected_at.parse::<Timestamp>().ok()?.round(jiff::Unit::Second).ok()?.to_string();
+    Some(p)
+}
+
 pub fn provenance_json(p: Option<&pb::Provenance>) -> serde_json::Value {
-    let Some(p) = p else { return serde_json::Value::Null };
-    serde_json::json!({
-        "source_uri": p.source_uri,
-        "collected_at": time_text(p.collected_at.as_ref()),
-        "source_kind": kind_name(p.source_kind),
-        "legal_basis": basis_name(p.legal_basis),
-        "jurisdiction": p.jurisdiction,
-    })
+    provenance_of(p).map_or(serde_json::Value::Null, |p| serde_json::json!(p))
 }
 
 pub fn provenance_line(p: Option<&pb::Provenance>) -> String {
-    match p {
+    match provenance_of(p) {
         Some(p) => format!(
             "{}  collected {}  {}  basis: {}  jurisdiction: {}",
-            p.source_uri,
-            time_text(p.collected_at.as_ref()),
-            kind_name(p.source_kind),
-            basis_name(p.legal_basis),
-            p.jurisdiction
+            p.source_uri, p.collected_at, p.source_kind, p.legal_basis, p.jurisdiction
         ),
-        None => "(no provenance)".into(),
+        None => "(no valid provenance)".into(),
     }
 }
 

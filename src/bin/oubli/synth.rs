@@ -1,5 +1,5 @@
 //! `oubli synth`: generate a seeded synthetic population, enrol it, and measure its scores.
-use std::{fs, path::PathBuf, time::Instant};
+use std::{fs, io::Write, path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result};
 use oubli::synth::{
@@ -14,20 +14,24 @@ pub enum Command {
     /// Write a population: embeddings.npy, provenance.jsonl, labels.npy, probes.npy,
     /// probe_labels.npy and population.json (which regenerates it).
     Generate {
-        #[arg(long, default_value_t = 10_000)]
-        identities: usize,
-        #[arg(long, default_value_t = 5)]
-        samples_per_identity: usize,
-        /// Held-out samples ("selfies") per identity, for access and erasure requests.
-        #[arg(long, default_value_t = 1)]
-        probes_per_identity: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// People in the population [default: 10000, or --config's].
+        #[arg(long)]
+        identities: Option<usize>,
+        /// Enrolled photos of each person [default: 5, or --config's].
+        #[arg(long)]
+        samples_per_identity: Option<usize>,
+        /// Held-out samples ("selfies") per identity, for access and erasure requests
+        /// [default: 1, or --config's].
+        #[arg(long)]
+        probes_per_identity: Option<usize>,
+        /// [default: 1, or --config's]
+        #[arg(long)]
+        seed: Option<u64>,
         /// Share of identities with a look-alike relative (twins, siblings).
         #[arg(long)]
         lookalike_share: Option<f64>,
-        /// A population.json to start from (score model, provenance mix, reference time); the
-        /// flags above override its sizes and seed.
+        /// A population.json to start from (every setting, seed included); flags override it.
+        /// `--config DIR/population.json` alone regenerates DIR byte for byte.
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -69,14 +73,17 @@ pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
             config,
             out,
         } => {
-            let base = match config {
+            let mut config: PopulationConfig = match config {
                 Some(path) => {
                     serde_json::from_slice(&fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)
                         .with_context(|| format!("{}: not a population configuration", path.display()))?
                 }
-                None => PopulationConfig::default(),
+                None => PopulationConfig { identities: 10_000, ..PopulationConfig::default() },
             };
-            let mut config = PopulationConfig { seed, identities, samples_per_identity, probes_per_identity, ..base };
+            config.identities = identities.unwrap_or(config.identities);
+            config.samples_per_identity = samples_per_identity.unwrap_or(config.samples_per_identity);
+            config.probes_per_identity = probes_per_identity.unwrap_or(config.probes_per_identity);
+            config.seed = seed.unwrap_or(config.seed);
             if let Some(share) = lookalike_share {
                 config.model.lookalike_share = share;
             }
@@ -86,9 +93,10 @@ pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
             files::write(&population, &out)?;
             let total = population.len() + population.probe_count();
             eprintln!(
-                "generated {} samples and {} probes of {identities} identities in {generated:.2} s ({:.0} per second); wrote {}",
+                "generated {} samples and {} probes of {} identities in {generated:.2} s ({:.0} per second); wrote {}",
                 population.len(),
                 population.probe_count(),
+                config.identities,
                 total as f64 / generated.max(1e-9),
                 out.display()
             );
@@ -97,11 +105,20 @@ pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
         Command::Enroll { dir, batch } => {
             let requests = read_records(&dir.join(files::EMBEDDINGS_FILE), Some(&dir.join(files::PROVENANCE_FILE)))?;
             let mut client = connect(server).await?;
-            let ids = enroll_all(&mut client, requests, batch, true).await?;
             let path = dir.join("record_ids.txt");
-            fs::write(&path, ids.join("\n") + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(
+                fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?,
+            );
+            // Written as each stream is acknowledged, so a failure part-way loses no id.
+            let result = enroll_all(&mut client, requests, batch, true, &mut |ids| {
+                for id in ids {
+                    writeln!(out, "{id}")?;
+                }
+                Ok(out.flush()?)
+            })
+            .await;
             eprintln!("record ids, in row order: {}", path.display());
-            Ok(())
+            result.map(drop)
         }
         Command::Stats { dir, impostor_pairs, genuine_pairs, seed, out } => {
             let samples = files::read_matrix(&dir.join(files::EMBEDDINGS_FILE))?;
@@ -109,7 +126,8 @@ pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
             let started = Instant::now();
             let flat = samples.as_standard_layout();
             let flat = flat.as_slice().context("embeddings are contiguous")?;
-            let scores = Scores::sample(flat, &labels, samples.ncols(), seed, genuine_pairs, impostor_pairs);
+            let scores = Scores::sample(flat, &labels, samples.ncols(), seed, genuine_pairs, impostor_pairs)
+                .with_context(|| format!("{}", dir.display()))?;
             let summary = scores.summary();
             let out = out.unwrap_or(dir);
             fs::create_dir_all(&out)?;

@@ -1,0 +1,66 @@
+//! What reaches the logs: at TRACE level, for every crate, while templates with a distinctive
+//! source and idempotency key are enrolled, searched, read back and refused, the captured output
+//! holds ids and counts but no source URI, no idempotency key and no template value.
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use oubli::grpc::pb;
+
+use crate::harness::{Dirs, Server, seeded};
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_hold_no_template_source_or_key() {
+    let captured = Capture(Arc::new(Mutex::new(Vec::new())));
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // The only test that installs a subscriber: it hears every test running beside it too.
+    tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+
+    let server = Server::start(Dirs::new()).await;
+    let mut client = server.client().await;
+    let canary_uri = "https://leak-canary-7c1f.example/alice/holiday.jpg";
+    let canary_key = "idem-canary-93b2e";
+    let (mut requests, vectors) = seeded(3, 77);
+    for r in &mut requests {
+        r.provenance.as_mut().expect("provenance").source_uri = canary_uri.into();
+    }
+    requests[0].idempotency_key = canary_key.into();
+    let id = client.enroll(requests[0].clone()).await.expect("enrol").into_inner().record_id;
+    client.enroll_stream(tokio_stream::iter(requests[1..].to_vec())).await.expect("stream");
+    let probe = pb::Embedding { values: vectors[0].clone() };
+    client.search(pb::SearchRequest { probe: Some(probe), k: 3, min_score: None }).await.expect("search");
+    client.get(pb::GetRequest { record_id: id.clone(), include_embedding: true }).await.expect("get");
+    let mut bad = requests[2].clone();
+    bad.provenance.as_mut().expect("provenance").jurisdiction = "XX".into();
+    client.enroll(bad).await.expect_err("refused");
+    server.stop().await;
+
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(logs.contains("enrolled") && logs.contains(&id), "the capture works: the enrolment and its id are logged");
+    assert!(!logs.contains("leak-canary"), "a source URI reached the logs");
+    assert!(!logs.contains(canary_key), "an idempotency key reached the logs");
+    for v in &vectors[0][..8] {
+        for text in [format!("{v}"), format!("{v:?}")] {
+            assert!(!logs.contains(&text), "template value {text} reached the logs");
+        }
+    }
+}
