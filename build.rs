@@ -8,6 +8,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("oubli_v1_descriptor.bin"))
         // Templates are as sensitive as photos: no derived Debug may print one.
         .skip_debug(["oubli.v1.Embedding", "oubli.v1.Provenance", "oubli.v1.EnrollRequest"])
-        .compile_protos(&["proto/oubli/v1/templates.proto"], &["proto"])?;
+        .compile_protos(&["proto/oubli/v1/templates.proto", "proto/oubli/v1/transparency.proto"], &["proto"])?;
     Ok(())
 }

@@ -83,8 +83,13 @@ pub struct Engine {
 impl Engine {
     /// Opens the store and rebuilds the index from it.
     #[instrument(skip_all)]
-    pub fn open(data_dir: &Path, key_dir: &Path, dimension: Option<usize>) -> Result<Self, Error> {
-        let store = Store::open(data_dir, key_dir, dimension)?;
+    pub fn open(
+        data_dir: &Path,
+        key_dir: &Path,
+        dimension: Option<usize>,
+        log_origin: Option<&str>,
+    ) -> Result<Self, Error> {
+        let store = Store::open(data_dir, key_dir, dimension, log_origin)?;
         let mut index = ExactIndex::new(store.dimension());
         let count = store.for_each(|record| index.insert(record.id, &record.embedding))?;
         info!(records = count, dimension = store.dimension(), "store opened, index rebuilt");
@@ -174,6 +179,11 @@ impl Engine {
         }
         tracing::debug!(hits = out.len(), candidates, "searched");
         Ok(SearchResult { hits: out, candidates, index: index_name })
+    }
+
+    /// The transparency log, read-only: it is public.
+    pub fn log(&self) -> &Store {
+        &self.store
     }
 
     pub fn stats(&self) -> Result<Stats, Error> {

@@ -326,6 +326,9 @@ pub struct Record {
     pub provenance: Provenance,
     pub enrolled_at: Timestamp,
     pub embedding: Embedding,
+    /// The salt of the record's commitment in the transparency log: given only to the person
+    /// concerned, it lets them find their record's events in the public log.
+    pub commitment_salt: [u8; 16],
 }
 
 #[cfg(test)]

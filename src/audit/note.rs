@@ -90,6 +90,12 @@ impl VerifierKey {
     }
 }
 
+impl From<&VerifierKey> for VerifyingKey {
+    fn from(key: &VerifierKey) -> Self {
+        key.key
+    }
+}
+
 impl fmt::Display for VerifierKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut raw = vec![ED25519];
@@ -142,6 +148,11 @@ impl SignerKey {
 
     pub fn verifier(&self) -> VerifierKey {
         VerifierKey { name: self.name.clone(), id: self.id, key: self.key.verifying_key() }
+    }
+
+    /// An Ed25519 signature of `bytes` (for documents other than notes, such as receipts).
+    pub fn sign_bytes(&self, bytes: &[u8]) -> [u8; 64] {
+        self.key.sign(bytes).to_bytes()
     }
 
     /// Signs `text` (non-empty, ending in LF) and returns the whole note.

@@ -41,6 +41,16 @@ impl Tree {
         (LeafIndex(index), written)
     }
 
+    /// Forgets every leaf from `size` on (to undo appends whose write failed).
+    pub fn truncate(&mut self, size: TreeSize) {
+        for (level, row) in self.levels.iter_mut().enumerate() {
+            row.truncate((size.0 >> level) as usize);
+        }
+        while self.levels.last().is_some_and(Vec::is_empty) {
+            self.levels.pop();
+        }
+    }
+
     fn push(&mut self, level: usize, hash: Hash) {
         if self.levels.len() == level {
             self.levels.push(Vec::new());
@@ -110,5 +120,11 @@ mod tests {
             }
         }
         assert!(tree.root(TreeSize(301)).is_err());
+        let before = tree.root(TreeSize(123)).expect("size");
+        tree.truncate(TreeSize(123));
+        assert_eq!(tree.size(), TreeSize(123));
+        assert_eq!(tree.root(TreeSize(123)).expect("size"), before);
+        tree.append(b"again");
+        assert_eq!(tree.size(), TreeSize(124));
     }
 }

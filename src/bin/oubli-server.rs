@@ -24,6 +24,11 @@ struct Args {
     /// is refused).
     #[arg(long, env = "OUBLI_DIMENSION")]
     dimension: Option<usize>,
+    /// Name of the transparency log (its checkpoints' origin line and signing key name) for a
+    /// new data dir, a schema-less URL such as example.com/oubli. An existing data dir keeps
+    /// its own.
+    #[arg(long, env = "OUBLI_LOG_ORIGIN")]
+    log_origin: Option<String>,
     /// Log format.
     #[arg(long, env = "OUBLI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -47,7 +52,12 @@ async fn main() -> anyhow::Result<()> {
 
     let listener =
         TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    let config = oubli::Config { data_dir: args.data_dir, key_dir: args.key_dir, dimension: args.dimension };
+    let config = oubli::Config {
+        data_dir: args.data_dir,
+        key_dir: args.key_dir,
+        dimension: args.dimension,
+        log_origin: args.log_origin,
+    };
     oubli::run(listener, config, shutdown_signal()).await.context("oubli-server failed")?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod convert;
 mod status;
 mod templates;
+mod transparency;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
@@ -36,6 +37,9 @@ pub struct Config {
     pub key_dir: PathBuf,
     /// Template dimension; `None` keeps the data dir's (512 for a new one).
     pub dimension: Option<usize>,
+    /// The transparency log's origin (and key name) for a new data dir; `None` keeps the data
+    /// dir's (`oubli.example/log` for a new one).
+    pub log_origin: Option<String>,
 }
 
 /// Why the server could not run.
@@ -54,7 +58,10 @@ pub enum ServeError {
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let engine = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || Engine::open(&config.data_dir, &config.key_dir, config.dimension)).await??
+        tokio::task::spawn_blocking(move || {
+            Engine::open(&config.data_dir, &config.key_dir, config.dimension, config.log_origin.as_deref())
+        })
+        .await??
     };
     let engine = Arc::new(engine);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -69,8 +76,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the compiled-in descriptor sets are valid");
+    health_reporter
+        .set_serving::<pb::transparency_server::TransparencyServer<transparency::TransparencyService>>()
+        .await;
     let templates = pb::templates_server::TemplatesServer::new(templates::TemplatesService::new(engine.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let transparency =
+        pb::transparency_server::TransparencyServer::new(transparency::TransparencyService::new(engine.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let addr = listener.local_addr().ok();
     info!(?addr, "serving oubli.v1");
@@ -79,6 +92,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(templates)
+        .add_service(transparency)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     info!("server stopped");

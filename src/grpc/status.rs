@@ -41,7 +41,9 @@ impl From<engine::Error> for Status {
             engine::Error::NotFound(_) => Code::NotFound,
             engine::Error::IdempotencyConflict { .. } => Code::FailedPrecondition,
             engine::Error::Store(s) => match s {
-                store::Error::Corrupt(_) => Code::DataLoss,
+                store::Error::Corrupt(_) | store::Error::LogMismatch(_) => Code::DataLoss,
+                store::Error::Proof(_) => Code::InvalidArgument,
+                store::Error::NoEntry { .. } => Code::NotFound,
                 store::Error::Rocks(_)
                 | store::Error::Io { .. }
                 | store::Error::DimensionMismatch { .. }

@@ -4,6 +4,7 @@
 //! ```text
 //! u8 version = 1
 //! i64 enrolled_at seconds, i32 nanoseconds
+//! [u8; 16] commitment salt (the record's commitment in the transparency log)
 //! content:
 //!   i64 collected_at seconds, i32 nanoseconds
 //!   u8 source_kind, u8 legal_basis         (codes in record.rs)
@@ -44,10 +45,16 @@ pub fn encode_content(provenance: &Provenance, embedding: &Embedding, out: &mut 
 }
 
 /// The whole plaintext of a record.
-pub fn encode(provenance: &Provenance, embedding: &Embedding, enrolled_at: Timestamp) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(64 + provenance.source_uri().len() + 4 * embedding.dimension()));
+pub fn encode(
+    provenance: &Provenance,
+    embedding: &Embedding,
+    enrolled_at: Timestamp,
+    salt: &[u8; 16],
+) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(80 + provenance.source_uri().len() + 4 * embedding.dimension()));
     out.push(VERSION);
     put_time(&mut out, enrolled_at);
+    out.extend_from_slice(salt);
     encode_content(provenance, embedding, &mut out);
     out
 }
@@ -66,6 +73,7 @@ pub fn decode(id: RecordId, bytes: &[u8], dimension: usize) -> Result<Record, Er
         return Err(corrupt(&format!("unknown record version {version}")));
     }
     let enrolled_at = r.time().ok_or_else(|| corrupt("bad enrolment time"))?;
+    let salt: [u8; 16] = r.take(16).ok_or_else(|| corrupt("truncated"))?.try_into().expect("took 16 bytes");
     let collected_at = r.time().ok_or_else(|| corrupt("bad collection time"))?;
     let source_kind = r.u8().and_then(SourceKind::from_code).ok_or_else(|| corrupt("bad source kind"))?;
     let legal_basis = r.u8().and_then(LegalBasis::from_code).ok_or_else(|| corrupt("bad legal basis"))?;
@@ -91,7 +99,7 @@ pub fn decode(id: RecordId, bytes: &[u8], dimension: usize) -> Result<Record, Er
     let values = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunks"))).collect();
     let embedding = Embedding::from_stored(values, dimension).map_err(|e| corrupt(&e.to_string()))?;
     let provenance = Provenance::from_stored(source_uri, collected_at, source_kind, legal_basis, jurisdiction);
-    Ok(Record { id, provenance, enrolled_at, embedding })
+    Ok(Record { id, provenance, enrolled_at, embedding, commitment_salt: salt })
 }
 
 struct Reader<'a> {
@@ -137,11 +145,12 @@ mod tests {
         .unwrap();
         let embedding = Embedding::new((1..=8).map(|i| i as f32).collect(), 8).unwrap();
         let id = RecordId::random();
-        let bytes = encode(&provenance, &embedding, now);
+        let bytes = encode(&provenance, &embedding, now, &[9; 16]);
         let record = decode(id, &bytes, 8).unwrap();
         assert_eq!(record.provenance, provenance);
         assert_eq!(record.embedding, embedding);
         assert_eq!(record.enrolled_at, now);
+        assert_eq!(record.commitment_salt, [9; 16]);
         assert!(decode(id, &bytes, 16).is_err());
         for cut in 0..bytes.len() {
             assert!(decode(id, &bytes[..cut], 8).is_err(), "accepted a record cut at {cut}");

@@ -30,6 +30,7 @@ const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const MAC_KEY_FILE: &str = "mac.key";
+const LOG_KEY_FILE: &str = "log.key";
 
 /// A 256-bit secret, zeroed on drop.
 pub type Secret = Zeroizing<[u8; KEY_LEN]>;
@@ -95,6 +96,8 @@ pub struct KeyRing {
     /// (epoch, KEK), ascending by epoch; the last is current.
     keks: Vec<(u32, Secret)>,
     mac: Secret,
+    /// Seed of the transparency log's Ed25519 signing key.
+    log: Secret,
 }
 
 impl KeyRing {
@@ -107,6 +110,7 @@ impl KeyRing {
         }
         let mut keks = Vec::new();
         let mut mac = None;
+        let mut log = None;
         let entries = match fs::read_dir(dir) {
             Ok(entries) => Some(entries),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -118,6 +122,8 @@ impl KeyRing {
             let Some(name) = name.to_str() else { continue };
             if name == MAC_KEY_FILE {
                 mac = Some(read_key(&entry.path())?);
+            } else if name == LOG_KEY_FILE {
+                log = Some(read_key(&entry.path())?);
             } else if let Some(epoch) = name.strip_prefix("kek-").and_then(|s| s.strip_suffix(".key")) {
                 let epoch = epoch
                     .parse::<u32>()
@@ -126,26 +132,28 @@ impl KeyRing {
             }
         }
         keks.sort_by_key(|(epoch, _)| *epoch);
-        match (keks.is_empty(), mac) {
-            (false, Some(mac)) => Ok(KeyRing { dir: dir.to_path_buf(), keks, mac }),
+        match (keks.is_empty(), mac, log) {
+            (false, Some(mac), Some(log)) => Ok(KeyRing { dir: dir.to_path_buf(), keks, mac, log }),
             // Creating for a new data dir: make whatever a crash during an earlier creation left
             // missing (no data depends on these keys yet).
-            (_, mac) if create => {
-                let mac = match mac {
-                    Some(mac) => mac,
+            (_, mac, log) if create => {
+                let made = |file: &str, existing: Option<Secret>| match existing {
+                    Some(key) => Ok(key),
                     None => {
-                        let mac = random_secret();
-                        write_key(&dir.join(MAC_KEY_FILE), &mac)?;
-                        mac
+                        let key = random_secret();
+                        write_key(&dir.join(file), &key)?;
+                        Ok::<_, Error>(key)
                     }
                 };
+                let mac = made(MAC_KEY_FILE, mac)?;
+                let log = made(LOG_KEY_FILE, log)?;
                 if keks.is_empty() {
                     let kek = random_secret();
                     write_key(&dir.join(kek_file(1)), &kek)?;
                     keks.push((1, kek));
                 }
                 sync_dir(dir)?;
-                Ok(KeyRing { dir: dir.to_path_buf(), keks, mac })
+                Ok(KeyRing { dir: dir.to_path_buf(), keks, mac, log })
             }
             _ => Err(Error::MissingKeys { key_dir: dir.to_path_buf() }),
         }
@@ -153,6 +161,12 @@ impl KeyRing {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The transparency log's signing key, named after the log's origin.
+    pub fn log_signer(&self, origin: &str) -> Result<crate::audit::note::SignerKey, Error> {
+        crate::audit::note::SignerKey::from_seed(origin, &self.log)
+            .map_err(|e| Error::Corrupt(format!("log origin {origin:?}: {e}")))
     }
 
     fn current(&self) -> (u32, &Secret) {

@@ -7,7 +7,12 @@
 //!   apart and small so that erasing a key can be purged from disk quickly.
 //! - `idempotency`: keyed hash of a client's idempotency key → record id and keyed hash of the
 //!   enrolled content.
-//! - `meta`: format version, dimension, and a check value for the key directory.
+//! - `meta`: format version, dimension, a check value for the key directory, the log's origin
+//!   and its latest signed checkpoint.
+//! - `log`: the transparency log's entries, by index (u64 big-endian). The tree over them is
+//!   rebuilt in memory at open and must match the last signed checkpoint, or the store refuses
+//!   to open. An entry is written in the same batch as the change it records, with the
+//!   checkpoint that covers it.
 //!
 //! Keys are random record ids or keyed hashes, never names or URIs: RocksDB's MANIFEST records
 //! each table's smallest and largest key in clear. Every logical change is one `WriteBatch`
@@ -22,20 +27,50 @@ use jiff::Timestamp;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::{
+    audit::{
+        event::{self, Entry, Event},
+        merkle::{Hash, LeafIndex, TreeSize},
+        note::{Checkpoint, SignerKey},
+        receipt::{self, Receipt},
+        tree::Tree,
+    },
     embedding::{DEFAULT_DIMENSION, MAX_DIMENSION},
     record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
 
+/// The log's origin (and signing key name) when a data dir is created without one.
+pub const DEFAULT_LOG_ORIGIN: &str = "oubli.example/log";
+
+/// The transparency log in memory: the tree over every entry and the latest checkpoint.
+struct Log {
+    origin: String,
+    signer: SignerKey,
+    tree: Tree,
+    checkpoint: String,
+}
+
+impl Log {
+    fn sign(&self) -> String {
+        let size = self.tree.size();
+        let root = self.tree.root(size).expect("the tree's own size is in range");
+        let text = Checkpoint { origin: self.origin.clone(), size: size.0, root }.text();
+        self.signer.sign(&text).expect("checkpoint text is a valid note text")
+    }
+}
+
 const CF_RECORDS: &str = "records";
 const CF_DATA_KEYS: &str = "data_keys";
 const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 4] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META];
+const CF_LOG: &str = "log";
+const COLUMN_FAMILIES: [&str; 5] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG];
 
 const META_FORMAT: &[u8] = b"format";
 const META_DIMENSION: &[u8] = b"dimension";
 const META_KEY_CHECK: &[u8] = b"key-check";
+const META_LOG_ORIGIN: &[u8] = b"log-origin";
+const META_CHECKPOINT: &[u8] = b"checkpoint";
 const FORMAT_VERSION: u32 = 1;
 
 /// Storage errors, with what the operator can do about them.
@@ -77,6 +112,15 @@ pub enum Error {
     KeyFile { path: PathBuf, reason: String },
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    #[error(
+        "the transparency log does not match its last signed checkpoint ({0}): its entries were \
+         altered or a different copy of the data dir was restored"
+    )]
+    LogMismatch(String),
+    #[error("{0}")]
+    Proof(#[from] crate::audit::merkle::ProofError),
+    #[error("no log entry {index}: the log holds {size}")]
+    NoEntry { index: u64, size: u64 },
 }
 
 /// What an idempotency key says about an enrolment.
@@ -103,12 +147,18 @@ pub struct Store {
     keys: KeyRing,
     dimension: usize,
     data_dir: PathBuf,
+    log: std::sync::Mutex<Log>,
 }
 
 impl Store {
     /// Opens (or creates) the store in `data_dir` with keys in `key_dir`. `dimension` is checked
     /// against the one recorded at creation; `None` accepts it (or 512 for a new store).
-    pub fn open(data_dir: &Path, key_dir: &Path, dimension: Option<usize>) -> Result<Self, Error> {
+    pub fn open(
+        data_dir: &Path,
+        key_dir: &Path,
+        dimension: Option<usize>,
+        log_origin: Option<&str>,
+    ) -> Result<Self, Error> {
         if let Some(d) = dimension.filter(|&d| d == 0 || d > MAX_DIMENSION) {
             return Err(Error::InvalidDimension(d));
         }
@@ -136,6 +186,7 @@ impl Store {
                 batch.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
                 batch.put_cf(meta, META_DIMENSION, (dimension as u32).to_be_bytes());
                 batch.put_cf(meta, META_KEY_CHECK, keys.check_value());
+                batch.put_cf(meta, META_LOG_ORIGIN, log_origin.unwrap_or(DEFAULT_LOG_ORIGIN));
                 db.write_opt(batch, &synced())?;
                 (keys, dimension)
             }
@@ -157,7 +208,8 @@ impl Store {
                 (keys, stored)
             }
         };
-        Ok(Store { db, keys, dimension, data_dir: data_dir.to_path_buf() })
+        let log = open_log(&db, &keys, log_origin)?;
+        Ok(Store { db, keys, dimension, data_dir: data_dir.to_path_buf(), log: std::sync::Mutex::new(log) })
     }
 
     pub fn dimension(&self) -> usize {
@@ -202,9 +254,15 @@ impl Store {
     /// row of each. Returns once the write is durable.
     pub fn insert(&self, records: &[(RecordId, &NewRecord)], enrolled_at: Timestamp) -> Result<(), Error> {
         let mut batch = WriteBatch::default();
+        let mut events = Vec::with_capacity(records.len());
+        let logged_at = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
         for (id, record) in records {
             let dek = crypto::random_secret();
-            let plaintext = codec::encode(&record.provenance, &record.embedding, enrolled_at);
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).expect("the operating system's random number generator works");
+            events
+                .push(Entry { time: logged_at, event: Event::Enrolled { commitment: event::commitment(&salt, *id) } });
+            let plaintext = codec::encode(&record.provenance, &record.embedding, enrolled_at, &salt);
             batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), crypto::seal_record(&dek, *id, &plaintext));
             batch.put_cf(self.cf(CF_DATA_KEYS), id.as_bytes(), self.keys.wrap(*id, &dek));
             if let Some(key) = &record.idempotency_key {
@@ -213,8 +271,109 @@ impl Store {
                 batch.put_cf(self.cf(CF_IDEMPOTENCY), self.idempotency_row(key), value);
             }
         }
-        self.db.write_opt(batch, &synced())?;
-        Ok(())
+        self.write_logged(batch, &events)
+    }
+
+    /// Writes `batch` together with log entries for `events` and the checkpoint that covers
+    /// them, in one synced write: the log can never miss or invent a change.
+    fn write_logged(&self, mut batch: WriteBatch, events: &[Entry]) -> Result<(), Error> {
+        let mut log = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = log.tree.size();
+        for entry in events {
+            let bytes = entry.encode();
+            let (index, _) = log.tree.append(&bytes);
+            batch.put_cf(self.cf(CF_LOG), index.0.to_be_bytes(), bytes);
+        }
+        let checkpoint = log.sign();
+        batch.put_cf(self.cf(CF_META), META_CHECKPOINT, checkpoint.as_bytes());
+        match self.db.write_opt(batch, &synced()) {
+            Ok(()) => {
+                log.checkpoint = checkpoint;
+                Ok(())
+            }
+            Err(e) => {
+                log.tree.truncate(before);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The latest signed checkpoint (a C2SP signed note).
+    pub fn checkpoint(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).checkpoint.clone()
+    }
+
+    /// The log's verifier key, `<origin>+<key id>+<key>`.
+    pub fn verifier_key(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).signer.verifier().to_string()
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves (`None`: the latest).
+    pub fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let size = size.map_or(log.tree.size(), TreeSize);
+        Ok((size.0, log.tree.inclusion_proof(LeafIndex(index), size)?))
+    }
+
+    /// The consistency proof between two tree sizes (`to`: `None` is the latest).
+    pub fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let to = to.map_or(log.tree.size(), TreeSize);
+        Ok((to.0, log.tree.consistency_proof(TreeSize(from), to)?))
+    }
+
+    /// Log entries `start..end` (clamped to the log).
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let mut out = Vec::new();
+        let from = start.to_be_bytes();
+        let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_LOG), mode) {
+            let (key, value) = item?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| Error::Corrupt("log key".into()))?);
+            if index >= end {
+                break;
+            }
+            out.push((index, value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A signed receipt for log entry `index`, proven against the latest checkpoint.
+    pub fn receipt(&self, index: u64) -> Result<Receipt, Error> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let size = log.tree.size();
+        let bytes =
+            self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?.ok_or(Error::NoEntry { index, size: size.0 })?;
+        let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
+        let proof = log.tree.inclusion_proof(LeafIndex(index), size)?;
+        let (commitment, done) = match &entry.event {
+            Event::Enrolled { commitment } => (
+                hex::encode(commitment),
+                vec![
+                    "template and provenance sealed under the record's own data key before their first write"
+                        .to_string(),
+                    "record, wrapped key and this log entry written in one synced write".to_string(),
+                ],
+            ),
+        };
+        let body = receipt::Body {
+            format: receipt::FORMAT.into(),
+            log_origin: log.origin.clone(),
+            event: entry.event.name().into(),
+            logged_at: entry.time.to_string(),
+            commitment,
+            done,
+            verified: Vec::new(),
+            pending: Vec::new(),
+            entry: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes),
+            leaf_index: index,
+            checkpoint: log.checkpoint.clone(),
+            inclusion_proof: proof
+                .iter()
+                .map(|h| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h))
+                .collect(),
+        };
+        Ok(Receipt::sign(&body, &log.signer))
     }
 
     /// Reads and decrypts one record.
@@ -287,6 +446,50 @@ fn refuse_nested(data_dir: &Path, key_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Rebuilds the log's tree from its entries and checks it against the last signed checkpoint;
+/// a new log gets its first (empty) checkpoint.
+fn open_log(db: &DB, keys: &KeyRing, requested_origin: Option<&str>) -> Result<Log, Error> {
+    let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    let origin = db.get_cf(meta, META_LOG_ORIGIN)?.ok_or_else(|| Error::Corrupt("no log origin".into()))?;
+    let origin = String::from_utf8(origin).map_err(|_| Error::Corrupt("log origin is not UTF-8".into()))?;
+    if let Some(requested) = requested_origin.filter(|r| *r != origin) {
+        return Err(Error::Corrupt(format!(
+            "this data dir's log is named {origin:?}, not {requested:?}; a log cannot be renamed"
+        )));
+    }
+    let signer = keys.log_signer(&origin)?;
+    let mut tree = Tree::new();
+    let cf = db.cf_handle(CF_LOG).expect("column families are created at open");
+    for (expected, item) in db.iterator_cf(cf, IteratorMode::Start).enumerate() {
+        let (key, value) = item?;
+        if key.as_ref() != (expected as u64).to_be_bytes() {
+            return Err(Error::LogMismatch(format!("entry {expected} is missing")));
+        }
+        tree.append(&value);
+    }
+    let mut log = Log { origin, signer, tree, checkpoint: String::new() };
+    match db.get_cf(meta, META_CHECKPOINT)? {
+        None if log.tree.size().0 == 0 => {
+            log.checkpoint = log.sign();
+            db.put_cf_opt(meta, META_CHECKPOINT, log.checkpoint.as_bytes(), &synced())?;
+        }
+        None => return Err(Error::LogMismatch("entries without a checkpoint".into())),
+        Some(note) => {
+            let note = String::from_utf8(note).map_err(|_| Error::LogMismatch("checkpoint is not UTF-8".into()))?;
+            let signed = receipt::open_checkpoint(&note, &log.signer.verifier()).map_err(Error::LogMismatch)?;
+            let size = log.tree.size();
+            if signed.size != size.0 || signed.root != log.tree.root(size)? {
+                return Err(Error::LogMismatch(format!(
+                    "the checkpoint covers {} entries, the log holds {} with a different root",
+                    signed.size, size.0
+                )));
+            }
+            log.checkpoint = note;
+        }
+    }
+    Ok(log)
+}
+
 fn synced() -> WriteOptions {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
@@ -353,7 +556,7 @@ mod tests {
         let id = RecordId::random();
         let rec = record(0.5, Some("k1"));
         {
-            let store = Store::open(&data, &keys, Some(4)).unwrap();
+            let store = Store::open(&data, &keys, Some(4), None).unwrap();
             store.insert(&[(id, &rec)], Timestamp::now()).unwrap();
             assert_eq!(
                 store.idempotency(rec.idempotency_key.as_ref().unwrap(), &rec).unwrap(),
@@ -365,7 +568,7 @@ mod tests {
                 Idempotency::Conflict
             );
         }
-        let store = Store::open(&data, &keys, None).unwrap();
+        let store = Store::open(&data, &keys, None, None).unwrap();
         assert_eq!(store.dimension(), 4);
         let got = store.get(id).unwrap().unwrap();
         assert_eq!(got.embedding, rec.embedding);
@@ -373,15 +576,15 @@ mod tests {
         assert!(store.get(RecordId::random()).unwrap().is_none());
         drop(store);
 
-        let err = Store::open(&data, &keys, Some(512)).err().unwrap();
+        let err = Store::open(&data, &keys, Some(512), None).err().unwrap();
         assert_eq!(
             err.to_string(),
             "data dir was created for 4-dimensional templates, not 512: use the same dimension or another data dir"
         );
-        assert!(matches!(Store::open(&data, &dir.path().join("empty"), None), Err(Error::MissingKeys { .. })));
+        assert!(matches!(Store::open(&data, &dir.path().join("empty"), None, None), Err(Error::MissingKeys { .. })));
         KeyRing::load(&dir.path().join("fresh"), true).unwrap();
-        assert!(matches!(Store::open(&data, &dir.path().join("fresh"), None), Err(Error::WrongKeys { .. })));
-        assert!(matches!(Store::open(&data, &data.join("keys"), None), Err(Error::NestedDirs { .. })));
-        assert!(matches!(Store::open(&keys.join("data"), &keys, None), Err(Error::NestedDirs { .. })));
+        assert!(matches!(Store::open(&data, &dir.path().join("fresh"), None, None), Err(Error::WrongKeys { .. })));
+        assert!(matches!(Store::open(&data, &data.join("keys"), None, None), Err(Error::NestedDirs { .. })));
+        assert!(matches!(Store::open(&keys.join("data"), &keys, None, None), Err(Error::NestedDirs { .. })));
     }
 }

@@ -38,7 +38,12 @@ impl Server {
     pub async fn start(dirs: Dirs) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let config = oubli::Config { data_dir: dirs.data.clone(), key_dir: dirs.keys.clone(), dimension: None };
+        let config = oubli::Config {
+            data_dir: dirs.data.clone(),
+            key_dir: dirs.keys.clone(),
+            dimension: None,
+            log_origin: None,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(oubli::run(listener, config, async {
             let _ = stopped.await;

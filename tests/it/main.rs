@@ -4,3 +4,4 @@ mod harness;
 mod logs;
 mod synth;
 mod templates;
+mod transparency;

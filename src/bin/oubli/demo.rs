@@ -40,7 +40,8 @@ struct Embedded {
 async fn start(out: &Path) -> Result<Embedded> {
     let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind a loopback port")?;
     let addr = listener.local_addr()?.to_string();
-    let config = oubli::Config { data_dir: out.join("data"), key_dir: out.join("keys"), dimension: None };
+    let config =
+        oubli::Config { data_dir: out.join("data"), key_dir: out.join("keys"), dimension: None, log_origin: None };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(oubli::run(listener, config, async {
         let _ = stopped.await;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 mod demo;
+mod log;
 mod synth;
 
 #[derive(Parser, Debug)]
@@ -76,6 +77,12 @@ enum Command {
     /// Generate, enrol and measure a seeded synthetic population.
     #[command(subcommand)]
     Synth(synth::Command),
+    /// Read the public transparency log: checkpoint, verifier key, entries, proofs, receipts.
+    #[command(subcommand)]
+    Log(log::Command),
+    /// Check a receipt offline: its signature, the checkpoint's, the leaf and its inclusion
+    /// proof (and, with --checkpoint, that the log only grew since). Exit 0 only if all pass.
+    Verify(log::VerifyArgs),
 }
 
 /// One line of a records JSONL file: a template with its provenance.
@@ -110,6 +117,8 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Synth(command) => synth::run(command, &cli.server, cli.json).await,
+        Command::Log(command) => log::run(command, &cli.server).await,
+        Command::Verify(args) => log::verify(args, &cli.server).await,
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
@@ -166,7 +175,9 @@ async fn main() -> Result<()> {
                         println!("index:         {}", s.index);
                     }
                 }
-                Command::Demo(_) | Command::Synth(_) => unreachable!("handled above"),
+                Command::Demo(_) | Command::Synth(_) | Command::Log(_) | Command::Verify(_) => {
+                    unreachable!("handled above")
+                }
             }
             Ok(())
         }

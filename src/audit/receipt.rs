@@ -1,0 +1,195 @@
+//! Receipts: signed, self-contained JSON documents for logged events, and their offline check.
+//!
+//! A receipt says what was done, what was checked and what is still pending (never more), and
+//! carries the leaf, its inclusion proof and the signed checkpoint it is in. The body is a JSON
+//! string, signed as bytes with the log key (Ed25519), so any language can check the signature
+//! before parsing anything: `{"body": "<json>", "key": "<verifier key>", "signature": "<b64>"}`.
+use base64::{Engine, engine::general_purpose::STANDARD};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    event::Entry,
+    merkle::{self, Hash, LeafIndex, TreeSize},
+    note::{self, Checkpoint, SignerKey, VerifierKey},
+};
+
+pub const FORMAT: &str = "oubli-receipt/v1";
+
+/// Something still to happen, with its due date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub what: String,
+    pub due: String,
+}
+
+/// What a receipt states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body {
+    pub format: String,
+    pub log_origin: String,
+    /// The event's kind ("enrolment", ...).
+    pub event: String,
+    /// When it was logged (RFC 3339).
+    pub logged_at: String,
+    /// The salted commitment the event names (hex).
+    pub commitment: String,
+    /// Operations performed.
+    pub done: Vec<String>,
+    /// Evidence checked afterwards, with its result.
+    pub verified: Vec<String>,
+    /// What is still to happen.
+    pub pending: Vec<Pending>,
+    /// The leaf: the event's canonical bytes (base64), and where it is in the log.
+    pub entry: String,
+    pub leaf_index: u64,
+    /// The signed checkpoint (a C2SP signed note) the leaf is proven against.
+    pub checkpoint: String,
+    /// The inclusion proof of the leaf in that checkpoint's tree (base64 hashes).
+    pub inclusion_proof: Vec<String>,
+}
+
+/// A signed receipt, as stored and handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub body: String,
+    pub key: String,
+    pub signature: String,
+}
+
+impl Receipt {
+    pub fn sign(body: &Body, signer: &SignerKey) -> Receipt {
+        let body = serde_json::to_string(body).expect("a receipt body serialises");
+        Receipt {
+            signature: STANDARD.encode(signer.sign_bytes(body.as_bytes())),
+            key: signer.verifier().to_string(),
+            body,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a receipt serialises") + "\n"
+    }
+}
+
+/// One check and its result, for printing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A newer checkpoint to check the receipt's against, with the consistency proof between them.
+pub struct Newer<'a> {
+    pub note: &'a str,
+    pub proof: &'a [Hash],
+}
+
+/// Checks a receipt offline against the log's verifier key: its signature, the checkpoint's
+/// signature, the leaf, the inclusion proof and, given a newer checkpoint, consistency. Returns
+/// every check made; the receipt holds only if all passed.
+pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut check = |name, result: Result<String, String>| {
+        let ok = result.is_ok();
+        checks.push(Check { name, ok, detail: result.unwrap_or_else(|e| e) });
+        ok
+    };
+    let receipt: Receipt = match serde_json::from_str(receipt_json) {
+        Ok(r) => r,
+        Err(e) => {
+            check("receipt parses", Err(format!("not a receipt: {e}")));
+            return checks;
+        }
+    };
+    let signed = (|| {
+        if receipt.key != key.to_string() {
+            return Err(format!("signed by {}, not the trusted key {}", receipt.key, key.label()));
+        }
+        let sig = STANDARD.decode(&receipt.signature).map_err(|_| "signature is not base64".to_string())?;
+        let sig = Signature::from_slice(&sig).map_err(|_| "signature is not 64 bytes".to_string())?;
+        let public = VerifyingKey::from(key);
+        public.verify(receipt.body.as_bytes(), &sig).map_err(|_| "signature does not verify".to_string())?;
+        Ok(format!("signed by {}", key.label()))
+    })();
+    if !check("receipt signature", signed) {
+        return checks;
+    }
+    let body: Body = match serde_json::from_str::<Body>(&receipt.body) {
+        Ok(b) if b.format == FORMAT => b,
+        Ok(b) => {
+            check("receipt body", Err(format!("format {:?}, expected {FORMAT}", b.format)));
+            return checks;
+        }
+        Err(e) => {
+            check("receipt body", Err(format!("body does not parse: {e}")));
+            return checks;
+        }
+    };
+    let checkpoint = open_checkpoint(&body.checkpoint, key);
+    let Some(checkpoint) = checkpoint.clone().ok() else {
+        check("checkpoint signature", checkpoint.map(|_| String::new()));
+        return checks;
+    };
+    check("checkpoint signature", Ok(format!("tree of {} leaves signed by {}", checkpoint.size, key.label())));
+    check(
+        "checkpoint origin",
+        if checkpoint.origin == body.log_origin {
+            Ok(checkpoint.origin.clone())
+        } else {
+            Err(format!("checkpoint of {:?}, receipt of {:?}", checkpoint.origin, body.log_origin))
+        },
+    );
+    let leaf = (|| {
+        let bytes = STANDARD.decode(&body.entry).map_err(|_| "entry is not base64".to_string())?;
+        let entry = Entry::decode(&bytes).map_err(|e| e.to_string())?;
+        let commitment = match &entry.event {
+            super::event::Event::Enrolled { commitment } => hex::encode(commitment),
+        };
+        if entry.event.name() != body.event || commitment != body.commitment || entry.time.to_string() != body.logged_at
+        {
+            return Err("the logged entry says something else than the receipt".to_string());
+        }
+        Ok(merkle::leaf_hash(&bytes))
+    })();
+    let Ok(leaf) = leaf else {
+        check("leaf matches the receipt", leaf.map(|_| String::new()));
+        return checks;
+    };
+    check("leaf matches the receipt", Ok(format!("{} at {}", body.event, body.logged_at)));
+    let proof: Result<Vec<Hash>, String> = body
+        .inclusion_proof
+        .iter()
+        .map(|h| {
+            STANDARD.decode(h).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| "a proof hash is malformed".into())
+        })
+        .collect();
+    let included = proof.and_then(|proof: Vec<Hash>| {
+        merkle::verify_inclusion(&leaf, LeafIndex(body.leaf_index), TreeSize(checkpoint.size), &proof, &checkpoint.root)
+            .map(|()| format!("leaf {} is in the tree of {} leaves", body.leaf_index, checkpoint.size))
+            .map_err(|e| e.to_string())
+    });
+    check("inclusion proof", included);
+    if let Some(newer) = newer {
+        let result = open_checkpoint(newer.note, key).and_then(|later| {
+            merkle::verify_consistency(
+                TreeSize(checkpoint.size),
+                TreeSize(later.size),
+                &checkpoint.root,
+                &later.root,
+                newer.proof,
+            )
+            .map(|()| format!("tree of {} leaves extends the receipt's {}", later.size, checkpoint.size))
+            .map_err(|e| e.to_string())
+        });
+        check("consistency with the newer checkpoint", result);
+    }
+    checks
+}
+
+/// Opens a checkpoint note with `key` and parses its body.
+pub fn open_checkpoint(note_text: &str, key: &VerifierKey) -> Result<Checkpoint, String> {
+    let opened = note::open(note_text, std::slice::from_ref(key)).map_err(|e| e.to_string())?;
+    Checkpoint::parse(&opened.text).map_err(|e| e.to_string())
+}

@@ -1,0 +1,183 @@
+//! `oubli log ...` reads the public transparency log; `oubli verify` checks a receipt offline.
+use std::{fs, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use oubli::audit::{
+    merkle::Hash,
+    note::VerifierKey,
+    receipt::{self, Newer},
+};
+use oubli::grpc::pb::{self, transparency_client::TransparencyClient};
+use tonic::transport::Channel;
+
+use super::{endpoint, status_error};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Print the latest signed checkpoint exactly as served.
+    Checkpoint,
+    /// Print the log's verifier key.
+    VerifierKey,
+    /// Print entries start..end as JSON lines (index, base64 data, decoded event).
+    Entries {
+        #[arg(long)]
+        start: u64,
+        #[arg(long)]
+        end: u64,
+    },
+    /// Print the inclusion proof of a leaf as JSON.
+    Proof {
+        #[arg(long)]
+        leaf: u64,
+        /// Tree size (default: the latest checkpoint's).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print the consistency proof between two tree sizes as JSON.
+    Consistency {
+        #[arg(long)]
+        from: u64,
+        /// Newer size (default: the latest checkpoint's).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Print the signed receipt of a leaf.
+    Receipt {
+        #[arg(long)]
+        leaf: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The receipt (JSON) to check.
+    receipt: PathBuf,
+    /// The log's verifier key, or a file holding it (from `oubli log verifier-key`).
+    #[arg(long)]
+    verifier_key: String,
+    /// A newer checkpoint (a file, as printed by `oubli log checkpoint`): also check that the
+    /// log only grew since the receipt's. Needs the consistency proof, fetched with --server.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+}
+
+async fn client(server: &str) -> Result<TransparencyClient<Channel>> {
+    let url = endpoint(server);
+    let channel = Channel::from_shared(url.clone())
+        .with_context(|| format!("{server:?} is not a server address (use host:port)"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))?;
+    Ok(TransparencyClient::new(channel))
+}
+
+fn b64(hashes: &[Vec<u8>]) -> Vec<String> {
+    hashes.iter().map(|h| STANDARD.encode(h)).collect()
+}
+
+pub async fn run(command: Command, server: &str) -> Result<()> {
+    let mut log = client(server).await?;
+    match command {
+        Command::Checkpoint => {
+            let r = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner();
+            print!("{}", r.checkpoint);
+        }
+        Command::VerifierKey => {
+            let r = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(status_error)?.into_inner();
+            println!("{}", r.verifier_key);
+        }
+        Command::Entries { start, end } => {
+            let r = log.get_entries(pb::GetEntriesRequest { start, end }).await.map_err(status_error)?.into_inner();
+            for e in r.entries {
+                let decoded = oubli::audit::event::Entry::decode(&e.data)
+                    .map(|d| format!("{} at {}", d.event.name(), d.time))
+                    .unwrap_or_else(|err| format!("undecodable: {err}"));
+                println!(
+                    "{}",
+                    serde_json::json!({ "index": e.index, "data": STANDARD.encode(&e.data), "event": decoded })
+                );
+            }
+        }
+        Command::Proof { leaf, size } => {
+            let r = log
+                .get_inclusion_proof(pb::GetInclusionProofRequest { leaf_index: leaf, tree_size: size.unwrap_or(0) })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let json =
+                serde_json::json!({ "leaf_index": r.leaf_index, "tree_size": r.tree_size, "hashes": b64(&r.hashes) });
+            println!("{json}");
+        }
+        Command::Consistency { from, to } => {
+            let r = log
+                .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: to.unwrap_or(0) })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let json = serde_json::json!({ "from_size": r.from_size, "to_size": r.to_size, "hashes": b64(&r.hashes) });
+            println!("{json}");
+        }
+        Command::Receipt { leaf } => {
+            let r =
+                log.get_receipt(pb::GetReceiptRequest { leaf_index: leaf }).await.map_err(status_error)?.into_inner();
+            print!("{}", r.receipt);
+        }
+    }
+    Ok(())
+}
+
+/// Reads a verifier key given inline or in a file.
+fn verifier_key(value: &str) -> Result<VerifierKey> {
+    if let Ok(key) = VerifierKey::parse(value) {
+        return Ok(key);
+    }
+    let text = fs::read_to_string(value).with_context(|| format!("{value:?} is neither a verifier key nor a file"))?;
+    VerifierKey::parse(text.trim()).with_context(|| format!("{value}: not a verifier key"))
+}
+
+/// `oubli verify`: offline, except for fetching a consistency proof for a newer checkpoint.
+/// Prints every check; fails unless all pass.
+pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
+    let key = verifier_key(&args.verifier_key)?;
+    let receipt_json =
+        fs::read_to_string(&args.receipt).with_context(|| format!("cannot read {}", args.receipt.display()))?;
+    let newer_note = match &args.checkpoint {
+        Some(path) => Some(fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?),
+        None => None,
+    };
+    let mut proof: Vec<Hash> = Vec::new();
+    if let Some(note) = &newer_note {
+        let from = receipt_tree_size(&receipt_json, &key)?;
+        let to = receipt::open_checkpoint(note, &key).map_err(anyhow::Error::msg).context("newer checkpoint")?.size;
+        if from < to {
+            let mut log = client(server).await.context("the consistency proof is fetched from --server")?;
+            let r = log
+                .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: to })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            proof = r
+                .hashes
+                .into_iter()
+                .map(|h| h.try_into().map_err(|_| anyhow::anyhow!("a proof hash is not 32 bytes")))
+                .collect::<Result<_>>()?;
+        }
+    }
+    let checks = receipt::verify(&receipt_json, &key, newer_note.as_deref().map(|note| Newer { note, proof: &proof }));
+    for c in &checks {
+        println!("{} {:<40} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+    }
+    if checks.is_empty() || checks.iter().any(|c| !c.ok) {
+        bail!("the receipt does not verify");
+    }
+    println!("every check passed");
+    Ok(())
+}
+
+/// The tree size of the checkpoint inside a receipt (read before the full check).
+fn receipt_tree_size(receipt_json: &str, key: &VerifierKey) -> Result<u64> {
+    let receipt: receipt::Receipt = serde_json::from_str(receipt_json).context("not a receipt")?;
+    let body: receipt::Body = serde_json::from_str(&receipt.body).context("receipt body")?;
+    Ok(receipt::open_checkpoint(&body.checkpoint, key).map_err(anyhow::Error::msg).context("receipt checkpoint")?.size)
+}

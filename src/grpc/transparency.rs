@@ -1,0 +1,125 @@
+//! `oubli.v1.Transparency`: the public, read-only face of the transparency log.
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::{blocking, pb};
+use crate::engine::Engine;
+
+/// The most entries one `GetEntries` call returns.
+pub const MAX_ENTRIES: u64 = 1000;
+
+pub struct TransparencyService {
+    engine: Arc<Engine>,
+}
+
+impl TransparencyService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        TransparencyService { engine }
+    }
+}
+
+/// 0 on the wire means "the latest".
+fn latest_if_zero(size: u64) -> Option<u64> {
+    (size != 0).then_some(size)
+}
+
+#[tonic::async_trait]
+impl pb::transparency_server::Transparency for TransparencyService {
+    #[instrument(skip_all, name = "GetCheckpoint")]
+    async fn get_checkpoint(
+        &self,
+        _request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        Ok(Response::new(pb::GetCheckpointResponse { checkpoint: self.engine.log().checkpoint() }))
+    }
+
+    #[instrument(skip_all, name = "GetVerifierKey")]
+    async fn get_verifier_key(
+        &self,
+        _request: Request<pb::GetVerifierKeyRequest>,
+    ) -> Result<Response<pb::GetVerifierKeyResponse>, Status> {
+        Ok(Response::new(pb::GetVerifierKeyResponse { verifier_key: self.engine.log().verifier_key() }))
+    }
+
+    #[instrument(skip_all, name = "GetInclusionProof", fields(leaf_index, tree_size))]
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        let req = request.into_inner();
+        tracing::Span::current().record("leaf_index", req.leaf_index).record("tree_size", req.tree_size);
+        let engine = self.engine.clone();
+        let (size, hashes) = blocking(move || {
+            engine
+                .log()
+                .inclusion_proof(req.leaf_index, latest_if_zero(req.tree_size))
+                .map_err(crate::engine::Error::from)
+        })
+        .await?;
+        Ok(Response::new(pb::GetInclusionProofResponse {
+            leaf_index: req.leaf_index,
+            tree_size: size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, name = "GetConsistencyProof", fields(from_size, to_size))]
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        let req = request.into_inner();
+        tracing::Span::current().record("from_size", req.from_size).record("to_size", req.to_size);
+        if req.from_size == 0 {
+            return Err(Status::invalid_argument("from_size is 0: a proof from the empty tree proves nothing"));
+        }
+        let engine = self.engine.clone();
+        let (to, hashes) = blocking(move || {
+            engine
+                .log()
+                .consistency_proof(req.from_size, latest_if_zero(req.to_size))
+                .map_err(crate::engine::Error::from)
+        })
+        .await?;
+        Ok(Response::new(pb::GetConsistencyProofResponse {
+            from_size: req.from_size,
+            to_size: to,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, name = "GetEntries", fields(start, end))]
+    async fn get_entries(
+        &self,
+        request: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let req = request.into_inner();
+        tracing::Span::current().record("start", req.start).record("end", req.end);
+        if req.end <= req.start || req.end - req.start > MAX_ENTRIES {
+            return Err(Status::invalid_argument(format!(
+                "ask for 1 to {MAX_ENTRIES} entries: start {} must be below end {}",
+                req.start, req.end
+            )));
+        }
+        let engine = self.engine.clone();
+        let entries =
+            blocking(move || engine.log().entries(req.start, req.end).map_err(crate::engine::Error::from)).await?;
+        Ok(Response::new(pb::GetEntriesResponse {
+            entries: entries.into_iter().map(|(index, data)| pb::LogEntry { index, data }).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, name = "GetReceipt", fields(leaf_index))]
+    async fn get_receipt(
+        &self,
+        request: Request<pb::GetReceiptRequest>,
+    ) -> Result<Response<pb::GetReceiptResponse>, Status> {
+        let index = request.into_inner().leaf_index;
+        tracing::Span::current().record("leaf_index", index);
+        let engine = self.engine.clone();
+        let receipt = blocking(move || engine.log().receipt(index).map_err(crate::engine::Error::from)).await?;
+        Ok(Response::new(pb::GetReceiptResponse { receipt: receipt.to_json() }))
+    }
+}
