@@ -22,6 +22,8 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
+	@# The independent receipt check in the tests is Python with the `cryptography` package.
+	@python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
 
 rocksdb: deps
 	@scripts/rocksdb-cache.sh >/dev/null
@@ -42,7 +44,7 @@ demo: build
 	target/release/oubli demo $(ARGS)
 
 bench: rocksdb
-	$(CARGO) bench --locked --bench search
+	$(CARGO) bench --locked --bench search --bench log
 
 # The DET curve and score histogram shown in the README.
 docs-plots: build

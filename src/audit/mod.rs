@@ -5,6 +5,7 @@ pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod tree;
+pub mod witness;
 
 #[cfg(test)]
 mod tests;

@@ -181,3 +181,50 @@ fn receipt_tree_size(receipt_json: &str, key: &VerifierKey) -> Result<u64> {
     let body: receipt::Body = serde_json::from_str(&receipt.body).context("receipt body")?;
     Ok(receipt::open_checkpoint(&body.checkpoint, key).map_err(anyhow::Error::msg).context("receipt checkpoint")?.size)
 }
+
+#[derive(clap::Args, Debug)]
+pub struct WitnessArgs {
+    /// Where the witness keeps the last checkpoint it verified (created on first run).
+    #[arg(long)]
+    state: PathBuf,
+    /// The log's verifier key, or a file holding it.
+    #[arg(long)]
+    verifier_key: String,
+}
+
+/// `oubli witness`: fetch the latest checkpoint, check it extends the one saved, save it.
+/// Exits non-zero, saving nothing, on a bad signature, a rollback or a fork.
+pub async fn witness(args: WitnessArgs, server: &str) -> Result<()> {
+    use oubli::audit::witness::{self, Verdict};
+    let key = verifier_key(&args.verifier_key)?;
+    let saved = match fs::read_to_string(&args.state) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.state.display())),
+    };
+    let mut log = client(server).await?;
+    let latest = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner().checkpoint;
+    let mut proof: Vec<Hash> = Vec::new();
+    if let Some((from, to)) = witness::proof_needed(saved.as_deref(), &latest, &key)? {
+        let r = log
+            .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: to })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        proof = r
+            .hashes
+            .into_iter()
+            .map(|h| h.try_into().map_err(|_| anyhow::anyhow!("a proof hash is not 32 bytes")))
+            .collect::<Result<_>>()?;
+    }
+    let verdict = witness::check(saved.as_deref(), &latest, &key, &proof).map_err(anyhow::Error::new)?;
+    let tmp = args.state.with_extension("tmp");
+    fs::write(&tmp, &latest).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, &args.state).with_context(|| format!("cannot write {}", args.state.display()))?;
+    match verdict {
+        Verdict::First { size } => println!("first checkpoint: {size} leaves, trusted on first use and saved"),
+        Verdict::Unchanged { size } => println!("unchanged: {size} leaves"),
+        Verdict::Grew { from, to } => println!("consistent: the log grew from {from} to {to} leaves"),
+    }
+    Ok(())
+}

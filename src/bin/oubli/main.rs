@@ -83,6 +83,9 @@ enum Command {
     /// Check a receipt offline: its signature, the checkpoint's, the leaf and its inclusion
     /// proof (and, with --checkpoint, that the log only grew since). Exit 0 only if all pass.
     Verify(log::VerifyArgs),
+    /// Monitor the log: check the latest checkpoint extends the last one verified (saved in
+    /// --state); report a rollback or a fork loudly, with a non-zero exit.
+    Witness(log::WitnessArgs),
 }
 
 /// One line of a records JSONL file: a template with its provenance.
@@ -119,6 +122,7 @@ async fn main() -> Result<()> {
         Command::Synth(command) => synth::run(command, &cli.server, cli.json).await,
         Command::Log(command) => log::run(command, &cli.server).await,
         Command::Verify(args) => log::verify(args, &cli.server).await,
+        Command::Witness(args) => log::witness(args, &cli.server).await,
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
@@ -175,7 +179,7 @@ async fn main() -> Result<()> {
                         println!("index:         {}", s.index);
                     }
                 }
-                Command::Demo(_) | Command::Synth(_) | Command::Log(_) | Command::Verify(_) => {
+                Command::Demo(_) | Command::Synth(_) | Command::Log(_) | Command::Verify(_) | Command::Witness(_) => {
                     unreachable!("handled above")
                 }
             }

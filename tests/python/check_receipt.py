@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Checks an Oubli receipt independently of the Rust code: the Python standard library plus the
+`cryptography` package, following only the formats the docs describe (docs/log-format.md).
+
+    python3 tests/python/check_receipt.py RECEIPT.json VERIFIER_KEY
+
+Recomputes the receipt's Ed25519 signature check, the leaf hash, the checkpoint's signed-note
+signature and the inclusion proof against the checkpoint's root. Exit 0 only if all hold."""
+import base64
+import hashlib
+import json
+import sys
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+def parse_verifier_key(text):
+    name, key_id, key = text.strip().split("+", 2)
+    raw = base64.b64decode(key)
+    assert raw[0] == 0x01 and len(raw) == 33, "an Ed25519 verifier key"
+    public = raw[1:]
+    assert hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4].hex() == key_id, "key id"
+    return name, bytes.fromhex(key_id), Ed25519PublicKey.from_public_bytes(public)
+
+
+def open_note(note, name, key_id, public):
+    split = note.rindex("\n\n")
+    text, signatures = note[: split + 1], note[split + 2 :]
+    for line in signatures.splitlines():
+        assert line.startswith("\u2014 "), "a signature line"
+        signer, b64 = line[2:].split(" ")
+        raw = base64.b64decode(b64)
+        if signer == name and raw[:4] == key_id:
+            public.verify(raw[4:], text.encode())  # raises if invalid
+            return text
+    raise AssertionError("no signature by the log key")
+
+
+def leaf_hash(data):
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_from_inclusion_proof(leaf, index, size, proof):
+    """RFC 9162 section 2.1.3.2."""
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        assert sn != 0, "proof too long"
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    assert sn == 0, "proof too short"
+    return r
+
+
+def main(receipt_path, verifier_key):
+    name, key_id, public = parse_verifier_key(verifier_key)
+    receipt = json.load(open(receipt_path))
+    public.verify(base64.b64decode(receipt["signature"]), receipt["body"].encode())
+    print("ok  receipt signature")
+    body = json.loads(receipt["body"])
+    text = open_note(body["checkpoint"], name, key_id, public)
+    origin, size, root = text.rstrip("\n").split("\n")
+    size, root = int(size), base64.b64decode(root)
+    assert origin == body["log_origin"]
+    print(f"ok  checkpoint signature ({size} leaves)")
+    entry = base64.b64decode(body["entry"])
+    assert entry[0] == 1 and entry[1] == 1 and entry[10:].hex() == body["commitment"], "an enrolment leaf"
+    leaf = leaf_hash(entry)
+    print(f"ok  leaf hash {leaf.hex()}")
+    proof = [base64.b64decode(h) for h in body["inclusion_proof"]]
+    assert root_from_inclusion_proof(leaf, body["leaf_index"], size, proof) == root, "inclusion proof"
+    print("ok  inclusion proof")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
