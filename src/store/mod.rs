@@ -13,6 +13,9 @@
 //!   rebuilt in memory at open and must match the last signed checkpoint, or the store refuses
 //!   to open. An entry is written in the same batch as the change it records, with the
 //!   checkpoint that covers it.
+//! - `log_nodes`: `level ‖ index` (u8, u64 big-endian) → the hash of every perfect subtree, leaf
+//!   hashes included, written with the leaf that completes it. At open they must equal the tree
+//!   recomputed from the entries.
 //!
 //! Keys are random record ids or keyed hashes, never names or URIs: RocksDB's MANIFEST records
 //! each table's smallest and largest key in clear. Every logical change is one `WriteBatch`
@@ -64,7 +67,8 @@ const CF_DATA_KEYS: &str = "data_keys";
 const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
-const COLUMN_FAMILIES: [&str; 5] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG];
+const CF_LOG_NODES: &str = "log_nodes";
+const COLUMN_FAMILIES: [&str; 6] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG, CF_LOG_NODES];
 
 const META_FORMAT: &[u8] = b"format";
 const META_DIMENSION: &[u8] = b"dimension";
@@ -281,8 +285,11 @@ impl Store {
         let before = log.tree.size();
         for entry in events {
             let bytes = entry.encode();
-            let (index, _) = log.tree.append(&bytes);
+            let (index, nodes) = log.tree.append(&bytes);
             batch.put_cf(self.cf(CF_LOG), index.0.to_be_bytes(), bytes);
+            for (level, i, hash) in nodes {
+                batch.put_cf(self.cf(CF_LOG_NODES), node_key(level, i), hash);
+            }
         }
         let checkpoint = log.sign();
         batch.put_cf(self.cf(CF_META), META_CHECKPOINT, checkpoint.as_bytes());
@@ -460,12 +467,18 @@ fn open_log(db: &DB, keys: &KeyRing, requested_origin: Option<&str>) -> Result<L
     let signer = keys.log_signer(&origin)?;
     let mut tree = Tree::new();
     let cf = db.cf_handle(CF_LOG).expect("column families are created at open");
+    let nodes = db.cf_handle(CF_LOG_NODES).expect("column families are created at open");
     for (expected, item) in db.iterator_cf(cf, IteratorMode::Start).enumerate() {
         let (key, value) = item?;
         if key.as_ref() != (expected as u64).to_be_bytes() {
             return Err(Error::LogMismatch(format!("entry {expected} is missing")));
         }
-        tree.append(&value);
+        // The stored nodes are derived state: they must be exactly what the entries give.
+        for (level, i, hash) in tree.append(&value).1 {
+            if db.get_cf(nodes, node_key(level, i))?.as_deref() != Some(hash.as_slice()) {
+                return Err(Error::LogMismatch(format!("stored tree node ({level}, {i}) differs from its leaves")));
+            }
+        }
     }
     let mut log = Log { origin, signer, tree, checkpoint: String::new() };
     match db.get_cf(meta, META_CHECKPOINT)? {
@@ -488,6 +501,14 @@ fn open_log(db: &DB, keys: &KeyRing, requested_origin: Option<&str>) -> Result<L
         }
     }
     Ok(log)
+}
+
+/// The key of a perfect-subtree node: level, then index, so each level reads in order.
+fn node_key(level: u32, index: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = u8::try_from(level).expect("a tree of at most 2^64 leaves has at most 64 levels");
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
 }
 
 fn synced() -> WriteOptions {
