@@ -11,7 +11,7 @@ use oubli::audit::{
 use oubli::grpc::pb::{self, transparency_client::TransparencyClient};
 use tonic::transport::Channel;
 
-use super::{endpoint, status_error};
+use super::{channel, status_error};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -63,13 +63,17 @@ pub struct VerifyArgs {
 }
 
 async fn client(server: &str) -> Result<TransparencyClient<Channel>> {
-    let url = endpoint(server);
-    let channel = Channel::from_shared(url.clone())
-        .with_context(|| format!("{server:?} is not a server address (use host:port)"))?
-        .connect()
+    Ok(TransparencyClient::new(channel(server).await?))
+}
+
+/// The consistency proof between two tree sizes, from the server.
+async fn consistency_proof(log: &mut TransparencyClient<Channel>, from: u64, to: u64) -> Result<Vec<Hash>> {
+    let r = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: to })
         .await
-        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))?;
-    Ok(TransparencyClient::new(channel))
+        .map_err(status_error)?
+        .into_inner();
+    r.hashes.into_iter().map(|h| h.try_into().map_err(|_| anyhow::anyhow!("a proof hash is not 32 bytes"))).collect()
 }
 
 fn b64(hashes: &[Vec<u8>]) -> Vec<String> {
@@ -152,16 +156,7 @@ pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
         let to = receipt::open_checkpoint(note, &key).map_err(anyhow::Error::msg).context("newer checkpoint")?.size;
         if from < to {
             let mut log = client(server).await.context("the consistency proof is fetched from --server")?;
-            let r = log
-                .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: to })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            proof = r
-                .hashes
-                .into_iter()
-                .map(|h| h.try_into().map_err(|_| anyhow::anyhow!("a proof hash is not 32 bytes")))
-                .collect::<Result<_>>()?;
+            proof = consistency_proof(&mut log, from, to).await?;
         }
     }
     let checks = receipt::verify(&receipt_json, &key, newer_note.as_deref().map(|note| Newer { note, proof: &proof }));
@@ -206,16 +201,7 @@ pub async fn witness(args: WitnessArgs, server: &str) -> Result<()> {
     let latest = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner().checkpoint;
     let mut proof: Vec<Hash> = Vec::new();
     if let Some((from, to)) = witness::proof_needed(saved.as_deref(), &latest, &key)? {
-        let r = log
-            .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: to })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        proof = r
-            .hashes
-            .into_iter()
-            .map(|h| h.try_into().map_err(|_| anyhow::anyhow!("a proof hash is not 32 bytes")))
-            .collect::<Result<_>>()?;
+        proof = consistency_proof(&mut log, from, to).await?;
     }
     let verdict = witness::check(saved.as_deref(), &latest, &key, &proof).map_err(anyhow::Error::new)?;
     let tmp = args.state.with_extension("tmp");

@@ -188,19 +188,18 @@ async fn main() -> Result<()> {
     }
 }
 
-/// Accepts `host:port` or a URL.
-pub fn endpoint(server: &str) -> String {
-    if server.contains("://") { server.to_string() } else { format!("http://{server}") }
-}
-
-pub async fn connect(server: &str) -> Result<TemplatesClient<Channel>> {
-    let url = endpoint(server);
-    let channel = Channel::from_shared(url.clone())
+/// A connection to `server`: `host:port` or a URL.
+pub async fn channel(server: &str) -> Result<Channel> {
+    let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+    Channel::from_shared(url.clone())
         .with_context(|| format!("{server:?} is not a server address (use host:port)"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))?;
-    Ok(TemplatesClient::new(channel))
+        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))
+}
+
+pub async fn connect(server: &str) -> Result<TemplatesClient<Channel>> {
+    Ok(TemplatesClient::new(channel(server).await?))
 }
 
 /// A gRPC error as the user should read it.
