@@ -99,6 +99,32 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     Ok(())
 }
 
+/// A server running in this process on a loopback port: for the demo and tests.
+pub struct Embedded {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Embedded {
+    /// Binds `127.0.0.1:0` and serves `config` there.
+    pub async fn start(config: Config) -> std::io::Result<Embedded> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Ok(Embedded { addr, stop, task })
+    }
+
+    /// Stops it, drains in-flight requests, and waits until the store is closed.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
 /// Accepted connections with Nagle's algorithm off: small gRPC replies would otherwise wait for
 /// the peer's delayed ACK (about 40 ms each on Linux loopback).
 fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {

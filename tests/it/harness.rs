@@ -5,11 +5,13 @@ use std::{
 };
 
 use oubli::{
-    grpc::pb::{self, templates_client::TemplatesClient},
+    grpc::{
+        Embedded,
+        pb::{self, templates_client::TemplatesClient},
+    },
     synth::{Population, PopulationConfig},
 };
 use tempfile::TempDir;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 /// A data dir and a key dir in a temp dir that lives as long as this value.
@@ -29,32 +31,24 @@ impl Dirs {
 
 pub struct Server {
     pub addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), oubli::grpc::ServeError>>,
+    embedded: Embedded,
     pub dirs: Dirs,
 }
 
 impl Server {
     pub async fn start(dirs: Dirs) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
         let config = oubli::Config {
             data_dir: dirs.data.clone(),
             key_dir: dirs.keys.clone(),
             dimension: None,
             log_origin: None,
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(oubli::run(listener, config, async {
-            let _ = stopped.await;
-        }));
-        Server { addr, stop, task, dirs }
+        let embedded = Embedded::start(config).await.expect("bind loopback");
+        Server { addr: embedded.addr, embedded, dirs }
     }
 
     pub async fn client(&self) -> TemplatesClient<Channel> {
-        let channel =
-            Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect");
-        TemplatesClient::new(channel)
+        TemplatesClient::new(self.channel().await)
     }
 
     pub async fn channel(&self) -> Channel {
@@ -63,8 +57,7 @@ impl Server {
 
     /// Stops the server, waits until the store is closed, and hands the dirs back.
     pub async fn stop(self) -> Dirs {
-        let _ = self.stop.send(());
-        self.task.await.expect("server task").expect("server ran without error");
+        self.embedded.stop().await.expect("server ran without error");
         self.dirs
     }
 

@@ -6,10 +6,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use oubli::{
-    grpc::pb,
+    grpc::{Embedded, pb},
     synth::{Population, PopulationConfig, stats::Scores},
 };
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use super::{connect, enroll_all, provenance_line, status_error};
 
@@ -31,28 +30,14 @@ const SAMPLES: usize = 3;
 /// The demo's operating point: one stranger in 10,000 wrongly matched.
 const FMR: f64 = 1e-4;
 
-struct Embedded {
-    addr: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), oubli::grpc::ServeError>>,
-}
-
 async fn start(out: &Path) -> Result<Embedded> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind a loopback port")?;
-    let addr = listener.local_addr()?.to_string();
     let config =
         oubli::Config { data_dir: out.join("data"), key_dir: out.join("keys"), dimension: None, log_origin: None };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(oubli::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    Ok(Embedded { addr, stop, task })
+    Embedded::start(config).await.context("cannot bind a loopback port")
 }
 
 async fn stop(server: Embedded) -> Result<()> {
-    let _ = server.stop.send(());
-    server.task.await?.context("embedded server failed")?;
-    Ok(())
+    server.stop().await.context("embedded server failed")
 }
 
 fn step(n: u32, title: &str) {
@@ -84,7 +69,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
 
     let server = start(&args.out).await?;
-    let mut client = connect(&server.addr).await?;
+    let mut client = connect(&server.addr.to_string()).await?;
 
     step(1, "Collection");
     let config = PopulationConfig {
@@ -194,7 +179,7 @@ pub async fn run(args: Args) -> Result<()> {
     drop(client);
     stop(server).await?;
     let server = start(&args.out).await?;
-    let mut client = connect(&server.addr).await?;
+    let mut client = connect(&server.addr.to_string()).await?;
     let after = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
     let again = client
         .search(pb::SearchRequest { probe: Some(pb::Embedding { values: selfie }), k: 6, min_score: Some(threshold) })
@@ -206,8 +191,41 @@ pub async fn run(args: Args) -> Result<()> {
         before.record_count, after.record_count, after.bytes_on_disk, after.sst_file_count
     );
     println!("The same selfie still finds the same {} records at or above {threshold:.3}.", again.hits.len());
-    drop(client);
+
+    step(6, "A public log of what was done");
+    let channel = super::channel(&server.addr.to_string()).await?;
+    let mut log = pb::transparency_client::TransparencyClient::new(channel);
+    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(status_error)?.into_inner().verifier_key;
+    let checkpoint =
+        log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner().checkpoint;
+    let receipt =
+        log.get_receipt(pb::GetReceiptRequest { leaf_index: 0 }).await.map_err(status_error)?.into_inner().receipt;
+    fs::write(args.out.join("log.vkey"), format!("{key}\n"))?;
+    fs::write(args.out.join("checkpoint.note"), &checkpoint)?;
+    fs::write(args.out.join("receipt-leaf-0.json"), &receipt)?;
+    println!("Every enrolment was appended to a Merkle log (RFC 6962) in the same write as the record. A leaf");
+    println!("holds a salted commitment, never the record id; the latest signed checkpoint:");
+    for line in checkpoint.lines() {
+        println!("  | {line}");
+    }
+    drop((client, log));
     stop(server).await?;
+    let key = oubli::audit::note::VerifierKey::parse(&key)?;
+    println!("The server is stopped. Checking the receipt of the first enrolment offline:");
+    for c in oubli::audit::receipt::verify(&receipt, &key, None) {
+        println!("  {} {:<26} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+    }
+    println!(
+        "Evidence: {} (receipt), {} (checkpoint), {} (key).",
+        args.out.join("receipt-leaf-0.json").display(),
+        args.out.join("checkpoint.note").display(),
+        args.out.join("log.vkey").display()
+    );
+    println!(
+        "Re-check it yourself: oubli verify {} --verifier-key {}",
+        args.out.join("receipt-leaf-0.json").display(),
+        args.out.join("log.vkey").display()
+    );
     println!("\nDone. Next: `oubli-server` serves the same API; see README.md for grpcurl and CLI examples.");
     Ok(())
 }
