@@ -169,7 +169,6 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<(), ProofError> {
-    let (mut fn_, mut sn) = (index.0, size.0.saturating_sub(1));
     if index.0 >= size.0 {
         return Err(ProofError::IndexOutOfRange { index: index.0, size: size.0 });
     }
@@ -177,27 +176,37 @@ pub fn verify_inclusion(
     if proof.len() != expected {
         return Err(ProofError::WrongLength { got: proof.len(), expected });
     }
-    let mut r = *leaf;
-    for p in proof {
+    let r =
+        walk(index.0, size.0 - 1, *leaf, proof, None).ok_or(ProofError::WrongLength { got: proof.len(), expected })?;
+    if &r == root { Ok(()) } else { Err(mismatch(&r, root)) }
+}
+
+/// The walk both verifications share (RFC 9162 §2.1.3.2 and §2.1.4.2): from `seed` at node
+/// `fn_` of a level whose last node is `sn`, fold in `path` towards the root. Returns the full
+/// hash (`sr`), or `None` when the path has the wrong length. With `first`, it also folds the
+/// left merges alone into it (`fr`, the older tree's root in a consistency proof).
+fn walk(mut fn_: u64, mut sn: u64, seed: Hash, path: &[Hash], mut first: Option<&mut Hash>) -> Option<Hash> {
+    let mut sr = seed;
+    for c in path {
         if sn == 0 {
-            return Err(ProofError::WrongLength { got: proof.len(), expected });
+            return None;
         }
         if fn_ & 1 == 1 || fn_ == sn {
-            r = node_hash(p, &r);
+            if let Some(fr) = first.as_deref_mut() {
+                *fr = node_hash(c, fr);
+            }
+            sr = node_hash(c, &sr);
             while fn_ & 1 == 0 && fn_ != 0 {
                 fn_ >>= 1;
                 sn >>= 1;
             }
         } else {
-            r = node_hash(&r, p);
+            sr = node_hash(&sr, c);
         }
         fn_ >>= 1;
         sn >>= 1;
     }
-    if sn != 0 {
-        return Err(ProofError::WrongLength { got: proof.len(), expected });
-    }
-    if &r == root { Ok(()) } else { Err(mismatch(&r, root)) }
+    (sn == 0).then_some(sr)
 }
 
 /// The length of an inclusion proof: the path's inner part plus its border part.
@@ -253,27 +262,9 @@ pub fn verify_consistency(
         fn_ >>= 1;
         sn >>= 1;
     }
-    let (mut fr, mut sr) = (path[0], path[0]);
-    for c in &path[1..] {
-        if sn == 0 {
-            return Err(ProofError::WrongLength { got: proof.len(), expected });
-        }
-        if fn_ & 1 == 1 || fn_ == sn {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
-            while fn_ & 1 == 0 && fn_ != 0 {
-                fn_ >>= 1;
-                sn >>= 1;
-            }
-        } else {
-            sr = node_hash(&sr, c);
-        }
-        fn_ >>= 1;
-        sn >>= 1;
-    }
-    if sn != 0 {
-        return Err(ProofError::WrongLength { got: proof.len(), expected });
-    }
+    let mut fr = path[0];
+    let sr = walk(fn_, sn, path[0], &path[1..], Some(&mut fr))
+        .ok_or(ProofError::WrongLength { got: proof.len(), expected })?;
     if &fr != root1 {
         return Err(mismatch(&fr, root1));
     }
