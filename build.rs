@@ -7,7 +7,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("oubli_v1_descriptor.bin"))
         // Templates are as sensitive as photos: no derived Debug may print one.
-        .skip_debug(["oubli.v1.Embedding", "oubli.v1.Provenance", "oubli.v1.EnrollRequest"])
-        .compile_protos(&["proto/oubli/v1/templates.proto", "proto/oubli/v1/transparency.proto"], &["proto"])?;
+        .skip_debug([
+            "oubli.v1.Embedding",
+            "oubli.v1.Provenance",
+            "oubli.v1.EnrollRequest",
+            "oubli.v1.SubmitAccessRequestRequest",
+            "oubli.v1.SubmitAccessRequestResponse",
+            "oubli.v1.GetRequestRequest",
+            "oubli.v1.GetAccessReportRequest",
+            "oubli.v1.GetAccessReportResponse",
+            "oubli.v1.RequestStatus",
+        ])
+        .compile_protos(
+            &["proto/oubli/v1/templates.proto", "proto/oubli/v1/transparency.proto", "proto/oubli/v1/rights.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! create two records; searches run concurrently under a read lock. Nothing here knows gRPC
 //! or tokio: the async layer calls it through `spawn_blocking`.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::Path,
     sync::{Mutex, RwLock},
 };
@@ -15,7 +15,7 @@ use tracing::{info, instrument};
 
 use crate::{
     embedding::Embedding,
-    index::{ExactIndex, Index},
+    index::{ExactIndex, Hit, Index},
     record::{NewRecord, Provenance, Record, RecordId},
     store::{self, Idempotency, Store},
 };
@@ -77,6 +77,9 @@ pub struct Stats {
 pub struct Engine {
     store: Store,
     index: RwLock<Box<dyn Index>>,
+    /// Records the ingest policy quarantined: kept out of operator searches, found by rights
+    /// requests.
+    quarantined: RwLock<HashSet<RecordId>>,
     writer: Mutex<()>,
 }
 
@@ -92,8 +95,19 @@ impl Engine {
         let store = Store::open(data_dir, key_dir, dimension, log_origin)?;
         let mut index = ExactIndex::new(store.dimension());
         let count = store.for_each(|record| index.insert(record.id, &record.embedding))?;
-        info!(records = count, dimension = store.dimension(), "store opened, index rebuilt");
-        Ok(Engine { store, index: RwLock::new(Box::new(index)), writer: Mutex::new(()) })
+        let quarantined: HashSet<RecordId> = store.quarantined()?.into_iter().map(|(id, _)| id).collect();
+        info!(
+            records = count,
+            quarantined = quarantined.len(),
+            dimension = store.dimension(),
+            "store opened, index rebuilt"
+        );
+        Ok(Engine {
+            store,
+            index: RwLock::new(Box::new(index)),
+            quarantined: RwLock::new(quarantined),
+            writer: Mutex::new(()),
+        })
     }
 
     pub fn dimension(&self) -> usize {
@@ -102,12 +116,15 @@ impl Engine {
 
     /// Stores `records` in one durable write and indexes them. An idempotency key seen before
     /// (in the store or earlier in `records`) answers with its record instead of a new one.
+    /// `quarantine[i]`, when given, names the policy rule that quarantines record `i`.
     /// On any error nothing is stored.
     #[instrument(skip_all, fields(items = records.len()))]
-    pub fn enroll(&self, records: &[NewRecord]) -> Result<Vec<Enrolled>, Error> {
+    pub fn enroll(&self, records: &[NewRecord], quarantine: &[Option<&str>]) -> Result<Vec<Enrolled>, Error> {
         let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut outcomes = Vec::with_capacity(records.len());
         let mut fresh: Vec<(RecordId, &NewRecord)> = Vec::with_capacity(records.len());
+        // The position in `records` of each fresh record.
+        let mut fresh_items = Vec::with_capacity(records.len());
         // Keys first used in this batch, with the position of the record they created.
         let mut batch_keys = HashMap::new();
         for (item, record) in records.iter().enumerate() {
@@ -133,10 +150,20 @@ impl Engine {
             }
             let id = RecordId::random();
             fresh.push((id, record));
+            fresh_items.push(item);
             outcomes.push(Enrolled { id, created: true });
         }
         if !fresh.is_empty() {
-            self.store.insert(&fresh, Timestamp::now())?;
+            let held: Vec<(RecordId, &str)> = fresh
+                .iter()
+                .zip(&fresh_items)
+                .filter_map(|((id, _), &item)| Some((*id, quarantine.get(item).copied().flatten()?)))
+                .collect();
+            self.store.insert(&fresh, Timestamp::now(), &held)?;
+            if !held.is_empty() {
+                let mut q = self.quarantined.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                q.extend(held.iter().map(|(id, _)| *id));
+            }
             let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             for (id, record) in &fresh {
                 index.insert(*id, &record.embedding);
@@ -152,9 +179,16 @@ impl Engine {
         self.store.get(id)?.ok_or(Error::NotFound(id))
     }
 
-    /// The `k` records most similar to `probe` with score at least `min_score`, best first.
+    /// The `k` records most similar to `probe` with score at least `min_score`, best first;
+    /// quarantined records only if `include_quarantined`.
     #[instrument(skip_all, fields(k))]
-    pub fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Result<SearchResult, Error> {
+    pub fn search(
+        &self,
+        probe: &Embedding,
+        k: usize,
+        min_score: Option<f32>,
+        include_quarantined: bool,
+    ) -> Result<SearchResult, Error> {
         if k == 0 || k > MAX_K {
             return Err(Error::InvalidK(k));
         }
@@ -162,8 +196,17 @@ impl Engine {
             return Err(Error::InvalidMinScore(s));
         }
         let (hits, candidates, index_name) = {
+            let quarantined = self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            (index.search(probe, k, min_score), index.len(), index.name())
+            if include_quarantined || quarantined.is_empty() {
+                (index.search(probe, k, min_score), index.len(), index.name())
+            } else {
+                // Ask for enough that k remain once quarantined records are dropped.
+                let mut hits = index.search(probe, k + quarantined.len().min(index.len()), min_score);
+                hits.retain(|h| !quarantined.contains(&h.id));
+                hits.truncate(k);
+                (hits, index.len() - quarantined.len(), index.name())
+            }
         };
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
@@ -179,6 +222,35 @@ impl Engine {
         }
         tracing::debug!(hits = out.len(), candidates, "searched");
         Ok(SearchResult { hits: out, candidates, index: index_name })
+    }
+
+    /// Every record scoring at least `min_score` against any of `probes`, with its best score,
+    /// best first, by the exact scan over every record held (quarantined ones included): rights
+    /// requests must find all of a person's records, so no approximate index and no `k` cap.
+    /// Returns the hits and how many records were compared.
+    #[instrument(skip_all, fields(probes = probes.len()))]
+    pub fn match_all(&self, probes: &[Embedding], min_score: f32) -> (Vec<Hit>, usize) {
+        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut best: HashMap<RecordId, f32> = HashMap::new();
+        for probe in probes {
+            for hit in index.search(probe, index.len().max(1), Some(min_score)) {
+                let score = best.entry(hit.id).or_insert(hit.score);
+                *score = score.max(hit.score);
+            }
+        }
+        let mut hits: Vec<Hit> = best.into_iter().map(|(id, score)| Hit { id, score }).collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        (hits, index.len())
+    }
+
+    /// Whether the ingest policy quarantined `id`.
+    pub fn is_quarantined(&self, id: RecordId) -> bool {
+        self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&id)
+    }
+
+    /// The store: the public transparency log, and the rows of the rights workflows.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The transparency log, read-only: it is public.

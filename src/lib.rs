@@ -7,6 +7,7 @@
 //! - [`index`]: in-memory nearest-neighbour search (sync, no I/O);
 //! - [`store`]: encrypted RocksDB storage (the only module that knows RocksDB);
 //! - [`engine`]: the store and the index kept in step (sync);
+//! - [`rights`]: roles, ingest policy, recipients log, audit trail, access requests (sync);
 //! - [`synth`]: seeded synthetic templates and provenance;
 //! - [`grpc`]: the tonic services and `run`, the server as a library function.
 pub mod audit;
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod grpc;
 pub mod index;
 pub mod record;
+pub mod rights;
 pub mod store;
 pub mod synth;
 

@@ -48,8 +48,23 @@ pub enum RecordError {
 }
 
 /// A record's id: 128 random bits, never derived from the template, the source or an identity.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as its 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct RecordId([u8; 16]);
+
+impl From<RecordId> for String {
+    fn from(id: RecordId) -> String {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for RecordId {
+    type Error = RecordError;
+    fn try_from(s: String) -> Result<Self, RecordError> {
+        s.parse()
+    }
+}
 
 impl RecordId {
     /// A fresh id from the operating system's random number generator.

@@ -20,23 +20,46 @@ pub fn commitment(salt: &[u8; 16], id: RecordId) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// `SHA-256("oubli/request-commitment/v1\n" ‖ salt ‖ request id)`: a rights request in the
+/// log, unlinkable without the salt given to the person in their report.
+pub fn request_commitment(salt: &[u8; 16], id: &[u8; 16]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(REQUEST_DOMAIN);
+    h.update(salt);
+    h.update(id);
+    h.finalize().into()
+}
+
+const REQUEST_DOMAIN: &[u8] = b"oubli/request-commitment/v1\n";
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A record was stored.
     Enrolled { commitment: [u8; 32] },
+    /// An access request was answered: how many records were disclosed, and how many
+    /// review-band matches were withheld (Art. 15(4)).
+    AccessAnswered { commitment: [u8; 32], disclosed: u32, withheld: u32 },
 }
 
 impl Event {
     fn kind(&self) -> u8 {
         match self {
             Event::Enrolled { .. } => 1,
+            Event::AccessAnswered { .. } => 2,
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Event::Enrolled { .. } => "enrolment",
+            Event::AccessAnswered { .. } => "access-answered",
+        }
+    }
+
+    pub fn commitment(&self) -> &[u8; 32] {
+        match self {
+            Event::Enrolled { commitment } | Event::AccessAnswered { commitment, .. } => commitment,
         }
     }
 }
@@ -69,6 +92,11 @@ impl Entry {
         out.extend_from_slice(&self.time.as_second().to_be_bytes());
         match &self.event {
             Event::Enrolled { commitment } => out.extend_from_slice(commitment),
+            Event::AccessAnswered { commitment, disclosed, withheld } => {
+                out.extend_from_slice(commitment);
+                out.extend_from_slice(&disclosed.to_be_bytes());
+                out.extend_from_slice(&withheld.to_be_bytes());
+            }
         }
         out
     }
@@ -83,6 +111,16 @@ impl Entry {
         let time = Timestamp::from_second(i64::from_be_bytes(*secs)).map_err(|_| EventError::Time)?;
         let event = match kind {
             1 => Event::Enrolled { commitment: payload.try_into().map_err(|_| EventError::Length)? },
+            2 => {
+                let payload: &[u8; 40] = payload.try_into().map_err(|_| EventError::Length)?;
+                let (commitment, counts) = payload.split_first_chunk::<32>().expect("40 bytes hold 32");
+                let (disclosed, withheld) = counts.split_at(4);
+                Event::AccessAnswered {
+                    commitment: *commitment,
+                    disclosed: u32::from_be_bytes(disclosed.try_into().expect("4 bytes")),
+                    withheld: u32::from_be_bytes(withheld.try_into().expect("4 bytes")),
+                }
+            }
             k => return Err(EventError::Kind(k)),
         };
         Ok(Entry { time, event })
@@ -102,11 +140,17 @@ mod tests {
             Entry { time: Timestamp::from_second(1_800_000_000).unwrap(), event: Event::Enrolled { commitment: c } };
         let bytes = entry.encode();
         assert_eq!(bytes.len(), 1 + 1 + 8 + 32);
-        assert_eq!(Entry::decode(&bytes), Ok(entry));
+        assert_eq!(Entry::decode(&bytes), Ok(entry.clone()));
         for cut in 0..bytes.len() {
             assert!(Entry::decode(&bytes[..cut]).is_err());
         }
         assert!(Entry::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
         assert!(!bytes.windows(16).any(|w| w == id.as_bytes()), "no raw id in a leaf");
+        let answered =
+            Entry { time: entry.time, event: Event::AccessAnswered { commitment: c, disclosed: 3, withheld: 1 } };
+        let bytes = answered.encode();
+        assert_eq!(bytes.len(), 1 + 1 + 8 + 32 + 8);
+        assert_eq!(Entry::decode(&bytes), Ok(answered));
+        assert!(Entry::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -4,6 +4,7 @@ pub mod event;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
+pub mod trail;
 pub mod tree;
 pub mod witness;
 

@@ -144,9 +144,7 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
     let leaf = (|| {
         let bytes = STANDARD.decode(&body.entry).map_err(|_| "entry is not base64".to_string())?;
         let entry = Entry::decode(&bytes).map_err(|e| e.to_string())?;
-        let commitment = match &entry.event {
-            super::event::Event::Enrolled { commitment } => hex::encode(commitment),
-        };
+        let commitment = hex::encode(entry.event.commitment());
         if entry.event.name() != body.event || commitment != body.commitment || entry.time.to_string() != body.logged_at
         {
             return Err("the logged entry says something else than the receipt".to_string());

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use oubli::rights::{PolicySource, Thresholds};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,32 @@ struct Args {
     /// Log format.
     #[arg(long, env = "OUBLI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Tokens file (TOML, `oubli tokens add` writes it). Default: tokens.toml in the key dir,
+    /// created on first start with one local token holding every role (in local.token).
+    #[arg(long, env = "OUBLI_TOKENS")]
+    tokens: Option<PathBuf>,
+    /// Ingest policy file (TOML; `oubli policy show` prints the format). Reloaded by
+    /// `oubli policy reload`. Overrides --policy-profile.
+    #[arg(long, env = "OUBLI_POLICY")]
+    policy: Option<PathBuf>,
+    /// Built-in ingest policy: lawful (consent only, no scraping, unknown jurisdictions
+    /// quarantined) or permissive (what Clearview did; for the demo).
+    #[arg(long, env = "OUBLI_POLICY_PROFILE", default_value = "lawful")]
+    policy_profile: String,
+    /// Match score at or above which a record is the requester's (default: FMR 1e-6 of the
+    /// synthetic population).
+    #[arg(long, env = "OUBLI_STRICT_THRESHOLD")]
+    strict_threshold: Option<f32>,
+    /// Lower end of the review band (default: FMR 1e-4): matches from here up to the strict
+    /// threshold are withheld until the privacy desk decides.
+    #[arg(long, env = "OUBLI_REVIEW_THRESHOLD")]
+    review_threshold: Option<f32>,
+    /// Days the audit trail keeps each event.
+    #[arg(long, env = "OUBLI_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    audit_retention_days: u32,
+    /// Public rights requests accepted per minute from one address.
+    #[arg(long, env = "OUBLI_SUBMISSIONS_PER_MINUTE", default_value_t = 10)]
+    submissions_per_minute: u32,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -52,12 +79,32 @@ async fn main() -> anyhow::Result<()> {
 
     let listener =
         TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    let config = oubli::Config {
-        data_dir: args.data_dir,
-        key_dir: args.key_dir,
-        dimension: args.dimension,
-        log_origin: args.log_origin,
+    let mut config = oubli::Config::new(args.data_dir, args.key_dir);
+    config.dimension = args.dimension;
+    config.log_origin = args.log_origin;
+    config.tokens_file = args.tokens;
+    config.rights.policy = match args.policy {
+        Some(path) => PolicySource::File(path),
+        None => PolicySource::Profile(args.policy_profile),
     };
+    let defaults = config.rights.thresholds;
+    let thresholds = Thresholds {
+        strict: args.strict_threshold.unwrap_or(defaults.strict),
+        review: args.review_threshold.unwrap_or(defaults.review),
+    };
+    if !(-1.0..=1.0).contains(&thresholds.review)
+        || !(-1.0..=1.0).contains(&thresholds.strict)
+        || thresholds.review > thresholds.strict
+    {
+        anyhow::bail!(
+            "thresholds must be cosines from -1 to 1 with review ({}) at most strict ({})",
+            thresholds.review,
+            thresholds.strict
+        );
+    }
+    config.rights.thresholds = thresholds;
+    config.rights.audit_retention_days = args.audit_retention_days;
+    config.rights.submissions_per_minute = args.submissions_per_minute;
     oubli::run(listener, config, shutdown_signal()).await.context("oubli-server failed")?;
     Ok(())
 }

@@ -143,3 +143,65 @@ impl std::fmt::Debug for pb::EnrollRequest {
             .finish()
     }
 }
+
+impl std::fmt::Debug for pb::SubmitAccessRequestRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubmitAccessRequestRequest")
+            .field("probes", &self.probes.len())
+            .field("contact", &"<redacted>")
+            .field("jurisdiction_claim", &self.jurisdiction_claim)
+            .field("include_templates", &self.include_templates)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for pb::SubmitAccessRequestResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubmitAccessRequestResponse")
+            .field("request_id", &self.request_id)
+            .field("request_secret", &"<redacted>")
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for pb::GetRequestRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetRequestRequest")
+            .field("request_id", &self.request_id)
+            .field("request_secret", &"<redacted>")
+            .field("wait_seconds", &self.wait_seconds)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for pb::GetAccessReportRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetAccessReportRequest")
+            .field("request_id", &self.request_id)
+            .field("request_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for pb::GetAccessReportResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetAccessReportResponse")
+            .field("status", &self.status)
+            .field("report_json", &format_args!("<{} bytes, redacted>", self.report_json.len()))
+            .field("receipt_json", &format_args!("<{} bytes>", self.receipt_json.len()))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for pb::RequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestStatus")
+            .field("request_id", &self.request_id)
+            .field("state", &self.state)
+            .field("matched", &self.matched)
+            .field("withheld", &self.withheld)
+            .field("contact", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}

@@ -2,6 +2,8 @@
 //! errors to `tonic::Status`. The only library module (with the binaries) that knows tonic or
 //! prost; below it, everything is plain domain types.
 mod convert;
+pub mod gate;
+mod rights;
 mod status;
 mod templates;
 mod transparency;
@@ -12,7 +14,14 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
-use crate::engine::{self, Engine};
+use crate::{
+    engine::{self, Engine},
+    rights::{
+        Rights, Settings,
+        auth::{AuthError, Role, Tokens},
+        request::{Clock, SystemClock},
+    },
+};
 
 pub use convert::{provenance_from_pb, provenance_to_pb, timestamp_to_pb};
 pub use templates::MAX_STREAM_ITEMS;
@@ -31,7 +40,7 @@ pub mod pb {
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where the server keeps its data and how it is shaped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub key_dir: PathBuf,
@@ -40,6 +49,70 @@ pub struct Config {
     /// The transparency log's origin (and key name) for a new data dir; `None` keeps the data
     /// dir's (`oubli.example/log` for a new one).
     pub log_origin: Option<String>,
+    /// The tokens file; `None`: `tokens.toml` in the key dir, created on first start with one
+    /// local token holding every role (written to `local.token` beside it).
+    pub tokens_file: Option<PathBuf>,
+    /// Thresholds, policy, retention, limits of the rights workflows.
+    pub rights: Settings,
+    pub clock: Arc<dyn Clock>,
+    /// Run the request worker (tests turn it off to stop a request mid-way).
+    pub process_requests: bool,
+}
+
+impl Config {
+    /// The defaults for a data dir and a key dir.
+    pub fn new(data_dir: impl Into<PathBuf>, key_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            key_dir: key_dir.into(),
+            dimension: None,
+            log_origin: None,
+            tokens_file: None,
+            rights: Settings::default(),
+            clock: Arc::new(SystemClock),
+            process_requests: true,
+        }
+    }
+}
+
+/// A client-side interceptor that sends a bearer token with every call (or nothing).
+#[derive(Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Result<Bearer, tonic::metadata::errors::InvalidMetadataValue> {
+        Ok(Bearer(token.map(|t| format!("Bearer {}", t.trim()).parse()).transpose()?))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client connection that authenticates every call with a [`Bearer`] token.
+pub type AuthChannel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// The file holding the local all-roles token made on first start, in the key dir.
+pub const LOCAL_TOKEN_FILE: &str = "local.token";
+
+/// Loads the tokens file; the default one is created on first start with a local token.
+fn load_tokens(config: &Config) -> Result<Tokens, AuthError> {
+    let path = config.tokens_file.clone().unwrap_or_else(|| config.key_dir.join("tokens.toml"));
+    if config.tokens_file.is_none() && !path.exists() {
+        let token = Tokens::add(&path, "local", &Role::ALL)?;
+        let local = config.key_dir.join(LOCAL_TOKEN_FILE);
+        crate::rights::auth::write_private(&local, format!("{token}\n").as_bytes())
+            .map_err(|source| AuthError::Io { path: local.clone(), source })?;
+        info!(path = %local.display(), "created a local token with every role");
+    }
+    let tokens = Tokens::load(&path)?;
+    info!(tokens = tokens.len(), "tokens loaded");
+    Ok(tokens)
 }
 
 /// Why the server could not run.
@@ -51,11 +124,27 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("the store could not be opened: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Rights(#[from] crate::rights::Error),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("tokens: {0}")]
+    Tokens(#[from] AuthError),
 }
 
 /// Opens the store in `config` and serves the API on `listener` until `shutdown` completes,
 /// then drains in-flight requests and closes the store.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    serve(listener, config, shutdown, None).await
+}
+
+/// [`run`], telling `ready` once the store is open and the tokens are loaded.
+async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), ServeError> {
     let engine = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -64,6 +153,18 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .await??
     };
     let engine = Arc::new(engine);
+    let rights = {
+        let (engine, settings, clock) = (engine.clone(), config.rights.clone(), config.clock.clone());
+        Arc::new(tokio::task::spawn_blocking(move || Rights::new(engine, settings, clock)).await??)
+    };
+    let tokens = Arc::new(load_tokens(&config)?);
+    let (worker, worker_task) = match config.process_requests {
+        true => {
+            let (tx, task) = start_worker(rights.clone());
+            (Some(tx), Some(task))
+        }
+        false => (None, None),
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::templates_server::TemplatesServer<templates::TemplatesService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -79,22 +180,38 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     health_reporter
         .set_serving::<pb::transparency_server::TransparencyServer<transparency::TransparencyService>>()
         .await;
-    let templates = pb::templates_server::TemplatesServer::new(templates::TemplatesService::new(engine.clone()))
+    let templates = pb::templates_server::TemplatesServer::new(templates::TemplatesService::new(rights.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let rights_service = pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), worker))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = pb::admin_server::AdminServer::new(rights::AdminService::new(rights.clone()));
     let transparency =
         pb::transparency_server::TransparencyServer::new(transparency::TransparencyService::new(engine.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let addr = listener.local_addr().ok();
     info!(?addr, "serving oubli.v1");
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
     tonic::transport::Server::builder()
+        .layer(gate::GateLayer { tokens, rights: rights.clone() })
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(templates)
         .add_service(transparency)
+        .add_service(rights_service)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
+    // The services (and the worker's sender) are gone: once the worker has finished its
+    // current request, nothing else holds the store, and it closes here.
+    if let Some(task) = worker_task {
+        task.await?;
+    }
+    drop(rights);
+    drop(engine);
     info!("server stopped");
     Ok(())
 }
@@ -107,14 +224,26 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Binds `127.0.0.1:0` and serves `config` there.
-    pub async fn start(config: Config) -> std::io::Result<Embedded> {
+    /// Binds `127.0.0.1:0` and serves `config` there; returns once the server is ready (its
+    /// store open, its tokens loaded), or with the reason it could not start.
+    pub async fn start(config: Config) -> Result<Embedded, ServeError> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let (ready, is_ready) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            Some(ready),
+        ));
+        if is_ready.await.is_err() {
+            // The server ended before it was ready: its result says why.
+            task.await??;
+            return Err(ServeError::Listen(std::io::Error::other("the server stopped before it was ready")));
+        }
         Ok(Embedded { addr, stop, task })
     }
 
@@ -136,6 +265,54 @@ fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::
         }
         Ok(conn)
     })
+}
+
+/// Runs request work in the background: requests submitted now, and any a restart left
+/// unfinished. One at a time, off the async threads.
+/// The worker ends when the server (which holds the sender) is gone.
+fn start_worker(
+    rights: Arc<Rights>,
+) -> (tokio::sync::mpsc::UnboundedSender<crate::rights::request::RequestId>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let resume = tx.clone();
+    let task = tokio::spawn(async move {
+        let pending = {
+            let rights = rights.clone();
+            run_blocking(move || rights.pending_work()).await
+        };
+        match pending {
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    info!(requests = ids.len(), "resuming unfinished requests");
+                }
+                for id in ids {
+                    let _ = resume.send(id);
+                }
+            }
+            Err(e) => tracing::error!(error = %e.message(), "cannot list unfinished requests"),
+        }
+        drop(resume);
+        while let Some(id) = rx.recv().await {
+            let rights = rights.clone();
+            if let Err(e) = run_blocking(move || rights.process(id)).await {
+                tracing::error!(request_id = %id, error = %e.message(), "request processing failed; it resumes at restart");
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// Runs blocking work of the rights layer off the async threads.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::rights::Error> + Send + 'static,
+) -> Result<T, tonic::Status> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => {
+            tracing::error!(error = %e, "request handler failed");
+            Err(tonic::Status::internal("the request failed inside the server; it has been logged"))
+        }
+    }
 }
 
 /// Runs blocking core work off the async threads.

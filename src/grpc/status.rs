@@ -2,7 +2,7 @@
 //! variant does not compile until someone decides what a client sees.
 use tonic::{Code, Status};
 
-use crate::{embedding::EmbeddingError, engine, record::RecordError, store};
+use crate::{embedding::EmbeddingError, engine, record::RecordError, rights, store};
 
 impl From<EmbeddingError> for Status {
     fn from(e: EmbeddingError) -> Self {
@@ -66,6 +66,31 @@ impl From<engine::Error> for Status {
                 Status::data_loss(e.to_string())
             }
             _ => Status::new(code, e.to_string()),
+        }
+    }
+}
+
+impl From<rights::Error> for Status {
+    fn from(e: rights::Error) -> Self {
+        let code = match &e {
+            rights::Error::Engine(_) => Code::Unknown,
+            rights::Error::PolicyRefused { .. } | rights::Error::Policy(_) | rights::Error::WrongState { .. } => {
+                Code::FailedPrecondition
+            }
+            rights::Error::InvalidRequest(_) => Code::InvalidArgument,
+            rights::Error::NoRequest(_) => Code::NotFound,
+            rights::Error::WrongSecret(_) => Code::PermissionDenied,
+            rights::Error::RateLimited { .. } => Code::ResourceExhausted,
+            rights::Error::CorruptRequest(..) => Code::DataLoss,
+        };
+        match e {
+            rights::Error::Engine(inner) => Status::from(inner),
+            e => {
+                if code == Code::DataLoss {
+                    tracing::error!(error = %e, "corrupt request");
+                }
+                Status::new(code, e.to_string())
+            }
         }
     }
 }

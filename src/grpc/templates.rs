@@ -5,19 +5,21 @@ use jiff::Timestamp;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use super::{blocking, convert, pb, status};
-use crate::engine::Engine;
+use super::{blocking, convert, gate, pb, run_blocking, status};
+use crate::rights::Rights;
 
 /// The most items one `EnrollStream` call holds; it is written in one atomic batch.
 pub const MAX_STREAM_ITEMS: usize = 20_000;
 
+/// Enrolment passes the ingest policy; every search result and record read is written to the
+/// recipients log under the caller's client name.
 pub struct TemplatesService {
-    engine: Arc<Engine>,
+    rights: Arc<Rights>,
 }
 
 impl TemplatesService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        TemplatesService { engine }
+    pub fn new(rights: Arc<Rights>) -> Self {
+        TemplatesService { rights }
     }
 }
 
@@ -25,9 +27,10 @@ impl TemplatesService {
 impl pb::templates_server::Templates for TemplatesService {
     #[instrument(skip_all, name = "Enroll")]
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
-        let record = convert::new_record(request.into_inner(), self.engine.dimension(), Timestamp::now())?;
-        let engine = self.engine.clone();
-        let enrolled = blocking(move || engine.enroll(std::slice::from_ref(&record))).await?;
+        let caller = gate::caller(&request);
+        let record = convert::new_record(request.into_inner(), self.rights.engine().dimension(), Timestamp::now())?;
+        let rights = self.rights.clone();
+        let enrolled = run_blocking(move || rights.enroll(&caller, std::slice::from_ref(&record))).await?;
         let first = enrolled.first().expect("one outcome per enrolled record");
         tracing::info!(record_id = %first.id, created = first.created, "enrolled");
         Ok(Response::new(pb::EnrollResponse { record_id: first.id.to_string(), created: first.created }))
@@ -38,8 +41,9 @@ impl pb::templates_server::Templates for TemplatesService {
         &self,
         request: Request<Streaming<pb::EnrollRequest>>,
     ) -> Result<Response<pb::EnrollStreamResponse>, Status> {
+        let caller = gate::caller(&request);
         let mut stream = request.into_inner();
-        let dimension = self.engine.dimension();
+        let dimension = self.rights.engine().dimension();
         let now = Timestamp::now();
         let mut records = Vec::new();
         // Everything is validated before anything is written: a bad item stores nothing.
@@ -53,8 +57,8 @@ impl pb::templates_server::Templates for TemplatesService {
             records.push(record);
         }
         tracing::Span::current().record("items", records.len());
-        let engine = self.engine.clone();
-        let enrolled = blocking(move || engine.enroll(&records)).await?;
+        let rights = self.rights.clone();
+        let enrolled = run_blocking(move || rights.enroll(&caller, &records)).await?;
         let created = enrolled.iter().filter(|e| e.created).count() as u64;
         tracing::info!(items = enrolled.len(), created, "stream enrolled");
         Ok(Response::new(pb::EnrollStreamResponse {
@@ -65,11 +69,12 @@ impl pb::templates_server::Templates for TemplatesService {
 
     #[instrument(skip_all, name = "Get", fields(record_id))]
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let caller = gate::caller(&request);
         let req = request.into_inner();
         let id = convert::record_id(&req.record_id)?;
         tracing::Span::current().record("record_id", tracing::field::display(id));
-        let engine = self.engine.clone();
-        let record = blocking(move || engine.get(id)).await?;
+        let rights = self.rights.clone();
+        let record = run_blocking(move || rights.get(&caller, id)).await?;
         Ok(Response::new(pb::GetResponse {
             record: Some(pb::Record {
                 record_id: record.id.to_string(),
@@ -84,12 +89,13 @@ impl pb::templates_server::Templates for TemplatesService {
 
     #[instrument(skip_all, name = "Search", fields(k))]
     async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let caller = gate::caller(&request);
         let req = request.into_inner();
         tracing::Span::current().record("k", req.k);
-        let probe = convert::embedding(req.probe, "probe", self.engine.dimension())?;
-        let engine = self.engine.clone();
+        let probe = convert::embedding(req.probe, "probe", self.rights.engine().dimension())?;
+        let rights = self.rights.clone();
         let k = req.k as usize;
-        let result = blocking(move || engine.search(&probe, k, req.min_score)).await?;
+        let result = run_blocking(move || rights.search(&caller, &probe, k, req.min_score)).await?;
         tracing::info!(hits = result.hits.len(), candidates = result.candidates, "searched");
         Ok(Response::new(pb::SearchResponse {
             hits: result
@@ -109,7 +115,7 @@ impl pb::templates_server::Templates for TemplatesService {
 
     #[instrument(skip_all, name = "Stats")]
     async fn stats(&self, _request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
-        let engine = self.engine.clone();
+        let engine = self.rights.engine().clone();
         let stats = blocking(move || engine.stats()).await?;
         Ok(Response::new(pb::StatsResponse {
             record_count: stats.record_count,

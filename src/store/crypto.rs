@@ -90,6 +90,48 @@ pub fn open_record(dek: &Secret, id: RecordId, sealed: &[u8]) -> Result<Zeroizin
         .ok_or_else(|| Error::Corrupt(format!("record {id} does not decrypt under its data key")))
 }
 
+/// `u16 length ‖ wrapped DEK ‖ sealed plaintext`: data other than records (requests, recipients)
+/// under a fresh data key of their own, wrapped by the current KEK. `domain` names the kind of
+/// data and binds it, with `id`, to the ciphertext.
+pub fn seal_blob(keys: &KeyRing, domain: &str, id: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let dek = random_secret();
+    let wrapped = keys.wrap_aad(&blob_aad(domain, "dek", id), &dek);
+    let sealed = seal(&dek, &blob_aad(domain, "data", id), plaintext);
+    let mut out = Vec::with_capacity(2 + wrapped.len() + sealed.len());
+    out.extend_from_slice(&(wrapped.len() as u16).to_be_bytes());
+    out.extend_from_slice(&wrapped);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Opens a [`seal_blob`] output.
+pub fn open_blob(keys: &KeyRing, domain: &str, id: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let corrupt = || Error::Corrupt(format!("{domain} {} does not decrypt", hex::encode(id)));
+    let (len, rest) = blob.split_first_chunk::<2>().ok_or_else(corrupt)?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    let (wrapped, sealed) = rest.split_at(len);
+    let dek = keys.unwrap_aad(&blob_aad(domain, "dek", id), wrapped).ok_or_else(corrupt)?;
+    open(&dek, &blob_aad(domain, "data", id), sealed).ok_or_else(corrupt)
+}
+
+fn blob_aad(domain: &str, part: &str, id: &[u8]) -> Vec<u8> {
+    [b"oubli/".as_slice(), domain.as_bytes(), b"/", part.as_bytes(), b"/v1/", id].concat()
+}
+
+/// Seals `plaintext` under a record's data key for data derived from the record (recipients
+/// rows): shredding the record's key makes them unreadable too.
+pub fn seal_derived(dek: &Secret, domain: &str, key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    seal(dek, &blob_aad(domain, "derived", key), plaintext)
+}
+
+pub fn open_derived(dek: &Secret, domain: &str, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    open(dek, &blob_aad(domain, "derived", key), sealed)
+        .ok_or_else(|| Error::Corrupt(format!("{domain} row does not decrypt under its record's key")))
+}
+
 /// The key directory: key-encryption keys by epoch, and the MAC key.
 pub struct KeyRing {
     dir: PathBuf,
@@ -188,6 +230,26 @@ impl KeyRing {
         let mut out = epoch.to_be_bytes().to_vec();
         out.extend_from_slice(&seal(kek, &dek_aad(id, epoch), dek.as_ref()));
         out
+    }
+
+    /// `epoch ‖ sealed DEK` under the current KEK, bound to `aad` (with the epoch).
+    fn wrap_aad(&self, aad: &[u8], dek: &Secret) -> Vec<u8> {
+        let (epoch, kek) = self.current();
+        let mut out = epoch.to_be_bytes().to_vec();
+        out.extend_from_slice(&seal(kek, &[aad, &epoch.to_be_bytes()].concat(), dek.as_ref()));
+        out
+    }
+
+    fn unwrap_aad(&self, aad: &[u8], wrapped: &[u8]) -> Option<Secret> {
+        let (epoch, sealed) = wrapped.split_first_chunk::<4>()?;
+        let kek = self.kek(u32::from_be_bytes(*epoch))?;
+        let plain = open(kek, &[aad, epoch.as_slice()].concat(), sealed)?;
+        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+        if plain.len() != KEY_LEN {
+            return None;
+        }
+        dek.copy_from_slice(&plain);
+        Some(dek)
     }
 
     /// The DEK in a [`KeyRing::wrap`] output.

@@ -23,6 +23,7 @@
 //! of a change or none of it.
 mod codec;
 pub mod crypto;
+mod rights;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,7 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
+pub use rights::Disclosure;
 
 /// The log's origin (and signing key name) when a data dir is created without one.
 pub const DEFAULT_LOG_ORIGIN: &str = "oubli.example/log";
@@ -68,7 +70,24 @@ const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
 const CF_LOG_NODES: &str = "log_nodes";
-const COLUMN_FAMILIES: [&str; 6] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG, CF_LOG_NODES];
+const CF_REQUESTS: &str = "requests";
+const CF_RECIPIENTS: &str = "recipients";
+const CF_QUARANTINE: &str = "quarantine";
+const CF_AUDIT: &str = "audit";
+const CF_ENROLMENT_LEAVES: &str = "enrolment_leaves";
+const COLUMN_FAMILIES: [&str; 11] = [
+    CF_RECORDS,
+    CF_DATA_KEYS,
+    CF_IDEMPOTENCY,
+    CF_META,
+    CF_LOG,
+    CF_LOG_NODES,
+    CF_REQUESTS,
+    CF_RECIPIENTS,
+    CF_QUARANTINE,
+    CF_AUDIT,
+    CF_ENROLMENT_LEAVES,
+];
 
 const META_FORMAT: &[u8] = b"format";
 const META_DIMENSION: &[u8] = b"dimension";
@@ -152,6 +171,9 @@ pub struct Store {
     dimension: usize,
     data_dir: PathBuf,
     log: std::sync::Mutex<Log>,
+    disclosure_seq: std::sync::atomic::AtomicU32,
+    audit_seq: std::sync::atomic::AtomicU64,
+    audit_lock: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -213,7 +235,17 @@ impl Store {
             }
         };
         let log = open_log(&db, &keys, log_origin)?;
-        Ok(Store { db, keys, dimension, data_dir: data_dir.to_path_buf(), log: std::sync::Mutex::new(log) })
+        let audit_seq = rights::last_audit_seq(&db)?;
+        Ok(Store {
+            db,
+            keys,
+            dimension,
+            data_dir: data_dir.to_path_buf(),
+            log: std::sync::Mutex::new(log),
+            disclosure_seq: Default::default(),
+            audit_seq: audit_seq.into(),
+            audit_lock: Default::default(),
+        })
     }
 
     pub fn dimension(&self) -> usize {
@@ -254,9 +286,15 @@ impl Store {
         }
     }
 
-    /// Stores new records in one synced write: sealed record, wrapped data key and idempotency
-    /// row of each. Returns once the write is durable.
-    pub fn insert(&self, records: &[(RecordId, &NewRecord)], enrolled_at: Timestamp) -> Result<(), Error> {
+    /// Stores new records in one synced write: sealed record, wrapped data key, idempotency
+    /// row, enrolment leaf and (for `quarantined`, with the rule) quarantine flag of each.
+    /// Returns once the write is durable.
+    pub fn insert(
+        &self,
+        records: &[(RecordId, &NewRecord)],
+        enrolled_at: Timestamp,
+        quarantined: &[(RecordId, &str)],
+    ) -> Result<(), Error> {
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(records.len());
         let logged_at = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
@@ -275,14 +313,37 @@ impl Store {
                 batch.put_cf(self.cf(CF_IDEMPOTENCY), self.idempotency_row(key), value);
             }
         }
-        self.write_logged(batch, &events)
+        for (id, rule) in quarantined {
+            batch.put_cf(self.cf(CF_QUARANTINE), id.as_bytes(), rule.as_bytes());
+        }
+        self.write_logged_with(batch, &events, |first, batch| {
+            for (i, (id, _)) in records.iter().enumerate() {
+                batch.put_cf(self.cf(CF_ENROLMENT_LEAVES), id.as_bytes(), (first + i as u64).to_be_bytes());
+            }
+        })
+        .map(|_| ())
     }
 
-    /// Writes `batch` together with log entries for `events` and the checkpoint that covers
-    /// them, in one synced write: the log can never miss or invent a change.
-    fn write_logged(&self, mut batch: WriteBatch, events: &[Entry]) -> Result<(), Error> {
+    /// The unwrapped data key of a record, if it is held.
+    fn data_key(&self, id: RecordId) -> Result<Option<crypto::Secret>, Error> {
+        match self.db.get_pinned_cf(self.cf(CF_DATA_KEYS), id.as_bytes())? {
+            None => Ok(None),
+            Some(wrapped) => self.keys.unwrap(id, &wrapped).map(Some),
+        }
+    }
+
+    /// Writes `batch` and the changes `fill` makes (given the first new leaf index) together with log
+    /// entries for `events` and the checkpoint that covers them, in one synced write: the log
+    /// can never miss or invent a change. Returns the first new leaf index.
+    fn write_logged_with(
+        &self,
+        mut batch: WriteBatch,
+        events: &[Entry],
+        fill: impl FnOnce(u64, &mut WriteBatch),
+    ) -> Result<u64, Error> {
         let mut log = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let before = log.tree.size();
+        fill(before.0, &mut batch);
         for entry in events {
             let bytes = entry.encode();
             let (index, nodes) = log.tree.append(&bytes);
@@ -296,7 +357,7 @@ impl Store {
         match self.db.write_opt(batch, &synced()) {
             Ok(()) => {
                 log.checkpoint = checkpoint;
-                Ok(())
+                Ok(before.0)
             }
             Err(e) => {
                 log.tree.truncate(before);
@@ -353,13 +414,27 @@ impl Store {
             self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?.ok_or(Error::NoEntry { index, size: size.0 })?;
         let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
         let proof = log.tree.inclusion_proof(LeafIndex(index), size)?;
-        let (commitment, done) = match &entry.event {
-            Event::Enrolled { commitment } => (
-                hex::encode(commitment),
+        let commitment = hex::encode(entry.event.commitment());
+        let (done, verified) = match &entry.event {
+            Event::Enrolled { .. } => (
                 vec![
                     "template and provenance sealed under the record's own data key before their first write"
                         .to_string(),
                     "record, wrapped key and this log entry written in one synced write".to_string(),
+                ],
+                Vec::new(),
+            ),
+            Event::AccessAnswered { disclosed, withheld, .. } => (
+                vec![
+                    format!(
+                        "access report issued: {disclosed} record(s) at or above the strict match threshold, \
+                         each with its source, collection time, legal basis, jurisdiction and recipients"
+                    ),
+                    format!("{withheld} review-band match(es) withheld: they may be another person's (Art. 15(4))"),
+                ],
+                vec![
+                    "every record held was compared with every probe by the exact scan (no approximate index)"
+                        .to_string(),
                 ],
             ),
         };
@@ -370,7 +445,7 @@ impl Store {
             logged_at: entry.time.to_string(),
             commitment,
             done,
-            verified: Vec::new(),
+            verified,
             pending: Vec::new(),
             entry: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes),
             leaf_index: index,
@@ -578,7 +653,7 @@ mod tests {
         let rec = record(0.5, Some("k1"));
         {
             let store = Store::open(&data, &keys, Some(4), None).unwrap();
-            store.insert(&[(id, &rec)], Timestamp::now()).unwrap();
+            store.insert(&[(id, &rec)], Timestamp::now(), &[]).unwrap();
             assert_eq!(
                 store.idempotency(rec.idempotency_key.as_ref().unwrap(), &rec).unwrap(),
                 Idempotency::Replay(id)

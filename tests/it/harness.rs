@@ -6,7 +6,7 @@ use std::{
 
 use oubli::{
     grpc::{
-        Embedded,
+        AuthChannel, Bearer, Embedded,
         pb::{self, templates_client::TemplatesClient},
     },
     synth::{Population, PopulationConfig},
@@ -33,25 +33,45 @@ pub struct Server {
     pub addr: SocketAddr,
     embedded: Embedded,
     pub dirs: Dirs,
+    configure: Configure,
 }
 
+/// Changes a test makes to the default configuration (kept for restarts).
+pub type Configure = std::sync::Arc<dyn Fn(&mut oubli::Config) + Send + Sync>;
+
 impl Server {
+    /// A server whose ingest policy is permissive (most tests enrol scraped synthetic data),
+    /// with the default local token.
     pub async fn start(dirs: Dirs) -> Server {
-        let config = oubli::Config {
-            data_dir: dirs.data.clone(),
-            key_dir: dirs.keys.clone(),
-            dimension: None,
-            log_origin: None,
-        };
-        let embedded = Embedded::start(config).await.expect("bind loopback");
-        Server { addr: embedded.addr, embedded, dirs }
+        Server::start_with(dirs, std::sync::Arc::new(|_| {})).await
     }
 
-    pub async fn client(&self) -> TemplatesClient<Channel> {
+    pub async fn start_with(dirs: Dirs, configure: Configure) -> Server {
+        let mut config = oubli::Config::new(dirs.data.clone(), dirs.keys.clone());
+        config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
+        configure(&mut config);
+        let embedded = Embedded::start(config).await.expect("server starts");
+        Server { addr: embedded.addr, embedded, dirs, configure }
+    }
+
+    /// A client with the local all-roles token.
+    pub async fn client(&self) -> TemplatesClient<AuthChannel> {
         TemplatesClient::new(self.channel().await)
     }
 
-    pub async fn channel(&self) -> Channel {
+    /// A connection with the local all-roles token.
+    pub async fn channel(&self) -> AuthChannel {
+        let token = std::fs::read_to_string(self.dirs.keys.join(oubli::grpc::LOCAL_TOKEN_FILE)).ok();
+        self.channel_as(token.as_deref().map(str::trim)).await
+    }
+
+    /// A connection sending `token` (or none).
+    pub async fn channel_as(&self, token: Option<&str>) -> AuthChannel {
+        let channel = self.raw_channel().await;
+        tonic::service::interceptor::InterceptedService::new(channel, Bearer::new(token).expect("token"))
+    }
+
+    pub async fn raw_channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect")
     }
 
@@ -62,7 +82,13 @@ impl Server {
     }
 
     pub async fn restart(self) -> Server {
-        Server::start(self.stop().await).await
+        let configure = self.configure.clone();
+        Server::start_with(self.stop().await, configure).await
+    }
+
+    /// Restarts with a different configuration from now on.
+    pub async fn restart_with(self, configure: Configure) -> Server {
+        Server::start_with(self.stop().await, configure).await
     }
 }
 
@@ -105,7 +131,7 @@ pub fn requests(population: &Population) -> (Vec<pb::EnrollRequest>, Vec<Vec<f32
         .unzip()
 }
 
-pub async fn record_count(client: &mut TemplatesClient<Channel>) -> u64 {
+pub async fn record_count(client: &mut TemplatesClient<AuthChannel>) -> u64 {
     client.stats(pb::StatsRequest {}).await.expect("stats").into_inner().record_count
 }
 

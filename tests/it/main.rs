@@ -2,6 +2,7 @@
 //! gRPC. No mocks.
 mod harness;
 mod logs;
+mod rights;
 mod synth;
 mod templates;
 mod transparency;

@@ -363,18 +363,14 @@ async fn a_data_dir_keeps_its_dimension_and_its_keys() {
     let server = Server::start(Dirs::new()).await;
     let dirs = server.stop().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let config = oubli::Config {
-        data_dir: dirs.data.clone(),
-        key_dir: dirs.keys.clone(),
-        dimension: Some(128),
-        log_origin: None,
-    };
+    let mut config = oubli::Config::new(dirs.data.clone(), dirs.keys.clone());
+    config.dimension = Some(128);
     let err = oubli::run(listener, config, std::future::ready(())).await.expect_err("dimension mismatch");
     assert!(err.to_string().contains("created for 512-dimensional templates, not 128"), "{err}");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let other_keys = dirs.data.with_file_name("other-keys");
-    let config = oubli::Config { data_dir: dirs.data.clone(), key_dir: other_keys, dimension: None, log_origin: None };
+    let config = oubli::Config::new(dirs.data.clone(), other_keys);
     let err = oubli::run(listener, config, std::future::ready(())).await.expect_err("missing keys");
     assert!(err.to_string().contains("holds no keys"), "{err}");
 }

@@ -89,7 +89,7 @@ async fn enrolments_are_logged_proven_and_receipted() {
 
     // Altering one stored leaf directly in RocksDB is caught when the store opens again.
     {
-        let cfs = ["records", "data_keys", "idempotency", "meta", "log", "log_nodes"];
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &dirs.data).expect("list column families");
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &dirs.data, cfs).expect("raw open");
         let cf = db.cf_handle("log").expect("log column family");
         let mut leaf = db.get_cf(cf, 4u64.to_be_bytes()).expect("read").expect("leaf 4");
@@ -97,8 +97,7 @@ async fn enrolments_are_logged_proven_and_receipted() {
         db.put_cf(cf, 4u64.to_be_bytes(), leaf).expect("write");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let config =
-        oubli::Config { data_dir: dirs.data.clone(), key_dir: dirs.keys.clone(), dimension: None, log_origin: None };
+    let config = oubli::Config::new(dirs.data.clone(), dirs.keys.clone());
     let err = oubli::run(listener, config, std::future::ready(())).await.expect_err("tampered log");
     assert!(err.to_string().contains("does not match its last signed checkpoint"), "{err}");
 }

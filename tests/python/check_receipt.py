@@ -74,7 +74,9 @@ def main(receipt_path, verifier_key):
     assert origin == body["log_origin"]
     print(f"ok  checkpoint signature ({size} leaves)")
     entry = base64.b64decode(body["entry"])
-    assert entry[0] == 1 and entry[1] == 1 and entry[10:].hex() == body["commitment"], "an enrolment leaf"
+    # version 1; kind 1 (enrolment) or 2 (access answered); the commitment follows the time.
+    assert entry[0] == 1 and entry[1] in (1, 2), "a known leaf kind"
+    assert entry[10:42].hex() == body["commitment"], "the leaf names the receipt's commitment"
     leaf = leaf_hash(entry)
     print(f"ok  leaf hash {leaf.hex()}")
     proof = [base64.b64decode(h) for h in body["inclusion_proof"]]

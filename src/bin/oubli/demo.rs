@@ -6,11 +6,14 @@ use std::{
 
 use anyhow::{Context, Result};
 use oubli::{
-    grpc::{Embedded, pb},
+    grpc::{
+        AuthChannel, Embedded,
+        pb::{self, templates_client::TemplatesClient},
+    },
     synth::{Population, PopulationConfig, stats::Scores},
 };
 
-use super::{connect, enroll_all, provenance_line, status_error};
+use super::{enroll_all, provenance_line, status_error};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,9 +34,22 @@ const SAMPLES: usize = 3;
 const FMR: f64 = 1e-4;
 
 async fn start(out: &Path) -> Result<Embedded> {
-    let config =
-        oubli::Config { data_dir: out.join("data"), key_dir: out.join("keys"), dimension: None, log_origin: None };
-    Embedded::start(config).await.context("cannot bind a loopback port")
+    let mut config = oubli::Config::new(out.join("data"), out.join("keys"));
+    // Step 1 reproduces what Clearview did: scraped faces, no legal basis. The lawful default
+    // policy would refuse every one of them.
+    config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
+    Embedded::start(config).await.context("the embedded server did not start")
+}
+
+/// A client with the local token the embedded server wrote into the demo's key dir.
+async fn connect(server: &Embedded, out: &Path) -> Result<TemplatesClient<AuthChannel>> {
+    Ok(TemplatesClient::new(channel(server, out).await?))
+}
+
+async fn channel(server: &Embedded, out: &Path) -> Result<AuthChannel> {
+    let path = out.join("keys").join(oubli::grpc::LOCAL_TOKEN_FILE);
+    let token = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    super::channel_with(&server.addr.to_string(), Some(token.trim())).await
 }
 
 async fn stop(server: Embedded) -> Result<()> {
@@ -69,7 +85,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
 
     let server = start(&args.out).await?;
-    let mut client = connect(&server.addr.to_string()).await?;
+    let mut client = connect(&server, &args.out).await?;
 
     step(1, "Collection");
     let config = PopulationConfig {
@@ -179,7 +195,7 @@ pub async fn run(args: Args) -> Result<()> {
     drop(client);
     stop(server).await?;
     let server = start(&args.out).await?;
-    let mut client = connect(&server.addr.to_string()).await?;
+    let mut client = connect(&server, &args.out).await?;
     let after = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
     let again = client
         .search(pb::SearchRequest { probe: Some(pb::Embedding { values: selfie }), k: 6, min_score: Some(threshold) })
@@ -192,9 +208,63 @@ pub async fn run(args: Args) -> Result<()> {
     );
     println!("The same selfie still finds the same {} records at or above {threshold:.3}.", again.hits.len());
 
-    step(6, "A public log of what was done");
-    let channel = super::channel(&server.addr.to_string()).await?;
-    let mut log = pb::transparency_client::TransparencyClient::new(channel);
+    step(6, "A person asks what is held about them (GDPR Art. 15)");
+    let mut rights = pb::rights_client::RightsClient::new(channel(&server, &args.out).await?);
+    let submitted = rights
+        .submit_access_request(pb::SubmitAccessRequestRequest {
+            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
+            contact: "person@example.org".into(),
+            jurisdiction_claim: "FR".into(),
+            include_templates: false,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let status = rights
+        .get_request(pb::GetRequestRequest {
+            request_id: submitted.request_id.clone(),
+            request_secret: submitted.request_secret.clone(),
+            wait_seconds: 30,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "Person #{person} sends one selfie, with no account. Request {} is {}: {} record(s) disclosed,",
+        submitted.request_id, status.state, status.matched
+    );
+    println!("{} possible match(es) withheld for the privacy desk: they might be a look-alike's.", status.withheld);
+    let report = rights
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: submitted.request_id.clone(),
+            request_secret: submitted.request_secret.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if !report.report_json.is_empty() {
+        let parsed: oubli::rights::report::AccessReport = serde_json::from_str(&report.report_json)?;
+        fs::write(args.out.join("access-report.json"), serde_json::to_string_pretty(&parsed)? + "\n")?;
+        fs::write(args.out.join("access-report.md"), parsed.to_markdown())?;
+        for r in parsed.records.iter().take(3) {
+            let who: Vec<_> = r.recipients.iter().map(|d| d.client.as_str()).collect();
+            println!(
+                "  {:.3}  {}  collected {}  received by: {}",
+                r.score,
+                r.source_uri,
+                r.collected_at,
+                who.join(", ")
+            );
+        }
+        println!("Every source and every recipient, with no 12-month window and no twice-a-year cap: ask again");
+        println!("tomorrow and the answer is as complete. Report: {}", args.out.join("access-report.md").display());
+    }
+    if !report.receipt_json.is_empty() {
+        fs::write(args.out.join("access-receipt.json"), &report.receipt_json)?;
+    }
+
+    step(7, "A public log of what was done");
+    let mut log = pb::transparency_client::TransparencyClient::new(channel(&server, &args.out).await?);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(status_error)?.into_inner().verifier_key;
     let checkpoint =
         log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner().checkpoint;
@@ -208,7 +278,7 @@ pub async fn run(args: Args) -> Result<()> {
     for line in checkpoint.lines() {
         println!("  | {line}");
     }
-    drop((client, log));
+    drop((client, log, rights));
     stop(server).await?;
     let key = oubli::audit::note::VerifierKey::parse(&key)?;
     println!("The server is stopped. Checking the receipt of the first enrolment offline:");

@@ -9,7 +9,6 @@ use oubli::audit::{
     receipt::{self, Newer},
 };
 use oubli::grpc::pb::{self, transparency_client::TransparencyClient};
-use tonic::transport::Channel;
 
 use super::{channel, status_error};
 
@@ -62,12 +61,16 @@ pub struct VerifyArgs {
     checkpoint: Option<PathBuf>,
 }
 
-async fn client(server: &str) -> Result<TransparencyClient<Channel>> {
+async fn client(server: &str) -> Result<TransparencyClient<oubli::grpc::AuthChannel>> {
     Ok(TransparencyClient::new(channel(server).await?))
 }
 
 /// The consistency proof between two tree sizes, from the server.
-async fn consistency_proof(log: &mut TransparencyClient<Channel>, from: u64, to: u64) -> Result<Vec<Hash>> {
+async fn consistency_proof(
+    log: &mut TransparencyClient<oubli::grpc::AuthChannel>,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Hash>> {
     let r = log
         .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: to })
         .await

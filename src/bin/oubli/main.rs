@@ -10,15 +10,19 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use oubli::grpc::{
-    MAX_STREAM_ITEMS,
+    AuthChannel, Bearer, MAX_STREAM_ITEMS,
     pb::{self, templates_client::TemplatesClient},
 };
 use oubli::synth::files::{ProvenanceLine, read_jsonl, read_matrix};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
+/// The token every connection sends, set once from the command line.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 mod demo;
 mod log;
+mod rights;
 mod synth;
 
 #[derive(Parser, Debug)]
@@ -30,6 +34,13 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token for calls that need a role (operator, privacy-desk, auditor, admin).
+    #[arg(long, global = true, env = "OUBLI_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token, used when --token is not given (a server with default
+    /// settings writes its local all-roles token there on first start).
+    #[arg(long, global = true, env = "OUBLI_TOKEN_FILE", default_value = "./oubli-keys/local.token")]
+    token_file: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,6 +97,21 @@ enum Command {
     /// Monitor the log: check the latest checkpoint extends the last one verified (saved in
     /// --state); report a rollback or a fork loudly, with a non-zero exit.
     Witness(log::WitnessArgs),
+    /// Access requests (GDPR Art. 15): submit one, follow it, read the report.
+    #[command(subcommand)]
+    Access(rights::Access),
+    /// The privacy desk's view of rights requests.
+    #[command(subcommand)]
+    Requests(rights::Requests),
+    /// The ingest policy: show, reload, or check a file offline.
+    #[command(subcommand)]
+    Policy(rights::PolicyCommand),
+    /// The audit trail (auditor).
+    #[command(subcommand)]
+    Audit(rights::Audit),
+    /// Manage a tokens file (offline).
+    #[command(subcommand)]
+    Tokens(rights::TokensCommand),
 }
 
 /// One line of a records JSONL file: a template with its provenance.
@@ -117,12 +143,19 @@ pub fn enroll_request(
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    let token = cli.token.clone().or_else(|| fs::read_to_string(&cli.token_file).ok().map(|t| t.trim().to_string()));
+    let _ = TOKEN.set(token);
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Synth(command) => synth::run(command, &cli.server, cli.json).await,
         Command::Log(command) => log::run(command, &cli.server).await,
         Command::Verify(args) => log::verify(args, &cli.server).await,
         Command::Witness(args) => log::witness(args, &cli.server).await,
+        Command::Access(c) => rights::access(c, &cli.server, cli.json).await,
+        Command::Requests(c) => rights::requests(c, &cli.server, cli.json).await,
+        Command::Policy(c) => rights::policy(c, &cli.server).await,
+        Command::Audit(c) => rights::audit(c, &cli.server, cli.json).await,
+        Command::Tokens(c) => rights::tokens(c),
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
@@ -179,26 +212,41 @@ async fn main() -> Result<()> {
                         println!("index:         {}", s.index);
                     }
                 }
-                Command::Demo(_) | Command::Synth(_) | Command::Log(_) | Command::Verify(_) | Command::Witness(_) => {
-                    unreachable!("handled above")
-                }
+                Command::Demo(_)
+                | Command::Synth(_)
+                | Command::Log(_)
+                | Command::Verify(_)
+                | Command::Witness(_)
+                | Command::Access(_)
+                | Command::Requests(_)
+                | Command::Policy(_)
+                | Command::Audit(_)
+                | Command::Tokens(_) => unreachable!("handled above"),
             }
             Ok(())
         }
     }
 }
 
-/// A connection to `server`: `host:port` or a URL.
-pub async fn channel(server: &str) -> Result<Channel> {
+/// A connection to `server` (`host:port` or a URL) that sends the command line's token.
+pub async fn channel(server: &str) -> Result<AuthChannel> {
+    let token = TOKEN.get().cloned().flatten();
+    channel_with(server, token.as_deref()).await
+}
+
+/// A connection to `server` that sends `token` (or none).
+pub async fn channel_with(server: &str, token: Option<&str>) -> Result<AuthChannel> {
     let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
-    Channel::from_shared(url.clone())
+    let channel = Channel::from_shared(url.clone())
         .with_context(|| format!("{server:?} is not a server address (use host:port)"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))
+        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))?;
+    let bearer = Bearer::new(token).context("the token is not valid header text")?;
+    Ok(tonic::service::interceptor::InterceptedService::new(channel, bearer))
 }
 
-pub async fn connect(server: &str) -> Result<TemplatesClient<Channel>> {
+pub async fn connect(server: &str) -> Result<TemplatesClient<AuthChannel>> {
     Ok(TemplatesClient::new(channel(server).await?))
 }
 
@@ -246,7 +294,7 @@ pub fn read_records(file: &Path, provenance: Option<&Path>) -> Result<Vec<pb::En
     }
 }
 
-fn read_probe(file: &Path, row: usize) -> Result<Vec<f32>> {
+pub fn read_probe(file: &Path, row: usize) -> Result<Vec<f32>> {
     match file.extension().and_then(|e| e.to_str()) {
         Some("npy") => {
             let matrix = read_matrix(file)?;
@@ -270,7 +318,7 @@ fn read_probe(file: &Path, row: usize) -> Result<Vec<f32>> {
 /// bar, handing each stream's ids to `committed` as soon as the server acknowledges them: if a
 /// later stream fails, the records already stored are not lost to the caller.
 pub async fn enroll_all(
-    client: &mut TemplatesClient<Channel>,
+    client: &mut TemplatesClient<AuthChannel>,
     requests: Vec<pb::EnrollRequest>,
     batch: usize,
     progress: bool,
@@ -309,7 +357,7 @@ pub async fn enroll_all(
     Ok(done)
 }
 
-fn time_text(t: Option<&prost_types::Timestamp>) -> String {
+pub fn time_text(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| Timestamp::new(t.seconds, 0).ok()).map(|t| t.to_string()).unwrap_or_default()
 }
 

@@ -1,0 +1,27 @@
+//! The audit trail: who called what, when, and how it ended, for the controller's
+//! accountability (GDPR Art. 5(2)). The public transparency log proves *what* was done; this
+//! private trail shows *who* asked. It holds no template, source, contact detail or message
+//! text: only the caller's client name and roles, the method, and the status code.
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the trail, from 1 (assigned when appended).
+    #[serde(default)]
+    pub seq: u64,
+    pub at: Timestamp,
+    /// The call's id (also returned to the caller as `x-request-id`).
+    pub call_id: String,
+    /// The client name of the token, or "anonymous".
+    pub caller: String,
+    /// The caller's roles, comma-separated.
+    pub roles: String,
+    /// The full gRPC method, "/oubli.v1.Templates/Search".
+    pub method: String,
+    /// The gRPC status code name ("Ok", "PermissionDenied", ...).
+    pub code: String,
+    /// The rights request the call concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights_request: Option<String>,
+}

@@ -1,0 +1,284 @@
+//! `oubli.v1.Rights` (access requests) and `oubli.v1.Admin` (audit trail, ingest policy).
+//! Roles are checked by the gate; the request secret is checked here, by the workflows.
+use std::{sync::Arc, time::Duration};
+
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::{
+    convert,
+    gate::{self, RightsRequestNote},
+    pb, run_blocking,
+};
+use crate::rights::{
+    self, RequestView, Rights,
+    auth::Role,
+    request::{RequestId, State},
+};
+
+/// The longest a `GetRequest` waits for the worker.
+const MAX_WAIT_SECONDS: u32 = 30;
+
+pub struct RightsService {
+    rights: Arc<Rights>,
+    worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>,
+}
+
+impl RightsService {
+    pub fn new(rights: Arc<Rights>, worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>) -> Self {
+        RightsService { rights, worker }
+    }
+}
+
+fn request_id(id: &str) -> Result<RequestId, Status> {
+    id.parse().map_err(|e: String| Status::invalid_argument(format!("request_id: {e}")))
+}
+
+fn secret(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn noted<T>(message: T, id: RequestId) -> Response<T> {
+    let mut response = Response::new(message);
+    response.extensions_mut().insert(RightsRequestNote(id.to_string()));
+    response
+}
+
+pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
+    pb::RequestStatus {
+        request_id: v.id.to_string(),
+        kind: "access".into(),
+        state: v.state.name().into(),
+        received_at: Some(convert::timestamp_to_pb(v.received_at)),
+        due_at: Some(convert::timestamp_to_pb(v.due_at)),
+        overdue: v.overdue,
+        extension_months: v.extension.as_ref().map_or(0, |e| u32::from(e.months)),
+        extension_reason: v.extension.as_ref().map(|e| e.reason.clone()).unwrap_or_default(),
+        matched: v.matched as u32,
+        withheld: v.withheld as u32,
+        review_band: v
+            .review_band
+            .iter()
+            .map(|m| pb::ReviewCandidate { record_id: m.record_id.to_string(), score: m.score })
+            .collect(),
+        denial_reason: v.denial.clone().unwrap_or_default(),
+        receipt_leaf_index: v.receipt_leaf,
+        contact: v.contact.clone().unwrap_or_default(),
+        history: v
+            .history
+            .iter()
+            .map(|(s, at)| pb::StateChange { state: s.name().into(), at: Some(convert::timestamp_to_pb(*at)) })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::rights_server::Rights for RightsService {
+    #[instrument(skip_all, name = "SubmitAccessRequest")]
+    async fn submit_access_request(
+        &self,
+        request: Request<pb::SubmitAccessRequestRequest>,
+    ) -> Result<Response<pb::SubmitAccessRequestResponse>, Status> {
+        let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        self.rights.admit(&peer).map_err(Status::from)?;
+        let req = request.into_inner();
+        let dimension = self.rights.engine().dimension();
+        let probes = req
+            .probes
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| convert::embedding(Some(p), &format!("probes[{i}]"), dimension))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rights = self.rights.clone();
+        let claim = Some(req.jurisdiction_claim);
+        let submitted =
+            run_blocking(move || rights.submit_access(probes, req.contact, claim, req.include_templates)).await?;
+        if let Some(worker) = &self.worker {
+            let _ = worker.send(submitted.id);
+        }
+        tracing::info!(request_id = %submitted.id, "access request submitted");
+        Ok(noted(
+            pb::SubmitAccessRequestResponse {
+                request_id: submitted.id.to_string(),
+                request_secret: submitted.secret.to_hex(),
+                status: Some(status_to_pb(&submitted.view)),
+            },
+            submitted.id,
+        ))
+    }
+
+    #[instrument(skip_all, name = "GetRequest", fields(request_id))]
+    async fn get_request(
+        &self,
+        request: Request<pb::GetRequestRequest>,
+    ) -> Result<Response<pb::RequestStatus>, Status> {
+        let desk = gate::caller(&request).has(Role::PrivacyDesk);
+        let req = request.into_inner();
+        let id = request_id(&req.request_id)?;
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let wait = Duration::from_secs(u64::from(req.wait_seconds.min(MAX_WAIT_SECONDS)));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.rights.subscribe();
+        loop {
+            let rights = self.rights.clone();
+            let s = req.request_secret.clone();
+            let view = run_blocking(move || rights.request(id, secret(&s), desk)).await?;
+            if !view.state.is_pending_work() || tokio::time::Instant::now() >= deadline {
+                return Ok(noted(status_to_pb(&view), id));
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                continue; // one last read at the deadline
+            }
+        }
+    }
+
+    #[instrument(skip_all, name = "GetAccessReport", fields(request_id))]
+    async fn get_access_report(
+        &self,
+        request: Request<pb::GetAccessReportRequest>,
+    ) -> Result<Response<pb::GetAccessReportResponse>, Status> {
+        let desk = gate::caller(&request).has(Role::PrivacyDesk);
+        let req = request.into_inner();
+        let id = request_id(&req.request_id)?;
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let rights = self.rights.clone();
+        let (view, report, receipt) =
+            run_blocking(move || rights.report_of(id, secret(&req.request_secret), desk)).await?;
+        Ok(noted(
+            pb::GetAccessReportResponse {
+                status: Some(status_to_pb(&view)),
+                report_json: report.unwrap_or_default(),
+                receipt_json: receipt.map(|r| r.to_json()).unwrap_or_default(),
+            },
+            id,
+        ))
+    }
+
+    #[instrument(skip_all, name = "ListRequests")]
+    async fn list_requests(
+        &self,
+        request: Request<pb::ListRequestsRequest>,
+    ) -> Result<Response<pb::ListRequestsResponse>, Status> {
+        let req = request.into_inner();
+        let state = match req.state.as_str() {
+            "" => None,
+            name => Some(State::from_name(name).ok_or_else(|| {
+                let names: Vec<_> = State::ALL.iter().map(|s| s.name()).collect();
+                Status::invalid_argument(format!("state {name:?} is unknown; use one of {}", names.join(", ")))
+            })?),
+        };
+        let rights = self.rights.clone();
+        let views = run_blocking(move || rights.list(state, req.overdue_only)).await?;
+        Ok(Response::new(pb::ListRequestsResponse { requests: views.iter().map(status_to_pb).collect() }))
+    }
+
+    #[instrument(skip_all, name = "ReviewRequest", fields(request_id))]
+    async fn review_request(
+        &self,
+        request: Request<pb::ReviewRequestRequest>,
+    ) -> Result<Response<pb::RequestStatus>, Status> {
+        let caller = gate::caller(&request);
+        let req = request.into_inner();
+        let id = request_id(&req.request_id)?;
+        let approved = req.approved_record_ids.iter().map(|r| convert::record_id(r)).collect::<Result<Vec<_>, _>>()?;
+        let rights = self.rights.clone();
+        let view = run_blocking(move || rights.review(&caller, id, approved, req.note)).await?;
+        Ok(noted(status_to_pb(&view), id))
+    }
+
+    #[instrument(skip_all, name = "DenyRequest", fields(request_id))]
+    async fn deny_request(
+        &self,
+        request: Request<pb::DenyRequestRequest>,
+    ) -> Result<Response<pb::RequestStatus>, Status> {
+        let req = request.into_inner();
+        let id = request_id(&req.request_id)?;
+        let rights = self.rights.clone();
+        let view = run_blocking(move || rights.deny(id, req.reason)).await?;
+        Ok(noted(status_to_pb(&view), id))
+    }
+
+    #[instrument(skip_all, name = "ExtendRequest", fields(request_id))]
+    async fn extend_request(
+        &self,
+        request: Request<pb::ExtendRequestRequest>,
+    ) -> Result<Response<pb::RequestStatus>, Status> {
+        let req = request.into_inner();
+        let id = request_id(&req.request_id)?;
+        let months = u8::try_from(req.months).unwrap_or(u8::MAX);
+        let rights = self.rights.clone();
+        let view = run_blocking(move || rights.extend(id, months, req.reason)).await?;
+        Ok(noted(status_to_pb(&view), id))
+    }
+}
+
+pub struct AdminService {
+    rights: Arc<Rights>,
+}
+
+impl AdminService {
+    pub fn new(rights: Arc<Rights>) -> Self {
+        AdminService { rights }
+    }
+
+    fn policy_response(&self, policy: &rights::policy::Policy) -> pb::PolicyResponse {
+        pb::PolicyResponse {
+            name: policy.name().into(),
+            toml: policy.to_toml(),
+            refusals: self.rights.refusals().into_iter().map(|(rule, n)| (rule.to_string(), n)).collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    #[instrument(skip_all, name = "ListAuditEvents")]
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            n => return Err(Status::invalid_argument(format!("limit is {n}; ask for 1 to 1000 events"))),
+        };
+        let rights = self.rights.clone();
+        let events = run_blocking(move || rights.audit_events(req.after, limit)).await?;
+        let head = self.rights.engine().store().audit_head();
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| pb::AuditEvent {
+                    seq: e.seq,
+                    at: Some(convert::timestamp_to_pb(e.at)),
+                    call_id: e.call_id,
+                    caller: e.caller,
+                    roles: e.roles,
+                    method: e.method,
+                    code: e.code,
+                    rights_request: e.rights_request.unwrap_or_default(),
+                })
+                .collect(),
+            head,
+        }))
+    }
+
+    #[instrument(skip_all, name = "GetPolicy")]
+    async fn get_policy(
+        &self,
+        _request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        Ok(Response::new(self.policy_response(&self.rights.policy())))
+    }
+
+    #[instrument(skip_all, name = "ReloadPolicy")]
+    async fn reload_policy(
+        &self,
+        _request: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        let rights = self.rights.clone();
+        let policy = run_blocking(move || rights.reload_policy()).await?;
+        Ok(Response::new(self.policy_response(&policy)))
+    }
+}

@@ -1,0 +1,191 @@
+//! Rows for the rights workflows: requests (encrypted), the recipients log (encrypted under
+//! each record's own data key, so shredding the record shreds who received it), quarantine
+//! flags, the audit trail, and the enrolment leaf of each record.
+use std::sync::atomic::Ordering;
+
+use jiff::Timestamp;
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{CF_AUDIT, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_RECIPIENTS, CF_REQUESTS, Error, Store, crypto};
+use crate::{
+    audit::{event::Entry, trail::AuditEvent},
+    record::RecordId,
+};
+
+const REQUEST_DOMAIN: &str = "request";
+
+/// A request's id and its decrypted state.
+pub type StoredRequest = ([u8; 16], Zeroizing<Vec<u8>>);
+const RECIPIENT_DOMAIN: &str = "recipient";
+
+/// One disclosure of a record: who received it and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disclosure {
+    pub client: String,
+    pub at: Timestamp,
+}
+
+impl Store {
+    /// Stores (or replaces) a request's encrypted state, durably.
+    pub fn put_request(&self, id: &[u8; 16], plaintext: &[u8]) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_REQUESTS), id, crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, plaintext));
+        self.db.write_opt(batch, &super::synced())?;
+        Ok(())
+    }
+
+    /// Stores a request's new state and appends `entry` to the log in one synced write; returns
+    /// the entry's leaf index. `plaintext` is built from that index.
+    pub fn put_request_logged(
+        &self,
+        id: &[u8; 16],
+        entry: &Entry,
+        plaintext: impl FnOnce(u64) -> Zeroizing<Vec<u8>>,
+    ) -> Result<u64, Error> {
+        self.write_logged_with(WriteBatch::default(), std::slice::from_ref(entry), |first, batch| {
+            let blob = crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, &plaintext(first));
+            batch.put_cf(self.cf(CF_REQUESTS), id, blob);
+        })
+    }
+
+    pub fn request(&self, id: &[u8; 16]) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+        match self.db.get_pinned_cf(self.cf(CF_REQUESTS), id)? {
+            None => Ok(None),
+            Some(blob) => crypto::open_blob(&self.keys, REQUEST_DOMAIN, id, &blob).map(Some),
+        }
+    }
+
+    /// Every request, decrypted, in id order.
+    pub fn requests(&self) -> Result<Vec<StoredRequest>, Error> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_REQUESTS), IteratorMode::Start) {
+            let (key, blob) = item?;
+            let id: [u8; 16] = key.as_ref().try_into().map_err(|_| Error::Corrupt("request key".into()))?;
+            out.push((id, crypto::open_blob(&self.keys, REQUEST_DOMAIN, &id, &blob)?));
+        }
+        Ok(out)
+    }
+
+    /// Records that `client` received `records` at `at`: one row per record, keyed by record
+    /// and sealed under the record's data key. Records erased meanwhile are skipped.
+    pub fn record_disclosures(&self, records: &[RecordId], client: &str, at: Timestamp) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        let value = serde_json::to_vec(&Disclosure { client: client.into(), at }).expect("a disclosure serialises");
+        for id in records {
+            let Some(dek) = self.data_key(*id)? else { continue };
+            let seq = self.disclosure_seq.fetch_add(1, Ordering::Relaxed);
+            let mut key = id.as_bytes().to_vec();
+            key.extend_from_slice(&at.as_microsecond().to_be_bytes());
+            key.extend_from_slice(&seq.to_be_bytes());
+            batch.put_cf(self.cf(CF_RECIPIENTS), &key, crypto::seal_derived(&dek, RECIPIENT_DOMAIN, &key, &value));
+        }
+        self.db.write_opt(batch, &super::synced())?;
+        Ok(())
+    }
+
+    /// Who received `id`, oldest first.
+    pub fn disclosures(&self, id: RecordId) -> Result<Vec<Disclosure>, Error> {
+        let Some(dek) = self.data_key(id)? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        let prefix = id.as_bytes();
+        let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_RECIPIENTS), mode) {
+            let (key, sealed) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let plain = crypto::open_derived(&dek, RECIPIENT_DOMAIN, &key, &sealed)?;
+            out.push(serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("recipient row: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    /// Ids of records held in quarantine, with the rule that put them there.
+    pub fn quarantined(&self) -> Result<Vec<(RecordId, String)>, Error> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_QUARANTINE), IteratorMode::Start) {
+            let (key, rule) = item?;
+            let id: [u8; 16] = key.as_ref().try_into().map_err(|_| Error::Corrupt("quarantine key".into()))?;
+            out.push((RecordId::from_bytes(id), String::from_utf8_lossy(&rule).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// The log leaf that recorded `id`'s enrolment.
+    pub fn enrolment_leaf(&self, id: RecordId) -> Result<Option<u64>, Error> {
+        let Some(v) = self.db.get_pinned_cf(self.cf(CF_ENROLMENT_LEAVES), id.as_bytes())? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Corrupt("enrolment leaf".into()))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    /// Appends an event to the audit trail and returns its sequence number. Not synced per
+    /// call (it would cost a disk flush per RPC): written to the write-ahead log, so a process
+    /// crash loses nothing, and a power loss at most the last moments.
+    pub fn append_audit(&self, event: &AuditEvent) -> Result<u64, Error> {
+        let _order = self.audit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = self.audit_seq.load(Ordering::Relaxed) + 1;
+        let mut event = event.clone();
+        event.seq = seq;
+        let mut value = event.at.as_microsecond().to_be_bytes().to_vec();
+        value.extend_from_slice(&serde_json::to_vec(&event).expect("an audit event serialises"));
+        self.db.put_cf_opt(self.cf(CF_AUDIT), seq.to_be_bytes(), value, &WriteOptions::default())?;
+        self.audit_seq.store(seq, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// Audit events with `seq > after`, oldest first, at most `limit`.
+    pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+        let from = (after.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::From(&from, rocksdb::Direction::Forward)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, value) = item?;
+            let json = value.get(8..).ok_or_else(|| Error::Corrupt("audit row".into()))?;
+            out.push(serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("audit row: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    /// The last audit sequence number (0: empty).
+    pub fn audit_head(&self) -> u64 {
+        self.audit_seq.load(Ordering::Relaxed)
+    }
+
+    /// Deletes audit events older than `cutoff`; returns how many.
+    pub fn prune_audit(&self, cutoff: Timestamp) -> Result<usize, Error> {
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::Start) {
+            let (key, value) = item?;
+            let at = value.first_chunk::<8>().map(|b| i64::from_be_bytes(*b)).unwrap_or(i64::MAX);
+            if at >= cutoff.as_microsecond() {
+                break;
+            }
+            batch.delete_cf(self.cf(CF_AUDIT), key);
+            n += 1;
+        }
+        if n > 0 {
+            self.db.write_opt(batch, &super::synced())?;
+        }
+        Ok(n)
+    }
+}
+
+/// The last key of the audit column family, as a sequence number.
+pub(super) fn last_audit_seq(db: &rocksdb::DB) -> Result<u64, Error> {
+    let cf = db.cf_handle(CF_AUDIT).expect("column families are created at open");
+    match db.iterator_cf(cf, IteratorMode::End).next() {
+        None => Ok(0),
+        Some(item) => {
+            let (key, _) = item?;
+            let bytes: [u8; 8] = key.as_ref().try_into().map_err(|_| Error::Corrupt("audit key".into()))?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+    }
+}
