@@ -557,3 +557,68 @@ async fn the_lawful_policy_refuses_scraped_faces_by_rule_and_quarantines_unknown
     assert_eq!(report.records.iter().filter(|r| r.quarantined).count(), 1);
     server.stop().await;
 }
+
+// Multi-threaded: the CLI runs as a blocking child process while the server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_follows_and_reports_an_access_request() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
+    let world = enrol(&server, &t.operator).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = tmp.path().join("selfie.json");
+    std::fs::write(&probe, serde_json::to_string(&world.population.probe(0)).unwrap()).unwrap();
+    let addr = server.addr.to_string();
+    let (ok, out) = oubli(&[
+        "--server",
+        &addr,
+        "--json",
+        "access",
+        "submit",
+        "--probe",
+        probe.to_str().unwrap(),
+        "--contact",
+        "jeanne@example.org",
+        "--jurisdiction",
+        "FR",
+        "--wait",
+    ]);
+    assert!(ok, "{out}");
+    let submitted: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let (id, secret) = (submitted["request_id"].as_str().unwrap(), submitted["request_secret"].as_str().unwrap());
+    assert!(matches!(submitted["state"].as_str(), Some("completed" | "needs_review")), "{out}");
+
+    let (ok, out) = oubli(&["--server", &addr, "access", "status", id, "--secret", secret]);
+    assert!(ok && out.contains("matched:"), "{out}");
+    let report_dir = tmp.path().join("report");
+    let (ok, out) =
+        oubli(&["--server", &addr, "access", "report", id, "--secret", secret, "--out", report_dir.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("# Access report") && out.contains("CNIL"), "{out}");
+    assert!(report_dir.join("report.json").exists() && report_dir.join("report.md").exists());
+    let (ok, out) = oubli(&["--server", &addr, "access", "report", id, "--secret", "00"]);
+    assert!(!ok && out.contains("PermissionDenied"), "{out}");
+
+    // The desk's list, with and without a token; the audit trail; the policy, offline.
+    let (ok, out) = oubli(&["--server", &addr, "--token", &t.desk, "requests", "list"]);
+    assert!(ok && out.contains(id), "{out}");
+    let (ok, out) = oubli(&["--server", &addr, "--token", &t.desk, "requests", "list", "--overdue"]);
+    assert!(ok && out.contains("0 request(s)"), "{out}");
+    let (ok, out) = oubli(&["--server", &addr, "--token-file", "/nonexistent", "requests", "list"]);
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+    let (ok, out) = oubli(&["--server", &addr, "--token", &t.auditor, "audit", "tail", "-n", "50"]);
+    assert!(ok && out.contains("/oubli.v1.Rights/SubmitAccessRequest") && out.contains("anonymous"), "{out}");
+    let (ok, out) = oubli(&["--server", &addr, "--token", &t.admin, "policy", "show"]);
+    assert!(ok && out.contains("name = \"permissive\""), "{out}");
+    let lines = tmp.path().join("provenance.jsonl");
+    let jsonl: String = (0..4)
+        .map(|i| {
+            serde_json::to_string(&oubli::synth::files::ProvenanceLine::from(&world.population.provenance[i])).unwrap()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&lines, jsonl).unwrap();
+    let (ok, out) = oubli(&["policy", "check", "lawful", "--provenance", lines.to_str().unwrap()]);
+    assert!(ok && out.contains("refused by rule legal-basis"), "{out}");
+    server.stop().await;
+}
