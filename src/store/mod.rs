@@ -16,6 +16,8 @@
 //! - `log_nodes`: `level ‖ index` (u8, u64 big-endian) → the hash of every perfect subtree, leaf
 //!   hashes included, written with the leaf that completes it. At open they must equal the tree
 //!   recomputed from the entries.
+//! - `graph`: the HNSW graph's structure (ids, levels and neighbour slots, never vectors),
+//!   so a restart loads it instead of rebuilding it (`graph.rs`).
 //!
 //! Keys are random record ids or keyed hashes, never names or URIs: RocksDB's MANIFEST records
 //! each table's smallest and largest key in clear. Every logical change is one `WriteBatch`
@@ -23,6 +25,7 @@
 //! of a change or none of it.
 mod codec;
 pub mod crypto;
+mod graph;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +44,7 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
+pub use graph::StoredGraph;
 
 /// The log's origin (and signing key name) when a data dir is created without one.
 pub const DEFAULT_LOG_ORIGIN: &str = "oubli.example/log";
@@ -68,7 +72,9 @@ const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
 const CF_LOG_NODES: &str = "log_nodes";
-const COLUMN_FAMILIES: [&str; 6] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG, CF_LOG_NODES];
+const CF_GRAPH: &str = "graph";
+const COLUMN_FAMILIES: [&str; 7] =
+    [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG, CF_LOG_NODES, CF_GRAPH];
 
 const META_FORMAT: &[u8] = b"format";
 const META_DIMENSION: &[u8] = b"dimension";
