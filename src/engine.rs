@@ -236,7 +236,8 @@ impl Engine {
             }
             if let Some(hnsw) = &self.hnsw {
                 let mut graph = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let items: Vec<(RecordId, &[f32])> = fresh.iter().map(|(id, r)| (*id, r.embedding.as_slice())).collect();
+                let items: Vec<(RecordId, &[f32])> =
+                    fresh.iter().map(|(id, r)| (*id, r.embedding.as_slice())).collect();
                 graph.insert_batch(&items);
                 let changes = graph.take_changes();
                 drop(graph);
@@ -382,8 +383,12 @@ fn open_graph(store: &Store, exact: &ExactIndex, params: HnswParams) -> Result<(
     let loaded = match store.load_graph()? {
         None => None,
         Some(stored) => {
-            match HnswIndex::from_stored(dimension, params, &stored.meta, stored.nodes.iter().map(|(s, r)| (*s, &r[..])))
-            {
+            match HnswIndex::from_stored(
+                dimension,
+                params,
+                &stored.meta,
+                stored.nodes.iter().map(|(s, r)| (*s, &r[..])),
+            ) {
                 Ok(graph) => Some(graph),
                 Err(e) => {
                     warn!(error = %e, "stored graph not used");

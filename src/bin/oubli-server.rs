@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use oubli::{
+    engine::{IndexChoice, IndexConfig},
+    index::HnswParams,
+};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +36,31 @@ struct Args {
     /// Log format.
     #[arg(long, env = "OUBLI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Which index answers searches: the exact scan, the approximate HNSW graph, or auto (HNSW
+    /// from --hnsw-min-records records on). The exact scan is always kept: a request with
+    /// `exact = true`, and access and erasure requests, use it.
+    #[arg(long, env = "OUBLI_INDEX", value_enum, default_value_t = IndexArg::Auto)]
+    index: IndexArg,
+    /// In auto, the record count from which HNSW answers.
+    #[arg(long, env = "OUBLI_HNSW_MIN_RECORDS", default_value_t = IndexConfig::default().auto_min_records)]
+    hnsw_min_records: usize,
+    /// HNSW neighbours per node (2 to 100; twice this on the bottom layer). Changing it
+    /// rebuilds the graph at the next start.
+    #[arg(long, env = "OUBLI_HNSW_M", default_value_t = HnswParams::default().m)]
+    hnsw_m: usize,
+    /// HNSW candidates considered when linking a record. Changing it rebuilds the graph.
+    #[arg(long, env = "OUBLI_HNSW_EF_CONSTRUCTION", default_value_t = HnswParams::default().ef_construction)]
+    hnsw_ef_construction: usize,
+    /// HNSW candidates kept while searching (more: slower, fewer misses).
+    #[arg(long, env = "OUBLI_HNSW_EF_SEARCH", default_value_t = HnswParams::default().ef_search)]
+    hnsw_ef_search: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IndexArg {
+    Exact,
+    Hnsw,
+    Auto,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -58,7 +87,22 @@ async fn main() -> anyhow::Result<()> {
         dimension: args.dimension,
         log_origin: args.log_origin,
     };
-    oubli::run(listener, config, shutdown_signal()).await.context("oubli-server failed")?;
+    let index = IndexConfig {
+        choice: match args.index {
+            IndexArg::Exact => IndexChoice::Exact,
+            IndexArg::Hnsw => IndexChoice::Hnsw,
+            IndexArg::Auto => IndexChoice::Auto,
+        },
+        auto_min_records: args.hnsw_min_records,
+        hnsw: HnswParams {
+            m: args.hnsw_m,
+            ef_construction: args.hnsw_ef_construction,
+            ef_search: args.hnsw_ef_search,
+            ..HnswParams::default()
+        },
+    };
+    index.hnsw.check().context("invalid HNSW settings")?;
+    oubli::grpc::run_with(listener, config, index, shutdown_signal()).await.context("oubli-server failed")?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
-use crate::engine::{self, Engine};
+use crate::engine::{self, Engine, IndexConfig};
 
 pub use convert::{provenance_from_pb, provenance_to_pb, timestamp_to_pb};
 pub use templates::MAX_STREAM_ITEMS;
@@ -54,12 +54,23 @@ pub enum ServeError {
 }
 
 /// Opens the store in `config` and serves the API on `listener` until `shutdown` completes,
-/// then drains in-flight requests and closes the store.
+/// then drains in-flight requests and closes the store. Indexes with the default
+/// [`IndexConfig`]; see [`run_with`].
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    run_with(listener, config, IndexConfig::default(), shutdown).await
+}
+
+/// [`run`] with the search index chosen by `index`.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    index: IndexConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let engine = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            Engine::open(&config.data_dir, &config.key_dir, config.dimension, config.log_origin.as_deref())
+            Engine::open_with(&config.data_dir, &config.key_dir, config.dimension, config.log_origin.as_deref(), index)
         })
         .await??
     };
@@ -109,10 +120,15 @@ pub struct Embedded {
 impl Embedded {
     /// Binds `127.0.0.1:0` and serves `config` there.
     pub async fn start(config: Config) -> std::io::Result<Embedded> {
+        Self::start_with(config, IndexConfig::default()).await
+    }
+
+    /// [`Embedded::start`] with the search index chosen by `index`.
+    pub async fn start_with(config: Config, index: IndexConfig) -> std::io::Result<Embedded> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async {
+        let task = tokio::spawn(run_with(listener, config, index, async {
             let _ = stopped.await;
         }));
         Ok(Embedded { addr, stop, task })

@@ -89,7 +89,7 @@ impl pb::templates_server::Templates for TemplatesService {
         let probe = convert::embedding(req.probe, "probe", self.engine.dimension())?;
         let engine = self.engine.clone();
         let k = req.k as usize;
-        let result = blocking(move || engine.search(&probe, k, req.min_score)).await?;
+        let result = blocking(move || engine.search_with(&probe, k, req.min_score, req.exact)).await?;
         tracing::info!(hits = result.hits.len(), candidates = result.candidates, "searched");
         Ok(Response::new(pb::SearchResponse {
             hits: result

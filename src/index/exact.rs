@@ -97,10 +97,8 @@ impl ExactIndex {
         let mut padded: Vec<Vec<Block>> = probes.iter().map(|p| self.padded(p)).collect();
         // A multiple of four probes; the zero probes' scores are ignored.
         let zero = vec![Block::default(); self.blocks_per_row];
-        let quads: Vec<[&[f32]; 4]> = padded
-            .chunks(4)
-            .map(|c| std::array::from_fn(|i| as_floats(c.get(i).unwrap_or(&zero))))
-            .collect();
+        let quads: Vec<[&[f32]; 4]> =
+            padded.chunks(4).map(|c| std::array::from_fn(|i| as_floats(c.get(i).unwrap_or(&zero)))).collect();
         let mut tops: Vec<TopK> = probes.iter().map(|_| TopK::new(k, min_score)).collect();
         for (p, &id) in self.ids.iter().enumerate() {
             let row = self.row(p);
@@ -283,7 +281,10 @@ mod tests {
                 assert_eq!(got.len(), probes);
                 for (probe, hits) in batch.iter().zip(got) {
                     let want = index.search(probe, k.unwrap_or(1000), Some(0.1));
-                    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), want.iter().map(|h| h.id).collect::<Vec<_>>());
+                    assert_eq!(
+                        hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+                        want.iter().map(|h| h.id).collect::<Vec<_>>()
+                    );
                     for (a, b) in hits.iter().zip(&want) {
                         assert!((a.score - b.score).abs() < 1e-5);
                     }

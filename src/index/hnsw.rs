@@ -497,8 +497,11 @@ impl HnswIndex {
             self.set_links(base, layer, &current);
         } else {
             let row = self.row(base);
-            let mut candidates: Vec<Scored> =
-                current.iter().chain([&new]).map(|&s| Scored { score: (self.dot)(row, self.row(s)), slot: s }).collect();
+            let mut candidates: Vec<Scored> = current
+                .iter()
+                .chain([&new])
+                .map(|&s| Scored { score: (self.dot)(row, self.row(s)), slot: s })
+                .collect();
             candidates.sort_unstable_by(|a, b| b.cmp(a));
             let kept = self.select(&candidates, cap);
             self.set_links(base, layer, &kept);
@@ -913,7 +916,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut hnsw = HnswIndex::new(32, small(8)).unwrap();
         let mut exact = ExactIndex::new(32);
-        let items: Vec<(RecordId, Embedding)> = (0..2000).map(|_| (RecordId::random(), random_unit(&mut rng, 32))).collect();
+        let items: Vec<(RecordId, Embedding)> =
+            (0..2000).map(|_| (RecordId::random(), random_unit(&mut rng, 32))).collect();
         let refs: Vec<(RecordId, &[f32])> = items.iter().map(|(id, e)| (*id, e.as_slice())).collect();
         hnsw.insert_batch(&refs);
         for (id, e) in &items {
@@ -933,7 +937,8 @@ mod tests {
     fn removal_unlinks_repairs_and_zeroes() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut index = HnswIndex::new(16, small(4)).unwrap();
-        let items: Vec<(RecordId, Embedding)> = (0..400).map(|_| (RecordId::random(), random_unit(&mut rng, 16))).collect();
+        let items: Vec<(RecordId, Embedding)> =
+            (0..400).map(|_| (RecordId::random(), random_unit(&mut rng, 16))).collect();
         for (id, e) in &items {
             index.insert(*id, e);
         }
@@ -976,7 +981,8 @@ mod tests {
     fn stored_graph_round_trips() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut index = HnswIndex::new(16, small(6)).unwrap();
-        let items: Vec<(RecordId, Embedding)> = (0..300).map(|_| (RecordId::random(), random_unit(&mut rng, 16))).collect();
+        let items: Vec<(RecordId, Embedding)> =
+            (0..300).map(|_| (RecordId::random(), random_unit(&mut rng, 16))).collect();
         for (id, e) in &items {
             index.insert(*id, e);
         }

@@ -73,8 +73,7 @@ const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
 const CF_LOG_NODES: &str = "log_nodes";
 const CF_GRAPH: &str = "graph";
-const COLUMN_FAMILIES: [&str; 7] =
-    [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG, CF_LOG_NODES, CF_GRAPH];
+const COLUMN_FAMILIES: [&str; 7] = [CF_RECORDS, CF_DATA_KEYS, CF_IDEMPOTENCY, CF_META, CF_LOG, CF_LOG_NODES, CF_GRAPH];
 
 const META_FORMAT: &[u8] = b"format";
 const META_DIMENSION: &[u8] = b"dimension";

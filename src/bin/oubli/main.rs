@@ -145,7 +145,7 @@ async fn main() -> Result<()> {
                 Command::Search { probe, row, k, min_score } => {
                     let values = read_probe(&probe, row)?;
                     let response = client
-                        .search(pb::SearchRequest { probe: Some(pb::Embedding { values }), k, min_score })
+                        .search(pb::SearchRequest { probe: Some(pb::Embedding { values }), k, min_score, exact: false })
                         .await
                         .map_err(status_error)?
                         .into_inner();
