@@ -13,7 +13,7 @@ use clap::Parser;
 use ndarray::Array2;
 use oubli::{
     embedding::Embedding,
-    index::{ExactIndex, HnswIndex, HnswParams, Index},
+    index::{ExactIndex, HnswIndex, HnswParams, Index, kernel},
     record::RecordId,
     synth::files,
 };
@@ -25,7 +25,11 @@ const K: usize = 10;
 #[command(about = "Benchmark Oubli's exact and HNSW indexes on a synthetic population (JSON lines)")]
 struct Args {
     /// A directory written by `oubli synth generate` (embeddings.npy, probes.npy).
-    data: PathBuf,
+    #[arg(required_unless_present = "bandwidth")]
+    data: Option<PathBuf>,
+    /// Only measure this machine's single-thread memory read bandwidth and print it.
+    #[arg(long)]
+    bandwidth: bool,
     /// Exact top-10 row numbers per probe (int64 .npy, probes × 10); computed here if absent.
     #[arg(long)]
     truth: Option<PathBuf>,
@@ -33,8 +37,11 @@ struct Args {
     #[arg(long)]
     truth_scores: Option<PathBuf>,
     /// The operating threshold for match recall (FMR 1e-3 of the data).
-    #[arg(long)]
-    threshold: f32,
+    #[arg(long, required_unless_present = "bandwidth")]
+    threshold: Option<f32>,
+    /// Probes to use (the first ones of probes.npy).
+    #[arg(long, default_value_t = 1000)]
+    probes: usize,
     /// Threads for the multi-threaded runs (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -134,15 +141,40 @@ where
     (results, probes.len() as f64 / secs)
 }
 
+/// Single-thread read bandwidth in GB/s: the best of five passes of the dot-product kernel
+/// over two 256 MiB buffers (far beyond any cache).
+fn bandwidth() -> f64 {
+    let len = 64 << 20;
+    let (a, b) = (vec![1f32; len], vec![0.5f32; len]);
+    let dot = kernel::select();
+    let mut best = 0f64;
+    let mut sink = 0f32;
+    for _ in 0..5 {
+        let started = Instant::now();
+        sink += dot(&a, &b);
+        best = best.max((8 * len) as f64 / started.elapsed().as_secs_f64() / 1e9);
+    }
+    assert!(sink > 0.0, "the kernel ran");
+    best
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.bandwidth {
+        println!("{}", json!({ "mem_read_gbps": bandwidth() }));
+        return Ok(());
+    }
+    let (Some(dir), Some(threshold)) = (&args.data, args.threshold) else {
+        bail!("give a population directory and --threshold");
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(cores);
-    let data = files::read_matrix(&args.data.join(files::EMBEDDINGS_FILE))?;
-    let probes = embeddings(&files::read_matrix(&args.data.join(files::PROBES_FILE))?)?;
+    let data = files::read_matrix(&dir.join(files::EMBEDDINGS_FILE))?;
+    let mut probes = embeddings(&files::read_matrix(&dir.join(files::PROBES_FILE))?)?;
+    probes.truncate(args.probes);
     let (n, d) = data.dim();
     if probes.is_empty() {
-        bail!("no probes in {}", args.data.display());
+        bail!("no probes in {}", dir.display());
     }
     let rows: Vec<&[f32]> = data.rows().into_iter().map(|r| r.to_slice().expect("row-major .npy")).collect();
     let base_rss = rss_mb();
@@ -181,7 +213,7 @@ fn main() -> Result<()> {
                 qps: f64,
                 results: &[Vec<usize>],
                 rss: Option<f64>| {
-        let (r10, mr) = truth.recall(results, args.threshold);
+        let (r10, mr) = truth.recall(results, threshold);
         let run = json!({
             "system": "oubli", "index": index, "threads": threads, "n": n, "params": params,
             "build_s": build, "qps": qps, "recall_at_10": r10, "match_recall": mr, "rss_mb": rss,

@@ -549,6 +549,8 @@ impl HnswIndex {
                 self.remove(*id);
             }
         }
+        // Room for the whole batch at once: growing row by row would double past it.
+        self.vectors.ensure_rows(self.nodes.len() + items.len().saturating_sub(self.free.len()));
         let mut slots = Vec::with_capacity(items.len());
         for (id, values) in items {
             // A duplicate id within `items`: the last one wins.
