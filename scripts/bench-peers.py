@@ -257,12 +257,13 @@ import matplotlib.pyplot as plt
 res = json.load(open(sys.argv[1]))
 fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
 for ax, metric in zip(axes, ["match_recall", "recall_at_10"]):
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
     series = {}
     for r in res["runs"]:
         key = (r["system"], r["index"], r["threads"], r["params"].get("mode", ""), r["params"].get("build_threads", ""))
         series.setdefault(key, []).append(r)
     for (system, index, threads, mode, bt), runs in sorted(series.items(), key=lambda kv: str(kv[0])):
-        runs.sort(key=lambda r: r[metric])
+        runs.sort(key=lambda r: r["params"].get("ef", 0))
         label = f"{system} {index} {threads}t" + (f" {mode}" if mode else "") + (f" build {bt}t" if bt else "")
         style = "-o" if index == "hnsw" else "s"
         ax.plot([r[metric] for r in runs], [r["qps"] for r in runs], style, label=label, markersize=4)
