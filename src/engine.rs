@@ -32,6 +32,10 @@ use crate::{
 /// The most hits one search returns.
 pub const MAX_K: usize = 1000;
 
+/// Records linked into the graph per hold of its write lock (well under a second of work),
+/// after which waiting searches run.
+const GRAPH_SLICE: usize = 512;
+
 /// Errors of the core, each with what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -235,12 +239,13 @@ impl Engine {
                 }
             }
             if let Some(hnsw) = &self.hnsw {
-                let mut graph = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let items: Vec<(RecordId, &[f32])> =
                     fresh.iter().map(|(id, r)| (*id, r.embedding.as_slice())).collect();
-                graph.insert_batch(&items);
-                let changes = graph.take_changes();
-                drop(graph);
+                // In slices, so that searches get the lock between them during a large stream.
+                for slice in items.chunks(GRAPH_SLICE) {
+                    hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert_batch(slice);
+                }
+                let changes = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take_changes();
                 self.persist_graph(hnsw, changes);
             }
         }
