@@ -57,7 +57,7 @@ fn hnsw(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
     let mut n = 0;
-    group.bench_function("search_k10_ef128", |b| {
+    group.bench_function("search_k10_default_ef", |b| {
         b.iter(|| {
             n = (n + 1) % probes.len();
             index.search(&probes[n], 10, None)
@@ -81,7 +81,7 @@ fn hnsw(c: &mut Criterion) {
     });
     group.finish();
 
-    let mut group = c.benchmark_group("hnsw_build_2k_512d");
+    let mut group = c.benchmark_group("hnsw_build_512d");
     group.sample_size(10);
     group.throughput(Throughput::Elements(2000));
     group.bench_function("insert_batch_parallel", |b| {
