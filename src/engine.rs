@@ -321,9 +321,12 @@ impl Engine {
 
     /// Removes a record from every index (the exact matrix row and the graph node, their bytes
     /// overwritten) and persists the graph's change. For erasure, after the store has deleted
-    /// the record. Returns whether the exact index held it.
+    /// the record. Returns whether the exact index held it. Takes the writer lock (as `enroll`
+    /// does): do not call it while holding that lock.
     #[instrument(skip_all, fields(record_id = %id))]
     pub fn unindex(&self, id: RecordId) -> bool {
+        // With the writers: graph changes must reach the store in the order they were made.
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let present = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
         if let Some(hnsw) = &self.hnsw {
             let mut graph = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner());
