@@ -120,6 +120,13 @@ impl ExactIndex {
     }
 }
 
+impl Drop for ExactIndex {
+    /// The matrix holds every template: overwrite it before the allocator gets it back.
+    fn drop(&mut self) {
+        as_floats_mut(&mut self.rows).zeroize();
+    }
+}
+
 fn as_floats(blocks: &[Block]) -> &[f32] {
     // SAFETY: Block is repr(C) around [f32; 16] with no padding (64 bytes, align 64).
     unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<f32>(), blocks.len() * LANES) }

@@ -297,3 +297,36 @@ async fn search_says_which_index_answered() {
         server.stop().await.expect("clean stop");
     }
 }
+
+/// Searches run while enrolments link records into the graph: every search answers, from the
+/// graph, with hits sorted and scored like the exact scan scores them.
+#[test]
+fn searches_run_alongside_enrolments() {
+    let population = population(400, 71);
+    let dirs = Dirs::new();
+    let engine = open(&dirs, hnsw_config());
+    let records = records(&population);
+    engine.enroll(&records[..100]).expect("enrol");
+    let probes: Vec<Embedding> = (0..50).map(|i| embedding(population.probe(i))).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for chunk in records[100..].chunks(50) {
+                engine.enroll(chunk).expect("enrol");
+            }
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                for probe in probes.iter().cycle().take(150) {
+                    let result = engine.search(probe, K, None).expect("search");
+                    assert_eq!(result.index, "hnsw");
+                    assert!(result.hits.windows(2).all(|w| w[0].score >= w[1].score), "hits sorted");
+                    for hit in &result.hits {
+                        let record = engine.get(hit.id).expect("a returned record exists");
+                        assert!((record.embedding.similarity(probe) - hit.score).abs() < 1e-5);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(engine.stats().expect("stats").record_count, records.len() as u64);
+}
