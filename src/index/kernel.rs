@@ -1,5 +1,5 @@
 //! The inner-product kernel every search runs: AVX2+FMA where the CPU has it (checked once at
-//! run time), a portable version elsewhere. Both sum in 16 independent lanes, so the portable
+//! run time; AVX-512 for the four-row kernel), a portable version elsewhere. Both sum in 16 independent lanes, so the portable
 //! one still vectorises and neither is limited by a single addition chain.
 
 /// A dot-product kernel: both slices must have the same length.
