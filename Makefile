@@ -9,7 +9,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
 ARGS ?=
 
-.PHONY: deps rocksdb build test demo bench fmt clippy clean docs-plots
+.PHONY: deps rocksdb build test test-heavy demo bench bench-peers fmt clippy clean docs-plots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -44,7 +44,18 @@ demo: build
 	target/release/oubli demo $(ARGS)
 
 bench: rocksdb
-	$(CARGO) bench --locked --bench search --bench log
+	$(CARGO) bench --locked --bench search --bench log --bench index
+
+# The index checks at 100,000 templates (match recall through deletions, restart loading the
+# graph), in release: minutes, so not part of `make test`.
+test-heavy: rocksdb
+	$(CARGO) test --release --locked --test it index:: -- --ignored --nocapture
+
+# Oubli's exact and HNSW indexes next to numpy, faiss and hnswlib on the same synthetic data
+# (BENCH_N=1000000 for the 1M run): target/bench-peers/results.json, recall-vs-qps.png, a table.
+BENCH_N ?= 100000
+bench-peers: build
+	BENCH_N=$(BENCH_N) python3 scripts/bench-peers.py
 
 # The DET curve and score histogram shown in the README.
 docs-plots: build

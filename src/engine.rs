@@ -4,24 +4,37 @@
 //! durable write. Enrolments are serialised (one writer), so an idempotency key can never
 //! create two records; searches run concurrently under a read lock. Nothing here knows gRPC
 //! or tokio: the async layer calls it through `spawn_blocking`.
+//!
+//! Two indexes: the exact scan is always kept (it is the ground truth, and access and erasure
+//! requests must find every record of a person, which only it guarantees); the HNSW graph is
+//! kept too when [`IndexConfig`] selects it, answers ordinary searches (above a size, in
+//! `auto`), and is persisted through the store so a restart loads it instead of rebuilding.
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
     sync::{Mutex, RwLock},
+    time::Instant,
 };
 
 use jiff::Timestamp;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use crate::{
     embedding::Embedding,
-    index::{ExactIndex, Hit, Index},
+    index::{
+        ExactIndex, Hit, HnswIndex, HnswParams, Index,
+        hnsw::{GraphChanges, HnswError},
+    },
     record::{NewRecord, Provenance, Record, RecordId},
     store::{self, Idempotency, Store},
 };
 
 /// The most hits one search returns.
 pub const MAX_K: usize = 1000;
+
+/// Records linked into the graph per hold of its write lock (well under a second of work),
+/// after which waiting searches run.
+const GRAPH_SLICE: usize = 512;
 
 /// Errors of the core, each with what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +49,45 @@ pub enum Error {
     IdempotencyConflict { item: usize },
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Index(#[from] HnswError),
+}
+
+/// Which index answers ordinary searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexChoice {
+    /// Always the exact scan; no graph is kept.
+    Exact,
+    /// Always the HNSW graph.
+    Hnsw,
+    /// HNSW from [`IndexConfig::auto_min_records`] records on, the exact scan below.
+    Auto,
+}
+
+/// How the engine indexes templates.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexConfig {
+    pub choice: IndexChoice,
+    /// In `Auto`, the record count from which HNSW answers.
+    pub auto_min_records: usize,
+    pub hnsw: HnswParams,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig { choice: IndexChoice::Auto, auto_min_records: 20_000, hnsw: HnswParams::default() }
+    }
+}
+
+/// What happened to the HNSW graph at open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphStatus {
+    /// The graph was loaded from the store rather than built.
+    pub loaded: bool,
+    /// Records linked at open (all of them when built; those the stored graph lacked when loaded).
+    pub linked: usize,
+    /// Stored graph nodes whose record is gone, unlinked at open.
+    pub dropped: usize,
 }
 
 /// The outcome of one enrolment.
@@ -76,7 +128,10 @@ pub struct Stats {
 
 pub struct Engine {
     store: Store,
-    index: RwLock<Box<dyn Index>>,
+    index: RwLock<ExactIndex>,
+    hnsw: Option<RwLock<HnswIndex>>,
+    index_config: IndexConfig,
+    graph_status: GraphStatus,
     /// Records the ingest policy quarantined: kept out of operator searches, found by rights
     /// requests.
     quarantined: RwLock<HashSet<RecordId>>,
@@ -84,14 +139,27 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the store and rebuilds the index from it.
-    #[instrument(skip_all)]
+    /// Opens the store and rebuilds the index from it, with the default [`IndexConfig`].
     pub fn open(
         data_dir: &Path,
         key_dir: &Path,
         dimension: Option<usize>,
         log_origin: Option<&str>,
     ) -> Result<Self, Error> {
+        Self::open_with(data_dir, key_dir, dimension, log_origin, IndexConfig::default())
+    }
+
+    /// Opens the store, rebuilds the exact index from it and, if `config` keeps one, loads the
+    /// HNSW graph (reconciled with the records) or builds it on all cores.
+    #[instrument(skip_all)]
+    pub fn open_with(
+        data_dir: &Path,
+        key_dir: &Path,
+        dimension: Option<usize>,
+        log_origin: Option<&str>,
+        config: IndexConfig,
+    ) -> Result<Self, Error> {
+        config.hnsw.check()?;
         let store = Store::open(data_dir, key_dir, dimension, log_origin)?;
         let mut index = ExactIndex::new(store.dimension());
         let count = store.for_each(|record| index.insert(record.id, &record.embedding))?;
@@ -102,12 +170,35 @@ impl Engine {
             dimension = store.dimension(),
             "store opened, index rebuilt"
         );
+        let (hnsw, graph_status) = match config.choice {
+            IndexChoice::Exact => {
+                // A graph no longer kept up to date is not kept at all.
+                store.clear_graph()?;
+                (None, GraphStatus::default())
+            }
+            IndexChoice::Hnsw | IndexChoice::Auto => {
+                let (hnsw, status) = open_graph(&store, &index, config.hnsw)?;
+                (Some(RwLock::new(hnsw)), status)
+            }
+        };
         Ok(Engine {
             store,
-            index: RwLock::new(Box::new(index)),
+            index: RwLock::new(index),
+            hnsw,
+            index_config: config,
+            graph_status,
             quarantined: RwLock::new(quarantined),
             writer: Mutex::new(()),
         })
+    }
+
+    /// What happened to the HNSW graph at open (all zero when no graph is kept).
+    pub fn graph_status(&self) -> GraphStatus {
+        self.graph_status
+    }
+
+    pub fn index_config(&self) -> IndexConfig {
+        self.index_config
     }
 
     pub fn dimension(&self) -> usize {
@@ -164,9 +255,21 @@ impl Engine {
                 let mut q = self.quarantined.write().unwrap_or_else(|poisoned| poisoned.into_inner());
                 q.extend(held.iter().map(|(id, _)| *id));
             }
-            let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (id, record) in &fresh {
-                index.insert(*id, &record.embedding);
+            {
+                let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for (id, record) in &fresh {
+                    index.insert(*id, &record.embedding);
+                }
+            }
+            if let Some(hnsw) = &self.hnsw {
+                let items: Vec<(RecordId, &[f32])> =
+                    fresh.iter().map(|(id, r)| (*id, r.embedding.as_slice())).collect();
+                // In slices, so that searches get the lock between them during a large stream.
+                for slice in items.chunks(GRAPH_SLICE) {
+                    hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert_batch(slice);
+                }
+                let changes = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take_changes();
+                self.persist_graph(hnsw, changes);
             }
         }
         tracing::debug!(created = fresh.len(), replayed = outcomes.len() - fresh.len(), "enrolled");
@@ -179,14 +282,21 @@ impl Engine {
         self.store.get(id)?.ok_or(Error::NotFound(id))
     }
 
-    /// The `k` records most similar to `probe` with score at least `min_score`, best first;
-    /// quarantined records only if `include_quarantined`.
-    #[instrument(skip_all, fields(k))]
-    pub fn search(
+    /// The `k` records most similar to `probe` with score at least `min_score`, best first,
+    /// from the index the configuration selects (quarantined records included).
+    pub fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Result<SearchResult, Error> {
+        self.search_with(probe, k, min_score, false, true)
+    }
+
+    /// As [`Engine::search`]; `exact` forces the exact scan (the ground truth), and
+    /// quarantined records are left out unless `include_quarantined`.
+    #[instrument(skip_all, fields(k, exact))]
+    pub fn search_with(
         &self,
         probe: &Embedding,
         k: usize,
         min_score: Option<f32>,
+        exact: bool,
         include_quarantined: bool,
     ) -> Result<SearchResult, Error> {
         if k == 0 || k > MAX_K {
@@ -195,19 +305,30 @@ impl Engine {
         if let Some(s) = min_score.filter(|s| !(-1.0..=1.0).contains(s)) {
             return Err(Error::InvalidMinScore(s));
         }
-        let (hits, candidates, index_name) = {
-            let quarantined = self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if include_quarantined || quarantined.is_empty() {
-                (index.search(probe, k, min_score), index.len(), index.name())
-            } else {
-                // Ask for enough that k remain once quarantined records are dropped.
-                let mut hits = index.search(probe, k + quarantined.len().min(index.len()), min_score);
-                hits.retain(|h| !quarantined.contains(&h.id));
-                hits.truncate(k);
-                (hits, index.len() - quarantined.len(), index.name())
+        let quarantined = self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let hidden = if include_quarantined { 0 } else { quarantined.len() };
+        // Ask for enough that k remain once quarantined records are dropped.
+        let wanted = k + hidden;
+        let graph = self.hnsw.as_ref().filter(|_| !exact).map(|h| h.read().unwrap_or_else(|p| p.into_inner()));
+        let (hits, candidates, index_name) = match graph.filter(|g| self.graph_answers(g.len())) {
+            Some(graph) => {
+                let (hits, compared) = graph.search_counted(probe, wanted, min_score);
+                (hits, compared, graph.name())
+            }
+            None => {
+                let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                (index.search(probe, wanted, min_score), index.len(), index.name())
             }
         };
+        let (hits, candidates) = if hidden == 0 {
+            (hits, candidates)
+        } else {
+            let mut hits = hits;
+            hits.retain(|h| !quarantined.contains(&h.id));
+            hits.truncate(k);
+            (hits, candidates.saturating_sub(hidden))
+        };
+        drop(quarantined);
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
             // A record erased between the scan and this read is simply no longer a hit.
@@ -232,11 +353,10 @@ impl Engine {
     pub fn match_all(&self, probes: &[Embedding], min_score: f32) -> (Vec<Hit>, usize) {
         let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut best: HashMap<RecordId, f32> = HashMap::new();
-        for probe in probes {
-            for hit in index.search(probe, index.len().max(1), Some(min_score)) {
-                let score = best.entry(hit.id).or_insert(hit.score);
-                *score = score.max(hit.score);
-            }
+        // One pass over the templates for all probes, no k cap.
+        for hit in index.search_batch(probes, None, Some(min_score)).into_iter().flatten() {
+            let score = best.entry(hit.id).or_insert(hit.score);
+            *score = score.max(hit.score);
         }
         let mut hits: Vec<Hit> = best.into_iter().map(|(id, score)| Hit { id, score }).collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
@@ -253,16 +373,70 @@ impl Engine {
         &self.store
     }
 
+    /// Every record scoring at least `min_score` against any of `probes`, by the exact scan
+    /// in one pass over the templates (one list per probe, best first). Access and erasure
+    /// requests use this: an approximate index could miss a record of the person.
+    #[instrument(skip_all, fields(probes = probes.len()))]
+    pub fn search_exact_batch(&self, probes: &[Embedding], min_score: f32) -> Result<Vec<Vec<Hit>>, Error> {
+        if !(-1.0..=1.0).contains(&min_score) {
+            return Err(Error::InvalidMinScore(min_score));
+        }
+        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(index.search_batch(probes, None, Some(min_score)))
+    }
+
+    /// Removes a record from every index (the exact matrix row and the graph node, their bytes
+    /// overwritten) and persists the graph's change. For erasure, after the store has deleted
+    /// the record. Returns whether the exact index held it. Takes the writer lock (as `enroll`
+    /// does): do not call it while holding that lock.
+    #[instrument(skip_all, fields(record_id = %id))]
+    pub fn unindex(&self, id: RecordId) -> bool {
+        // With the writers: graph changes must reach the store in the order they were made.
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let present = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+        if let Some(hnsw) = &self.hnsw {
+            let mut graph = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            graph.remove(id);
+            let changes = graph.take_changes();
+            drop(graph);
+            self.persist_graph(hnsw, changes);
+        }
+        present
+    }
+
+    /// Whether the graph (rather than the exact scan) answers ordinary searches at this size.
+    fn graph_answers(&self, records: usize) -> bool {
+        match self.index_config.choice {
+            IndexChoice::Exact => false,
+            IndexChoice::Hnsw => true,
+            IndexChoice::Auto => records >= self.index_config.auto_min_records,
+        }
+    }
+
+    /// Writes graph changes; on failure they stay pending for the next write (and the graph is
+    /// reconciled at open anyway), so a failed write never fails the enrolment it follows.
+    fn persist_graph(&self, hnsw: &RwLock<HnswIndex>, changes: GraphChanges) {
+        if let Err(e) = self.store.write_graph(&changes.upserts, &changes.removed, &changes.meta) {
+            warn!(error = %e, nodes = changes.upserts.len(), "graph write failed; it will be retried");
+            hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).restore_changes(&changes);
+        }
+    }
+
     /// The transparency log, read-only: it is public.
     pub fn log(&self) -> &Store {
         &self.store
     }
 
     pub fn stats(&self) -> Result<Stats, Error> {
-        let (record_count, index) = {
+        let (record_count, mut index) = {
             let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             (index.len() as u64, index.name())
         };
+        if let Some(graph) = &self.hnsw
+            && self.graph_answers(record_count as usize)
+        {
+            index = graph.read().unwrap_or_else(|poisoned| poisoned.into_inner()).name();
+        }
         let store = self.store.stats()?;
         Ok(Stats {
             record_count,
@@ -272,4 +446,61 @@ impl Engine {
             index,
         })
     }
+}
+
+/// Loads the stored graph and reconciles it with the records in `exact` (links what it lacks,
+/// unlinks what the store no longer has), or builds it on all cores when there is none or it
+/// cannot be used; then persists what changed.
+fn open_graph(store: &Store, exact: &ExactIndex, params: HnswParams) -> Result<(HnswIndex, GraphStatus), Error> {
+    let started = Instant::now();
+    let dimension = store.dimension();
+    let loaded = match store.load_graph()? {
+        None => None,
+        Some(stored) => {
+            match HnswIndex::from_stored(
+                dimension,
+                params,
+                &stored.meta,
+                stored.nodes.iter().map(|(s, r)| (*s, &r[..])),
+            ) {
+                Ok(graph) => Some(graph),
+                Err(e) => {
+                    warn!(error = %e, "stored graph not used");
+                    store.clear_graph()?;
+                    None
+                }
+            }
+        }
+    };
+    let mut status = GraphStatus { loaded: loaded.is_some(), ..Default::default() };
+    let mut graph = match loaded {
+        Some(g) => g,
+        None => HnswIndex::new(dimension, params)?,
+    };
+    let mut missing: Vec<(RecordId, &[f32])> = Vec::new();
+    for (id, values) in exact.iter() {
+        if !graph.set_vector(id, values) {
+            missing.push((id, values));
+        }
+    }
+    let gone: Vec<RecordId> = graph.ids().filter(|id| !exact.contains(*id)).collect();
+    for id in &gone {
+        graph.remove(*id);
+    }
+    graph.insert_batch(&missing);
+    status.linked = missing.len();
+    status.dropped = gone.len();
+    let changes = graph.take_changes();
+    if !status.loaded || !changes.is_empty() {
+        store.write_graph(&changes.upserts, &changes.removed, &changes.meta)?;
+    }
+    info!(
+        loaded = status.loaded,
+        linked = status.linked,
+        dropped = status.dropped,
+        nodes = graph.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "search graph ready"
+    );
+    Ok((graph, status))
 }

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use oubli::rights::{PolicySource, Thresholds};
+use oubli::{
+    engine::{IndexChoice, IndexConfig},
+    index::HnswParams,
+};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -59,6 +63,31 @@ struct Args {
     /// Public rights requests accepted per minute from one address.
     #[arg(long, env = "OUBLI_SUBMISSIONS_PER_MINUTE", default_value_t = 10)]
     submissions_per_minute: u32,
+    /// Which index answers searches: the exact scan, the approximate HNSW graph, or auto (HNSW
+    /// from --hnsw-min-records records on). The exact scan is always kept: a request with
+    /// `exact = true`, and access and erasure requests, use it.
+    #[arg(long, env = "OUBLI_INDEX", value_enum, default_value_t = IndexArg::Auto)]
+    index: IndexArg,
+    /// In auto, the record count from which HNSW answers.
+    #[arg(long, env = "OUBLI_HNSW_MIN_RECORDS", default_value_t = IndexConfig::default().auto_min_records)]
+    hnsw_min_records: usize,
+    /// HNSW neighbours per node (2 to 100; twice this on the bottom layer). Changing it
+    /// rebuilds the graph at the next start.
+    #[arg(long, env = "OUBLI_HNSW_M", default_value_t = HnswParams::default().m)]
+    hnsw_m: usize,
+    /// HNSW candidates considered when linking a record. Changing it rebuilds the graph.
+    #[arg(long, env = "OUBLI_HNSW_EF_CONSTRUCTION", default_value_t = HnswParams::default().ef_construction)]
+    hnsw_ef_construction: usize,
+    /// HNSW candidates kept while searching (more: slower, fewer misses).
+    #[arg(long, env = "OUBLI_HNSW_EF_SEARCH", default_value_t = HnswParams::default().ef_search)]
+    hnsw_ef_search: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IndexArg {
+    Exact,
+    Hnsw,
+    Auto,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -105,6 +134,22 @@ async fn main() -> anyhow::Result<()> {
     config.rights.thresholds = thresholds;
     config.rights.audit_retention_days = args.audit_retention_days;
     config.rights.submissions_per_minute = args.submissions_per_minute;
+    let index = IndexConfig {
+        choice: match args.index {
+            IndexArg::Exact => IndexChoice::Exact,
+            IndexArg::Hnsw => IndexChoice::Hnsw,
+            IndexArg::Auto => IndexChoice::Auto,
+        },
+        auto_min_records: args.hnsw_min_records,
+        hnsw: HnswParams {
+            m: args.hnsw_m,
+            ef_construction: args.hnsw_ef_construction,
+            ef_search: args.hnsw_ef_search,
+            ..HnswParams::default()
+        },
+    };
+    index.hnsw.check().context("invalid HNSW settings")?;
+    config.index = index;
     oubli::run(listener, config, shutdown_signal()).await.context("oubli-server failed")?;
     Ok(())
 }

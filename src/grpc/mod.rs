@@ -15,7 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::{
-    engine::{self, Engine},
+    engine::{self, Engine, IndexConfig},
     rights::{
         Rights, Settings,
         auth::{AuthError, Role, Tokens},
@@ -57,6 +57,8 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Run the request worker (tests turn it off to stop a request mid-way).
     pub process_requests: bool,
+    /// Which index answers searches, and the HNSW parameters.
+    pub index: IndexConfig,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             rights: Settings::default(),
             clock: Arc::new(SystemClock),
             process_requests: true,
+            index: IndexConfig::default(),
         }
     }
 }
@@ -148,7 +151,13 @@ async fn serve(
     let engine = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            Engine::open(&config.data_dir, &config.key_dir, config.dimension, config.log_origin.as_deref())
+            Engine::open_with(
+                &config.data_dir,
+                &config.key_dir,
+                config.dimension,
+                config.log_origin.as_deref(),
+                config.index,
+            )
         })
         .await??
     };

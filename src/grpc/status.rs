@@ -40,6 +40,8 @@ impl From<engine::Error> for Status {
             engine::Error::InvalidK(_) | engine::Error::InvalidMinScore(_) => Code::InvalidArgument,
             engine::Error::NotFound(_) => Code::NotFound,
             engine::Error::IdempotencyConflict { .. } => Code::FailedPrecondition,
+            // Index parameters are the operator's, checked at start-up.
+            engine::Error::Index(_) => Code::Internal,
             engine::Error::Store(s) => match s {
                 store::Error::Corrupt(_) | store::Error::LogMismatch(_) => Code::DataLoss,
                 store::Error::Proof(_) => Code::InvalidArgument,

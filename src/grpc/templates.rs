@@ -95,7 +95,7 @@ impl pb::templates_server::Templates for TemplatesService {
         let probe = convert::embedding(req.probe, "probe", self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let k = req.k as usize;
-        let result = run_blocking(move || rights.search(&caller, &probe, k, req.min_score)).await?;
+        let result = run_blocking(move || rights.search(&caller, &probe, k, req.min_score, req.exact)).await?;
         tracing::info!(hits = result.hits.len(), candidates = result.candidates, "searched");
         Ok(Response::new(pb::SearchResponse {
             hits: result

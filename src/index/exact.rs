@@ -76,6 +76,57 @@ impl ExactIndex {
     }
 }
 
+impl ExactIndex {
+    /// Whether `id` is indexed.
+    pub fn contains(&self, id: RecordId) -> bool {
+        self.positions.contains_key(&id)
+    }
+
+    /// Every record and its vector (unpadded), in matrix order: feeds other indexes at start-up.
+    pub fn iter(&self) -> impl Iterator<Item = (RecordId, &[f32])> {
+        self.ids.iter().enumerate().map(|(p, &id)| (id, &self.row(p)[..self.dimension]))
+    }
+
+    /// Exact search for several probes in one pass over the matrix: each row is loaded from
+    /// memory once and scored against every probe while it is in cache (four probes per kernel
+    /// call). `k`: at most this many hits per probe (`None`: every hit at or above `min_score`).
+    /// Rights requests use this: they carry several probes and must find every match.
+    pub fn search_batch(&self, probes: &[Embedding], k: Option<usize>, min_score: Option<f32>) -> Vec<Vec<Hit>> {
+        let dot4 = kernel::select4();
+        let k = k.unwrap_or(self.ids.len());
+        let mut padded: Vec<Vec<Block>> = probes.iter().map(|p| self.padded(p)).collect();
+        // A multiple of four probes; the zero probes' scores are ignored.
+        let zero = vec![Block::default(); self.blocks_per_row];
+        let quads: Vec<[&[f32]; 4]> =
+            padded.chunks(4).map(|c| std::array::from_fn(|i| as_floats(c.get(i).unwrap_or(&zero)))).collect();
+        let mut tops: Vec<TopK> = probes.iter().map(|_| TopK::new(k, min_score)).collect();
+        for (p, &id) in self.ids.iter().enumerate() {
+            let row = self.row(p);
+            for (q, quad) in quads.iter().enumerate() {
+                let scores = dot4(row, *quad);
+                for (i, score) in scores.into_iter().enumerate() {
+                    if let Some(top) = tops.get_mut(4 * q + i)
+                        && score >= top.threshold()
+                    {
+                        top.offer(id, score);
+                    }
+                }
+            }
+        }
+        for p in &mut padded {
+            as_floats_mut(p).zeroize();
+        }
+        tops.into_iter().map(TopK::into_sorted).collect()
+    }
+}
+
+impl Drop for ExactIndex {
+    /// The matrix holds every template: overwrite it before the allocator gets it back.
+    fn drop(&mut self) {
+        as_floats_mut(&mut self.rows).zeroize();
+    }
+}
+
 fn as_floats(blocks: &[Block]) -> &[f32] {
     // SAFETY: Block is repr(C) around [f32; 16] with no padding (64 bytes, align 64).
     unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<f32>(), blocks.len() * LANES) }
@@ -217,5 +268,36 @@ mod tests {
         index.insert(id(1), &unit(&[0.0, 1.0]));
         assert_eq!(index.len(), 1);
         assert!((index.search(&unit(&[0.0, 1.0]), 1, None)[0].score - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn batched_search_equals_one_probe_at_a_time() {
+        let mut index = ExactIndex::new(20);
+        let vector = |n: usize| {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
+            Embedding::new((0..20).map(|_| rng.random::<f32>() - 0.5).collect(), 20).unwrap()
+        };
+        for n in 0..103 {
+            index.insert(RecordId::from_bytes([n as u8; 16]), &vector(n));
+        }
+        for probes in [1, 3, 4, 9] {
+            let batch: Vec<Embedding> = (200..200 + probes).map(vector).collect();
+            for k in [Some(1), Some(10), None] {
+                let got = index.search_batch(&batch, k, Some(0.1));
+                assert_eq!(got.len(), probes);
+                for (probe, hits) in batch.iter().zip(got) {
+                    let want = index.search(probe, k.unwrap_or(1000), Some(0.1));
+                    assert_eq!(
+                        hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+                        want.iter().map(|h| h.id).collect::<Vec<_>>()
+                    );
+                    for (a, b) in hits.iter().zip(&want) {
+                        assert!((a.score - b.score).abs() < 1e-5);
+                    }
+                }
+            }
+        }
+        assert!(index.search_batch(&[], None, None).is_empty());
     }
 }

@@ -5,13 +5,16 @@
 //! keeps it in step with every write. Removing a record removes its vector from memory and
 //! overwrites the bytes it occupied; no index here keeps a tombstoned copy.
 pub mod exact;
+pub mod hnsw;
 pub mod kernel;
+mod matrix;
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
 use crate::{embedding::Embedding, record::RecordId};
 
 pub use exact::ExactIndex;
+pub use hnsw::{HnswIndex, HnswParams};
 
 /// One search result: a record and its cosine similarity to the probe.
 #[derive(Debug, Clone, Copy, PartialEq)]

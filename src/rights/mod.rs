@@ -244,8 +244,8 @@ impl Rights {
         Ok(self.engine.enroll(records, &quarantine)?)
     }
 
-    /// An operator's search: quarantined records are left out, and every hit returned is
-    /// written to the recipients log under the caller's name.
+    /// An operator's search (`exact` forces the exact scan): quarantined records are left
+    /// out, and every hit returned is written to the recipients log under the caller's name.
     #[instrument(skip_all, fields(client = %caller.client, k))]
     pub fn search(
         &self,
@@ -253,8 +253,9 @@ impl Rights {
         probe: &Embedding,
         k: usize,
         min_score: Option<f32>,
+        exact: bool,
     ) -> Result<SearchResult, Error> {
-        let result = self.engine.search(probe, k, min_score, false)?;
+        let result = self.engine.search_with(probe, k, min_score, exact, false)?;
         let ids: Vec<RecordId> = result.hits.iter().map(|h| h.id).collect();
         self.engine.store().record_disclosures(&ids, &caller.client, self.now())?;
         Ok(result)

@@ -16,6 +16,8 @@
 //! - `log_nodes`: `level ‖ index` (u8, u64 big-endian) → the hash of every perfect subtree, leaf
 //!   hashes included, written with the leaf that completes it. At open they must equal the tree
 //!   recomputed from the entries.
+//! - `graph`: the HNSW graph's structure (ids, levels and neighbour slots, never vectors),
+//!   so a restart loads it instead of rebuilding it (`graph.rs`).
 //!
 //! Keys are random record ids or keyed hashes, never names or URIs: RocksDB's MANIFEST records
 //! each table's smallest and largest key in clear. Every logical change is one `WriteBatch`
@@ -23,6 +25,7 @@
 //! of a change or none of it.
 mod codec;
 pub mod crypto;
+mod graph;
 mod rights;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +45,7 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
+pub use graph::StoredGraph;
 pub use rights::Disclosure;
 
 /// The log's origin (and signing key name) when a data dir is created without one.
@@ -75,7 +79,8 @@ const CF_RECIPIENTS: &str = "recipients";
 const CF_QUARANTINE: &str = "quarantine";
 const CF_AUDIT: &str = "audit";
 const CF_ENROLMENT_LEAVES: &str = "enrolment_leaves";
-const COLUMN_FAMILIES: [&str; 11] = [
+const CF_GRAPH: &str = "graph";
+const COLUMN_FAMILIES: [&str; 12] = [
     CF_RECORDS,
     CF_DATA_KEYS,
     CF_IDEMPOTENCY,
@@ -87,6 +92,7 @@ const COLUMN_FAMILIES: [&str; 11] = [
     CF_QUARANTINE,
     CF_AUDIT,
     CF_ENROLMENT_LEAVES,
+    CF_GRAPH,
 ];
 
 const META_FORMAT: &[u8] = b"format";

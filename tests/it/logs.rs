@@ -47,7 +47,7 @@ async fn trace_logs_hold_no_template_source_or_key() {
     let id = client.enroll(requests[0].clone()).await.expect("enrol").into_inner().record_id;
     client.enroll_stream(tokio_stream::iter(requests[1..].to_vec())).await.expect("stream");
     let probe = pb::Embedding { values: vectors[0].clone() };
-    client.search(pb::SearchRequest { probe: Some(probe), k: 3, min_score: None }).await.expect("search");
+    client.search(pb::SearchRequest { probe: Some(probe), k: 3, min_score: None, exact: false }).await.expect("search");
     client.get(pb::GetRequest { record_id: id.clone(), include_embedding: true }).await.expect("get");
     let mut bad = requests[2].clone();
     bad.provenance.as_mut().expect("provenance").jurisdiction = "XX".into();

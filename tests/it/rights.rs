@@ -244,8 +244,12 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
     // Two agencies search for the face; police-b only sees the top hit.
     let mut police_a = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
     let mut police_b = TemplatesClient::new(server.channel_as(Some(&t.operator_b)).await);
-    let search =
-        |k| pb::SearchRequest { probe: Some(pb::Embedding { values: probe.clone() }), k, min_score: Some(strict) };
+    let search = |k| pb::SearchRequest {
+        probe: Some(pb::Embedding { values: probe.clone() }),
+        k,
+        min_score: Some(strict),
+        exact: false,
+    };
     police_a.search(search(10)).await.unwrap();
     let top = police_b.search(search(1)).await.unwrap().into_inner().hits[0].record_id.clone();
 
@@ -537,7 +541,12 @@ async fn the_lawful_policy_refuses_scraped_faces_by_rule_and_quarantines_unknown
     op.enroll(consented("unknown")).await.unwrap();
     // The quarantined record is kept out of operator searches.
     let hits = op
-        .search(pb::SearchRequest { probe: Some(pb::Embedding { values: values.clone() }), k: 10, min_score: None })
+        .search(pb::SearchRequest {
+            probe: Some(pb::Embedding { values: values.clone() }),
+            k: 10,
+            min_score: None,
+            exact: false,
+        })
         .await
         .unwrap()
         .into_inner()

@@ -133,7 +133,7 @@ async fn probes_find_their_identity_as_the_statistics_predict() {
         let who = population.probe_labels[p];
         let probe = pb::Embedding { values: population.probe(p).to_vec() };
         let hits = client
-            .search(pb::SearchRequest { probe: Some(probe), k: 20, min_score: Some(threshold) })
+            .search(pb::SearchRequest { probe: Some(probe), k: 20, min_score: Some(threshold), exact: false })
             .await
             .expect("search")
             .into_inner()

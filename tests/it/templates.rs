@@ -19,7 +19,12 @@ async fn enrolled_records_are_found_and_survive_restart() {
     let mut before = Vec::with_capacity(ids.len());
     for (id, v) in ids.iter().zip(&vectors) {
         let hits = client
-            .search(pb::SearchRequest { probe: Some(pb::Embedding { values: v.clone() }), k: 5, min_score: None })
+            .search(pb::SearchRequest {
+                probe: Some(pb::Embedding { values: v.clone() }),
+                k: 5,
+                min_score: None,
+                exact: false,
+            })
             .await
             .expect("search")
             .into_inner();
@@ -42,7 +47,12 @@ async fn enrolled_records_are_found_and_survive_restart() {
     assert_eq!(record_count(&mut client).await, 1000);
     for ((id, v), (hits_before, record_before)) in ids.iter().zip(&vectors).zip(&before) {
         let hits = client
-            .search(pb::SearchRequest { probe: Some(pb::Embedding { values: v.clone() }), k: 5, min_score: None })
+            .search(pb::SearchRequest {
+                probe: Some(pb::Embedding { values: v.clone() }),
+                k: 5,
+                min_score: None,
+                exact: false,
+            })
             .await
             .expect("search")
             .into_inner();
@@ -227,6 +237,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
         probe: Some(pb::Embedding { values }),
         k,
         min_score,
+        exact: false,
     };
     let search_cases: Vec<(&str, pb::SearchRequest, &str)> = vec![
         ("k = 0", probe(vectors[0].clone(), 0, None), "k is 0; ask for 1 to 1000 hits"),

@@ -143,7 +143,12 @@ pub async fn run(args: Args) -> Result<()> {
     let family = population.families[person as usize];
     let selfie = population.probe(0).to_vec();
     let response = client
-        .search(pb::SearchRequest { probe: Some(pb::Embedding { values: selfie.clone() }), k: 10, min_score: None })
+        .search(pb::SearchRequest {
+            probe: Some(pb::Embedding { values: selfie.clone() }),
+            k: 10,
+            min_score: None,
+            exact: false,
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -198,7 +203,12 @@ pub async fn run(args: Args) -> Result<()> {
     let mut client = connect(&server, &args.out).await?;
     let after = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
     let again = client
-        .search(pb::SearchRequest { probe: Some(pb::Embedding { values: selfie }), k: 6, min_score: Some(threshold) })
+        .search(pb::SearchRequest {
+            probe: Some(pb::Embedding { values: selfie }),
+            k: 6,
+            min_score: Some(threshold),
+            exact: false,
+        })
         .await
         .map_err(status_error)?
         .into_inner();

@@ -73,6 +73,9 @@ enum Command {
         /// Only hits scoring at least this (cosine, -1 to 1).
         #[arg(long)]
         min_score: Option<f32>,
+        /// Use the exact scan even if the server answers from its HNSW index.
+        #[arg(long)]
+        exact: bool,
     },
     /// Show one record's provenance and metadata.
     Get {
@@ -175,10 +178,10 @@ async fn main() -> Result<()> {
                     })
                     .await?;
                 }
-                Command::Search { probe, row, k, min_score } => {
+                Command::Search { probe, row, k, min_score, exact } => {
                     let values = read_probe(&probe, row)?;
                     let response = client
-                        .search(pb::SearchRequest { probe: Some(pb::Embedding { values }), k, min_score })
+                        .search(pb::SearchRequest { probe: Some(pb::Embedding { values }), k, min_score, exact })
                         .await
                         .map_err(status_error)?
                         .into_inner();
