@@ -287,7 +287,7 @@ fn start_worker(
     let task = tokio::spawn(async move {
         let pending = {
             let rights = rights.clone();
-            run_blocking(move || rights.pending_work()).await
+            blocking(move || rights.pending_work()).await
         };
         match pending {
             Ok(ids) => {
@@ -303,7 +303,7 @@ fn start_worker(
         drop(resume);
         while let Some(id) = rx.recv().await {
             let rights = rights.clone();
-            if let Err(e) = run_blocking(move || rights.process(id)).await {
+            if let Err(e) = blocking(move || rights.process(id)).await {
                 tracing::error!(request_id = %id, error = %e.message(), "request processing failed; it resumes at restart");
             }
         }
@@ -311,22 +311,9 @@ fn start_worker(
     (tx, task)
 }
 
-/// Runs blocking work of the rights layer off the async threads.
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::rights::Error> + Send + 'static,
-) -> Result<T, tonic::Status> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(e) => {
-            tracing::error!(error = %e, "request handler failed");
-            Err(tonic::Status::internal("the request failed inside the server; it has been logged"))
-        }
-    }
-}
-
-/// Runs blocking core work off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, engine::Error> + Send + 'static,
+/// Runs blocking core or rights work off the async threads.
+async fn blocking<T: Send + 'static, E: Into<tonic::Status> + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, tonic::Status> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result.map_err(Into::into),

@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::{
-    convert,
+    blocking, convert,
     gate::{self, RightsRequestNote},
-    pb, run_blocking,
+    pb,
 };
 use crate::rights::{
     self, RequestView, Rights,
@@ -92,7 +92,7 @@ impl pb::rights_server::Rights for RightsService {
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let submitted =
-            run_blocking(move || rights.submit_access(probes, req.contact, claim, req.include_templates)).await?;
+            blocking(move || rights.submit_access(probes, req.contact, claim, req.include_templates)).await?;
         if let Some(worker) = &self.worker {
             let _ = worker.send(submitted.id);
         }
@@ -122,7 +122,7 @@ impl pb::rights_server::Rights for RightsService {
         loop {
             let rights = self.rights.clone();
             let s = req.request_secret.clone();
-            let view = run_blocking(move || rights.request(id, secret(&s), desk)).await?;
+            let view = blocking(move || rights.request(id, secret(&s), desk)).await?;
             if !view.state.is_pending_work() || tokio::time::Instant::now() >= deadline {
                 return Ok(noted(status_to_pb(&view), id));
             }
@@ -142,8 +142,7 @@ impl pb::rights_server::Rights for RightsService {
         let id = request_id(&req.request_id)?;
         tracing::Span::current().record("request_id", tracing::field::display(id));
         let rights = self.rights.clone();
-        let (view, report, receipt) =
-            run_blocking(move || rights.report_of(id, secret(&req.request_secret), desk)).await?;
+        let (view, report, receipt) = blocking(move || rights.report_of(id, secret(&req.request_secret), desk)).await?;
         Ok(noted(
             pb::GetAccessReportResponse {
                 status: Some(status_to_pb(&view)),
@@ -168,7 +167,7 @@ impl pb::rights_server::Rights for RightsService {
             })?),
         };
         let rights = self.rights.clone();
-        let views = run_blocking(move || rights.list(state, req.overdue_only)).await?;
+        let views = blocking(move || rights.list(state, req.overdue_only)).await?;
         Ok(Response::new(pb::ListRequestsResponse { requests: views.iter().map(status_to_pb).collect() }))
     }
 
@@ -182,7 +181,7 @@ impl pb::rights_server::Rights for RightsService {
         let id = request_id(&req.request_id)?;
         let approved = req.approved_record_ids.iter().map(|r| convert::record_id(r)).collect::<Result<Vec<_>, _>>()?;
         let rights = self.rights.clone();
-        let view = run_blocking(move || rights.review(&caller, id, approved, req.note)).await?;
+        let view = blocking(move || rights.review(&caller, id, approved, req.note)).await?;
         Ok(noted(status_to_pb(&view), id))
     }
 
@@ -194,7 +193,7 @@ impl pb::rights_server::Rights for RightsService {
         let req = request.into_inner();
         let id = request_id(&req.request_id)?;
         let rights = self.rights.clone();
-        let view = run_blocking(move || rights.deny(id, req.reason)).await?;
+        let view = blocking(move || rights.deny(id, req.reason)).await?;
         Ok(noted(status_to_pb(&view), id))
     }
 
@@ -207,7 +206,7 @@ impl pb::rights_server::Rights for RightsService {
         let id = request_id(&req.request_id)?;
         let months = u8::try_from(req.months).unwrap_or(u8::MAX);
         let rights = self.rights.clone();
-        let view = run_blocking(move || rights.extend(id, months, req.reason)).await?;
+        let view = blocking(move || rights.extend(id, months, req.reason)).await?;
         Ok(noted(status_to_pb(&view), id))
     }
 }
@@ -244,7 +243,7 @@ impl pb::admin_server::Admin for AdminService {
             n => return Err(Status::invalid_argument(format!("limit is {n}; ask for 1 to 1000 events"))),
         };
         let rights = self.rights.clone();
-        let events = run_blocking(move || rights.audit_events(req.after, limit)).await?;
+        let events = blocking(move || rights.audit_events(req.after, limit)).await?;
         let head = self.rights.engine().store().audit_head();
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events
@@ -278,7 +277,7 @@ impl pb::admin_server::Admin for AdminService {
         _request: Request<pb::ReloadPolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
         let rights = self.rights.clone();
-        let policy = run_blocking(move || rights.reload_policy()).await?;
+        let policy = blocking(move || rights.reload_policy()).await?;
         Ok(Response::new(self.policy_response(&policy)))
     }
 }

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use super::{blocking, convert, gate, pb, run_blocking, status};
+use super::{blocking, convert, gate, pb, status};
 use crate::rights::Rights;
 
 /// The most items one `EnrollStream` call holds; it is written in one atomic batch.
@@ -30,7 +30,7 @@ impl pb::templates_server::Templates for TemplatesService {
         let caller = gate::caller(&request);
         let record = convert::new_record(request.into_inner(), self.rights.engine().dimension(), Timestamp::now())?;
         let rights = self.rights.clone();
-        let enrolled = run_blocking(move || rights.enroll(&caller, std::slice::from_ref(&record))).await?;
+        let enrolled = blocking(move || rights.enroll(&caller, std::slice::from_ref(&record))).await?;
         let first = enrolled.first().expect("one outcome per enrolled record");
         tracing::info!(record_id = %first.id, created = first.created, "enrolled");
         Ok(Response::new(pb::EnrollResponse { record_id: first.id.to_string(), created: first.created }))
@@ -58,7 +58,7 @@ impl pb::templates_server::Templates for TemplatesService {
         }
         tracing::Span::current().record("items", records.len());
         let rights = self.rights.clone();
-        let enrolled = run_blocking(move || rights.enroll(&caller, &records)).await?;
+        let enrolled = blocking(move || rights.enroll(&caller, &records)).await?;
         let created = enrolled.iter().filter(|e| e.created).count() as u64;
         tracing::info!(items = enrolled.len(), created, "stream enrolled");
         Ok(Response::new(pb::EnrollStreamResponse {
@@ -74,7 +74,7 @@ impl pb::templates_server::Templates for TemplatesService {
         let id = convert::record_id(&req.record_id)?;
         tracing::Span::current().record("record_id", tracing::field::display(id));
         let rights = self.rights.clone();
-        let record = run_blocking(move || rights.get(&caller, id)).await?;
+        let record = blocking(move || rights.get(&caller, id)).await?;
         Ok(Response::new(pb::GetResponse {
             record: Some(pb::Record {
                 record_id: record.id.to_string(),
@@ -95,7 +95,7 @@ impl pb::templates_server::Templates for TemplatesService {
         let probe = convert::embedding(req.probe, "probe", self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let k = req.k as usize;
-        let result = run_blocking(move || rights.search(&caller, &probe, k, req.min_score, req.exact)).await?;
+        let result = blocking(move || rights.search(&caller, &probe, k, req.min_score, req.exact)).await?;
         tracing::info!(hits = result.hits.len(), candidates = result.candidates, "searched");
         Ok(Response::new(pb::SearchResponse {
             hits: result

@@ -343,11 +343,11 @@ impl HnswIndex {
         self.mark_dirty(slot);
     }
 
-    /// Whether some live node other than `removed` links to `slot` on `layer`.
-    fn reachable_on(&self, slot: u32, layer: usize, removed: u32) -> bool {
+    /// Whether some node other than `except` links to `slot` on `layer`.
+    fn reachable_on(&self, slot: u32, layer: usize, except: u32) -> bool {
         let sources = self.inbound[slot as usize].lock().clone();
         sources.into_iter().any(|s| {
-            s != removed && self.nodes[s as usize].level as usize >= layer && self.read_links(s, layer).contains(&slot)
+            s != except && self.nodes[s as usize].level as usize >= layer && self.read_links(s, layer).contains(&slot)
         })
     }
 
@@ -379,7 +379,7 @@ impl HnswIndex {
                 .map(|(i, &l)| (i, l, (self.dot)(host_row, self.row(l))))
                 .min_by(|a, b| a.2.total_cmp(&b.2));
             if let Some((i, w, _)) = weakest
-                && self.reachable_on_except(w, layer, host.slot)
+                && self.reachable_on(w, layer, host.slot)
             {
                 links[i] = orphan;
                 self.set_links(host.slot, layer, &links);
@@ -396,13 +396,6 @@ impl HnswIndex {
                 self.set_links(host.slot, layer, &links);
             }
         }
-    }
-
-    fn reachable_on_except(&self, slot: u32, layer: usize, except: u32) -> bool {
-        let sources = self.inbound[slot as usize].lock().clone();
-        sources.into_iter().any(|s| {
-            s != except && self.nodes[s as usize].level as usize >= layer && self.read_links(s, layer).contains(&slot)
-        })
     }
 
     /// The HNSW neighbour heuristic: walk the candidates best first and keep one only if it is
