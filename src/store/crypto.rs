@@ -317,14 +317,19 @@ fn read_key(path: &Path) -> Result<Secret, Error> {
     Ok(key)
 }
 
-/// Writes a key file whole or not at all: a temporary file, synced, then renamed into place.
+/// Writes a key file whole or not at all.
 fn write_key(path: &Path, key: &Secret) -> Result<(), Error> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    write_private(path, key.as_ref()).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Writes `bytes` to `path` whole or not at all, readable by the owner only: a temporary file
+/// (0600), synced, then renamed into place.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
-    file.write_all(key.as_ref()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
