@@ -404,6 +404,13 @@ impl Engine {
         present
     }
 
+    /// The graph rows (slots) of `ids` that are in the HNSW graph.
+    pub fn graph_slots(&self, ids: &[RecordId]) -> Vec<u32> {
+        let Some(hnsw) = &self.hnsw else { return Vec::new() };
+        let graph = hnsw.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        ids.iter().filter_map(|id| graph.slot(*id)).collect()
+    }
+
     /// Whether the graph (rather than the exact scan) answers ordinary searches at this size.
     fn graph_answers(&self, records: usize) -> bool {
         match self.index_config.choice {

@@ -32,14 +32,49 @@ pub fn request_commitment(salt: &[u8; 16], id: &[u8; 16]) -> [u8; 32] {
 
 const REQUEST_DOMAIN: &[u8] = b"oubli/request-commitment/v1\n";
 
+/// `SHA-256("oubli/erasure-plan/v1\n" ‖ salt ‖ request id ‖ record ids in order)`: the frozen
+/// set of records an erasure removes, checkable by the person who holds the salt and the ids.
+pub fn plan_digest(salt: &[u8; 16], request: &[u8; 16], records: &[RecordId]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"oubli/erasure-plan/v1\n");
+    h.update(salt);
+    h.update(request);
+    for id in records {
+        h.update(id.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// `SHA-256("oubli/key-rotation/v1\n" ‖ epoch)`: a key rotation names no person.
+pub fn rotation_commitment(epoch: u32) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"oubli/key-rotation/v1\n");
+    h.update(epoch.to_be_bytes());
+    h.finalize().into()
+}
+
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A record was stored.
     Enrolled { commitment: [u8; 32] },
     /// An access request was answered: how many records were disclosed, and how many
     /// review-band matches were withheld (Art. 15(4)).
     AccessAnswered { commitment: [u8; 32], disclosed: u32, withheld: u32 },
+    /// An erasure request's record set was frozen: how many records, and the digest of the
+    /// plan ([`plan_digest`]).
+    ErasurePlanned { commitment: [u8; 32], records: u32, plan: [u8; 32] },
+    /// Erasure phase 1: the records' rows deleted, their vectors removed from the indexes, and
+    /// their data keys purged from disk (checked), while KEK `epoch` was current.
+    ErasureKeysPurged { commitment: [u8; 32], records: u32, epoch: u32 },
+    /// Erasure phase 2: the records' ciphertext purged from the table files (checked).
+    ErasureTemplatesPurged { commitment: [u8; 32], records: u32 },
+    /// The key-encryption key moved to `epoch`: `rewrapped` data keys re-wrapped, the older
+    /// KEKs destroyed.
+    KeysRotated { commitment: [u8; 32], epoch: u32, rewrapped: u64 },
+    /// No record scored at or above `threshold` against a person's probes when the log held
+    /// `tree_size` entries; `compared` records were compared.
+    NoMatchAttested { commitment: [u8; 32], tree_size: u64, compared: u64, threshold: f32 },
 }
 
 impl Event {
@@ -47,6 +82,11 @@ impl Event {
         match self {
             Event::Enrolled { .. } => 1,
             Event::AccessAnswered { .. } => 2,
+            Event::ErasurePlanned { .. } => 3,
+            Event::ErasureKeysPurged { .. } => 4,
+            Event::ErasureTemplatesPurged { .. } => 5,
+            Event::KeysRotated { .. } => 6,
+            Event::NoMatchAttested { .. } => 7,
         }
     }
 
@@ -54,18 +94,29 @@ impl Event {
         match self {
             Event::Enrolled { .. } => "enrolment",
             Event::AccessAnswered { .. } => "access-answered",
+            Event::ErasurePlanned { .. } => "erasure-planned",
+            Event::ErasureKeysPurged { .. } => "erasure-phase-1",
+            Event::ErasureTemplatesPurged { .. } => "erasure-phase-2",
+            Event::KeysRotated { .. } => "keys-rotated",
+            Event::NoMatchAttested { .. } => "no-match-attested",
         }
     }
 
     pub fn commitment(&self) -> &[u8; 32] {
         match self {
-            Event::Enrolled { commitment } | Event::AccessAnswered { commitment, .. } => commitment,
+            Event::Enrolled { commitment }
+            | Event::AccessAnswered { commitment, .. }
+            | Event::ErasurePlanned { commitment, .. }
+            | Event::ErasureKeysPurged { commitment, .. }
+            | Event::ErasureTemplatesPurged { commitment, .. }
+            | Event::KeysRotated { commitment, .. }
+            | Event::NoMatchAttested { commitment, .. } => commitment,
         }
     }
 }
 
 /// An event and when it was logged (whole seconds, UTC).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub time: Timestamp,
     pub event: Event,
@@ -85,17 +136,52 @@ pub enum EventError {
     Time,
 }
 
+/// Reads fixed-size big-endian fields off the front of a payload.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], EventError> {
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or(EventError::Length)?;
+        self.0 = rest;
+        Ok(*head)
+    }
+    fn u32(&mut self) -> Result<u32, EventError> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn u64(&mut self) -> Result<u64, EventError> {
+        self.take().map(u64::from_be_bytes)
+    }
+}
+
 impl Entry {
-    /// `version ‖ kind ‖ i64 BE seconds ‖ payload`.
+    /// `version ‖ kind ‖ i64 BE seconds ‖ commitment ‖ the kind's fields (big-endian)`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION, self.event.kind()];
         out.extend_from_slice(&self.time.as_second().to_be_bytes());
+        out.extend_from_slice(self.event.commitment());
         match &self.event {
-            Event::Enrolled { commitment } => out.extend_from_slice(commitment),
-            Event::AccessAnswered { commitment, disclosed, withheld } => {
-                out.extend_from_slice(commitment);
+            Event::Enrolled { .. } => {}
+            Event::AccessAnswered { disclosed, withheld, .. } => {
                 out.extend_from_slice(&disclosed.to_be_bytes());
                 out.extend_from_slice(&withheld.to_be_bytes());
+            }
+            Event::ErasurePlanned { records, plan, .. } => {
+                out.extend_from_slice(&records.to_be_bytes());
+                out.extend_from_slice(plan);
+            }
+            Event::ErasureKeysPurged { records, epoch, .. } => {
+                out.extend_from_slice(&records.to_be_bytes());
+                out.extend_from_slice(&epoch.to_be_bytes());
+            }
+            Event::ErasureTemplatesPurged { records, .. } => out.extend_from_slice(&records.to_be_bytes()),
+            Event::KeysRotated { epoch, rewrapped, .. } => {
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&rewrapped.to_be_bytes());
+            }
+            Event::NoMatchAttested { tree_size, compared, threshold, .. } => {
+                out.extend_from_slice(&tree_size.to_be_bytes());
+                out.extend_from_slice(&compared.to_be_bytes());
+                out.extend_from_slice(&threshold.to_bits().to_be_bytes());
             }
         }
         out
@@ -107,22 +193,29 @@ impl Entry {
             return Err(EventError::Version(version));
         }
         let (&kind, rest) = rest.split_first().ok_or(EventError::Length)?;
-        let (secs, payload) = rest.split_first_chunk::<8>().ok_or(EventError::Length)?;
-        let time = Timestamp::from_second(i64::from_be_bytes(*secs)).map_err(|_| EventError::Time)?;
+        let mut f = Fields(rest);
+        let time = Timestamp::from_second(i64::from_be_bytes(f.take()?)).map_err(|_| EventError::Time)?;
+        if !(1..=7).contains(&kind) {
+            return Err(EventError::Kind(kind));
+        }
+        let commitment = f.take::<32>()?;
         let event = match kind {
-            1 => Event::Enrolled { commitment: payload.try_into().map_err(|_| EventError::Length)? },
-            2 => {
-                let payload: &[u8; 40] = payload.try_into().map_err(|_| EventError::Length)?;
-                let (commitment, counts) = payload.split_first_chunk::<32>().expect("40 bytes hold 32");
-                let (disclosed, withheld) = counts.split_at(4);
-                Event::AccessAnswered {
-                    commitment: *commitment,
-                    disclosed: u32::from_be_bytes(disclosed.try_into().expect("4 bytes")),
-                    withheld: u32::from_be_bytes(withheld.try_into().expect("4 bytes")),
-                }
-            }
-            k => return Err(EventError::Kind(k)),
+            1 => Event::Enrolled { commitment },
+            2 => Event::AccessAnswered { commitment, disclosed: f.u32()?, withheld: f.u32()? },
+            3 => Event::ErasurePlanned { commitment, records: f.u32()?, plan: f.take()? },
+            4 => Event::ErasureKeysPurged { commitment, records: f.u32()?, epoch: f.u32()? },
+            5 => Event::ErasureTemplatesPurged { commitment, records: f.u32()? },
+            6 => Event::KeysRotated { commitment, epoch: f.u32()?, rewrapped: f.u64()? },
+            _ => Event::NoMatchAttested {
+                commitment,
+                tree_size: f.u64()?,
+                compared: f.u64()?,
+                threshold: f32::from_bits(f.u32()?),
+            },
         };
+        if !f.0.is_empty() {
+            return Err(EventError::Length);
+        }
         Ok(Entry { time, event })
     }
 }
@@ -152,5 +245,18 @@ mod tests {
         assert_eq!(bytes.len(), 1 + 1 + 8 + 32 + 8);
         assert_eq!(Entry::decode(&bytes), Ok(answered));
         assert!(Entry::decode(&bytes[..bytes.len() - 1]).is_err());
+        for event in [
+            Event::ErasurePlanned { commitment: c, records: 2, plan: [9; 32] },
+            Event::ErasureKeysPurged { commitment: c, records: 2, epoch: 3 },
+            Event::ErasureTemplatesPurged { commitment: c, records: 2 },
+            Event::KeysRotated { commitment: rotation_commitment(4), epoch: 4, rewrapped: 10 },
+            Event::NoMatchAttested { commitment: c, tree_size: 12, compared: 100, threshold: 0.602 },
+        ] {
+            let entry = Entry { time: entry.time, event };
+            let bytes = entry.encode();
+            assert_eq!(Entry::decode(&bytes), Ok(entry));
+            assert!(Entry::decode(&bytes[..bytes.len() - 1]).is_err());
+            assert!(Entry::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
+        }
     }
 }

@@ -23,6 +23,14 @@ pub struct Pending {
     pub due: String,
 }
 
+/// What a receipt says was done, was checked, and is still pending.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statements {
+    pub done: Vec<String>,
+    pub verified: Vec<String>,
+    pub pending: Vec<Pending>,
+}
+
 /// What a receipt states.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Body {

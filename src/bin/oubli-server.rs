@@ -63,6 +63,14 @@ struct Args {
     /// Public rights requests accepted per minute from one address.
     #[arg(long, env = "OUBLI_SUBMISSIONS_PER_MINUTE", default_value_t = 10)]
     submissions_per_minute: u32,
+    /// Seconds erasures wait after phase 1 (data keys purged) so that one phase-2 purge of the
+    /// templates serves all of them.
+    #[arg(long, env = "OUBLI_PURGE_WINDOW_SECS", default_value_t = 3600)]
+    purge_window_secs: u64,
+    /// Days after an erasure by which the key-encryption key is rotated automatically, so that
+    /// backups made before it become unreadable.
+    #[arg(long, env = "OUBLI_ROTATION_DAYS", default_value_t = 30)]
+    rotation_days: u32,
     /// Which index answers searches: the exact scan, the approximate HNSW graph, or auto (HNSW
     /// from --hnsw-min-records records on). The exact scan is always kept: a request with
     /// `exact = true`, and access and erasure requests, use it.
@@ -134,6 +142,8 @@ async fn main() -> anyhow::Result<()> {
     config.rights.thresholds = thresholds;
     config.rights.audit_retention_days = args.audit_retention_days;
     config.rights.submissions_per_minute = args.submissions_per_minute;
+    config.rights.purge_window = std::time::Duration::from_secs(args.purge_window_secs);
+    config.rights.rotation_days = args.rotation_days.max(1);
     let index = IndexConfig {
         choice: match args.index {
             IndexArg::Exact => IndexChoice::Exact,

@@ -55,9 +55,17 @@ pub const METHODS: &[(&str, Access)] = &[
     ("/oubli.v1.Rights/ReviewRequest", Access::Roles(&[PrivacyDesk])),
     ("/oubli.v1.Rights/DenyRequest", Access::Roles(&[PrivacyDesk])),
     ("/oubli.v1.Rights/ExtendRequest", Access::Roles(&[PrivacyDesk])),
+    ("/oubli.v1.Rights/SubmitErasureRequest", Access::Public),
+    ("/oubli.v1.Rights/GetErasureReceipts", Access::Public),
+    ("/oubli.v1.Rights/AttestNoMatch", Access::Public),
+    ("/oubli.v1.Notifications/ListNotifications", Access::Roles(&[Operator])),
+    ("/oubli.v1.Notifications/AckNotification", Access::Roles(&[Operator])),
     ("/oubli.v1.Admin/ListAuditEvents", Access::Roles(&[Auditor])),
     ("/oubli.v1.Admin/GetPolicy", Access::Roles(&[Admin, Auditor])),
     ("/oubli.v1.Admin/ReloadPolicy", Access::Roles(&[Admin])),
+    ("/oubli.v1.Admin/SweepPolicy", Access::Roles(&[Admin])),
+    ("/oubli.v1.Admin/RotateKeys", Access::Roles(&[Admin])),
+    ("/oubli.v1.Admin/RunPurge", Access::Roles(&[Admin])),
 ];
 
 fn access(path: &str) -> Option<Access> {

@@ -191,9 +191,11 @@ async fn serve(
         .await;
     let templates = pb::templates_server::TemplatesServer::new(templates::TemplatesService::new(rights.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let rights_service = pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), worker))
+    let rights_service = pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), worker.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = pb::admin_server::AdminServer::new(rights::AdminService::new(rights.clone()));
+    let admin = pb::admin_server::AdminServer::new(rights::AdminService::new(rights.clone(), worker));
+    let notifications =
+        pb::notifications_server::NotificationsServer::new(rights::NotificationsService::new(rights.clone()));
     let transparency =
         pb::transparency_server::TransparencyServer::new(transparency::TransparencyService::new(engine.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -212,6 +214,7 @@ async fn serve(
         .add_service(transparency)
         .add_service(rights_service)
         .add_service(admin)
+        .add_service(notifications)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     // The services (and the worker's sender) are gone: once the worker has finished its
@@ -301,10 +304,37 @@ fn start_worker(
             Err(e) => tracing::error!(error = %e.message(), "cannot list unfinished requests"),
         }
         drop(resume);
-        while let Some(id) = rx.recv().await {
-            let rights = rights.clone();
-            if let Err(e) = blocking(move || rights.process(id)).await {
-                tracing::error!(request_id = %id, error = %e.message(), "request processing failed; it resumes at restart");
+        loop {
+            // The erasure purges wait for their window; sleep until the next is due (at most
+            // an hour, so a clock change is noticed) unless a request comes first.
+            let next = {
+                let rights = rights.clone();
+                blocking(move || rights.next_purge_at()).await.ok().flatten()
+            };
+            let wait = next.map(|at| {
+                let secs = at.duration_since(rights.now()).as_secs_f64().clamp(0.0, 3600.0);
+                std::time::Duration::from_secs_f64(secs)
+            });
+            tokio::select! {
+                id = rx.recv() => {
+                    let Some(id) = id else { break };
+                    // Everything queued now, then one purge for all of it (a sweep queues many).
+                    let mut ids = vec![id];
+                    while let Ok(more) = rx.try_recv() {
+                        ids.push(more);
+                    }
+                    for id in ids {
+                        let r = rights.clone();
+                        if let Err(e) = blocking(move || r.process(id)).await {
+                            tracing::error!(request_id = %id, error = %e.message(), "request processing failed; it resumes at restart");
+                        }
+                    }
+                }
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            }
+            let r = rights.clone();
+            if let Err(e) = blocking(move || r.purge_due(false).and_then(|_| r.rotate_if_due())).await {
+                tracing::error!(error = %e.message(), "erasure purge failed; it is retried");
             }
         }
     });

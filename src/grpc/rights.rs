@@ -12,6 +12,7 @@ use super::{
 };
 use crate::rights::{
     self, RequestView, Rights,
+    erasure::{ErasureTarget, SweepRule},
     auth::Role,
     request::{RequestId, State},
 };
@@ -47,7 +48,7 @@ fn noted<T>(message: T, id: RequestId) -> Response<T> {
 pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
     pb::RequestStatus {
         request_id: v.id.to_string(),
-        kind: "access".into(),
+        kind: v.kind.name().into(),
         state: v.state.name().into(),
         received_at: Some(convert::timestamp_to_pb(v.received_at)),
         due_at: Some(convert::timestamp_to_pb(v.due_at)),
@@ -69,7 +70,15 @@ pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
             .iter()
             .map(|(s, at)| pb::StateChange { state: s.name().into(), at: Some(convert::timestamp_to_pb(*at)) })
             .collect(),
+        erasure_step: v.erasure_step.map(|s| s.name().to_string()).unwrap_or_default(),
     }
+}
+
+fn probes(list: Vec<pb::Embedding>, dimension: usize) -> Result<Vec<crate::embedding::Embedding>, Status> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, p)| convert::embedding(Some(p), &format!("probes[{i}]"), dimension))
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -82,13 +91,7 @@ impl pb::rights_server::Rights for RightsService {
         let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         self.rights.admit(&peer).map_err(Status::from)?;
         let req = request.into_inner();
-        let dimension = self.rights.engine().dimension();
-        let probes = req
-            .probes
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| convert::embedding(Some(p), &format!("probes[{i}]"), dimension))
-            .collect::<Result<Vec<_>, _>>()?;
+        let probes = probes(req.probes, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let submitted =
@@ -123,7 +126,7 @@ impl pb::rights_server::Rights for RightsService {
             let rights = self.rights.clone();
             let s = req.request_secret.clone();
             let view = blocking(move || rights.request(id, secret(&s), desk)).await?;
-            if !view.state.is_pending_work() || tokio::time::Instant::now() >= deadline {
+            if !view.worker_busy() || tokio::time::Instant::now() >= deadline {
                 return Ok(noted(status_to_pb(&view), id));
             }
             if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
@@ -182,6 +185,11 @@ impl pb::rights_server::Rights for RightsService {
         let approved = req.approved_record_ids.iter().map(|r| convert::record_id(r)).collect::<Result<Vec<_>, _>>()?;
         let rights = self.rights.clone();
         let view = blocking(move || rights.review(&caller, id, approved, req.note)).await?;
+        if view.state == State::Erasing
+            && let Some(worker) = &self.worker
+        {
+            let _ = worker.send(id);
+        }
         Ok(noted(status_to_pb(&view), id))
     }
 
@@ -209,15 +217,98 @@ impl pb::rights_server::Rights for RightsService {
         let view = blocking(move || rights.extend(id, months, req.reason)).await?;
         Ok(noted(status_to_pb(&view), id))
     }
+
+    #[instrument(skip_all, name = "SubmitErasureRequest")]
+    async fn submit_erasure_request(
+        &self,
+        request: Request<pb::SubmitErasureRequestRequest>,
+    ) -> Result<Response<pb::SubmitErasureRequestResponse>, Status> {
+        let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        self.rights.admit(&peer).map_err(Status::from)?;
+        let req = request.into_inner();
+        let target = match (req.probes.is_empty(), req.access_request_id.is_empty()) {
+            (false, true) => ErasureTarget::Probes(probes(req.probes, self.rights.engine().dimension())?),
+            (true, false) => ErasureTarget::Records {
+                access_request: request_id(&req.access_request_id)?,
+                secret: req.access_request_secret,
+                records: req.record_ids.iter().map(|r| convert::record_id(r)).collect::<Result<Vec<_>, _>>()?,
+            },
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give either probes, or access_request_id with its secret and record_ids from its report",
+                ));
+            }
+        };
+        let rights = self.rights.clone();
+        let claim = Some(req.jurisdiction_claim);
+        let submitted = blocking(move || rights.submit_erasure(target, req.contact, claim)).await?;
+        if let Some(worker) = &self.worker {
+            let _ = worker.send(submitted.id);
+        }
+        tracing::info!(request_id = %submitted.id, "erasure request submitted");
+        Ok(noted(
+            pb::SubmitErasureRequestResponse {
+                request_id: submitted.id.to_string(),
+                request_secret: submitted.secret.to_hex(),
+                status: Some(status_to_pb(&submitted.view)),
+            },
+            submitted.id,
+        ))
+    }
+
+    #[instrument(skip_all, name = "GetErasureReceipts", fields(request_id))]
+    async fn get_erasure_receipts(
+        &self,
+        request: Request<pb::GetErasureReceiptsRequest>,
+    ) -> Result<Response<pb::GetErasureReceiptsResponse>, Status> {
+        let desk = gate::caller(&request).has(Role::PrivacyDesk);
+        let req = request.into_inner();
+        let id = request_id(&req.request_id)?;
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let rights = self.rights.clone();
+        let (view, (status, phase1, phase2)) = blocking(move || {
+            let s = secret(&req.request_secret);
+            Ok::<_, rights::Error>((rights.request(id, s, desk)?, rights.erasure_receipts(id, s, desk)?))
+        })
+        .await?;
+        Ok(noted(
+            pb::GetErasureReceiptsResponse {
+                status: Some(status_to_pb(&view)),
+                erasure_json: serde_json::to_string_pretty(&status).expect("a status serialises"),
+                phase1_receipt_json: phase1.map(|r| r.to_json()).unwrap_or_default(),
+                phase2_receipt_json: phase2.map(|r| r.to_json()).unwrap_or_default(),
+            },
+            id,
+        ))
+    }
+
+    #[instrument(skip_all, name = "AttestNoMatch", fields(request_id))]
+    async fn attest_no_match(
+        &self,
+        request: Request<pb::AttestNoMatchRequest>,
+    ) -> Result<Response<pb::AttestNoMatchResponse>, Status> {
+        let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        self.rights.admit(&peer).map_err(Status::from)?;
+        let req = request.into_inner();
+        let id = request_id(&req.request_id)?;
+        let probes = probes(req.probes, self.rights.engine().dimension())?;
+        let rights = self.rights.clone();
+        let receipt = blocking(move || rights.attest_no_match(id, &req.request_secret, &probes)).await?;
+        let leaf_index = serde_json::from_str::<crate::audit::receipt::Body>(&receipt.body)
+            .map(|b| b.leaf_index)
+            .unwrap_or_default();
+        Ok(noted(pb::AttestNoMatchResponse { leaf_index, receipt_json: receipt.to_json() }, id))
+    }
 }
 
 pub struct AdminService {
     rights: Arc<Rights>,
+    worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>,
 }
 
 impl AdminService {
-    pub fn new(rights: Arc<Rights>) -> Self {
-        AdminService { rights }
+    pub fn new(rights: Arc<Rights>, worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>) -> Self {
+        AdminService { rights, worker }
     }
 
     fn policy_response(&self, policy: &rights::policy::Policy) -> pb::PolicyResponse {
@@ -279,5 +370,91 @@ impl pb::admin_server::Admin for AdminService {
         let rights = self.rights.clone();
         let policy = blocking(move || rights.reload_policy()).await?;
         Ok(Response::new(self.policy_response(&policy)))
+    }
+
+    #[instrument(skip_all, name = "SweepPolicy")]
+    async fn sweep_policy(
+        &self,
+        request: Request<pb::SweepPolicyRequest>,
+    ) -> Result<Response<pb::SweepPolicyResponse>, Status> {
+        let req = request.into_inner();
+        let rule: SweepRule = req.rule.parse().map_err(|e: String| Status::invalid_argument(e))?;
+        let rights = self.rights.clone();
+        let (matched, ids) = blocking(move || rights.sweep(&rule, req.dry_run)).await?;
+        if let Some(worker) = &self.worker {
+            for id in &ids {
+                let _ = worker.send(*id);
+            }
+        }
+        Ok(Response::new(pb::SweepPolicyResponse {
+            matched: matched as u64,
+            request_ids: ids.iter().map(|id| id.to_string()).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, name = "RotateKeys")]
+    async fn rotate_keys(
+        &self,
+        _request: Request<pb::RotateKeysRequest>,
+    ) -> Result<Response<pb::RotateKeysResponse>, Status> {
+        let rights = self.rights.clone();
+        let (rotation, receipt) = blocking(move || {
+            let rotation = rights.rotate_keys()?;
+            let receipt = rights.engine().store().receipt(rotation.leaf).map_err(rights::Error::from)?;
+            Ok::<_, rights::Error>((rotation, receipt))
+        })
+        .await?;
+        Ok(Response::new(pb::RotateKeysResponse {
+            epoch: rotation.epoch,
+            rewrapped: rotation.rewrapped,
+            leaf_index: rotation.leaf,
+            receipt_json: receipt.to_json(),
+        }))
+    }
+
+    #[instrument(skip_all, name = "RunPurge")]
+    async fn run_purge(&self, _request: Request<pb::RunPurgeRequest>) -> Result<Response<pb::RunPurgeResponse>, Status> {
+        let rights = self.rights.clone();
+        let purged = blocking(move || rights.purge_due(true)).await?;
+        Ok(Response::new(pb::RunPurgeResponse { purged }))
+    }
+}
+
+/// `oubli.v1.Notifications`: each operator reads and acknowledges its own notices.
+pub struct NotificationsService {
+    rights: Arc<Rights>,
+}
+
+impl NotificationsService {
+    pub fn new(rights: Arc<Rights>) -> Self {
+        NotificationsService { rights }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::notifications_server::Notifications for NotificationsService {
+    #[instrument(skip_all, name = "ListNotifications")]
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let client = gate::caller(&request).client;
+        let rights = self.rights.clone();
+        let list = blocking(move || rights.notifications(&client)).await?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: list.into_iter().map(|(id, body_json)| pb::Notification { id, body_json }).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, name = "AckNotification")]
+    async fn ack_notification(
+        &self,
+        request: Request<pb::AckNotificationRequest>,
+    ) -> Result<Response<pb::AckNotificationResponse>, Status> {
+        let client = gate::caller(&request).client;
+        let id = request.into_inner().id;
+        let rights = self.rights.clone();
+        blocking(move || rights.ack_notification(&client, &id)).await?;
+        Ok(Response::new(pb::AckNotificationResponse {}))
     }
 }

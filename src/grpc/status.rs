@@ -46,6 +46,7 @@ impl From<engine::Error> for Status {
                 store::Error::Corrupt(_) | store::Error::LogMismatch(_) => Code::DataLoss,
                 store::Error::Proof(_) => Code::InvalidArgument,
                 store::Error::NoEntry { .. } => Code::NotFound,
+                store::Error::Unverified(_) => Code::Unavailable,
                 store::Error::Rocks(_)
                 | store::Error::Io { .. }
                 | store::Error::DimensionMismatch { .. }
@@ -80,7 +81,8 @@ impl From<rights::Error> for Status {
                 Code::FailedPrecondition
             }
             rights::Error::InvalidRequest(_) => Code::InvalidArgument,
-            rights::Error::NoRequest(_) => Code::NotFound,
+            rights::Error::NoRequest(_) | rights::Error::NoNotification(_) => Code::NotFound,
+            rights::Error::StillMatches { .. } => Code::FailedPrecondition,
             rights::Error::WrongSecret(_) => Code::PermissionDenied,
             rights::Error::RateLimited { .. } => Code::ResourceExhausted,
             rights::Error::CorruptRequest(..) => Code::DataLoss,

@@ -256,6 +256,11 @@ impl HnswIndex {
         self.positions.contains_key(&id)
     }
 
+    /// The slot (graph row) of `id`, if indexed.
+    pub fn slot(&self, id: RecordId) -> Option<u32> {
+        self.positions.get(&id).copied()
+    }
+
     /// Every indexed id.
     pub fn ids(&self) -> impl Iterator<Item = RecordId> + '_ {
         self.positions.keys().copied()

@@ -5,6 +5,7 @@
 //! the engine (store and index) and the audit types; it owns the request state machine, whose
 //! every state is persisted before the next step starts, so a restart resumes where it stopped.
 pub mod auth;
+pub mod erasure;
 pub mod policy;
 pub mod report;
 pub mod request;
@@ -33,7 +34,7 @@ use crate::{
 use auth::Caller;
 use policy::{Decision, Policy, PolicyError};
 use report::{AccessReport, LogOpening, Matching, ReportRecord};
-use request::{Clock, Extension, Kind, Match, Request, RequestId, RequestSecret, Review, State};
+use request::{Clock, Extension, Kind, Match, Origin, Request, RequestId, RequestSecret, Review, State};
 
 /// Match thresholds (cosine). Defaults: the FMR 1e-6 and 1e-4 points of the synthetic
 /// population (`oubli synth stats`, docs/stats.json).
@@ -82,6 +83,11 @@ pub struct Settings {
     pub submissions_per_minute: u32,
     /// Probe templates one request may carry.
     pub max_probes: usize,
+    /// How long erasures wait after phase 1 so that one phase-2 purge serves them all.
+    pub purge_window: std::time::Duration,
+    /// Days after an erasure by which the key-encryption key is rotated (so backups made
+    /// before it become unreadable).
+    pub rotation_days: u32,
 }
 
 impl Default for Settings {
@@ -94,6 +100,8 @@ impl Default for Settings {
             supervisory_authority: "the data-protection authority of the EU country where you live or work".into(),
             submissions_per_minute: 10,
             max_probes: 10,
+            purge_window: std::time::Duration::from_secs(3600),
+            rotation_days: 30,
         }
     }
 }
@@ -123,6 +131,19 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("request {0} is unreadable: {1}")]
     CorruptRequest(RequestId, String),
+    #[error("{count} record(s) still score at or above {threshold} against these probes: no attestation")]
+    StillMatches { count: usize, threshold: f32 },
+    #[error("no notification {0} for this client")]
+    NoNotification(String),
+}
+
+fn check_contact(contact: &str) -> Result<(), Error> {
+    if contact.trim().is_empty() || contact.len() > MAX_CONTACT_BYTES {
+        return Err(Error::InvalidRequest(format!(
+            "contact is required (how to reach you, at most {MAX_CONTACT_BYTES} bytes)"
+        )));
+    }
+    Ok(())
 }
 
 impl From<store::Error> for Error {
@@ -150,6 +171,19 @@ pub struct RequestView {
     /// For the privacy desk only.
     pub contact: Option<String>,
     pub history: Vec<(State, Timestamp)>,
+    /// An erasure's pipeline step.
+    pub erasure_step: Option<request::Step>,
+}
+
+impl RequestView {
+    /// Whether the worker has work on it now (rather than the privacy desk, the purge window
+    /// or nobody): what a caller waiting for progress waits for.
+    pub fn worker_busy(&self) -> bool {
+        match self.state {
+            State::Erasing => self.erasure_step.is_none_or(|s| s < request::Step::KeysPurged),
+            s => s.is_pending_work(),
+        }
+    }
 }
 
 /// A new request: its id and the secret that opens it (shown once).
@@ -226,7 +260,21 @@ impl Rights {
     pub fn enroll(&self, caller: &Caller, records: &[NewRecord]) -> Result<Vec<Enrolled>, Error> {
         let policy = self.policy();
         let mut quarantine = Vec::with_capacity(records.len());
+        let store = self.engine.store();
         for (item, record) in records.iter().enumerate() {
+            if store.is_suppressed(record.provenance.source_uri())? {
+                let rule = "erased-source";
+                *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(rule).or_default() += 1;
+                warn!(rule, item, "enrolment refused: the source was erased on request");
+                return Err(Error::PolicyRefused {
+                    item,
+                    policy: policy.name().into(),
+                    rule,
+                    reason: "this source was erased at the request of the person concerned; it may not be enrolled \
+                             again"
+                        .into(),
+                });
+            }
             match policy.decide(&record.provenance) {
                 Decision::Allow => quarantine.push(None),
                 Decision::Quarantine { rule } => quarantine.push(Some(rule)),
@@ -324,35 +372,56 @@ impl Rights {
         jurisdiction_claim: Option<String>,
         include_templates: bool,
     ) -> Result<Submitted, Error> {
-        if probes.is_empty() || probes.len() > self.settings.max_probes {
+        self.check_probe_count(probes.len())?;
+        check_contact(&contact)?;
+        let jurisdiction_claim = self.parse_claim(jurisdiction_claim)?;
+        let mut request = self.new_request(Kind::Access, contact, jurisdiction_claim, include_templates, &probes);
+        let secret = RequestSecret::random();
+        request.secret_digest = secret.digest();
+        let _guard = self.lock();
+        self.save(&request)?;
+        info!(request_id = %request.id, "access request received");
+        Ok(Submitted { id: request.id, view: self.view(&request, true), secret })
+    }
+
+    fn check_probe_count(&self, n: usize) -> Result<(), Error> {
+        if n == 0 || n > self.settings.max_probes {
             return Err(Error::InvalidRequest(format!(
-                "a request carries 1 to {} probe templates, not {}",
-                self.settings.max_probes,
-                probes.len()
+                "a request carries 1 to {} probe templates, not {n}",
+                self.settings.max_probes
             )));
         }
-        if contact.trim().is_empty() || contact.len() > MAX_CONTACT_BYTES {
-            return Err(Error::InvalidRequest(format!(
-                "contact is required (how to reach you, at most {MAX_CONTACT_BYTES} bytes)"
-            )));
-        }
-        let jurisdiction_claim = match jurisdiction_claim.filter(|j| !j.is_empty()) {
-            None => None,
-            Some(j) => Some(
+        Ok(())
+    }
+
+    fn parse_claim(&self, claim: Option<String>) -> Result<Option<String>, Error> {
+        match claim.filter(|j| !j.is_empty()) {
+            None => Ok(None),
+            Some(j) => Ok(Some(
                 j.parse::<Jurisdiction>()
                     .map_err(|e| Error::InvalidRequest(format!("jurisdiction_claim: {e}")))?
                     .to_string(),
-            ),
-        };
+            )),
+        }
+    }
+
+    /// A request in state received, due in one month, with a placeholder secret digest.
+    fn new_request(
+        &self,
+        kind: Kind,
+        contact: String,
+        jurisdiction_claim: Option<String>,
+        include_templates: bool,
+        probes: &[Embedding],
+    ) -> Request {
         let now = self.now();
-        let secret = RequestSecret::random();
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).expect("the operating system's random number generator works");
-        let request = Request {
+        Request {
             id: RequestId::random(),
-            kind: Kind::Access,
+            kind,
             state: State::Received,
-            secret_digest: secret.digest(),
+            secret_digest: RequestSecret::random().digest(),
             received_at: now,
             due_at: request::add_months(now, 1),
             extension: None,
@@ -370,11 +439,8 @@ impl Rights {
             receipt_leaf: None,
             compared: 0,
             log_salt: hex::encode(salt),
-        };
-        let _guard = self.lock();
-        self.save(&request)?;
-        info!(request_id = %request.id, "access request received");
-        Ok(Submitted { id: request.id, view: self.view(&request, true), secret })
+            erasure: None,
+        }
     }
 
     /// Ids of requests the worker still has to do (after a restart, for example).
@@ -406,6 +472,11 @@ impl Rights {
             request.advance(State::InProgress, self.now());
             self.save(&request)?;
         }
+        if request.state == State::InProgress && request.erasure.as_ref().is_some_and(|e| e.origin != Origin::Probes) {
+            // Records named by the person or a sweep: nothing to match.
+            self.plan_erasure(&mut request)?;
+            self.changed();
+        }
         if request.state == State::InProgress {
             let probes = request
                 .probes
@@ -423,9 +494,18 @@ impl Rights {
                 .collect();
             request.review_band =
                 hits.iter().filter(|h| h.score < t.strict).map(|h| Match { record_id: h.id, score: h.score }).collect();
-            // The probes are the person's biometric data: kept no longer than the matching.
-            request.probes.clear();
-            if request.review_band.is_empty() {
+            let erasure = request.kind == Kind::Erasure;
+            // The probes are the person's biometric data: kept no longer than the matching
+            // (an erasure keeps them until it has checked that nothing matches any more).
+            if !erasure {
+                request.probes.clear();
+            }
+            if erasure && request.review_band.is_empty() {
+                self.plan_erasure(&mut request)?;
+            } else if erasure {
+                request.advance(State::NeedsReview, self.now());
+                self.save(&request)?;
+            } else if request.review_band.is_empty() {
                 self.complete(&mut request)?;
             } else {
                 let report = self.report(&request)?;
@@ -439,6 +519,10 @@ impl Rights {
                 compared,
                 "access request matched"
             );
+            self.changed();
+        }
+        if request.state == State::Erasing {
+            self.erase_planned(&mut request)?;
             self.changed();
         }
         Ok(request.state)
@@ -467,7 +551,12 @@ impl Rights {
             return Err(Error::InvalidRequest(format!("the note is longer than {MAX_REASON_BYTES} bytes")));
         }
         request.review = Some(Review { by: caller.client.clone(), at: self.now(), approved, note });
-        self.complete(&mut request)?;
+        if request.kind == Kind::Erasure {
+            // The worker runs the rest of the pipeline.
+            self.plan_erasure(&mut request)?;
+        } else {
+            self.complete(&mut request)?;
+        }
         self.changed();
         Ok(self.view(&request, true))
     }
@@ -481,6 +570,9 @@ impl Rights {
         let mut request = self.load(id)?;
         if request.state.is_final() {
             return Err(self.wrong_state(&request, "a final request cannot be denied"));
+        }
+        if request.state == State::Erasing {
+            return Err(self.wrong_state(&request, "an erasure under way cannot be denied"));
         }
         request.denial = Some(reason);
         request.probes.clear();
@@ -599,6 +691,7 @@ impl Rights {
             receipt_leaf: r.receipt_leaf,
             contact: desk.then(|| r.contact.clone()),
             history: r.history.clone(),
+            erasure_step: r.erasure.as_ref().filter(|_| matches!(r.state, State::Erasing | State::Completed)).map(|e| e.step),
         }
     }
 

@@ -105,6 +105,17 @@ pub fn secret_matches(presented: &str, digest: &[u8; 32]) -> bool {
 pub enum Kind {
     /// Art. 15: a copy of everything held, with sources and recipients.
     Access,
+    /// Art. 17: erase everything held.
+    Erasure,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Access => "access",
+            Kind::Erasure => "erasure",
+        }
+    }
 }
 
 /// Where a request is.
@@ -116,13 +127,22 @@ pub enum State {
     InProgress,
     /// Answered for the certain matches; review-band matches wait for the privacy desk.
     NeedsReview,
+    /// An erasure's pipeline is running (see [`Step`]).
+    Erasing,
     Completed,
     Denied,
 }
 
 impl State {
-    pub const ALL: [State; 6] =
-        [State::Received, State::Verifying, State::InProgress, State::NeedsReview, State::Completed, State::Denied];
+    pub const ALL: [State; 7] = [
+        State::Received,
+        State::Verifying,
+        State::InProgress,
+        State::NeedsReview,
+        State::Erasing,
+        State::Completed,
+        State::Denied,
+    ];
 
     /// Final: nothing more will happen (so it cannot be overdue).
     pub fn is_final(self) -> bool {
@@ -131,7 +151,7 @@ impl State {
 
     /// Still the worker's: resumed after a restart.
     pub fn is_pending_work(self) -> bool {
-        matches!(self, State::Received | State::Verifying | State::InProgress)
+        matches!(self, State::Received | State::Verifying | State::InProgress | State::Erasing)
     }
 
     pub fn name(self) -> &'static str {
@@ -140,6 +160,7 @@ impl State {
             State::Verifying => "verifying",
             State::InProgress => "in_progress",
             State::NeedsReview => "needs_review",
+            State::Erasing => "erasing",
             State::Completed => "completed",
             State::Denied => "denied",
         }
@@ -208,6 +229,81 @@ pub struct Request {
     pub compared: u64,
     /// Salt of the answer's commitment in the public log (hex), given in the report.
     pub log_salt: String,
+    /// An erasure's pipeline.
+    #[serde(default)]
+    pub erasure: Option<Erasure>,
+}
+
+/// Why an erasure erases what it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum Origin {
+    /// The person's probe faces, matched by the exact scan.
+    Probes,
+    /// Records named in the person's access report, authorised by that request's secret.
+    Records { access_request: RequestId },
+    /// An administrator's policy sweep over data already held.
+    Sweep { rule: String },
+}
+
+/// The erasure pipeline's steps, each persisted before the next starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The record set is frozen and logged.
+    Planned,
+    /// The rows are deleted, recipients' notices and suppression entries written (one write);
+    /// the vectors are then removed from the indexes.
+    Deleted,
+    /// The data keys are purged and checked; phase-1 receipt logged.
+    KeysPurged,
+    /// The rows are purged from the table files and checked; phase-2 receipt logged.
+    TemplatesPurged,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Planned => "planned",
+            Step::Deleted => "deleted",
+            Step::KeysPurged => "keys_purged",
+            Step::TemplatesPurged => "templates_purged",
+        }
+    }
+}
+
+/// A logged phase of an erasure: when, its leaf, and the checks made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    pub at: Timestamp,
+    pub leaf: u64,
+    pub verified: Vec<String>,
+}
+
+/// An erasure request's pipeline state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub origin: Origin,
+    pub step: Step,
+    /// The frozen record set, in id order.
+    pub plan: Vec<RecordId>,
+    /// Their graph rows at planning, purged with the rest.
+    pub graph_slots: Vec<u32>,
+    pub plan_leaf: u64,
+    pub deleted_at: Option<Timestamp>,
+    /// What the delete removed and where it was on disk.
+    pub erased: Option<crate::store::Erased>,
+    /// Recipients sent an Art. 19 notice.
+    pub notified: Vec<String>,
+    /// Source addresses added to the suppression list.
+    pub suppressed: usize,
+    /// After the delete, the exact scan with the person's probes: (records compared, records
+    /// still at or above the strict threshold).
+    pub post_check: Option<(u64, u64)>,
+    /// The KEK epoch current at phase 1: backups stay readable until it is destroyed.
+    pub key_epoch: u32,
+    pub phase1: Option<Phase>,
+    pub phase2: Option<Phase>,
 }
 
 impl fmt::Debug for Request {

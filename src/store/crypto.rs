@@ -117,6 +117,29 @@ pub fn open_blob(keys: &KeyRing, domain: &str, id: &[u8], blob: &[u8]) -> Result
     open(&dek, &blob_aad(domain, "data", id), sealed).ok_or_else(corrupt)
 }
 
+/// A [`seal_blob`] output with its data key re-wrapped under the current KEK (the sealed data
+/// is unchanged), or `None` if it already is.
+pub fn rewrap_blob(keys: &KeyRing, domain: &str, id: &[u8], blob: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    let corrupt = || Error::Corrupt(format!("{domain} {} does not decrypt", hex::encode(id)));
+    let (len, rest) = blob.split_first_chunk::<2>().ok_or_else(corrupt)?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    let (wrapped, sealed) = rest.split_at(len);
+    if wrapped_epoch(wrapped) == Some(keys.current_epoch()) {
+        return Ok(None);
+    }
+    let aad = blob_aad(domain, "dek", id);
+    let dek = keys.unwrap_aad(&aad, wrapped).ok_or_else(corrupt)?;
+    let wrapped = keys.wrap_aad(&aad, &dek);
+    let mut out = Vec::with_capacity(2 + wrapped.len() + sealed.len());
+    out.extend_from_slice(&(wrapped.len() as u16).to_be_bytes());
+    out.extend_from_slice(&wrapped);
+    out.extend_from_slice(sealed);
+    Ok(Some(out))
+}
+
 fn blob_aad(domain: &str, part: &str, id: &[u8]) -> Vec<u8> {
     [b"oubli/".as_slice(), domain.as_bytes(), b"/", part.as_bytes(), b"/v1/", id].concat()
 }
@@ -135,8 +158,9 @@ pub fn open_derived(dek: &Secret, domain: &str, key: &[u8], sealed: &[u8]) -> Re
 /// The key directory: key-encryption keys by epoch, and the MAC key.
 pub struct KeyRing {
     dir: PathBuf,
-    /// (epoch, KEK), ascending by epoch; the last is current.
-    keks: Vec<(u32, Secret)>,
+    /// (epoch, KEK), ascending by epoch; the last is current. More than one only during a
+    /// rotation.
+    keks: std::sync::RwLock<Vec<(u32, Secret)>>,
     mac: Secret,
     /// Seed of the transparency log's Ed25519 signing key.
     log: Secret,
@@ -175,7 +199,7 @@ impl KeyRing {
         }
         keks.sort_by_key(|(epoch, _)| *epoch);
         match (keks.is_empty(), mac, log) {
-            (false, Some(mac), Some(log)) => Ok(KeyRing { dir: dir.to_path_buf(), keks, mac, log }),
+            (false, Some(mac), Some(log)) => Ok(KeyRing { dir: dir.to_path_buf(), keks: keks.into(), mac, log }),
             // Creating for a new data dir: make whatever a crash during an earlier creation left
             // missing (no data depends on these keys yet).
             (_, mac, log) if create => {
@@ -195,7 +219,7 @@ impl KeyRing {
                     keks.push((1, kek));
                 }
                 sync_dir(dir)?;
-                Ok(KeyRing { dir: dir.to_path_buf(), keks, mac, log })
+                Ok(KeyRing { dir: dir.to_path_buf(), keks: keks.into(), mac, log })
             }
             _ => Err(Error::MissingKeys { key_dir: dir.to_path_buf() }),
         }
@@ -211,65 +235,107 @@ impl KeyRing {
             .map_err(|e| Error::Corrupt(format!("log origin {origin:?}: {e}")))
     }
 
-    fn current(&self) -> (u32, &Secret) {
-        let (epoch, kek) = self.keks.last().expect("a key ring holds at least one KEK");
-        (*epoch, kek)
+    fn keks(&self) -> std::sync::RwLockReadGuard<'_, Vec<(u32, Secret)>> {
+        self.keks.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn current_epoch(&self) -> u32 {
-        self.current().0
+        self.keks().last().expect("a key ring holds at least one KEK").0
     }
 
-    fn kek(&self, epoch: u32) -> Option<&Secret> {
-        self.keks.iter().find(|(e, _)| *e == epoch).map(|(_, k)| k)
+    /// Every epoch whose KEK the key dir holds, ascending (more than one during a rotation).
+    pub fn epochs(&self) -> Vec<u32> {
+        self.keks().iter().map(|(e, _)| *e).collect()
     }
 
-    /// `epoch ‖ sealed DEK` under the current KEK.
-    pub fn wrap(&self, id: RecordId, dek: &Secret) -> Vec<u8> {
-        let (epoch, kek) = self.current();
+    /// Seals `dek` under the current KEK, bound to `aad` and the epoch: `epoch ‖ sealed DEK`.
+    fn wrap_bound(&self, aad: impl Fn(u32) -> Vec<u8>, dek: &Secret) -> Vec<u8> {
+        let keks = self.keks();
+        let (epoch, kek) = keks.last().expect("a key ring holds at least one KEK");
         let mut out = epoch.to_be_bytes().to_vec();
-        out.extend_from_slice(&seal(kek, &dek_aad(id, epoch), dek.as_ref()));
+        out.extend_from_slice(&seal(kek, &aad(*epoch), dek.as_ref()));
         out
     }
 
-    /// `epoch ‖ sealed DEK` under the current KEK, bound to `aad` (with the epoch).
-    fn wrap_aad(&self, aad: &[u8], dek: &Secret) -> Vec<u8> {
-        let (epoch, kek) = self.current();
-        let mut out = epoch.to_be_bytes().to_vec();
-        out.extend_from_slice(&seal(kek, &[aad, &epoch.to_be_bytes()].concat(), dek.as_ref()));
-        out
-    }
-
-    fn unwrap_aad(&self, aad: &[u8], wrapped: &[u8]) -> Option<Secret> {
-        let (epoch, sealed) = wrapped.split_first_chunk::<4>()?;
-        let kek = self.kek(u32::from_be_bytes(*epoch))?;
-        let plain = open(kek, &[aad, epoch.as_slice()].concat(), sealed)?;
-        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
-        if plain.len() != KEY_LEN {
-            return None;
-        }
-        dek.copy_from_slice(&plain);
-        Some(dek)
-    }
-
-    /// The DEK in a [`KeyRing::wrap`] output.
-    pub fn unwrap(&self, id: RecordId, wrapped: &[u8]) -> Result<Secret, Error> {
-        let corrupt = |why: &str| Error::Corrupt(format!("data key of record {id}: {why}"));
-        let (epoch, sealed) = wrapped.split_first_chunk::<4>().ok_or_else(|| corrupt("truncated"))?;
+    /// Opens a [`KeyRing::wrap_bound`] output with the KEK of its epoch.
+    fn unwrap_bound(&self, aad: impl Fn(u32) -> Vec<u8>, wrapped: &[u8]) -> Result<Secret, &'static str> {
+        let (epoch, sealed) = wrapped.split_first_chunk::<4>().ok_or("truncated")?;
         let epoch = u32::from_be_bytes(*epoch);
-        let kek = self.kek(epoch).ok_or_else(|| corrupt(&format!("key epoch {epoch} is not in the key dir")))?;
-        let plain = open(kek, &dek_aad(id, epoch), sealed).ok_or_else(|| corrupt("does not decrypt"))?;
+        let keks = self.keks();
+        let kek = keks.iter().find(|(e, _)| *e == epoch).map(|(_, k)| k).ok_or("its key epoch was destroyed")?;
+        let plain = open(kek, &aad(epoch), sealed).ok_or("does not decrypt")?;
         let mut dek = Zeroizing::new([0u8; KEY_LEN]);
         if plain.len() != KEY_LEN {
-            return Err(corrupt("wrong length"));
+            return Err("wrong length");
         }
         dek.copy_from_slice(&plain);
         Ok(dek)
     }
 
+    /// `epoch ‖ sealed DEK` under the current KEK.
+    pub fn wrap(&self, id: RecordId, dek: &Secret) -> Vec<u8> {
+        self.wrap_bound(|epoch| dek_aad(id, epoch), dek)
+    }
+
+    /// `epoch ‖ sealed DEK` under the current KEK, bound to `aad` (with the epoch).
+    fn wrap_aad(&self, aad: &[u8], dek: &Secret) -> Vec<u8> {
+        self.wrap_bound(|epoch| [aad, &epoch.to_be_bytes()].concat(), dek)
+    }
+
+    fn unwrap_aad(&self, aad: &[u8], wrapped: &[u8]) -> Option<Secret> {
+        self.unwrap_bound(|epoch| [aad, &epoch.to_be_bytes()].concat(), wrapped).ok()
+    }
+
+    /// A record's wrapped DEK re-wrapped under the current KEK, or `None` if it already is.
+    pub fn rewrap(&self, id: RecordId, wrapped: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if wrapped_epoch(wrapped) == Some(self.current_epoch()) {
+            return Ok(None);
+        }
+        Ok(Some(self.wrap(id, &self.unwrap(id, wrapped)?)))
+    }
+
+    /// Starts a rotation: a new KEK for the next epoch, written and synced before any use.
+    /// Returns the new epoch.
+    pub fn add_epoch(&self) -> Result<u32, Error> {
+        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        let epoch = keks.last().map_or(1, |(e, _)| e + 1);
+        let kek = random_secret();
+        write_key(&self.dir.join(kek_file(epoch)), &kek)?;
+        sync_dir(&self.dir)?;
+        keks.push((epoch, kek));
+        Ok(epoch)
+    }
+
+    /// Ends a rotation: destroys every KEK older than the current one. Each key file is
+    /// overwritten with zeros and synced, then removed, then the directory is synced; the key
+    /// in memory is zeroed. Returns the destroyed epochs.
+    pub fn destroy_old_epochs(&self) -> Result<Vec<u32>, Error> {
+        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        let current = keks.last().expect("a key ring holds at least one KEK").0;
+        let mut destroyed = Vec::new();
+        for (epoch, _) in keks.iter().filter(|(e, _)| *e < current) {
+            let path = self.dir.join(kek_file(*epoch));
+            let io = |source| Error::Io { path: path.clone(), source };
+            let mut file = fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+            file.write_all(&[0u8; KEY_LEN]).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            fs::remove_file(&path).map_err(io)?;
+            destroyed.push(*epoch);
+        }
+        sync_dir(&self.dir)?;
+        keks.retain(|(e, _)| *e == current);
+        Ok(destroyed)
+    }
+
+    /// The DEK in a [`KeyRing::wrap`] output.
+    pub fn unwrap(&self, id: RecordId, wrapped: &[u8]) -> Result<Secret, Error> {
+        self.unwrap_bound(|epoch| dek_aad(id, epoch), wrapped)
+            .map_err(|why| Error::Corrupt(format!("data key of record {id}: {why}")))
+    }
+
     /// A value that proves, without revealing them, which KEK and MAC key wrote a data dir.
     pub fn check_value(&self) -> Vec<u8> {
-        let (epoch, _) = self.current();
+        let epoch = self.current_epoch();
         let mut out = epoch.to_be_bytes().to_vec();
         out.extend_from_slice(&self.mac(b"oubli/key-check/v1", &self.kek_fingerprint(epoch)));
         out
@@ -279,12 +345,13 @@ impl KeyRing {
     pub fn matches_check_value(&self, value: &[u8]) -> bool {
         let Some((epoch, mac)) = value.split_first_chunk::<4>() else { return false };
         let epoch = u32::from_be_bytes(*epoch);
-        self.kek(epoch).is_some()
+        self.epochs().contains(&epoch)
             && constant_time_eq(mac, &self.mac(b"oubli/key-check/v1", &self.kek_fingerprint(epoch)))
     }
 
     fn kek_fingerprint(&self, epoch: u32) -> [u8; 32] {
-        let kek = self.kek(epoch).expect("fingerprint of a KEK the ring holds");
+        let keks = self.keks();
+        let kek = keks.iter().find(|(e, _)| *e == epoch).map(|(_, k)| k).expect("fingerprint of a KEK the ring holds");
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(kek.as_ref()).expect("HMAC takes any key length");
         m.update(b"oubli/kek-fingerprint/v1");
         m.finalize().into_bytes().into()
@@ -298,6 +365,11 @@ impl KeyRing {
         m.update(data);
         m.finalize().into_bytes().into()
     }
+}
+
+/// The KEK epoch a wrapped key names.
+pub fn wrapped_epoch(wrapped: &[u8]) -> Option<u32> {
+    wrapped.split_first_chunk::<4>().map(|(e, _)| u32::from_be_bytes(*e))
 }
 
 fn kek_file(epoch: u32) -> String {

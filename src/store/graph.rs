@@ -13,7 +13,7 @@ use super::{CF_GRAPH, Error, Store};
 /// Key of the metadata row (parameters, entry point); node rows are `b'n' ‖ slot (u32 BE)`.
 const META: &[u8] = b"m";
 
-fn node_key(slot: u32) -> [u8; 5] {
+pub(super) fn node_key(slot: u32) -> [u8; 5] {
     let mut key = [b'n'; 5];
     key[1..].copy_from_slice(&slot.to_be_bytes());
     key

@@ -16,6 +16,12 @@
 //! - `log_nodes`: `level ‖ index` (u8, u64 big-endian) → the hash of every perfect subtree, leaf
 //!   hashes included, written with the leaf that completes it. At open they must equal the tree
 //!   recomputed from the entries.
+//! - `idempotency_of`: record id → its idempotency row's key, so an erasure finds that row.
+//! - `requests`, `recipients`, `quarantine`, `audit`, `enrolment_leaves`: the rights
+//!   workflows' rows (`rights.rs`).
+//! - `outbox`: notifications of erasures to the recipients of the erased records (Art. 19),
+//!   sealed, keyed by a keyed hash of the recipient; `suppressed`: keyed hashes of erased
+//!   sources (`erase.rs`).
 //! - `graph`: the HNSW graph's structure (ids, levels and neighbour slots, never vectors),
 //!   so a restart loads it instead of rebuilding it (`graph.rs`).
 //!
@@ -25,8 +31,10 @@
 //! of a change or none of it.
 mod codec;
 pub mod crypto;
+mod erase;
 mod graph;
 mod rights;
+mod rotate;
 
 use std::path::{Path, PathBuf};
 
@@ -45,8 +53,10 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
+pub use erase::{Erased, Evidence, Held, Notice, Target};
 pub use graph::StoredGraph;
 pub use rights::Disclosure;
+pub use rotate::Rotation;
 
 /// The log's origin (and signing key name) when a data dir is created without one.
 pub const DEFAULT_LOG_ORIGIN: &str = "oubli.example/log";
@@ -80,7 +90,10 @@ const CF_QUARANTINE: &str = "quarantine";
 const CF_AUDIT: &str = "audit";
 const CF_ENROLMENT_LEAVES: &str = "enrolment_leaves";
 const CF_GRAPH: &str = "graph";
-const COLUMN_FAMILIES: [&str; 12] = [
+const CF_IDEMPOTENCY_OF: &str = "idempotency_of";
+const CF_OUTBOX: &str = "outbox";
+const CF_SUPPRESSED: &str = "suppressed";
+const COLUMN_FAMILIES: [&str; 15] = [
     CF_RECORDS,
     CF_DATA_KEYS,
     CF_IDEMPOTENCY,
@@ -93,7 +106,18 @@ const COLUMN_FAMILIES: [&str; 12] = [
     CF_AUDIT,
     CF_ENROLMENT_LEAVES,
     CF_GRAPH,
+    CF_IDEMPOTENCY_OF,
+    CF_OUTBOX,
+    CF_SUPPRESSED,
 ];
+
+/// The domain a column family's sealed blobs are bound to.
+fn blob_domain(cf: &str) -> &'static str {
+    match cf {
+        CF_REQUESTS => rights::REQUEST_DOMAIN,
+        _ => erase::NOTIFICATION_DOMAIN,
+    }
+}
 
 const META_FORMAT: &[u8] = b"format";
 const META_DIMENSION: &[u8] = b"dimension";
@@ -150,6 +174,8 @@ pub enum Error {
     Proof(#[from] crate::audit::merkle::ProofError),
     #[error("no log entry {index}: the log holds {size}")]
     NoEntry { index: u64, size: u64 },
+    #[error("purge check failed: {0}; the purge is retried")]
+    Unverified(String),
 }
 
 /// What an idempotency key says about an enrolment.
@@ -180,6 +206,9 @@ pub struct Store {
     disclosure_seq: std::sync::atomic::AtomicU32,
     audit_seq: std::sync::atomic::AtomicU64,
     audit_lock: std::sync::Mutex<()>,
+    /// Held (shared) by every write that wraps a key, and exclusively to change the KEK epoch.
+    key_lock: std::sync::RwLock<()>,
+    rotation_lock: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -242,7 +271,7 @@ impl Store {
         };
         let log = open_log(&db, &keys, log_origin)?;
         let audit_seq = rights::last_audit_seq(&db)?;
-        Ok(Store {
+        let store = Store {
             db,
             keys,
             dimension,
@@ -251,7 +280,14 @@ impl Store {
             disclosure_seq: Default::default(),
             audit_seq: audit_seq.into(),
             audit_lock: Default::default(),
-        })
+            key_lock: Default::default(),
+            rotation_lock: Default::default(),
+        };
+        store.backfill_idempotency_of()?;
+        if let Some(rotation) = store.finish_rotation()? {
+            tracing::warn!(epoch = rotation.epoch, "an interrupted key rotation was finished");
+        }
+        Ok(store)
     }
 
     pub fn dimension(&self) -> usize {
@@ -301,6 +337,7 @@ impl Store {
         enrolled_at: Timestamp,
         quarantined: &[(RecordId, &str)],
     ) -> Result<(), Error> {
+        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(records.len());
         let logged_at = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
@@ -316,7 +353,9 @@ impl Store {
             if let Some(key) = &record.idempotency_key {
                 let mut value = id.as_bytes().to_vec();
                 value.extend_from_slice(&self.content_digest(record));
-                batch.put_cf(self.cf(CF_IDEMPOTENCY), self.idempotency_row(key), value);
+                let row = self.idempotency_row(key);
+                batch.put_cf(self.cf(CF_IDEMPOTENCY), row, value);
+                batch.put_cf(self.cf(CF_IDEMPOTENCY_OF), id.as_bytes(), row);
             }
         }
         for (id, rule) in quarantined {
@@ -328,6 +367,24 @@ impl Store {
             }
         })
         .map(|_| ())
+    }
+
+    /// Fills `idempotency_of` from `idempotency` for a data dir written before it existed.
+    fn backfill_idempotency_of(&self) -> Result<(), Error> {
+        let reverse = self.cf(CF_IDEMPOTENCY_OF);
+        if self.db.iterator_cf(reverse, IteratorMode::Start).next().is_some() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(self.cf(CF_IDEMPOTENCY), IteratorMode::Start) {
+            let (row, value) = item?;
+            let id = value.get(..16).ok_or_else(|| Error::Corrupt("short idempotency row".into()))?;
+            batch.put_cf(reverse, id, row);
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &synced())?;
+        }
+        Ok(())
     }
 
     /// The unwrapped data key of a record, if it is held.
@@ -412,8 +469,23 @@ impl Store {
         Ok(out)
     }
 
-    /// A signed receipt for log entry `index`, proven against the latest checkpoint.
+    /// A signed receipt for log entry `index`, proven against the latest checkpoint, stating
+    /// what the entry alone shows ([`default_statements`]).
     pub fn receipt(&self, index: u64) -> Result<Receipt, Error> {
+        self.receipt_with(index, None)
+    }
+
+    /// The log entry at `index`.
+    pub fn entry(&self, index: u64) -> Result<Entry, Error> {
+        let size = self.log.lock().unwrap_or_else(|p| p.into_inner()).tree.size();
+        let bytes =
+            self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?.ok_or(Error::NoEntry { index, size: size.0 })?;
+        Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))
+    }
+
+    /// A signed receipt for log entry `index` with `statements` (the workflow that wrote the
+    /// entry knows more than the entry: the checks it made, what is pending), or the defaults.
+    pub fn receipt_with(&self, index: u64, statements: Option<receipt::Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let size = log.tree.size();
         let bytes =
@@ -421,38 +493,16 @@ impl Store {
         let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
         let proof = log.tree.inclusion_proof(LeafIndex(index), size)?;
         let commitment = hex::encode(entry.event.commitment());
-        let (done, verified) = match &entry.event {
-            Event::Enrolled { .. } => (
-                vec![
-                    "template and provenance sealed under the record's own data key before their first write"
-                        .to_string(),
-                    "record, wrapped key and this log entry written in one synced write".to_string(),
-                ],
-                Vec::new(),
-            ),
-            Event::AccessAnswered { disclosed, withheld, .. } => (
-                vec![
-                    format!(
-                        "access report issued: {disclosed} record(s) at or above the strict match threshold, \
-                         each with its source, collection time, legal basis, jurisdiction and recipients"
-                    ),
-                    format!("{withheld} review-band match(es) withheld: they may be another person's (Art. 15(4))"),
-                ],
-                vec![
-                    "every record held was compared with every probe by the exact scan (no approximate index)"
-                        .to_string(),
-                ],
-            ),
-        };
+        let statements = statements.unwrap_or_else(|| default_statements(&entry.event));
         let body = receipt::Body {
             format: receipt::FORMAT.into(),
             log_origin: log.origin.clone(),
             event: entry.event.name().into(),
             logged_at: entry.time.to_string(),
             commitment,
-            done,
-            verified,
-            pending: Vec::new(),
+            done: statements.done,
+            verified: statements.verified,
+            pending: statements.pending,
             entry: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes),
             leaf_index: index,
             checkpoint: log.checkpoint.clone(),
@@ -511,6 +561,59 @@ impl Drop for Store {
             tracing::warn!(error = %e, "flush at close failed; the write-ahead log will be replayed");
         }
     }
+}
+
+/// What a log entry shows by itself, for a receipt asked for by leaf index.
+fn default_statements(event: &Event) -> receipt::Statements {
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (done, verified) = match event {
+        Event::Enrolled { .. } => (
+            s(&[
+                "template and provenance sealed under the record's own data key before their first write",
+                "record, wrapped key and this log entry written in one synced write",
+            ]),
+            Vec::new(),
+        ),
+        Event::AccessAnswered { disclosed, withheld, .. } => (
+            vec![
+                format!(
+                    "access report issued: {disclosed} record(s) at or above the strict match threshold, each with \
+                     its source, collection time, legal basis, jurisdiction and recipients"
+                ),
+                format!("{withheld} review-band match(es) withheld: they may be another person's (Art. 15(4))"),
+            ],
+            s(&["every record held was compared with every probe by the exact scan (no approximate index)"]),
+        ),
+        Event::ErasurePlanned { records, .. } => (
+            vec![format!("the set of {records} record(s) to erase was frozen; the entry holds its digest")],
+            Vec::new(),
+        ),
+        Event::ErasureKeysPurged { records, epoch, .. } => (
+            vec![format!(
+                "{records} record(s) deleted from the store and the search indexes; their data keys destroyed and \
+                 purged from disk while key epoch {epoch} was current"
+            )],
+            Vec::new(),
+        ),
+        Event::ErasureTemplatesPurged { records, .. } => {
+            (vec![format!("the encrypted templates of {records} record(s) purged from the table files")], Vec::new())
+        }
+        Event::KeysRotated { epoch, rewrapped, .. } => (
+            vec![
+                format!("a new key-encryption key (epoch {epoch}) made; {rewrapped} data key(s) re-wrapped under it"),
+                "every older key-encryption key file overwritten, removed, and its directory synced".into(),
+            ],
+            Vec::new(),
+        ),
+        Event::NoMatchAttested { tree_size, compared, threshold, .. } => (
+            Vec::new(),
+            vec![format!(
+                "when the log held {tree_size} entries, none of the {compared} record(s) held scored at or above \
+                 {threshold} against the probe(s), by the exact scan"
+            )],
+        ),
+    };
+    receipt::Statements { done, verified, pending: Vec::new() }
 }
 
 /// Refuses a key dir inside the data dir (or the reverse): a copy of one would carry the other.

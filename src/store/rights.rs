@@ -14,7 +14,7 @@ use crate::{
     record::RecordId,
 };
 
-const REQUEST_DOMAIN: &str = "request";
+pub(super) const REQUEST_DOMAIN: &str = "request";
 
 /// A request's id and its decrypted state.
 pub type StoredRequest = ([u8; 16], Zeroizing<Vec<u8>>);
@@ -30,6 +30,7 @@ pub struct Disclosure {
 impl Store {
     /// Stores (or replaces) a request's encrypted state, durably.
     pub fn put_request(&self, id: &[u8; 16], plaintext: &[u8]) -> Result<(), Error> {
+        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_REQUESTS), id, crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, plaintext));
         self.db.write_opt(batch, &super::synced())?;
@@ -44,10 +45,39 @@ impl Store {
         entry: &Entry,
         plaintext: impl FnOnce(u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
+        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
         self.write_logged_with(WriteBatch::default(), std::slice::from_ref(entry), |first, batch| {
             let blob = crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, &plaintext(first));
             batch.put_cf(self.cf(CF_REQUESTS), id, blob);
         })
+    }
+
+    /// Stores several requests' new states and appends one log entry for each, in one synced
+    /// write. `plaintext(i, leaf)` builds request `i`'s state given its entry's leaf index.
+    pub fn put_requests_logged(
+        &self,
+        ids: &[[u8; 16]],
+        entries: &[Entry],
+        mut plaintext: impl FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
+    ) -> Result<u64, Error> {
+        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        self.write_logged_with(WriteBatch::default(), entries, |first, batch| {
+            for (i, id) in ids.iter().enumerate() {
+                let blob = crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, &plaintext(i, first + i as u64));
+                batch.put_cf(self.cf(CF_REQUESTS), id, blob);
+            }
+        })
+    }
+
+    /// Appends one entry to the log on its own (a statement, not a change of state); returns
+    /// its leaf index.
+    pub fn append(&self, entry: &Entry) -> Result<u64, Error> {
+        self.write_logged_with(WriteBatch::default(), std::slice::from_ref(entry), |_, _| {})
+    }
+
+    /// How many entries the log holds.
+    pub fn tree_size(&self) -> u64 {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).tree.size().0
     }
 
     pub fn request(&self, id: &[u8; 16]) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {

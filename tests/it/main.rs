@@ -3,6 +3,7 @@
 mod harness;
 mod index;
 mod logs;
+mod erasure;
 mod rights;
 mod synth;
 mod templates;

@@ -16,15 +16,15 @@ use tonic::Code;
 use crate::harness::{Configure, Dirs, Server, files_under, oubli};
 
 /// One token per role, in a tokens file in the temp dir.
-struct Tokens4 {
-    operator: String,
-    operator_b: String,
-    desk: String,
-    auditor: String,
-    admin: String,
+pub struct Tokens4 {
+    pub operator: String,
+    pub operator_b: String,
+    pub desk: String,
+    pub auditor: String,
+    pub admin: String,
 }
 
-fn tokens(dirs: &Dirs) -> (std::path::PathBuf, Tokens4) {
+pub fn tokens(dirs: &Dirs) -> (std::path::PathBuf, Tokens4) {
     let path = dirs.keys.parent().expect("temp dir").join("tokens.toml");
     let t = Tokens4 {
         operator: Tokens::add(&path, "police-a", &[Role::Operator]).unwrap(),
@@ -36,7 +36,7 @@ fn tokens(dirs: &Dirs) -> (std::path::PathBuf, Tokens4) {
     (path, t)
 }
 
-fn with_tokens(path: std::path::PathBuf, more: impl Fn(&mut oubli::Config) + Send + Sync + 'static) -> Configure {
+pub fn with_tokens(path: std::path::PathBuf, more: impl Fn(&mut oubli::Config) + Send + Sync + 'static) -> Configure {
     Arc::new(move |c: &mut oubli::Config| {
         c.tokens_file = Some(path.clone());
         more(c);
@@ -86,9 +86,17 @@ async fn every_method_answers_each_role_as_the_role_table_says() {
         ("/oubli.v1.Rights/ReviewRequest", Some(&[PrivacyDesk])),
         ("/oubli.v1.Rights/DenyRequest", Some(&[PrivacyDesk])),
         ("/oubli.v1.Rights/ExtendRequest", Some(&[PrivacyDesk])),
+        ("/oubli.v1.Rights/SubmitErasureRequest", None),
+        ("/oubli.v1.Rights/GetErasureReceipts", None),
+        ("/oubli.v1.Rights/AttestNoMatch", None),
+        ("/oubli.v1.Notifications/ListNotifications", Some(&[Operator])),
+        ("/oubli.v1.Notifications/AckNotification", Some(&[Operator])),
         ("/oubli.v1.Admin/ListAuditEvents", Some(&[Auditor])),
         ("/oubli.v1.Admin/GetPolicy", Some(&[Admin, Auditor])),
         ("/oubli.v1.Admin/ReloadPolicy", Some(&[Admin])),
+        ("/oubli.v1.Admin/SweepPolicy", Some(&[Admin])),
+        ("/oubli.v1.Admin/RotateKeys", Some(&[Admin])),
+        ("/oubli.v1.Admin/RunPurge", Some(&[Admin])),
     ];
     let callers: [(Option<Role>, &str); 4] = [
         (Some(Operator), &t.operator),
@@ -142,12 +150,12 @@ async fn every_method_answers_each_role_as_the_role_table_says() {
 }
 
 /// A seeded population with look-alike families, enrolled by police-a.
-struct World {
-    population: Population,
-    ids: Vec<String>,
+pub struct World {
+    pub population: Population,
+    pub ids: Vec<String>,
 }
 
-fn population() -> Population {
+pub fn population() -> Population {
     let config = PopulationConfig {
         seed: 7,
         identities: 150,
@@ -158,7 +166,7 @@ fn population() -> Population {
     Population::generate(&config).unwrap()
 }
 
-async fn enrol(server: &Server, token: &str) -> World {
+pub async fn enrol(server: &Server, token: &str) -> World {
     let population = population();
     let (requests, _) = crate::harness::requests(&population);
     let mut client = TemplatesClient::new(server.channel_as(Some(token)).await);
@@ -166,13 +174,28 @@ async fn enrol(server: &Server, token: &str) -> World {
     World { population, ids }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 impl World {
+    /// The first probe from `from` on of a person whose strict matches are all theirs and who
+    /// has no review-band match.
+    pub fn clear_cut(&self, from: usize) -> usize {
+        let (strict, review) = (0.602_f32, 0.310_f32);
+        (from..self.population.probe_labels.len())
+            .find(|&p| {
+                let label = self.population.probe_labels[p];
+                let strict_hits = self.scored(p, strict, 2.0);
+                !strict_hits.is_empty()
+                    && strict_hits.iter().all(|(_, l)| *l == label)
+                    && self.scored(p, review, strict).is_empty()
+            })
+            .expect("a clear-cut person in the population")
+    }
+
     /// Record ids scoring at least `min` (and below `max`) against probe `p`, with their labels.
-    fn scored(&self, p: usize, min: f32, max: f32) -> Vec<(String, u32)> {
+    pub fn scored(&self, p: usize, min: f32, max: f32) -> Vec<(String, u32)> {
         let probe = self.population.probe(p);
         (0..self.population.len())
             .filter(|&i| {
@@ -184,7 +207,7 @@ impl World {
     }
 }
 
-async fn submit(rights: &mut RightsClient<oubli::grpc::AuthChannel>, probe: &[f32]) -> (String, String) {
+pub async fn submit(rights: &mut RightsClient<oubli::grpc::AuthChannel>, probe: &[f32]) -> (String, String) {
     let r = rights
         .submit_access_request(pb::SubmitAccessRequestRequest {
             probes: vec![pb::Embedding { values: probe.to_vec() }],
@@ -198,7 +221,7 @@ async fn submit(rights: &mut RightsClient<oubli::grpc::AuthChannel>, probe: &[f3
     (r.request_id, r.request_secret)
 }
 
-async fn wait(rights: &mut RightsClient<oubli::grpc::AuthChannel>, id: &str, secret: &str) -> pb::RequestStatus {
+pub async fn wait(rights: &mut RightsClient<oubli::grpc::AuthChannel>, id: &str, secret: &str) -> pb::RequestStatus {
     rights
         .get_request(pb::GetRequestRequest { request_id: id.into(), request_secret: secret.into(), wait_seconds: 30 })
         .await
@@ -206,7 +229,7 @@ async fn wait(rights: &mut RightsClient<oubli::grpc::AuthChannel>, id: &str, sec
         .into_inner()
 }
 
-async fn report(
+pub async fn report(
     rights: &mut RightsClient<oubli::grpc::AuthChannel>,
     id: &str,
     secret: &str,
@@ -227,16 +250,7 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
     let world = enrol(&server, &t.operator).await;
     let (strict, review) = (0.602_f32, 0.310_f32);
 
-    // A person whose strict matches are all theirs and who has no review-band match.
-    let person = (0..world.population.probe_labels.len())
-        .find(|&p| {
-            let label = world.population.probe_labels[p];
-            let strict_hits = world.scored(p, strict, 2.0);
-            !strict_hits.is_empty()
-                && strict_hits.iter().all(|(_, l)| *l == label)
-                && world.scored(p, review, strict).is_empty()
-        })
-        .expect("a clear-cut person in the population");
+    let person = world.clear_cut(0);
     let probe = world.population.probe(person).to_vec();
     let expected: std::collections::BTreeSet<String> =
         world.scored(person, strict, 2.0).into_iter().map(|(id, _)| id).collect();

@@ -74,8 +74,8 @@ def main(receipt_path, verifier_key):
     assert origin == body["log_origin"]
     print(f"ok  checkpoint signature ({size} leaves)")
     entry = base64.b64decode(body["entry"])
-    # version 1; kind 1 (enrolment) or 2 (access answered); the commitment follows the time.
-    assert entry[0] == 1 and entry[1] in (1, 2), "a known leaf kind"
+    # version 1; kinds 1-7 (docs/log-format.md); the commitment follows the time.
+    assert entry[0] == 1 and 1 <= entry[1] <= 7, "a known leaf kind"
     assert entry[10:42].hex() == body["commitment"], "the leaf names the receipt's commitment"
     leaf = leaf_hash(entry)
     print(f"ok  leaf hash {leaf.hex()}")

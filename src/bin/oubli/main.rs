@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 mod demo;
+mod erase;
 mod log;
 mod rights;
 mod synth;
@@ -115,6 +116,17 @@ enum Command {
     /// Manage a tokens file (offline).
     #[command(subcommand)]
     Tokens(rights::TokensCommand),
+    /// Erasure requests (GDPR Art. 17): submit one, follow it, get its receipts.
+    #[command(subcommand)]
+    Erase(erase::Erase),
+    /// Ask for a signed, logged statement that nothing held matches your face any more.
+    Attest(erase::AttestArgs),
+    /// Key-encryption keys (admin).
+    #[command(subcommand)]
+    Keys(erase::Keys),
+    /// Notices of erased records for their recipients (Art. 19; operator).
+    #[command(subcommand)]
+    Notifications(erase::Notifications),
 }
 
 /// One line of a records JSONL file: a template with its provenance.
@@ -159,6 +171,10 @@ async fn main() -> Result<()> {
         Command::Policy(c) => rights::policy(c, &cli.server).await,
         Command::Audit(c) => rights::audit(c, &cli.server, cli.json).await,
         Command::Tokens(c) => rights::tokens(c),
+        Command::Erase(c) => erase::erase(c, &cli.server, cli.json).await,
+        Command::Attest(args) => erase::attest(args, &cli.server).await,
+        Command::Keys(c) => erase::keys(c, &cli.server).await,
+        Command::Notifications(c) => erase::notifications(c, &cli.server, cli.json).await,
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
@@ -224,7 +240,11 @@ async fn main() -> Result<()> {
                 | Command::Requests(_)
                 | Command::Policy(_)
                 | Command::Audit(_)
-                | Command::Tokens(_) => unreachable!("handled above"),
+                | Command::Tokens(_)
+                | Command::Erase(_)
+                | Command::Attest(_)
+                | Command::Keys(_)
+                | Command::Notifications(_) => unreachable!("handled above"),
             }
             Ok(())
         }

@@ -99,6 +99,15 @@ pub enum PolicyCommand {
     Show,
     /// Re-read the server's policy file (admin).
     Reload,
+    /// Apply a rule to the data already held (admin): each matching record is erased by an
+    /// erasure request of its own, with its own receipts.
+    Sweep {
+        /// FIELD=VALUE with FIELD jurisdiction, source_kind or legal_basis (e.g. jurisdiction=FR).
+        rule: String,
+        /// Only count the matching records.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check a policy file offline; with --provenance, say what it decides for each line.
     Check {
         /// A policy TOML file, or a built-in profile name (lawful, permissive).
@@ -140,6 +149,7 @@ pub fn print_status(s: &pb::RequestStatus, json: bool) {
                 "due_at": time_text(s.due_at.as_ref()), "overdue": s.overdue, "matched": s.matched,
                 "withheld": s.withheld, "extension_months": s.extension_months,
                 "denial_reason": s.denial_reason, "receipt_leaf_index": s.receipt_leaf_index,
+                "kind": s.kind, "erasure_step": s.erasure_step,
                 "review_band": s.review_band.iter().map(|c| serde_json::json!({"record_id": c.record_id, "score": c.score})).collect::<Vec<_>>(),
             })
         );
@@ -323,6 +333,22 @@ pub async fn policy(command: PolicyCommand, server: &str) -> Result<()> {
                     refusals.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
                 }
             );
+        }
+        PolicyCommand::Sweep { rule, dry_run } => {
+            let mut client = AdminClient::new(channel(server).await?);
+            let r = client
+                .sweep_policy(pb::SweepPolicyRequest { rule: rule.clone(), dry_run })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if dry_run {
+                println!("{} record(s) match {rule}", r.matched);
+            } else {
+                for id in &r.request_ids {
+                    println!("{id}");
+                }
+                eprintln!("{} record(s) match {rule}: one erasure request each, queued", r.matched);
+            }
         }
         PolicyCommand::Check { policy, provenance } => {
             let path = PathBuf::from(&policy);

@@ -1,0 +1,266 @@
+//! `oubli erase`, `oubli attest`, `oubli keys`, `oubli notifications`: erasure (GDPR Art. 17,
+//! 19) from the command line.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use oubli::grpc::pb::{self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient};
+
+use super::{channel, rights::print_status, status_error};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Erase {
+    /// Ask for a face's records to be erased (GDPR Art. 17), by probe templates or by records
+    /// from your access report. Needs no token. Prints the request id and its secret.
+    Submit {
+        /// Probe templates: a .npy matrix, a JSONL file of records, or a JSON array.
+        #[arg(long, conflicts_with = "access_request")]
+        probe: Option<PathBuf>,
+        /// Rows of the probe file to use (comma-separated, from 0).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        rows: Vec<usize>,
+        /// Or: your completed access request's id...
+        #[arg(long, requires = "records")]
+        access_request: Option<String>,
+        /// ...its secret...
+        #[arg(long, env = "OUBLI_ACCESS_SECRET", default_value = "")]
+        access_secret: String,
+        /// ...and the record ids from its report to erase (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        records: Vec<String>,
+        /// How to reach you.
+        #[arg(long)]
+        contact: String,
+        /// Where you live (ISO 3166-1 alpha-2).
+        #[arg(long)]
+        jurisdiction: Option<String>,
+        /// Wait (up to 30 s) for the request to leave the worker's first states.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An erasure's state and pipeline step.
+    Status {
+        request_id: String,
+        #[arg(long, env = "OUBLI_REQUEST_SECRET", default_value = "")]
+        secret: String,
+        /// Wait up to this many seconds for the worker.
+        #[arg(long, default_value_t = 0)]
+        wait: u32,
+    },
+    /// The erasure's progress and its signed receipts; with --out, writes erasure.json,
+    /// receipt-phase1.json and receipt-phase2.json there (check them with `oubli verify`).
+    Receipt {
+        request_id: String,
+        #[arg(long, env = "OUBLI_REQUEST_SECRET", default_value = "")]
+        secret: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the erasure purges now instead of at the end of the purge window (admin).
+    Purge,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AttestArgs {
+    /// One of your requests (its secret proves it is yours).
+    #[arg(long)]
+    request: String,
+    #[arg(long, env = "OUBLI_REQUEST_SECRET")]
+    secret: String,
+    /// Probe templates: a .npy matrix, a JSONL file of records, or a JSON array.
+    #[arg(long)]
+    probe: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    rows: Vec<usize>,
+    /// Write the signed statement here (JSON receipt).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Keys {
+    /// A new key-encryption key; every data key re-wrapped; older keys destroyed (admin).
+    Rotate,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Notifications {
+    /// Notices of erased records this client received (operator).
+    List,
+    /// Acknowledge a notice once its copies are erased (operator).
+    Ack { id: String },
+}
+
+fn probes(file: &Path, rows: &[usize]) -> Result<Vec<pb::Embedding>> {
+    rows.iter().map(|&row| super::read_probe(file, row).map(|values| pb::Embedding { values })).collect()
+}
+
+pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
+    if let Erase::Purge = command {
+        let mut admin = AdminClient::new(channel(server).await?);
+        let r = admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?.into_inner();
+        println!("{}", if r.purged { "erasures moved on" } else { "nothing was waiting" });
+        return Ok(());
+    }
+    let mut client = RightsClient::new(channel(server).await?);
+    match command {
+        Erase::Submit { probe, rows, access_request, access_secret, records, contact, jurisdiction, wait } => {
+            let probes = match &probe {
+                Some(file) => probes(file, &rows)?,
+                None if access_request.is_some() => Vec::new(),
+                None => bail!("give --probe FILE, or --access-request ID --access-secret S --records IDS"),
+            };
+            let response = client
+                .submit_erasure_request(pb::SubmitErasureRequestRequest {
+                    probes,
+                    access_request_id: access_request.unwrap_or_default(),
+                    access_request_secret: access_secret,
+                    record_ids: records,
+                    contact,
+                    jurisdiction_claim: jurisdiction.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut status = response.status.clone().unwrap_or_default();
+            if wait {
+                status = client
+                    .get_request(pb::GetRequestRequest {
+                        request_id: response.request_id.clone(),
+                        request_secret: response.request_secret.clone(),
+                        wait_seconds: 30,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"request_id": response.request_id, "request_secret": response.request_secret,
+                        "state": status.state, "erasure_step": status.erasure_step})
+                );
+            } else {
+                println!("request id:     {}", response.request_id);
+                println!("request secret: {}  (keep it: only it opens your request)", response.request_secret);
+                println!("state:          {} {}", status.state, status.erasure_step);
+            }
+        }
+        Erase::Status { request_id, secret, wait } => {
+            let s = client
+                .get_request(pb::GetRequestRequest { request_id, request_secret: secret, wait_seconds: wait })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_status(&s, json);
+            if !json && !s.erasure_step.is_empty() {
+                println!("step:      {}", s.erasure_step);
+            }
+        }
+        Erase::Receipt { request_id, secret, out } => {
+            let r = client
+                .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id, request_secret: secret })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if let Some(dir) = &out {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::write(dir.join("erasure.json"), r.erasure_json.clone() + "\n")?;
+                for (name, body) in
+                    [("receipt-phase1.json", &r.phase1_receipt_json), ("receipt-phase2.json", &r.phase2_receipt_json)]
+                {
+                    if !body.is_empty() {
+                        std::fs::write(dir.join(name), body)?;
+                    }
+                }
+            }
+            if json {
+                println!("{}", r.erasure_json);
+                return Ok(());
+            }
+            println!("{}", r.erasure_json);
+            for (phase, body) in [("phase 1", &r.phase1_receipt_json), ("phase 2", &r.phase2_receipt_json)] {
+                if body.is_empty() {
+                    println!("{phase}: not logged yet");
+                    continue;
+                }
+                let receipt: oubli::audit::receipt::Receipt = serde_json::from_str(body)?;
+                let b: oubli::audit::receipt::Body = serde_json::from_str(&receipt.body)?;
+                println!("{phase}: {} at leaf {} ({})", b.event, b.leaf_index, b.logged_at);
+                for d in &b.done {
+                    println!("  done:     {d}");
+                }
+                for v in &b.verified {
+                    println!("  verified: {v}");
+                }
+                for p in &b.pending {
+                    println!("  pending:  {} (due: {})", p.what, p.due);
+                }
+            }
+        }
+        Erase::Purge => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+pub async fn attest(args: AttestArgs, server: &str) -> Result<()> {
+    let mut client = RightsClient::new(channel(server).await?);
+    let r = client
+        .attest_no_match(pb::AttestNoMatchRequest {
+            request_id: args.request,
+            request_secret: args.secret,
+            probes: probes(&args.probe, &args.rows)?,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if let Some(out) = &args.out {
+        std::fs::write(out, &r.receipt_json).with_context(|| format!("cannot write {}", out.display()))?;
+        eprintln!("wrote {} (check it with `oubli verify {}`)", out.display(), out.display());
+    }
+    let receipt: oubli::audit::receipt::Receipt = serde_json::from_str(&r.receipt_json)?;
+    let body: oubli::audit::receipt::Body = serde_json::from_str(&receipt.body)?;
+    println!("no-match attestation logged at leaf {}", r.leaf_index);
+    for v in body.verified {
+        println!("  verified: {v}");
+    }
+    Ok(())
+}
+
+pub async fn keys(command: Keys, server: &str) -> Result<()> {
+    let mut admin = AdminClient::new(channel(server).await?);
+    match command {
+        Keys::Rotate => {
+            let r = admin.rotate_keys(pb::RotateKeysRequest {}).await.map_err(status_error)?.into_inner();
+            println!(
+                "key epoch {}: {} key(s) re-wrapped, older key-encryption keys destroyed; logged at leaf {}",
+                r.epoch, r.rewrapped, r.leaf_index
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn notifications(command: Notifications, server: &str, json: bool) -> Result<()> {
+    let mut client = NotificationsClient::new(channel(server).await?);
+    match command {
+        Notifications::List => {
+            let list =
+                client.list_notifications(pb::ListNotificationsRequest {}).await.map_err(status_error)?.into_inner();
+            for n in &list.notifications {
+                if json {
+                    println!("{}", serde_json::json!({"id": n.id, "body": serde_json::from_str::<serde_json::Value>(&n.body_json).unwrap_or_default()}));
+                } else {
+                    println!("{}  {}", n.id, n.body_json);
+                }
+            }
+            if !json {
+                println!("{} notification(s)", list.notifications.len());
+            }
+        }
+        Notifications::Ack { id } => {
+            client.ack_notification(pb::AckNotificationRequest { id: id.clone() }).await.map_err(status_error)?;
+            println!("acknowledged {id}");
+        }
+    }
+    Ok(())
+}

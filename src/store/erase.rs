@@ -1,0 +1,497 @@
+//! Erasure in the store (../shared/DOMAIN.md §4-5): deleting every row of a record in one
+//! write, then purging the deleted values from disk and *checking* that they are gone.
+//!
+//! A `Delete` only writes a tombstone; the value stays in older table files and write-ahead
+//! logs until a compaction drops it. So erasure is two purges, each followed by checks that do
+//! not trust the compaction's silence:
+//! - the data keys ([`Store::purge_keys`]): every memtable flushed (so the write-ahead logs
+//!   that held the keys become obsolete and are deleted: they are never archived or recycled),
+//!   then the small `data_keys` column family compacted to the bottom. Checked: each key reads
+//!   back as absent; the table files that held it and the logs that existed at the delete are
+//!   no longer live and no longer on disk; no snapshot is held; no file deletion is on hold.
+//!   From then on every remaining copy of the ciphertext is unreadable.
+//! - the rows themselves ([`Store::purge_rows`]): the key ranges of the erased rows compacted
+//!   to the bottom, range by range (the cost follows the table files touched, not the store's
+//!   size), then the same checks for those ranges.
+//!
+//! Also here: the outbox of Art. 19 notifications to recipients, and the suppression list of
+//! erased sources (keyed hashes of their URIs).
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    sync::atomic::Ordering,
+};
+
+use jiff::Timestamp;
+use rocksdb::{BottommostLevelCompaction, CompactOptions, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{
+    CF_DATA_KEYS, CF_ENROLMENT_LEAVES, CF_GRAPH, CF_IDEMPOTENCY, CF_IDEMPOTENCY_OF, CF_OUTBOX, CF_QUARANTINE,
+    CF_RECIPIENTS, CF_RECORDS, CF_REQUESTS, CF_SUPPRESSED, COLUMN_FAMILIES, Error, Store, crypto, graph,
+};
+use crate::record::RecordId;
+
+pub(super) const NOTIFICATION_DOMAIN: &str = "notification";
+
+/// What the store knew, before a delete, about where the deleted values were on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Table files of `data_keys` that held the wrapped keys.
+    pub key_files: BTreeSet<String>,
+    /// Table files of the other column families that held the rows.
+    pub row_files: BTreeSet<String>,
+    /// Write-ahead logs that existed when the rows were deleted.
+    pub wals: BTreeSet<String>,
+}
+
+impl Evidence {
+    pub fn extend(&mut self, other: &Evidence) {
+        self.key_files.extend(other.key_files.iter().cloned());
+        self.row_files.extend(other.row_files.iter().cloned());
+        self.wals.extend(other.wals.iter().cloned());
+    }
+}
+
+/// A key range `[start, end]` of one column family that held an erased row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub cf: String,
+    #[serde(with = "hex::serde")]
+    pub start: Vec<u8>,
+    #[serde(with = "hex::serde")]
+    pub end: Vec<u8>,
+    /// Whether the range must read back empty (a graph slot may be reused at once).
+    pub absent: bool,
+}
+
+/// What one erasure removed, for the request that follows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erased {
+    pub records: usize,
+    pub rows: usize,
+    pub targets: Vec<Target>,
+    pub evidence: Evidence,
+}
+
+/// What the store holds about a record that its erasure needs first: the keyed hash of its
+/// source (for the suppression list) and who received it (for the notifications).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub id: RecordId,
+    pub source_key: [u8; 32],
+    pub recipients: BTreeSet<String>,
+}
+
+/// A notification to a recipient (Art. 19), as the operator reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub id: String,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl Store {
+    /// The keyed hash under which an erased source is suppressed: the URI itself is never
+    /// stored.
+    pub fn suppression_key(&self, source_uri: &str) -> [u8; 32] {
+        self.keys.mac(b"oubli/suppressed-source/v1", source_uri.trim().as_bytes())
+    }
+
+    /// Whether `source_uri` was erased on request (a re-enrolment of it is refused).
+    pub fn is_suppressed(&self, source_uri: &str) -> Result<bool, Error> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_SUPPRESSED), self.suppression_key(source_uri))?.is_some())
+    }
+
+    /// For each of `ids` still held: its source's keyed hash and its recipients.
+    pub fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(record) = self.get(id)? else { continue };
+            let recipients = self.disclosures(id)?.into_iter().map(|d| d.client).collect();
+            out.push(Held { id, source_key: self.suppression_key(record.provenance.source_uri()), recipients });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every row of `ids` (sealed record, wrapped data key, recipients rows,
+    /// idempotency rows, enrolment leaf, quarantine flag) and, in the same synced write, adds
+    /// `notices` to the recipients' outboxes, `suppress` to the suppression list and the
+    /// request's next state (`request(&erased)`). `graph_slots` are the records' graph rows,
+    /// removed by the index afterwards and purged with the rest. Returns what was removed and
+    /// where it was on disk.
+    pub fn erase(
+        &self,
+        ids: &[RecordId],
+        graph_slots: &[u32],
+        notices: &[(String, Vec<u8>)],
+        suppress: &[[u8; 32]],
+        request_id: &[u8; 16],
+        request: impl FnOnce(&Erased) -> Zeroizing<Vec<u8>>,
+    ) -> Result<Erased, Error> {
+        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut erased = Erased::default();
+        let single = |cf: &str, key: &[u8], absent: bool| Target {
+            cf: cf.into(),
+            start: key.to_vec(),
+            end: key.to_vec(),
+            absent,
+        };
+        for &id in ids {
+            if self.db.get_pinned_cf(self.cf(CF_RECORDS), id.as_bytes())?.is_some() {
+                erased.records += 1;
+            }
+            let key = id.as_bytes();
+            for cf in [CF_RECORDS, CF_DATA_KEYS, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_IDEMPOTENCY_OF] {
+                batch.delete_cf(self.cf(cf), key);
+                erased.rows += 1;
+            }
+            if let Some(row) = self.db.get_cf(self.cf(CF_IDEMPOTENCY_OF), key)? {
+                batch.delete_cf(self.cf(CF_IDEMPOTENCY), &row);
+                erased.rows += 1;
+                erased.targets.push(single(CF_IDEMPOTENCY, &row, true));
+            }
+            let mut end = key.to_vec();
+            end.extend_from_slice(&[0xff; 16]);
+            let mode = IteratorMode::From(key, rocksdb::Direction::Forward);
+            for item in self.db.iterator_cf(self.cf(CF_RECIPIENTS), mode) {
+                let (row, _) = item?;
+                if !row.starts_with(key) {
+                    break;
+                }
+                batch.delete_cf(self.cf(CF_RECIPIENTS), row);
+                erased.rows += 1;
+            }
+            erased.targets.push(Target { cf: CF_RECIPIENTS.into(), start: key.to_vec(), end, absent: true });
+            for cf in [CF_RECORDS, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_IDEMPOTENCY_OF] {
+                erased.targets.push(single(cf, key, true));
+            }
+        }
+        for slot in graph_slots {
+            erased.targets.push(single(CF_GRAPH, &graph::node_key(*slot), false));
+        }
+        let now = Timestamp::now();
+        for (client, body) in notices {
+            let key = self.outbox_key(client, now);
+            batch.put_cf(self.cf(CF_OUTBOX), &key, crypto::seal_blob(&self.keys, NOTIFICATION_DOMAIN, &key, body));
+        }
+        let at = now.as_second().to_be_bytes();
+        for source in suppress {
+            batch.put_cf(self.cf(CF_SUPPRESSED), source, at);
+        }
+        erased.evidence = self.evidence(ids, &erased.targets)?;
+        let plaintext = request(&erased);
+        batch.put_cf(
+            self.cf(CF_REQUESTS),
+            request_id,
+            crypto::seal_blob(&self.keys, super::rights::REQUEST_DOMAIN, request_id, &plaintext),
+        );
+        self.db.write_opt(batch, &super::synced())?;
+        Ok(erased)
+    }
+
+    /// The table files holding `ids`' data keys or the `targets` ranges, and the current
+    /// write-ahead logs.
+    pub fn evidence(&self, ids: &[RecordId], targets: &[Target]) -> Result<Evidence, Error> {
+        let mut evidence = Evidence { wals: self.wal_files()?, ..Default::default() };
+        for file in self.db.live_files()? {
+            let (Some(lo), Some(hi)) = (&file.start_key, &file.end_key) else { continue };
+            let covers = |start: &[u8], end: &[u8]| lo.as_slice() <= end && hi.as_slice() >= start;
+            if file.column_family_name == CF_DATA_KEYS {
+                if ids.iter().any(|id| covers(id.as_bytes(), id.as_bytes())) {
+                    evidence.key_files.insert(file.name);
+                }
+            } else if targets.iter().any(|t| t.cf == file.column_family_name && covers(&t.start, &t.end)) {
+                evidence.row_files.insert(file.name);
+            }
+        }
+        Ok(evidence)
+    }
+
+    fn wal_files(&self) -> Result<BTreeSet<String>, Error> {
+        let io = |source| Error::Io { path: self.data_dir.clone(), source };
+        let mut out = BTreeSet::new();
+        for entry in std::fs::read_dir(&self.data_dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") {
+                out.insert(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Purges the data keys of `ids` (deleted earlier) from disk and checks it: see the module
+    /// documentation. `evidence` is what [`Store::erase`] saw. Returns the checks passed, or
+    /// [`Error::Unverified`] naming the first that failed (the purge can simply be retried).
+    pub fn purge_keys(&self, ids: &[RecordId], evidence: &Evidence) -> Result<Vec<String>, Error> {
+        self.flush_all()?;
+        self.db.compact_range_cf_opt(self.cf(CF_DATA_KEYS), None::<&[u8]>, None::<&[u8]>, &forced());
+
+        let mut verified = Vec::new();
+        for id in ids {
+            if self.db.get_pinned_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?.is_some() {
+                return Err(Error::Unverified(format!("the data key of record {id} still reads back")));
+            }
+        }
+        verified.push(format!("each of the {} data key(s) reads back as absent", ids.len()));
+        verified.push(self.files_gone(&evidence.key_files, "table file(s) of the data-key column family")?);
+        let wals_left: Vec<&String> = evidence.wals.iter().filter(|w| self.data_dir.join(w).exists()).collect();
+        if !wals_left.is_empty() {
+            return Err(Error::Unverified(format!("write-ahead log(s) {wals_left:?} from before the delete remain")));
+        }
+        verified.push(format!(
+            "the {} write-ahead log(s) that existed at the delete were deleted (logs are never archived or recycled)",
+            evidence.wals.len()
+        ));
+        verified.extend(self.no_holds()?);
+        Ok(verified)
+    }
+
+    /// Purges the rows in `targets` (deleted earlier) from the table files and checks it.
+    /// `evidence` holds the files that held them at the delete.
+    pub fn purge_rows(&self, targets: &[Target], evidence: &Evidence) -> Result<Vec<String>, Error> {
+        let names: BTreeSet<&str> = targets.iter().map(|t| t.cf.as_str()).collect();
+        let cfs: Vec<_> = names.iter().filter_map(|n| self.db.cf_handle(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        let opts = forced();
+        for t in targets {
+            let cf = self.db.cf_handle(&t.cf).ok_or_else(|| Error::Corrupt(format!("no column family {}", t.cf)))?;
+            self.db.compact_range_cf_opt(cf, Some(&t.start), Some(&t.end), &opts);
+        }
+        let mut verified = Vec::new();
+        for t in targets.iter().filter(|t| t.absent) {
+            let cf = self.cf(&t.cf);
+            let mode = IteratorMode::From(&t.start, rocksdb::Direction::Forward);
+            if let Some(item) = self.db.iterator_cf(cf, mode).next() {
+                let (key, _) = item?;
+                if key.as_ref() <= t.end.as_slice() {
+                    return Err(Error::Unverified(format!("a row of column family {} still reads back", t.cf)));
+                }
+            }
+        }
+        verified.push(format!(
+            "each of the {} erased key range(s) reads back as empty",
+            targets.iter().filter(|t| t.absent).count()
+        ));
+        verified.push(self.files_gone(&evidence.row_files, "table file(s) that held the rows")?);
+        verified.extend(self.no_holds()?);
+        Ok(verified)
+    }
+
+    /// Checks that none of `files` is live or still on disk.
+    fn files_gone(&self, files: &BTreeSet<String>, what: &str) -> Result<String, Error> {
+        let live: BTreeSet<String> = self.db.live_files()?.into_iter().map(|f| f.name).collect();
+        for name in files {
+            if live.contains(name) {
+                return Err(Error::Unverified(format!("{name} is still a live table file")));
+            }
+            if self.data_dir.join(name.trim_start_matches('/')).exists() {
+                return Err(Error::Unverified(format!("{name} is obsolete but still on disk")));
+            }
+        }
+        Ok(format!("the {} {what} before the purge are no longer live and were deleted from disk", files.len()))
+    }
+
+    /// Checks that nothing keeps deleted values alive: no snapshot, no file deletion on hold.
+    fn no_holds(&self) -> Result<Vec<String>, Error> {
+        let snapshots = self.db.property_int_value("rocksdb.num-snapshots")?.unwrap_or(u64::MAX);
+        if snapshots != 0 {
+            return Err(Error::Unverified(format!("{snapshots} snapshot(s) are held")));
+        }
+        let keep = self.db.property_int_value("rocksdb.min-obsolete-sst-number-to-keep")?.unwrap_or(0);
+        if keep != u64::MAX {
+            return Err(Error::Unverified(format!("obsolete table files from number {keep} on are kept")));
+        }
+        Ok(vec!["no snapshot is held and no file deletion is on hold".into()])
+    }
+
+    fn outbox_key(&self, client: &str, at: Timestamp) -> Vec<u8> {
+        let mut key = self.keys.mac(b"oubli/outbox-client/v1", client.as_bytes()).to_vec();
+        key.extend_from_slice(&at.as_microsecond().to_be_bytes());
+        key.extend_from_slice(&self.disclosure_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        key
+    }
+
+    /// The notifications waiting for `client`, oldest first.
+    pub fn notices(&self, client: &str) -> Result<Vec<Notice>, Error> {
+        let prefix = self.keys.mac(b"oubli/outbox-client/v1", client.as_bytes());
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), mode) {
+            let (key, blob) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let body = crypto::open_blob(&self.keys, NOTIFICATION_DOMAIN, &key, &blob)?;
+            out.push(Notice { id: hex::encode(&key[32..]), body });
+        }
+        Ok(out)
+    }
+
+    /// Deletes `client`'s notification `id` (acknowledged); whether it was there.
+    pub fn ack_notice(&self, client: &str, id: &str) -> Result<bool, Error> {
+        let Some(suffix) = hex::decode(id).ok().filter(|s| s.len() == 12) else { return Ok(false) };
+        let mut key = self.keys.mac(b"oubli/outbox-client/v1", client.as_bytes()).to_vec();
+        key.extend_from_slice(&suffix);
+        if self.db.get_pinned_cf(self.cf(CF_OUTBOX), &key)?.is_none() {
+            return Ok(false);
+        }
+        self.db.delete_cf_opt(self.cf(CF_OUTBOX), &key, &super::synced())?;
+        Ok(true)
+    }
+
+    /// Flushes every memtable to table files.
+    pub fn flush_all(&self) -> Result<(), Error> {
+        let all: Vec<_> = COLUMN_FAMILIES.iter().map(|name| self.cf(name)).collect();
+        self.db.flush_cfs_opt(&all, &rocksdb::FlushOptions::default())?;
+        Ok(())
+    }
+
+    /// Test hook: the raw stored bytes of a record's sealed row and wrapped data key.
+    #[doc(hidden)]
+    pub fn raw_rows(&self, id: RecordId) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Error> {
+        Ok((
+            self.db.get_cf(self.cf(CF_RECORDS), id.as_bytes())?,
+            self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?,
+        ))
+    }
+
+    /// A RocksDB checkpoint (hard links to the table files) in `dir`: what a backup taken now
+    /// would hold.
+    pub fn backup_to(&self, dir: &Path) -> Result<(), Error> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+}
+
+fn forced() -> CompactOptions {
+    let mut opts = CompactOptions::default();
+    opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+    opts.set_exclusive_manual_compaction(true);
+    opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        embedding::Embedding,
+        record::{IdempotencyKey, Jurisdiction, LegalBasis, NewRecord, Provenance, SourceKind},
+    };
+
+    fn record(i: usize) -> NewRecord {
+        let now = Timestamp::now();
+        let mut v = vec![0.0f32; 8];
+        v[i % 8] = 1.0;
+        v[(i + 1) % 8] = i as f32 / 100.0;
+        NewRecord {
+            embedding: Embedding::new(v, 8).unwrap(),
+            provenance: Provenance::new(
+                format!("https://photos.example/{i}.jpg"),
+                now,
+                SourceKind::PublicWebScrape,
+                LegalBasis::NoneDeclared,
+                Jurisdiction::Unknown,
+                now,
+            )
+            .unwrap(),
+            idempotency_key: Some(IdempotencyKey::parse(format!("k{i}")).unwrap().unwrap()),
+        }
+    }
+
+    fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+                out.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn erased_rows_leave_the_disk_and_the_purges_check_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+        let store = Store::open(&data, &keys, Some(8), None).unwrap();
+        let records: Vec<NewRecord> = (0..40).map(record).collect();
+        let ids: Vec<RecordId> = (0..40).map(|_| RecordId::random()).collect();
+        let pairs: Vec<(RecordId, &NewRecord)> = ids.iter().copied().zip(&records).collect();
+        store.insert(&pairs[..20], Timestamp::now(), &[]).unwrap();
+        store.flush_all().unwrap();
+        store.insert(&pairs[20..], Timestamp::now(), &[(ids[3], "unknown-jurisdiction")]).unwrap();
+        store.record_disclosures(&ids[..5], "operator-a", Timestamp::now()).unwrap();
+
+        let gone = &ids[2..5];
+        let (sealed, wrapped) = store.raw_rows(gone[0]).unwrap();
+        let (sealed, wrapped) = (sealed.unwrap(), wrapped.unwrap());
+        let held = store.erasure_inputs(gone).unwrap();
+        assert_eq!(held.len(), 3);
+        assert!(held.iter().all(|h| h.recipients.contains("operator-a")));
+        let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
+        let request = [7u8; 16];
+        let erased = store
+            .erase(gone, &[], &[("operator-a".into(), b"{}".to_vec())], &suppress, &request, |_| {
+                Zeroizing::new(b"state".to_vec())
+            })
+            .unwrap();
+        assert_eq!(erased.records, 3);
+        assert!(!erased.evidence.key_files.is_empty(), "the first 20 records were flushed to a table file");
+        for id in gone {
+            assert!(store.get(*id).unwrap().is_none());
+            assert!(store.disclosures(*id).unwrap().is_empty());
+            assert!(store.enrolment_leaf(*id).unwrap().is_none());
+        }
+        assert!(store.quarantined().unwrap().is_empty());
+        assert!(store.is_suppressed("https://photos.example/2.jpg").unwrap());
+        assert!(!store.is_suppressed("https://photos.example/1.jpg").unwrap());
+        assert_eq!(store.notices("operator-a").unwrap().len(), 1);
+        assert!(store.notices("operator-b").unwrap().is_empty());
+        assert_eq!(store.request(&request).unwrap().unwrap().as_slice(), b"state");
+        assert!(store.get(ids[0]).unwrap().is_some(), "other records stay");
+        assert!(!files_containing(&data, &wrapped).is_empty(), "before the purge the key is on disk");
+
+        let verified = store.purge_keys(gone, &erased.evidence).unwrap();
+        assert!(verified.len() >= 4, "{verified:?}");
+        assert_eq!(files_containing(&data, &wrapped), Vec::<String>::new());
+        assert!(!files_containing(&data, &sealed).is_empty(), "phase 1 leaves the ciphertext, unreadable");
+
+        let verified = store.purge_rows(&erased.targets, &erased.evidence).unwrap();
+        assert!(verified.iter().any(|v| v.contains("reads back as empty")), "{verified:?}");
+        assert_eq!(files_containing(&data, &sealed), Vec::<String>::new());
+        for id in &ids[5..] {
+            assert!(store.get(*id).unwrap().is_some());
+        }
+        // A second purge of the same rows has nothing left to find and still passes.
+        store.purge_rows(&erased.targets, &erased.evidence).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_rewraps_every_key_and_destroys_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+        let backup = dir.path().join("backup");
+        let records: Vec<NewRecord> = (0..10).map(record).collect();
+        let ids: Vec<RecordId> = (0..10).map(|_| RecordId::random()).collect();
+        let pairs: Vec<(RecordId, &NewRecord)> = ids.iter().copied().zip(&records).collect();
+        {
+            let store = Store::open(&data, &keys, Some(8), None).unwrap();
+            store.insert(&pairs, Timestamp::now(), &[]).unwrap();
+            store.put_request(&[1; 16], b"request").unwrap();
+            store.backup_to(&backup).unwrap();
+            let rotation = store.rotate_keys().unwrap();
+            assert_eq!((rotation.epoch, rotation.rewrapped), (2, 11));
+            assert!(!keys.join("kek-00000001.key").exists());
+            assert_eq!(store.get(ids[0]).unwrap().unwrap().embedding, records[0].embedding);
+            assert_eq!(store.request(&[1; 16]).unwrap().unwrap().as_slice(), b"request");
+        }
+        let store = Store::open(&data, &keys, None, None).unwrap();
+        assert_eq!(store.key_epoch(), 2);
+        assert!(store.get(ids[9]).unwrap().is_some());
+        drop(store);
+        // The backup's keys were wrapped under epoch 1, destroyed: it no longer opens.
+        assert!(matches!(Store::open(&backup, &keys, None, None), Err(Error::WrongKeys { .. })));
+    }
+}

@@ -1,0 +1,133 @@
+//! Key-encryption-key rotation (../shared/DOMAIN.md §5): a new epoch, every live data key
+//! re-wrapped under it, the older KEKs destroyed, and the rotation logged.
+//!
+//! Backups and checkpoints taken before hold data keys wrapped under an older epoch: once that
+//! epoch's KEK is destroyed they are unreadable, including the keys of records erased since.
+//!
+//! Crash safety: the new KEK file is written and synced before any key is wrapped under it;
+//! rows are re-wrapped in synced batches; the key-check value and a `rotation` marker (the new
+//! epoch and the count) are written next; only then are the old KEK files destroyed, and the
+//! log entry is written with the marker's removal. At open, more than one KEK or a marker means
+//! a rotation was interrupted, and it is finished (re-wrapping is idempotent).
+use jiff::Timestamp;
+use rocksdb::{IteratorMode, WriteBatch};
+
+use super::{
+    CF_DATA_KEYS, CF_META, CF_OUTBOX, CF_REQUESTS, Error, META_KEY_CHECK, Store, crypto,
+    blob_domain, synced,
+};
+use crate::{
+    audit::event::{self, Entry, Event},
+    record::RecordId,
+};
+
+const META_ROTATION: &[u8] = b"rotation";
+/// Rows re-wrapped per synced batch.
+const BATCH: usize = 10_000;
+
+/// The outcome of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub epoch: u32,
+    pub rewrapped: u64,
+    /// The log leaf that records it.
+    pub leaf: u64,
+}
+
+impl Store {
+    /// Rotates to a new KEK epoch: see the module documentation.
+    pub fn rotate_keys(&self) -> Result<Rotation, Error> {
+        let _rotation = self.rotation_lock.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            // Waits for writes wrapping under the old epoch: once the new one is current, every
+            // row the re-wrap pass misses is already under it.
+            let _no_wraps = self.key_lock.write().unwrap_or_else(|p| p.into_inner());
+            self.keys.add_epoch()?;
+        }
+        self.finish_rotation()?.ok_or_else(|| Error::Corrupt("a rotation that was just started has no epoch".into()))
+    }
+
+    /// Finishes an interrupted rotation, if any (called at open and by [`Store::rotate_keys`]).
+    pub(super) fn finish_rotation(&self) -> Result<Option<Rotation>, Error> {
+        let marker = self.db.get_cf(self.cf(CF_META), META_ROTATION)?;
+        if self.keys.epochs().len() < 2 && marker.is_none() {
+            return Ok(None);
+        }
+        let epoch = self.keys.current_epoch();
+        let mut rewrapped = match marker.as_deref().and_then(|m| m.split_first_chunk::<4>()) {
+            Some((e, count)) if u32::from_be_bytes(*e) == epoch => {
+                count.try_into().map(u64::from_be_bytes).map_err(|_| Error::Corrupt("rotation marker".into()))?
+            }
+            _ => 0,
+        };
+        if self.keys.epochs().len() > 1 {
+            rewrapped += self.rewrap_all()?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.cf(CF_META), META_KEY_CHECK, self.keys.check_value());
+            let mut value = epoch.to_be_bytes().to_vec();
+            value.extend_from_slice(&rewrapped.to_be_bytes());
+            batch.put_cf(self.cf(CF_META), META_ROTATION, value);
+            self.db.write_opt(batch, &synced())?;
+            let destroyed = self.keys.destroy_old_epochs()?;
+            tracing::info!(epoch, ?destroyed, rewrapped, "older key-encryption keys destroyed");
+        }
+        let now = Timestamp::now();
+        let entry = Entry {
+            time: now.round(jiff::Unit::Second).unwrap_or(now),
+            event: Event::KeysRotated { commitment: event::rotation_commitment(epoch), epoch, rewrapped },
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_META), META_ROTATION);
+        let leaf = self.write_logged_with(batch, std::slice::from_ref(&entry), |_, _| {})?;
+        tracing::info!(epoch, rewrapped, leaf, "key rotation logged");
+        Ok(Some(Rotation { epoch, rewrapped, leaf }))
+    }
+
+    /// Re-wraps every data key and every sealed blob not yet under the current KEK, in synced
+    /// batches. Returns how many were re-wrapped.
+    fn rewrap_all(&self) -> Result<u64, Error> {
+        let mut count = 0;
+        let mut batch = WriteBatch::default();
+        let mut pending = 0;
+        let flush = |batch: &mut WriteBatch, pending: &mut usize| -> Result<(), Error> {
+            if *pending > 0 {
+                self.db.write_opt(std::mem::take(batch), &synced())?;
+                *pending = 0;
+            }
+            Ok(())
+        };
+        for item in self.db.iterator_cf(self.cf(CF_DATA_KEYS), IteratorMode::Start) {
+            let (key, wrapped) = item?;
+            let id: [u8; 16] = key.as_ref().try_into().map_err(|_| Error::Corrupt("data key row".into()))?;
+            if let Some(new) = self.keys.rewrap(RecordId::from_bytes(id), &wrapped)? {
+                batch.put_cf(self.cf(CF_DATA_KEYS), key, new);
+                count += 1;
+                pending += 1;
+                if pending >= BATCH {
+                    flush(&mut batch, &mut pending)?;
+                }
+            }
+        }
+        for cf in [CF_REQUESTS, CF_OUTBOX] {
+            let domain = blob_domain(cf);
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (key, blob) = item?;
+                if let Some(new) = crypto::rewrap_blob(&self.keys, domain, &key, &blob)? {
+                    batch.put_cf(self.cf(cf), key, new);
+                    count += 1;
+                    pending += 1;
+                    if pending >= BATCH {
+                        flush(&mut batch, &mut pending)?;
+                    }
+                }
+            }
+        }
+        flush(&mut batch, &mut pending)?;
+        Ok(count)
+    }
+
+    /// The current KEK epoch.
+    pub fn key_epoch(&self) -> u32 {
+        self.keys.current_epoch()
+    }
+}
