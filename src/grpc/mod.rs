@@ -191,8 +191,9 @@ async fn serve(
         .await;
     let templates = pb::templates_server::TemplatesServer::new(templates::TemplatesService::new(rights.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let rights_service = pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), worker.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let rights_service =
+        pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), worker.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = pb::admin_server::AdminServer::new(rights::AdminService::new(rights.clone(), worker));
     let notifications =
         pb::notifications_server::NotificationsServer::new(rights::NotificationsService::new(rights.clone()));

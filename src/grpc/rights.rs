@@ -12,8 +12,8 @@ use super::{
 };
 use crate::rights::{
     self, RequestView, Rights,
-    erasure::{ErasureTarget, SweepRule},
     auth::Role,
+    erasure::{ErasureTarget, SweepRule},
     request::{RequestId, State},
 };
 
@@ -75,10 +75,7 @@ pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
 }
 
 fn probes(list: Vec<pb::Embedding>, dimension: usize) -> Result<Vec<crate::embedding::Embedding>, Status> {
-    list.into_iter()
-        .enumerate()
-        .map(|(i, p)| convert::embedding(Some(p), &format!("probes[{i}]"), dimension))
-        .collect()
+    list.into_iter().enumerate().map(|(i, p)| convert::embedding(Some(p), &format!("probes[{i}]"), dimension)).collect()
 }
 
 #[tonic::async_trait]
@@ -413,7 +410,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     #[instrument(skip_all, name = "RunPurge")]
-    async fn run_purge(&self, _request: Request<pb::RunPurgeRequest>) -> Result<Response<pb::RunPurgeResponse>, Status> {
+    async fn run_purge(
+        &self,
+        _request: Request<pb::RunPurgeRequest>,
+    ) -> Result<Response<pb::RunPurgeResponse>, Status> {
         let rights = self.rights.clone();
         let purged = blocking(move || rights.purge_due(true)).await?;
         Ok(Response::new(pb::RunPurgeResponse { purged }))

@@ -44,8 +44,14 @@ fn failpoint(name: &str) {
 }
 
 /// The failpoints of the pipeline, in order.
-pub const FAILPOINTS: [&str; 6] =
-    ["erase.planned", "erase.deleted", "erase.unindexed", "erase.keys-purged", "erase.phase1-logged", "erase.rows-purged"];
+pub const FAILPOINTS: [&str; 6] = [
+    "erase.planned",
+    "erase.deleted",
+    "erase.unindexed",
+    "erase.keys-purged",
+    "erase.phase1-logged",
+    "erase.rows-purged",
+];
 
 /// What the person (or the privacy desk) sees of an erasure.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -199,14 +205,8 @@ impl Rights {
     pub(super) fn plan_erasure(&self, request: &mut Request) -> Result<(), Error> {
         let approved: BTreeSet<RecordId> =
             request.review.as_ref().map(|r| r.approved.iter().copied().collect()).unwrap_or_default();
-        let plan: Vec<RecordId> = request
-            .matched
-            .iter()
-            .map(|m| m.record_id)
-            .chain(approved)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let plan: Vec<RecordId> =
+            request.matched.iter().map(|m| m.record_id).chain(approved).collect::<BTreeSet<_>>().into_iter().collect();
         let graph_slots = self.engine.graph_slots(&plan);
         let salt = self.salt(request);
         let now = self.now();
@@ -474,7 +474,9 @@ impl Rights {
         } else {
             let due = e
                 .deleted_at
-                .and_then(|t| t.checked_add(SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days))).ok())
+                .and_then(|t| {
+                    t.checked_add(SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days))).ok()
+                })
                 .map_or_else(|| "unknown".to_string(), |t| t.to_string());
             Pending {
                 what: format!(

@@ -691,7 +691,11 @@ impl Rights {
             receipt_leaf: r.receipt_leaf,
             contact: desk.then(|| r.contact.clone()),
             history: r.history.clone(),
-            erasure_step: r.erasure.as_ref().filter(|_| matches!(r.state, State::Erasing | State::Completed)).map(|e| e.step),
+            erasure_step: r
+                .erasure
+                .as_ref()
+                .filter(|_| matches!(r.state, State::Erasing | State::Completed))
+                .map(|e| e.step),
         }
     }
 

@@ -16,11 +16,7 @@
 //!
 //! Also here: the outbox of Art. 19 notifications to recipients, and the suppression list of
 //! erased sources (keyed hashes of their URIs).
-use std::{
-    collections::BTreeSet,
-    path::Path,
-    sync::atomic::Ordering,
-};
+use std::{collections::BTreeSet, path::Path, sync::atomic::Ordering};
 
 use jiff::Timestamp;
 use rocksdb::{BottommostLevelCompaction, CompactOptions, IteratorMode, WriteBatch};
@@ -82,6 +78,13 @@ pub struct Held {
     pub id: RecordId,
     pub source_key: [u8; 32],
     pub recipients: BTreeSet<String>,
+}
+
+/// A record's rows as stored (test hook): what the evidence tests look for on disk.
+#[derive(Debug, Clone)]
+pub struct RawRows {
+    pub sealed: Option<Vec<u8>>,
+    pub wrapped_key: Option<Vec<u8>>,
 }
 
 /// A notification to a recipient (Art. 19), as the operator reads it.
@@ -350,11 +353,11 @@ impl Store {
 
     /// Test hook: the raw stored bytes of a record's sealed row and wrapped data key.
     #[doc(hidden)]
-    pub fn raw_rows(&self, id: RecordId) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Error> {
-        Ok((
-            self.db.get_cf(self.cf(CF_RECORDS), id.as_bytes())?,
-            self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?,
-        ))
+    pub fn raw_rows(&self, id: RecordId) -> Result<RawRows, Error> {
+        Ok(RawRows {
+            sealed: self.db.get_cf(self.cf(CF_RECORDS), id.as_bytes())?,
+            wrapped_key: self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?,
+        })
     }
 
     /// A RocksDB checkpoint (hard links to the table files) in `dir`: what a backup taken now
@@ -425,8 +428,8 @@ mod tests {
         store.record_disclosures(&ids[..5], "operator-a", Timestamp::now()).unwrap();
 
         let gone = &ids[2..5];
-        let (sealed, wrapped) = store.raw_rows(gone[0]).unwrap();
-        let (sealed, wrapped) = (sealed.unwrap(), wrapped.unwrap());
+        let raw = store.raw_rows(gone[0]).unwrap();
+        let (sealed, wrapped) = (raw.sealed.unwrap(), raw.wrapped_key.unwrap());
         let held = store.erasure_inputs(gone).unwrap();
         assert_eq!(held.len(), 3);
         assert!(held.iter().all(|h| h.recipients.contains("operator-a")));

@@ -53,7 +53,7 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
-pub use erase::{Erased, Evidence, Held, Notice, Target};
+pub use erase::{Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
 pub use rights::Disclosure;
 pub use rotate::Rotation;

@@ -12,10 +12,7 @@
 use jiff::Timestamp;
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::{
-    CF_DATA_KEYS, CF_META, CF_OUTBOX, CF_REQUESTS, Error, META_KEY_CHECK, Store, crypto,
-    blob_domain, synced,
-};
+use super::{CF_DATA_KEYS, CF_META, CF_OUTBOX, CF_REQUESTS, Error, META_KEY_CHECK, Store, blob_domain, crypto, synced};
 use crate::{
     audit::event::{self, Entry, Event},
     record::RecordId,

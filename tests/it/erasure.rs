@@ -134,8 +134,8 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     {
         let store = Store::open(&dirs.data, &dirs.keys, None, None).unwrap();
         for id in &erased {
-            let (sealed, wrapped) = store.raw_rows(id.parse().unwrap()).unwrap();
-            stored.push((sealed.unwrap(), wrapped.unwrap()));
+            let raw = store.raw_rows(id.parse().unwrap()).unwrap();
+            stored.push((raw.sealed.unwrap(), raw.wrapped_key.unwrap()));
         }
     }
     let server = Server::start_with(dirs, configure).await;
@@ -206,7 +206,8 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         .collect();
     assert_eq!(told, erased);
     let mut notices_b = NotificationsClient::new(server.channel_as(Some(&t.operator_b)).await);
-    let list_b = notices_b.list_notifications(pb::ListNotificationsRequest {}).await.unwrap().into_inner().notifications;
+    let list_b =
+        notices_b.list_notifications(pb::ListNotificationsRequest {}).await.unwrap().into_inner().notifications;
     assert_eq!(list_b.len(), 1);
     assert!(list_b[0].body_json.contains(&top));
     notices_b.ack_notification(pb::AckNotificationRequest { id: list_b[0].id.clone() }).await.unwrap();
@@ -261,4 +262,306 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     assert_eq!(count(|e| matches!(e, Event::ErasurePlanned { .. })), 1);
     assert_eq!(count(|e| matches!(e, Event::ErasureKeysPurged { .. })), 1);
     assert_eq!(count(|e| matches!(e, Event::ErasureTemplatesPurged { .. })), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_before_an_erasure_is_unreadable_after_a_key_rotation() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let configure = with_tokens(path, |_| {});
+    let server = Server::start_with(dirs, configure.clone()).await;
+    let world = enrol(&server, &t.operator).await;
+    let person = world.clear_cut(0);
+    let probe = world.population.probe(person).to_vec();
+    let erased: Vec<String> = world.scored(person, STRICT, 2.0).into_iter().map(|(id, _)| id).collect();
+
+    // A backup (a RocksDB checkpoint: hard links to the table files) taken before the erasure.
+    let dirs = server.stop().await;
+    let backup = dirs.keys.parent().unwrap().join("backup");
+    let sealed = {
+        let store = Store::open(&dirs.data, &dirs.keys, None, None).unwrap();
+        store.backup_to(&backup).unwrap();
+        store.raw_rows(erased[0].parse().unwrap()).unwrap().sealed.unwrap()
+    };
+    let keys = dirs.keys.clone();
+    let server = Server::start_with(dirs, configure).await;
+
+    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let (id, secret) = submit_erasure(&mut rights, &probe).await;
+    assert_eq!(wait(&mut rights, &id, &secret).await.erasure_step, "keys_purged");
+    let mut admin = AdminClient::new(server.channel_as(Some(&t.admin)).await);
+    admin.run_purge(pb::RunPurgeRequest {}).await.unwrap();
+    assert_eq!(wait(&mut rights, &id, &secret).await.state, "completed");
+    assert!(holding(&server.dirs.data, &sealed).is_empty(), "the live data dir no longer holds it");
+    assert!(!holding(&backup, &sealed).is_empty(), "the backup still holds the ciphertext");
+    let phase1 = body(&receipts(&mut rights, &id, &secret).await.phase1_receipt_json);
+    let backups = phase1.pending.iter().find(|p| p.what.contains("backups")).expect("a pending backup item");
+    assert!(backups.what.contains("key epoch 1") && backups.due.starts_with("20"), "{backups:?}");
+
+    // The rotation the receipt promised, from the CLI.
+    let addr = server.addr.to_string();
+    let (ok, out) = oubli(&["--server", &addr, "--token", &t.admin, "keys", "rotate"]);
+    assert!(ok && out.contains("key epoch 2"), "{out}");
+    assert!(!keys.join("kek-00000001.key").exists(), "the old key-encryption key file is gone");
+    // The backup still holds the bytes, but its data keys were wrapped under epoch 1: gone.
+    assert!(!holding(&backup, &sealed).is_empty());
+    match Store::open(&backup, &keys, None, None) {
+        Err(oubli::store::Error::WrongKeys { .. }) => {}
+        other => panic!("the backup must no longer open: {:?}", other.err()),
+    }
+    let phase1 = body(&receipts(&mut rights, &id, &secret).await.phase1_receipt_json);
+    assert!(phase1.pending.iter().any(|p| p.what.starts_with("none: backups") && p.due == "done"), "{:?}", phase1);
+    // Everything else is still readable under the new epoch, after a restart too.
+    let server = server.restart().await;
+    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let kept = world.ids.iter().find(|i| !erased.contains(i)).unwrap();
+    templates.get(pb::GetRequest { record_id: kept.clone(), include_embedding: true }).await.unwrap();
+    let kinds = events(server.channel().await).await;
+    assert_eq!(kinds.iter().filter(|e| matches!(e, Event::KeysRotated { epoch: 2, .. })).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_sweep_erases_exactly_the_french_records_each_with_its_receipts() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
+    let world = enrol(&server, &t.operator).await;
+    let french: BTreeSet<String> = (0..world.ids.len())
+        .filter(|&i| world.population.provenance[i].jurisdiction().as_str() == "FR")
+        .map(|i| world.ids[i].clone())
+        .collect();
+    assert!(!french.is_empty() && french.len() < world.ids.len());
+
+    let mut admin = AdminClient::new(server.channel_as(Some(&t.admin)).await);
+    let bad = admin.sweep_policy(pb::SweepPolicyRequest { rule: "colour=blue".into(), dry_run: true }).await;
+    assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+    let dry = admin
+        .sweep_policy(pb::SweepPolicyRequest { rule: "jurisdiction=FR".into(), dry_run: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((dry.matched as usize, dry.request_ids.len()), (french.len(), 0));
+    let sweep = admin
+        .sweep_policy(pb::SweepPolicyRequest { rule: "jurisdiction=FR".into(), dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sweep.request_ids.len(), french.len(), "one erasure request per record");
+
+    let mut desk = RightsClient::new(server.channel_as(Some(&t.desk)).await);
+    for id in &sweep.request_ids {
+        let s = wait(&mut desk, id, "").await;
+        assert_eq!(s.erasure_step, "keys_purged", "{s:?}");
+    }
+    assert!(admin.run_purge(pb::RunPurgeRequest {}).await.unwrap().into_inner().purged);
+
+    let mut log = TransparencyClient::new(server.channel().await);
+    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
+    let key = VerifierKey::parse(&key).unwrap();
+    let mut erased = BTreeSet::new();
+    for id in &sweep.request_ids {
+        let r = receipts(&mut desk, id, "").await;
+        assert_eq!(r.status.unwrap().state, "completed");
+        let status: serde_json::Value = serde_json::from_str(&r.erasure_json).unwrap();
+        assert_eq!(status["origin"]["rule"], "jurisdiction=FR");
+        erased.extend(status["records"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()));
+        for json in [&r.phase1_receipt_json, &r.phase2_receipt_json] {
+            assert!(receipt::verify(json, &key, None).iter().all(|c| c.ok), "each record's receipts verify");
+        }
+    }
+    assert_eq!(erased, french, "exactly the French records");
+    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    for id in &world.ids {
+        let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
+        assert_eq!(got.is_ok(), !french.contains(id), "record {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_named_in_an_access_report_can_be_erased_with_its_secret_only() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
+    let world = enrol(&server, &t.operator).await;
+    let person = world.clear_cut(0);
+    let probe = world.population.probe(person).to_vec();
+    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let (access, access_secret) = crate::rights::submit(&mut rights, &probe).await;
+    wait(&mut rights, &access, &access_secret).await;
+    let (report, _) = crate::rights::report(&mut rights, &access, &access_secret).await;
+    let mine: Vec<String> = report.records.iter().map(|r| r.record_id.clone()).collect();
+    let stranger = world.ids.iter().find(|i| !mine.contains(i)).unwrap().clone();
+
+    let by_records = |secret: &str, records: Vec<String>| pb::SubmitErasureRequestRequest {
+        access_request_id: access.clone(),
+        access_request_secret: secret.into(),
+        record_ids: records,
+        contact: "jeanne@example.org".into(),
+        ..Default::default()
+    };
+    let wrong = rights.submit_erasure_request(by_records("00", vec![mine[0].clone()])).await.unwrap_err();
+    assert_eq!(wrong.code(), Code::PermissionDenied);
+    let stray = rights.submit_erasure_request(by_records(&access_secret, vec![stranger.clone()])).await.unwrap_err();
+    assert_eq!(stray.code(), Code::InvalidArgument, "{}", stray.message());
+    let neither = rights
+        .submit_erasure_request(pb::SubmitErasureRequestRequest { contact: "x".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(neither.code(), Code::InvalidArgument);
+
+    let r =
+        rights.submit_erasure_request(by_records(&access_secret, vec![mine[0].clone()])).await.unwrap().into_inner();
+    assert_eq!(wait(&mut rights, &r.request_id, &r.request_secret).await.erasure_step, "keys_purged");
+    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let get = |id: &str| pb::GetRequest { record_id: id.into(), include_embedding: false };
+    assert_eq!(templates.get(get(&mine[0])).await.unwrap_err().code(), Code::NotFound);
+    for other in mine.iter().skip(1).chain([&stranger]) {
+        templates.get(get(other)).await.unwrap();
+    }
+}
+
+/// An `oubli-server` process on a loopback port, its log lines on a channel.
+struct Process {
+    child: std::process::Child,
+    addr: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn spawn(dirs: &Dirs, failpoint: Option<&str>) -> Process {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_oubli-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--policy-profile", "permissive", "--purge-window-secs", "0"])
+            .arg("--data-dir")
+            .arg(&dirs.data)
+            .arg("--key-dir")
+            .arg(&dirs.keys)
+            .env("NO_COLOR", "1")
+            .env("OUBLI_LOG", "info")
+            .env_remove("OUBLI_FAILPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(f) = failpoint {
+            cmd.env("OUBLI_FAILPOINT", f);
+        }
+        let mut child = cmd.spawn().expect("oubli-server starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Process { child, addr: String::new(), lines };
+        let line = process.wait_for("serving oubli.v1");
+        let at = line.find("127.0.0.1:").expect("the address is logged");
+        process.addr = line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+        process
+    }
+
+    /// The first log line containing `text` (the server is given a minute to get there).
+    fn wait_for(&self, text: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?}: {e}"),
+            }
+        }
+    }
+
+    async fn channel(&self, dirs: &Dirs) -> oubli::grpc::AuthChannel {
+        let token = std::fs::read_to_string(dirs.keys.join(oubli::grpc::LOCAL_TOKEN_FILE)).expect("local token");
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        tonic::service::interceptor::InterceptedService::new(
+            channel,
+            oubli::grpc::Bearer::new(Some(token.trim())).expect("token"),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() {
+    let population = oubli::synth::Population::generate(&oubli::synth::PopulationConfig {
+        seed: 11,
+        identities: 60,
+        samples_per_identity: 3,
+        probes_per_identity: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let (requests, _) = crate::harness::requests(&population);
+    for failpoint in oubli::rights::erasure::FAILPOINTS {
+        let dirs = Dirs::new();
+        let server = Process::spawn(&dirs, Some(failpoint));
+        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
+        let ids = templates.enroll_stream(tokio_stream::iter(requests.clone())).await.unwrap().into_inner().record_ids;
+        let world = crate::rights::World { population: population.clone(), ids };
+        let person = world.clear_cut(0);
+        let probe = world.population.probe(person).to_vec();
+        let erased: Vec<String> = world.scored(person, STRICT, 2.0).into_iter().map(|(id, _)| id).collect();
+        let search = pb::SearchRequest {
+            probe: Some(pb::Embedding { values: probe.clone() }),
+            k: 10,
+            min_score: Some(STRICT),
+            exact: false,
+        };
+        assert_eq!(templates.search(search.clone()).await.unwrap().into_inner().hits.len(), erased.len());
+        let mut log = TransparencyClient::new(server.channel(&dirs).await);
+        let before = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
+
+        let mut rights = RightsClient::new(server.channel(&dirs).await);
+        let (id, secret) = submit_erasure(&mut rights, &probe).await;
+        server.wait_for(&format!("failpoint {failpoint} reached"));
+        let mut child = server.child;
+        let status = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{failpoint}: SIGKILL");
+
+        let server = Process::spawn(&dirs, None);
+        let mut rights = RightsClient::new(server.channel(&dirs).await);
+        let mut admin = AdminClient::new(server.channel(&dirs).await);
+        let mut state = wait(&mut rights, &id, &secret).await;
+        while state.state != "completed" {
+            admin.run_purge(pb::RunPurgeRequest {}).await.unwrap();
+            state = wait(&mut rights, &id, &secret).await;
+        }
+        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
+        for record in &erased {
+            let got = templates.get(pb::GetRequest { record_id: record.clone(), include_embedding: false }).await;
+            assert_eq!(got.unwrap_err().code(), Code::NotFound, "{failpoint}");
+        }
+        assert!(templates.search(search).await.unwrap().into_inner().hits.is_empty(), "{failpoint}");
+        assert_log_extends(server.channel(&dirs).await, &before).await;
+        let kinds = events(server.channel(&dirs).await).await;
+        let count = |f: fn(&Event) -> bool| kinds.iter().filter(|e| f(e)).count();
+        assert_eq!(
+            (
+                count(|e| matches!(e, Event::ErasurePlanned { .. })),
+                count(|e| matches!(e, Event::ErasureKeysPurged { .. })),
+                count(|e| matches!(e, Event::ErasureTemplatesPurged { .. })),
+            ),
+            (1, 1, 1),
+            "{failpoint}: one plan and one receipt per phase"
+        );
+        let r = receipts(&mut rights, &id, &secret).await;
+        let key = log_key(server.channel(&dirs).await).await;
+        for json in [&r.phase1_receipt_json, &r.phase2_receipt_json] {
+            assert!(receipt::verify(json, &key, None).iter().all(|c| c.ok), "{failpoint}");
+        }
+        let mut child = server.child;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+async fn log_key(channel: oubli::grpc::AuthChannel) -> VerifierKey {
+    let mut log = TransparencyClient::new(channel);
+    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
+    VerifierKey::parse(&key).unwrap()
 }

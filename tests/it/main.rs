@@ -1,9 +1,9 @@
 //! One integration-test binary: a real server on 127.0.0.1:0, real RocksDB in a temp dir, real
 //! gRPC. No mocks.
+mod erasure;
 mod harness;
 mod index;
 mod logs;
-mod erasure;
 mod rights;
 mod synth;
 mod templates;

@@ -248,8 +248,7 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
     let (path, t) = tokens(&dirs);
     let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
     let world = enrol(&server, &t.operator).await;
-    let (strict, review) = (0.602_f32, 0.310_f32);
-
+    let strict = 0.602_f32;
     let person = world.clear_cut(0);
     let probe = world.population.probe(person).to_vec();
     let expected: std::collections::BTreeSet<String> =

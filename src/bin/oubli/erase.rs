@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use oubli::grpc::pb::{self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient};
+use oubli::grpc::pb::{
+    self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient,
+};
 
 use super::{channel, rights::print_status, status_error};
 
@@ -248,7 +250,10 @@ pub async fn notifications(command: Notifications, server: &str, json: bool) -> 
                 client.list_notifications(pb::ListNotificationsRequest {}).await.map_err(status_error)?.into_inner();
             for n in &list.notifications {
                 if json {
-                    println!("{}", serde_json::json!({"id": n.id, "body": serde_json::from_str::<serde_json::Value>(&n.body_json).unwrap_or_default()}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": n.id, "body": serde_json::from_str::<serde_json::Value>(&n.body_json).unwrap_or_default()})
+                    );
                 } else {
                     println!("{}  {}", n.id, n.body_json);
                 }
