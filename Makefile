@@ -9,7 +9,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
 ARGS ?=
 
-.PHONY: deps rocksdb build test test-heavy demo bench bench-peers fmt clippy clean docs-plots
+.PHONY: deps rocksdb build test test-heavy demo bench bench-peers bench-erase fmt clippy clean docs-plots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -56,6 +56,11 @@ test-heavy: rocksdb
 BENCH_N ?= 100000
 bench-peers: build
 	BENCH_N=$(BENCH_N) python3 scripts/bench-peers.py
+
+# What an erasure costs as the store grows: phase-1 latency (data-key purge) and the batched
+# phase-2 templates purge, through the real workflow (BENCH_N=1000000 for the 1M run).
+bench-erase: build
+	target/release/oubli-erase-bench --records $(BENCH_N) --dir target/bench-erase
 
 # The DET curve and score histogram shown in the README.
 docs-plots: build

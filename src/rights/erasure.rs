@@ -390,15 +390,23 @@ impl Rights {
         Ok(did)
     }
 
-    /// When [`Rights::purge_due`] next has work that waits for time (the purge window).
+    /// When [`Rights::purge_due`] next has work: phase 2 at the end of the purge window, or
+    /// soon for a phase 1 whose checks failed (a snapshot or an iterator held a file) and is
+    /// retried.
     pub fn next_purge_at(&self) -> Result<Option<Timestamp>, Error> {
-        let oldest = self
-            .load_all()?
+        let erasing: Vec<Request> = self.load_all()?.into_iter().filter(|r| r.state == State::Erasing).collect();
+        let retry = erasing
             .iter()
-            .filter(|r| r.state == State::Erasing)
+            .filter_map(|r| r.erasure.as_ref())
+            .any(|e| e.step == Step::Deleted && e.post_check.is_some())
+            .then(|| self.now().checked_add(SignedDuration::from_secs(10)).ok())
+            .flatten();
+        let window = erasing
+            .iter()
             .filter_map(|r| r.erasure.as_ref()?.phase1.as_ref().map(|p| p.at))
-            .min();
-        Ok(oldest.and_then(|at| at.checked_add(self.purge_window()).ok()))
+            .min()
+            .and_then(|at| at.checked_add(self.purge_window()).ok());
+        Ok(retry.into_iter().chain(window).min())
     }
 
     fn purge_window(&self) -> SignedDuration {
@@ -461,7 +469,8 @@ impl Rights {
 
     fn backup_pending(&self, e: &Erasure) -> Pending {
         let store = self.engine.store();
-        let deleted = e.deleted_at.map_or_else(|| "the delete".to_string(), |t| t.to_string());
+        let seconds = |t: Timestamp| t.round(jiff::Unit::Second).unwrap_or(t).to_string();
+        let deleted = e.deleted_at.map_or_else(|| "the delete".to_string(), seconds);
         if store.key_epoch() > e.key_epoch {
             Pending {
                 what: format!(
@@ -477,7 +486,7 @@ impl Rights {
                 .and_then(|t| {
                     t.checked_add(SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days))).ok()
                 })
-                .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+                .map_or_else(|| "unknown".to_string(), seconds);
             Pending {
                 what: format!(
                     "backups made before {deleted} still hold the ciphertext and data keys wrapped under key epoch {}: \
@@ -522,7 +531,10 @@ impl Rights {
         if e.phase2.is_none() {
             pending.push(Pending {
                 what: "phase 2: the encrypted templates purged from the table files and checked".into(),
-                due: p.at.checked_add(self.purge_window()).map_or_else(|_| "unknown".into(), |t| t.to_string()),
+                due: p
+                    .at
+                    .checked_add(self.purge_window())
+                    .map_or_else(|_| "unknown".into(), |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()),
             });
         }
         pending.push(self.backup_pending(e));

@@ -8,7 +8,7 @@
 //!   that held the keys become obsolete and are deleted: they are never archived or recycled),
 //!   then the small `data_keys` column family compacted to the bottom. Checked: each key reads
 //!   back as absent; the table files that held it and the logs that existed at the delete are
-//!   no longer live and no longer on disk; no snapshot is held; no file deletion is on hold.
+//!   no longer live and no longer on disk; no snapshot is held; their deletion is not on hold.
 //!   From then on every remaining copy of the ciphertext is unreadable.
 //! - the rows themselves ([`Store::purge_rows`]): the key ranges of the erased rows compacted
 //!   to the bottom, range by range (the cost follows the table files touched, not the store's
@@ -238,7 +238,9 @@ impl Store {
             }
         }
         verified.push(format!("each of the {} data key(s) reads back as absent", ids.len()));
-        verified.push(self.files_gone(&evidence.key_files, "table file(s) of the data-key column family")?);
+        verified.push(
+            self.files_gone(&evidence.key_files, "table file(s) of the data-key column family that held the keys")?,
+        );
         let wals_left: Vec<&String> = evidence.wals.iter().filter(|w| self.data_dir.join(w).exists()).collect();
         if !wals_left.is_empty() {
             return Err(Error::Unverified(format!("write-ahead log(s) {wals_left:?} from before the delete remain")));
@@ -247,7 +249,7 @@ impl Store {
             "the {} write-ahead log(s) that existed at the delete were deleted (logs are never archived or recycled)",
             evidence.wals.len()
         ));
-        verified.extend(self.no_holds()?);
+        verified.extend(self.no_holds(&evidence.key_files)?);
         Ok(verified)
     }
 
@@ -278,7 +280,7 @@ impl Store {
             targets.iter().filter(|t| t.absent).count()
         ));
         verified.push(self.files_gone(&evidence.row_files, "table file(s) that held the rows")?);
-        verified.extend(self.no_holds()?);
+        verified.extend(self.no_holds(&evidence.row_files)?);
         Ok(verified)
     }
 
@@ -293,20 +295,24 @@ impl Store {
                 return Err(Error::Unverified(format!("{name} is obsolete but still on disk")));
             }
         }
-        Ok(format!("the {} {what} before the purge are no longer live and were deleted from disk", files.len()))
+        Ok(format!("the {} {what} at the delete are no longer live and were deleted from disk", files.len()))
     }
 
-    /// Checks that nothing keeps deleted values alive: no snapshot, no file deletion on hold.
-    fn no_holds(&self) -> Result<Vec<String>, Error> {
+    /// Checks that nothing keeps deleted values alive: no snapshot is held, and no deletion of
+    /// obsolete table files is on hold for `files` (a running compaction holds back only the
+    /// files numbered from its first output on, newer than any of these).
+    fn no_holds(&self, files: &BTreeSet<String>) -> Result<Vec<String>, Error> {
         let snapshots = self.db.property_int_value("rocksdb.num-snapshots")?.unwrap_or(u64::MAX);
         if snapshots != 0 {
             return Err(Error::Unverified(format!("{snapshots} snapshot(s) are held")));
         }
         let keep = self.db.property_int_value("rocksdb.min-obsolete-sst-number-to-keep")?.unwrap_or(0);
-        if keep != u64::MAX {
-            return Err(Error::Unverified(format!("obsolete table files from number {keep} on are kept")));
+        let number =
+            |name: &String| name.trim_start_matches('/').trim_end_matches(".sst").parse::<u64>().unwrap_or(u64::MAX);
+        if let Some(held) = files.iter().find(|f| number(f) >= keep) {
+            return Err(Error::Unverified(format!("deletion of obsolete table files from {held} on is on hold")));
         }
-        Ok(vec!["no snapshot is held and no file deletion is on hold".into()])
+        Ok(vec!["no snapshot is held and no deletion of those table files is on hold".into()])
     }
 
     fn outbox_key(&self, client: &str, at: Timestamp) -> Vec<u8> {

@@ -565,3 +565,51 @@ async fn log_key(channel: oubli::grpc::AuthChannel) -> VerifierKey {
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
     VerifierKey::parse(&key).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_waits_for_the_desk_on_look_alikes_and_erases_only_what_it_approves() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
+    let world = enrol(&server, &t.operator).await;
+    let review = 0.310_f32;
+    let (person, stranger) = (0..world.population.probe_labels.len())
+        .find_map(|p| {
+            let label = world.population.probe_labels[p];
+            world.scored(p, review, STRICT).into_iter().find(|(_, l)| *l != label).map(|(id, _)| (p, id))
+        })
+        .expect("a look-alike in some review band");
+    let probe = world.population.probe(person).to_vec();
+    let own: Vec<String> = world.scored(person, STRICT, 2.0).into_iter().map(|(id, _)| id).collect();
+
+    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let (id, secret) = submit_erasure(&mut rights, &probe).await;
+    let status = wait(&mut rights, &id, &secret).await;
+    assert_eq!(status.state, "needs_review", "nothing is erased while a stranger may be in the set");
+    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let get = |id: &str| pb::GetRequest { record_id: id.into(), include_embedding: false };
+    templates.get(get(&own[0])).await.unwrap();
+
+    // The desk confirms none of the band: the person's certain records go, the stranger stays.
+    let mut desk = RightsClient::new(server.channel_as(Some(&t.desk)).await);
+    let reviewed = desk
+        .review_request(pb::ReviewRequestRequest {
+            request_id: id.clone(),
+            approved_record_ids: Vec::new(),
+            note: "the band is a relative's".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reviewed.state, "erasing");
+    assert_eq!(wait(&mut rights, &id, &secret).await.erasure_step, "keys_purged");
+    for record in &own {
+        assert_eq!(templates.get(get(record)).await.unwrap_err().code(), Code::NotFound);
+    }
+    templates.get(get(&stranger)).await.unwrap();
+    let denied = desk
+        .deny_request(pb::DenyRequestRequest { request_id: id.clone(), reason: "too late".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::FailedPrecondition, "an erasure under way cannot be denied");
+}

@@ -102,13 +102,7 @@ pub async fn run(args: Args) -> Result<()> {
         .threshold_at(FMR)
         .context("enough impostor pairs to measure the threshold")?;
     let first_source = population.provenance[0].source_uri().to_string();
-    let requests: Vec<pb::EnrollRequest> = (0..population.len())
-        .map(|i| pb::EnrollRequest {
-            embedding: Some(pb::Embedding { values: population.sample(i).to_vec() }),
-            provenance: Some(oubli::grpc::provenance_to_pb(&population.provenance[i])),
-            idempotency_key: String::new(),
-        })
-        .collect();
+    let requests: Vec<pb::EnrollRequest> = (0..population.len()).map(|i| requests_for(&population, i)).collect();
     println!(
         "A crawler 'scrapes' {} photos of {people} synthetic people ({SAMPLES} each) from sites under .example,",
         requests.len()
@@ -273,7 +267,104 @@ pub async fn run(args: Args) -> Result<()> {
         fs::write(args.out.join("access-receipt.json"), &report.receipt_json)?;
     }
 
-    step(7, "A public log of what was done");
+    step(7, "The same person asks to be forgotten (GDPR Art. 17)");
+    let erasure = rights
+        .submit_erasure_request(pb::SubmitErasureRequestRequest {
+            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
+            contact: "person@example.org".into(),
+            jurisdiction_claim: "FR".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let wait = |id: &str, secret: &str| pb::GetRequestRequest {
+        request_id: id.into(),
+        request_secret: secret.into(),
+        wait_seconds: 30,
+    };
+    let status = rights
+        .get_request(wait(&erasure.request_id, &erasure.request_secret))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "Erasure request {} is {} ({}): the records were deleted in one write, removed from the",
+        erasure.request_id, status.state, status.erasure_step
+    );
+    println!("search indexes, and their data keys purged from disk and checked. That is phase 1.");
+    if status.state == "needs_review" {
+        println!("(Review-band matches wait for the privacy desk, as for the access request.)");
+    }
+    let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
+    admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?;
+    let status = rights
+        .get_request(wait(&erasure.request_id, &erasure.request_secret))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("Phase 2 (batched hourly; run now by the administrator): the encrypted templates compacted out of");
+    println!("the table files and checked. The request is {}.", status.state);
+    let receipts = rights
+        .get_erasure_receipts(pb::GetErasureReceiptsRequest {
+            request_id: erasure.request_id.clone(),
+            request_secret: erasure.request_secret.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    fs::write(args.out.join("erasure.json"), receipts.erasure_json.clone() + "\n")?;
+    for (name, json) in [
+        ("erasure-receipt-phase1.json", &receipts.phase1_receipt_json),
+        ("erasure-receipt-phase2.json", &receipts.phase2_receipt_json),
+    ] {
+        if !json.is_empty() {
+            fs::write(args.out.join(name), json)?;
+        }
+    }
+    if !receipts.phase1_receipt_json.is_empty() {
+        let r: oubli::audit::receipt::Receipt = serde_json::from_str(&receipts.phase1_receipt_json)?;
+        let body: oubli::audit::receipt::Body = serde_json::from_str(&r.body)?;
+        println!("The phase-1 receipt (signed, in the public log at leaf {}) says:", body.leaf_index);
+        for v in &body.verified {
+            println!("  verified: {v}");
+        }
+        for p in &body.pending {
+            println!("  pending:  {} (due: {})", p.what, p.due);
+        }
+        println!("It never says \"forensically erased\": flash remaps blocks and copies outside cannot be checked.");
+    }
+    let after = client
+        .search(pb::SearchRequest {
+            probe: Some(pb::Embedding { values: population.probe(0).to_vec() }),
+            k: 10,
+            min_score: Some(threshold),
+            exact: true,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("The same selfie now finds {} record(s) at or above {threshold:.3}.", after.hits.len());
+    let mut notices = pb::notifications_client::NotificationsClient::new(channel(&server, &args.out).await?);
+    let told = notices
+        .list_notifications(pb::ListNotificationsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .notifications
+        .len();
+    println!("The operator that searched for this face has {told} notice(s) to erase its copies (Art. 19).");
+    let status_json: serde_json::Value = serde_json::from_str(&receipts.erasure_json)?;
+    let erased: Vec<&str> =
+        status_json["records"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    if let Some(i) = ids.iter().position(|id| erased.contains(&id.as_str())) {
+        match client.enroll(requests_for(&population, i)).await {
+            Err(status) => println!("Re-scraping one of the erased photos is refused: {}", status.message()),
+            Ok(_) => println!("(the erased source could be enrolled again: unexpected)"),
+        }
+    }
+
+    step(8, "A public log of what was done");
     let mut log = pb::transparency_client::TransparencyClient::new(channel(&server, &args.out).await?);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(status_error)?.into_inner().verifier_key;
     let checkpoint =
@@ -288,12 +379,21 @@ pub async fn run(args: Args) -> Result<()> {
     for line in checkpoint.lines() {
         println!("  | {line}");
     }
-    drop((client, log, rights));
+    drop((client, log, rights, admin, notices));
     stop(server).await?;
     let key = oubli::audit::note::VerifierKey::parse(&key)?;
     println!("The server is stopped. Checking the receipt of the first enrolment offline:");
     for c in oubli::audit::receipt::verify(&receipt, &key, None) {
         println!("  {} {:<26} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+    }
+    if !receipts.phase2_receipt_json.is_empty() {
+        let checks = oubli::audit::receipt::verify(&receipts.phase2_receipt_json, &key, None);
+        let ok = checks.iter().all(|c| c.ok);
+        println!(
+            "and the erasure's phase-2 receipt: {} ({} checks)",
+            if ok { "all checks pass" } else { "FAILED" },
+            checks.len()
+        );
     }
     println!(
         "Evidence: {} (receipt), {} (checkpoint), {} (key).",
@@ -308,6 +408,15 @@ pub async fn run(args: Args) -> Result<()> {
     );
     println!("\nDone. Next: `oubli-server` serves the same API; see README.md for grpcurl and CLI examples.");
     Ok(())
+}
+
+/// Enrolment request for sample `i`, as the crawler sent it.
+fn requests_for(population: &Population, i: usize) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        embedding: Some(pb::Embedding { values: population.sample(i).to_vec() }),
+        provenance: Some(oubli::grpc::provenance_to_pb(&population.provenance[i])),
+        idempotency_key: String::new(),
+    }
 }
 
 /// Counts the files under `dir` and the occurrences of `needle` in them.
