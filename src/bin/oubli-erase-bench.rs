@@ -89,7 +89,8 @@ fn main() -> Result<()> {
 
     let (mut process_ms, mut phase1_ms) = (Vec::new(), Vec::new());
     for probe in probes {
-        let submitted = rights.submit_erasure(ErasureTarget::Probes(vec![probe]), "bench@example.org".into(), None)?;
+        let submitted =
+            rights.submit_erasure(ErasureTarget::Probes(vec![probe]), "bench@example.org".into(), None, false)?;
         let t = Instant::now();
         rights.process(submitted.id)?;
         process_ms.push(t.elapsed().as_secs_f64() * 1e3);

@@ -238,7 +238,8 @@ impl pb::rights_server::Rights for RightsService {
         };
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
-        let submitted = blocking(move || rights.submit_erasure(target, req.contact, claim)).await?;
+        let keep = req.never_enrol_again;
+        let submitted = blocking(move || rights.submit_erasure(target, req.contact, claim, keep)).await?;
         if let Some(worker) = &self.worker {
             let _ = worker.send(submitted.id);
         }

@@ -66,6 +66,8 @@ pub struct ErasureStatus {
     pub plan_salt: String,
     pub notified_recipients: usize,
     pub suppressed_sources: usize,
+    /// Kept with the person's explicit consent (not erased).
+    pub retained_with_consent: Vec<String>,
     pub phase1_leaf: Option<u64>,
     pub phase2_leaf: Option<u64>,
     pub not_claimed: Vec<&'static str>,
@@ -125,8 +127,14 @@ impl Rights {
         target: ErasureTarget,
         contact: String,
         jurisdiction_claim: Option<String>,
+        never_enrol_again: bool,
     ) -> Result<Submitted, Error> {
         check_contact(&contact)?;
+        if never_enrol_again && !matches!(target, ErasureTarget::Probes(_)) {
+            return Err(Error::InvalidRequest(
+                "never_enrol_again keeps your probe templates to recognise your face: send probes".into(),
+            ));
+        }
         let (probes, origin, plan) = match target {
             ErasureTarget::Probes(probes) => {
                 self.check_probe_count(probes.len())?;
@@ -160,7 +168,9 @@ impl Rights {
         let secret = RequestSecret::random();
         request.secret_digest = secret.digest();
         request.matched = plan.iter().map(|&record_id| Match { record_id, score: 1.0 }).collect();
-        request.erasure = Some(new_erasure(origin));
+        let mut erasure = new_erasure(origin);
+        erasure.keep_face = never_enrol_again;
+        request.erasure = Some(erasure);
         let _guard = self.lock();
         self.save(&request)?;
         info!(request_id = %request.id, "erasure request received");
@@ -258,18 +268,35 @@ impl Rights {
                 }
             }
             let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
+            // Only with the person's explicit consent: their probes, kept to refuse their face.
+            let faces = erasure.keep_face.then(|| {
+                Zeroizing::new(request.probes.iter().flatten().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+            });
+            let faces_kept = if faces.is_some() { request.probes.len() } else { 0 };
             let id = *request.id.as_bytes();
             let e = request.erasure.as_mut().expect("an erasure request has a pipeline");
             e.notified = recipients.into_iter().collect();
             e.suppressed = suppress.len();
             e.deleted_at = Some(now);
             e.step = Step::Deleted;
-            store.erase(&erasure.plan, &erasure.graph_slots, &notices, &suppress, &id, |erased| {
-                if let Some(e) = request.erasure.as_mut() {
-                    e.erased = Some(erased.clone());
-                }
-                Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
-            })?;
+            e.faces_kept = faces_kept;
+            store.erase(
+                &erasure.plan,
+                &erasure.graph_slots,
+                &notices,
+                &suppress,
+                faces.as_deref().map(|f| f.as_slice()),
+                &id,
+                |erased| {
+                    if let Some(e) = request.erasure.as_mut() {
+                        e.erased = Some(erased.clone());
+                    }
+                    Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
+                },
+            )?;
+            if faces_kept > 0 {
+                self.keep_faces(&request.probes);
+            }
             info!(request_id = %request.id, records = held.len(), notices = notices.len(), "erasure: rows deleted");
             failpoint("erase.deleted");
         }
@@ -460,6 +487,10 @@ impl Rights {
             plan_salt: request.log_salt.clone(),
             notified_recipients: e.notified.len(),
             suppressed_sources: e.suppressed,
+            retained_with_consent: (e.faces_kept > 0)
+                .then(|| format!("{} probe template(s), to refuse enrolling this face again", e.faces_kept))
+                .into_iter()
+                .collect(),
             phase1_leaf: e.phase1.as_ref().map(|p| p.leaf),
             phase2_leaf: e.phase2.as_ref().map(|p| p.leaf),
             not_claimed: NOT_CLAIMED.to_vec(),
@@ -517,8 +548,15 @@ impl Rights {
              without them"
                 .into(),
         ];
-        if let Some(Origin::Sweep { rule }) = Some(&e.origin) {
+        if let Origin::Sweep { rule } = &e.origin {
             done.push(format!("erased by a policy sweep: {rule}"));
+        }
+        if e.faces_kept > 0 {
+            done.push(format!(
+                "retained with your explicit consent, not erased: {} probe template(s), sealed, used only to refuse \
+                 enrolling your face again",
+                e.faces_kept
+            ));
         }
         let mut verified = p.verified.clone();
         if let Some((compared, remaining)) = e.post_check {
@@ -640,6 +678,8 @@ fn new_erasure(origin: Origin) -> Erasure {
         key_epoch: 0,
         phase1: None,
         phase2: None,
+        keep_face: false,
+        faces_kept: 0,
     }
 }
 

@@ -204,6 +204,8 @@ pub struct Rights {
     /// Bumped after every request change, for callers waiting on one.
     changes: tokio::sync::watch::Sender<u64>,
     limiter: Mutex<HashMap<String, (f64, Timestamp)>>,
+    /// Faces whose owners asked, with consent, never to be enrolled again.
+    suppressed_faces: RwLock<Vec<Embedding>>,
 }
 
 impl Rights {
@@ -218,8 +220,14 @@ impl Rights {
             requests: Mutex::default(),
             changes: tokio::sync::watch::Sender::new(0),
             limiter: Mutex::default(),
+            suppressed_faces: RwLock::default(),
             settings,
         };
+        for bytes in rights.engine.store().suppressed_faces()? {
+            let values: Vec<f32> =
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+            rights.keep_faces(&values.chunks(rights.engine.dimension()).map(<[f32]>::to_vec).collect::<Vec<_>>());
+        }
         rights.prune_audit()?;
         Ok(rights)
     }
@@ -275,6 +283,17 @@ impl Rights {
                         .into(),
                 });
             }
+            if self.is_suppressed_face(&record.embedding) {
+                let rule = "erased-face";
+                *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(rule).or_default() += 1;
+                warn!(rule, item, "enrolment refused: the person asked never to be enrolled again");
+                return Err(Error::PolicyRefused {
+                    item,
+                    policy: policy.name().into(),
+                    rule,
+                    reason: "this face matches a person who asked, when erased, never to be enrolled again".into(),
+                });
+            }
             match policy.decide(&record.provenance) {
                 Decision::Allow => quarantine.push(None),
                 Decision::Quarantine { rule } => quarantine.push(Some(rule)),
@@ -314,6 +333,19 @@ impl Rights {
         let record = self.engine.get(id)?;
         self.engine.store().record_disclosures(&[id], &caller.client, self.now())?;
         Ok(record)
+    }
+
+    /// Adds faces to the never-enrol-again list (in memory; the store keeps them sealed).
+    fn keep_faces(&self, probes: &[Vec<f32>]) {
+        let d = self.engine.dimension();
+        let mut faces = self.suppressed_faces.write().unwrap_or_else(|p| p.into_inner());
+        faces.extend(probes.iter().filter_map(|p| Embedding::new(p.clone(), d).ok()));
+    }
+
+    fn is_suppressed_face(&self, template: &Embedding) -> bool {
+        let faces = self.suppressed_faces.read().unwrap_or_else(|p| p.into_inner());
+        let strict = self.settings.thresholds.strict;
+        faces.iter().any(|f| crate::index::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
     }
 
     // ---- audit trail ----

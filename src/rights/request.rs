@@ -304,6 +304,12 @@ pub struct Erasure {
     pub key_epoch: u32,
     pub phase1: Option<Phase>,
     pub phase2: Option<Phase>,
+    /// The person consented to keep their probes (sealed) so their face is never enrolled again.
+    #[serde(default)]
+    pub keep_face: bool,
+    /// Probe templates kept under that consent.
+    #[serde(default)]
+    pub faces_kept: usize,
 }
 
 impl fmt::Debug for Request {

@@ -25,11 +25,13 @@ use zeroize::Zeroizing;
 
 use super::{
     CF_DATA_KEYS, CF_ENROLMENT_LEAVES, CF_GRAPH, CF_IDEMPOTENCY, CF_IDEMPOTENCY_OF, CF_OUTBOX, CF_QUARANTINE,
-    CF_RECIPIENTS, CF_RECORDS, CF_REQUESTS, CF_SUPPRESSED, COLUMN_FAMILIES, Error, Store, crypto, graph,
+    CF_RECIPIENTS, CF_RECORDS, CF_REQUESTS, CF_SUPPRESSED, CF_SUPPRESSED_FACES, COLUMN_FAMILIES, Error, Store, crypto,
+    graph,
 };
 use crate::record::RecordId;
 
 pub(super) const NOTIFICATION_DOMAIN: &str = "notification";
+pub(super) const FACE_DOMAIN: &str = "suppressed-face";
 
 /// What the store knew, before a delete, about where the deleted values were on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +108,17 @@ impl Store {
         Ok(self.db.get_pinned_cf(self.cf(CF_SUPPRESSED), self.suppression_key(source_uri))?.is_some())
     }
 
+    /// Every face kept (with consent) to refuse re-enrolment: the sealed bytes [`Store::erase`]
+    /// was given, decrypted.
+    pub fn suppressed_faces(&self) -> Result<Vec<Zeroizing<Vec<u8>>>, Error> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SUPPRESSED_FACES), IteratorMode::Start) {
+            let (key, blob) = item?;
+            out.push(crypto::open_blob(&self.keys, FACE_DOMAIN, &key, &blob)?);
+        }
+        Ok(out)
+    }
+
     /// For each of `ids` still held: its source's keyed hash and its recipients.
     pub fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         let mut out = Vec::with_capacity(ids.len());
@@ -119,8 +132,9 @@ impl Store {
 
     /// Deletes every row of `ids` (sealed record, wrapped data key, recipients rows,
     /// idempotency rows, enrolment leaf, quarantine flag) and, in the same synced write, adds
-    /// `notices` to the recipients' outboxes, `suppress` to the suppression list and the
-    /// request's next state (`request(&erased)`). `graph_slots` are the records' graph rows,
+    /// `notices` to the recipients' outboxes, `suppress` to the suppression list, `faces` (the
+    /// person's probes, kept only with their consent: little-endian f32s) sealed under the
+    /// request id, and the request's next state (`request(&erased)`). `graph_slots` are the records' graph rows,
     /// removed by the index afterwards and purged with the rest. Returns what was removed and
     /// where it was on disk.
     pub fn erase(
@@ -129,6 +143,7 @@ impl Store {
         graph_slots: &[u32],
         notices: &[(String, Vec<u8>)],
         suppress: &[[u8; 32]],
+        faces: Option<&[u8]>,
         request_id: &[u8; 16],
         request: impl FnOnce(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
@@ -182,6 +197,13 @@ impl Store {
         let at = now.as_second().to_be_bytes();
         for source in suppress {
             batch.put_cf(self.cf(CF_SUPPRESSED), source, at);
+        }
+        if let Some(faces) = faces {
+            batch.put_cf(
+                self.cf(CF_SUPPRESSED_FACES),
+                request_id,
+                crypto::seal_blob(&self.keys, FACE_DOMAIN, request_id, faces),
+            );
         }
         erased.evidence = self.evidence(ids, &erased.targets)?;
         let plaintext = request(&erased);
@@ -442,7 +464,7 @@ mod tests {
         let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
         let request = [7u8; 16];
         let erased = store
-            .erase(gone, &[], &[("operator-a".into(), b"{}".to_vec())], &suppress, &request, |_| {
+            .erase(gone, &[], &[("operator-a".into(), b"{}".to_vec())], &suppress, Some(b"face"), &request, |_| {
                 Zeroizing::new(b"state".to_vec())
             })
             .unwrap();
@@ -459,6 +481,7 @@ mod tests {
         assert_eq!(store.notices("operator-a").unwrap().len(), 1);
         assert!(store.notices("operator-b").unwrap().is_empty());
         assert_eq!(store.request(&request).unwrap().unwrap().as_slice(), b"state");
+        assert_eq!(store.suppressed_faces().unwrap().iter().map(|f| f.to_vec()).collect::<Vec<_>>(), vec![b"face"]);
         assert!(store.get(ids[0]).unwrap().is_some(), "other records stay");
         assert!(!files_containing(&data, &wrapped).is_empty(), "before the purge the key is on disk");
 

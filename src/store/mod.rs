@@ -21,7 +21,8 @@
 //!   workflows' rows (`rights.rs`).
 //! - `outbox`: notifications of erasures to the recipients of the erased records (Art. 19),
 //!   sealed, keyed by a keyed hash of the recipient; `suppressed`: keyed hashes of erased
-//!   sources (`erase.rs`).
+//!   sources; `suppressed_faces`: probe templates a person consented to leave so that their
+//!   face is never enrolled again, sealed, keyed by request id (`erase.rs`).
 //! - `graph`: the HNSW graph's structure (ids, levels and neighbour slots, never vectors),
 //!   so a restart loads it instead of rebuilding it (`graph.rs`).
 //!
@@ -93,7 +94,8 @@ const CF_GRAPH: &str = "graph";
 const CF_IDEMPOTENCY_OF: &str = "idempotency_of";
 const CF_OUTBOX: &str = "outbox";
 const CF_SUPPRESSED: &str = "suppressed";
-const COLUMN_FAMILIES: [&str; 15] = [
+const CF_SUPPRESSED_FACES: &str = "suppressed_faces";
+const COLUMN_FAMILIES: [&str; 16] = [
     CF_RECORDS,
     CF_DATA_KEYS,
     CF_IDEMPOTENCY,
@@ -109,12 +111,14 @@ const COLUMN_FAMILIES: [&str; 15] = [
     CF_IDEMPOTENCY_OF,
     CF_OUTBOX,
     CF_SUPPRESSED,
+    CF_SUPPRESSED_FACES,
 ];
 
 /// The domain a column family's sealed blobs are bound to.
 fn blob_domain(cf: &str) -> &'static str {
     match cf {
         CF_REQUESTS => rights::REQUEST_DOMAIN,
+        CF_SUPPRESSED_FACES => erase::FACE_DOMAIN,
         _ => erase::NOTIFICATION_DOMAIN,
     }
 }

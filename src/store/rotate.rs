@@ -12,7 +12,10 @@
 use jiff::Timestamp;
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::{CF_DATA_KEYS, CF_META, CF_OUTBOX, CF_REQUESTS, Error, META_KEY_CHECK, Store, blob_domain, crypto, synced};
+use super::{
+    CF_DATA_KEYS, CF_META, CF_OUTBOX, CF_REQUESTS, CF_SUPPRESSED_FACES, Error, META_KEY_CHECK, Store, blob_domain,
+    crypto, synced,
+};
 use crate::{
     audit::event::{self, Entry, Event},
     record::RecordId,
@@ -105,7 +108,7 @@ impl Store {
                 }
             }
         }
-        for cf in [CF_REQUESTS, CF_OUTBOX] {
+        for cf in [CF_REQUESTS, CF_OUTBOX, CF_SUPPRESSED_FACES] {
             let domain = blob_domain(cf);
             for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
                 let (key, blob) = item?;

@@ -613,3 +613,48 @@ async fn an_erasure_waits_for_the_desk_on_look_alikes_and_erases_only_what_it_ap
         .unwrap_err();
     assert_eq!(denied.code(), Code::FailedPrecondition, "an erasure under way cannot be denied");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_who_consents_is_never_enrolled_again_even_from_a_new_photo() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
+    let world = enrol(&server, &t.operator).await;
+    let person = world.clear_cut(0);
+    let other = world.clear_cut(person + 1);
+    let probe = world.population.probe(person).to_vec();
+    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let submit =
+        |never_enrol_again, probes: Vec<pb::Embedding>, records: Vec<String>| pb::SubmitErasureRequestRequest {
+            probes,
+            record_ids: records,
+            access_request_id: if never_enrol_again { String::new() } else { "00".repeat(16) },
+            contact: "jeanne@example.org".into(),
+            never_enrol_again,
+            ..Default::default()
+        };
+    let refused = rights.submit_erasure_request(submit(false, Vec::new(), vec![world.ids[0].clone()])).await;
+    assert_eq!(refused.unwrap_err().code(), Code::NotFound, "no such access request");
+    let r = rights
+        .submit_erasure_request(submit(true, vec![pb::Embedding { values: probe.clone() }], Vec::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(wait(&mut rights, &r.request_id, &r.request_secret).await.erasure_step, "keys_purged");
+    let receipts = receipts(&mut rights, &r.request_id, &r.request_secret).await;
+    let status: serde_json::Value = serde_json::from_str(&receipts.erasure_json).unwrap();
+    assert_eq!(status["retained_with_consent"].as_array().unwrap().len(), 1);
+    assert!(
+        body(&receipts.phase1_receipt_json).done.iter().any(|d| d.starts_with("retained with your explicit consent"))
+    );
+
+    // A new photo of the same face, from a source never seen: refused, after a restart too.
+    let server = server.restart().await;
+    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let fresh = |values: Vec<f32>, uri: &str| crate::harness::request(values, uri);
+    let err = templates.enroll(fresh(probe.clone(), "https://new.example/selfie.jpg")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("erased-face"), "{}", err.message());
+    let someone_else = world.population.probe(other).to_vec();
+    templates.enroll(fresh(someone_else, "https://new.example/other.jpg")).await.unwrap();
+}

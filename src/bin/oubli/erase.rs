@@ -35,6 +35,9 @@ pub enum Erase {
         /// Where you live (ISO 3166-1 alpha-2).
         #[arg(long)]
         jurisdiction: Option<String>,
+        /// Consent to keep your probes, sealed, only so that your face is never enrolled again.
+        #[arg(long, requires = "probe")]
+        never_enrol_again: bool,
         /// Wait (up to 30 s) for the request to leave the worker's first states.
         #[arg(long)]
         wait: bool,
@@ -105,7 +108,17 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
     }
     let mut client = RightsClient::new(channel(server).await?);
     match command {
-        Erase::Submit { probe, rows, access_request, access_secret, records, contact, jurisdiction, wait } => {
+        Erase::Submit {
+            probe,
+            rows,
+            access_request,
+            access_secret,
+            records,
+            contact,
+            jurisdiction,
+            never_enrol_again,
+            wait,
+        } => {
             let probes = match &probe {
                 Some(file) => probes(file, &rows)?,
                 None if access_request.is_some() => Vec::new(),
@@ -119,6 +132,7 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
                     record_ids: records,
                     contact,
                     jurisdiction_claim: jurisdiction.unwrap_or_default(),
+                    never_enrol_again,
                 })
                 .await
                 .map_err(status_error)?
