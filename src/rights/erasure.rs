@@ -280,20 +280,19 @@ impl Rights {
             e.deleted_at = Some(now);
             e.step = Step::Deleted;
             e.faces_kept = faces_kept;
-            store.erase(
-                &erasure.plan,
-                &erasure.graph_slots,
-                &notices,
-                &suppress,
-                faces.as_deref().map(|f| f.as_slice()),
-                &id,
-                |erased| {
-                    if let Some(e) = request.erasure.as_mut() {
-                        e.erased = Some(erased.clone());
-                    }
-                    Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
-                },
-            )?;
+            let deletion = store::Deletion {
+                ids: &erasure.plan,
+                graph_slots: &erasure.graph_slots,
+                notices: &notices,
+                suppress: &suppress,
+                faces: faces.as_deref().map(|f| f.as_slice()),
+            };
+            store.erase(&deletion, &id, |erased| {
+                if let Some(e) = request.erasure.as_mut() {
+                    e.erased = Some(erased.clone());
+                }
+                Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
+            })?;
             if faces_kept > 0 {
                 self.keep_faces(&request.probes);
             }

@@ -82,6 +82,20 @@ pub struct Held {
     pub recipients: BTreeSet<String>,
 }
 
+/// What one erasure write removes and adds (see [`Store::erase`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Deletion<'a> {
+    pub ids: &'a [RecordId],
+    /// The records' graph rows.
+    pub graph_slots: &'a [u32],
+    /// (recipient, notice body) pairs.
+    pub notices: &'a [(String, Vec<u8>)],
+    /// Keyed hashes of the erased sources.
+    pub suppress: &'a [[u8; 32]],
+    /// The person's probes, only with their consent.
+    pub faces: Option<&'a [u8]>,
+}
+
 /// A record's rows as stored (test hook): what the evidence tests look for on disk.
 #[derive(Debug, Clone)]
 pub struct RawRows {
@@ -139,14 +153,11 @@ impl Store {
     /// where it was on disk.
     pub fn erase(
         &self,
-        ids: &[RecordId],
-        graph_slots: &[u32],
-        notices: &[(String, Vec<u8>)],
-        suppress: &[[u8; 32]],
-        faces: Option<&[u8]>,
+        deletion: &Deletion<'_>,
         request_id: &[u8; 16],
         request: impl FnOnce(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
+        let Deletion { ids, graph_slots, notices, suppress, faces } = *deletion;
         let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         let mut erased = Erased::default();
@@ -464,9 +475,17 @@ mod tests {
         let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
         let request = [7u8; 16];
         let erased = store
-            .erase(gone, &[], &[("operator-a".into(), b"{}".to_vec())], &suppress, Some(b"face"), &request, |_| {
-                Zeroizing::new(b"state".to_vec())
-            })
+            .erase(
+                &Deletion {
+                    ids: gone,
+                    graph_slots: &[],
+                    notices: &[("operator-a".into(), b"{}".to_vec())],
+                    suppress: &suppress,
+                    faces: Some(b"face"),
+                },
+                &request,
+                |_| Zeroizing::new(b"state".to_vec()),
+            )
             .unwrap();
         assert_eq!(erased.records, 3);
         assert!(!erased.evidence.key_files.is_empty(), "the first 20 records were flushed to a table file");

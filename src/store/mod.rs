@@ -54,7 +54,7 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
-pub use erase::{Erased, Evidence, Held, Notice, RawRows, Target};
+pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
 pub use rights::Disclosure;
 pub use rotate::Rotation;
