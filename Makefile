@@ -35,10 +35,10 @@ fmt: deps
 	cargo fmt --all -- --check
 
 clippy: rocksdb
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features failpoints -- -D warnings
 
 test: fmt clippy
-	$(CARGO) test --locked
+	$(CARGO) test --locked --features failpoints
 
 demo: build
 	target/release/oubli demo $(ARGS)

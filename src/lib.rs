@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod embedding;
 pub mod engine;
+pub mod failpoint;
 pub mod grpc;
 pub mod index;
 pub mod record;

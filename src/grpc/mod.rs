@@ -305,18 +305,21 @@ fn start_worker(
             Err(e) => tracing::error!(error = %e.message(), "cannot list unfinished requests"),
         }
         drop(resume);
+        let mut failed = false;
         loop {
-            // The erasure purges wait for their window; sleep until the next is due (at most
-            // an hour, so a clock change is noticed) unless a request comes first.
+            // Timed work (the purge window, a due rotation, a retry): sleep until it is due, at
+            // most an hour (a clock change is noticed), at least 10 s after a failure (no spin),
+            // unless a request comes first.
             let next = {
                 let rights = rights.clone();
                 blocking(move || rights.next_purge_at()).await.ok().flatten()
             };
             let wait = next.map(|at| {
-                let secs = at.duration_since(rights.now()).as_secs_f64().clamp(0.0, 3600.0);
+                let floor = if failed { 10.0 } else { 0.0 };
+                let secs = at.duration_since(rights.now()).as_secs_f64().clamp(floor, 3600.0);
                 std::time::Duration::from_secs_f64(secs)
             });
-            tokio::select! {
+            let woken_by_time = tokio::select! {
                 id = rx.recv() => {
                     let Some(id) = id else { break };
                     // Everything queued now, then one purge for all of it (a sweep queues many).
@@ -327,15 +330,28 @@ fn start_worker(
                     for id in ids {
                         let r = rights.clone();
                         if let Err(e) = blocking(move || r.process(id)).await {
-                            tracing::error!(request_id = %id, error = %e.message(), "request processing failed; it resumes at restart");
+                            tracing::error!(request_id = %id, error = %e.message(), "request processing failed; it is retried");
                         }
                     }
+                    false
                 }
-                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => true,
+            };
+            if woken_by_time {
+                // Requests whose last step failed are picked up again.
+                let r = rights.clone();
+                for id in blocking(move || r.pending_work()).await.unwrap_or_default() {
+                    let r = rights.clone();
+                    let _ = blocking(move || r.process(id)).await;
+                }
             }
             let r = rights.clone();
-            if let Err(e) = blocking(move || r.purge_due(false).and_then(|_| r.rotate_if_due())).await {
-                tracing::error!(error = %e.message(), "erasure purge failed; it is retried");
+            let purge = blocking(move || r.purge_due(false)).await;
+            let r = rights.clone();
+            let rotation = blocking(move || r.rotate_if_due()).await;
+            failed = purge.is_err() || rotation.is_err();
+            for e in [purge.err(), rotation.err()].into_iter().flatten() {
+                tracing::error!(error = %e.message(), "erasure purge or key rotation failed; it is retried");
             }
         }
     });

@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
-use super::{Error, Rights, Submitted, check_contact, request};
+use super::{Error, Rights, Submitted, check_contact, report::AccessReport, request};
 use crate::{
     audit::{
         event::{self, Entry, Event},
@@ -30,28 +30,6 @@ use crate::{
     store::{self, Evidence},
 };
 use request::{Erasure, Kind, Match, Origin, Phase, Request, RequestId, RequestSecret, State, Step};
-
-/// Test hook: with `OUBLI_FAILPOINT=<name>` set, the process stops dead (SIGKILL) when it
-/// reaches that point of the erasure pipeline, as a power cut would.
-fn failpoint(name: &str) {
-    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if ARMED.get_or_init(|| std::env::var("OUBLI_FAILPOINT").ok()).as_deref() == Some(name) {
-        eprintln!("failpoint {name} reached");
-        // SIGKILL: no destructor, no flush, no unwinding.
-        let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
-        std::process::abort();
-    }
-}
-
-/// The failpoints of the pipeline, in order.
-pub const FAILPOINTS: [&str; 6] = [
-    "erase.planned",
-    "erase.deleted",
-    "erase.unindexed",
-    "erase.keys-purged",
-    "erase.phase1-logged",
-    "erase.rows-purged",
-];
 
 /// What the person (or the privacy desk) sees of an erasure.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -242,7 +220,7 @@ impl Rights {
             Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
         })?;
         info!(request_id = %request.id, records = request.erasure.as_ref().map_or(0, |e| e.plan.len()), "erasure planned");
-        failpoint("erase.planned");
+        crate::failpoint::hit("erase.planned");
         Ok(())
     }
 
@@ -253,20 +231,18 @@ impl Rights {
             let store = self.engine.store();
             let held = store.erasure_inputs(&erasure.plan)?;
             let now = self.now();
-            let mut recipients = BTreeSet::new();
-            let mut notices = Vec::new();
-            for h in &held {
-                for client in &h.recipients {
-                    recipients.insert(client.clone());
-                    let body = serde_json::json!({
-                        "record_id": h.id.to_string(),
-                        "erased_at": now.to_string(),
-                        "reason": "erased at the request of the person concerned (GDPR Art. 17)",
-                        "action": "erase every copy of this record and of results derived from it that you hold (Art. 19)",
-                    });
-                    notices.push((client.clone(), serde_json::to_vec(&body).expect("a notice serialises")));
-                }
-            }
+            let notice = |id: RecordId| {
+                let body = serde_json::json!({
+                    "record_id": id.to_string(),
+                    "erased_at": now.to_string(),
+                    "reason": "erased at the request of the person concerned (GDPR Art. 17)",
+                    "action": "erase every copy of this record and of results derived from it that you hold (Art. 19)",
+                });
+                serde_json::to_vec(&body).expect("a notice serialises")
+            };
+            // Earlier access reports hold these records' sources (and maybe templates): they are
+            // part of what is erased, in the same write.
+            let also = self.without(&erasure.plan.iter().copied().collect(), request.id)?;
             let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
             // Only with the person's explicit consent: their probes, kept to refuse their face.
             let faces = erasure.keep_face.then(|| {
@@ -275,7 +251,6 @@ impl Rights {
             let faces_kept = if faces.is_some() { request.probes.len() } else { 0 };
             let id = *request.id.as_bytes();
             let e = request.erasure.as_mut().expect("an erasure request has a pipeline");
-            e.notified = recipients.into_iter().collect();
             e.suppressed = suppress.len();
             e.deleted_at = Some(now);
             e.step = Step::Deleted;
@@ -283,12 +258,14 @@ impl Rights {
             let deletion = store::Deletion {
                 ids: &erasure.plan,
                 graph_slots: &erasure.graph_slots,
-                notices: &notices,
+                notice: &notice,
                 suppress: &suppress,
                 faces: faces.as_deref().map(|f| f.as_slice()),
+                also: &also,
             };
-            store.erase(&deletion, &id, |erased| {
+            let erased = store.erase(&deletion, &id, |erased| {
                 if let Some(e) = request.erasure.as_mut() {
+                    e.notified = erased.recipients.iter().cloned().collect();
                     e.erased = Some(erased.clone());
                 }
                 Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
@@ -296,8 +273,14 @@ impl Rights {
             if faces_kept > 0 {
                 self.keep_faces(&request.probes);
             }
-            info!(request_id = %request.id, records = held.len(), notices = notices.len(), "erasure: rows deleted");
-            failpoint("erase.deleted");
+            info!(
+                request_id = %request.id,
+                records = erased.records,
+                recipients = erased.recipients.len(),
+                reports = also.len(),
+                "erasure: rows deleted"
+            );
+            crate::failpoint::hit("erase.deleted");
         }
         // Idempotent: after a restart the indexes were rebuilt without these records anyway.
         let e = request.erasure.as_ref().expect("an erasure request has a pipeline");
@@ -305,7 +288,7 @@ impl Rights {
             for id in &e.plan {
                 self.engine.unindex(*id);
             }
-            failpoint("erase.unindexed");
+            crate::failpoint::hit("erase.unindexed");
             let probes = request
                 .probes
                 .iter()
@@ -321,6 +304,36 @@ impl Rights {
             self.save(request)?;
         }
         Ok(())
+    }
+
+    /// Every other access request that names one of `erased`, with those records removed
+    /// from its matches and its stored report, ready to be written with the delete.
+    fn without(&self, erased: &BTreeSet<RecordId>, except: RequestId) -> Result<Vec<store::StoredRequest>, Error> {
+        let mut out = Vec::new();
+        for mut r in self.load_all()? {
+            let names = |m: &Match| erased.contains(&m.record_id);
+            if r.id == except
+                || r.kind != Kind::Access
+                || !(r.matched.iter().any(names) || r.review_band.iter().any(names))
+            {
+                continue;
+            }
+            r.matched.retain(|m| !names(m));
+            r.review_band.retain(|m| !names(m));
+            if let Some(review) = r.review.as_mut() {
+                review.approved.retain(|id| !erased.contains(id));
+            }
+            if let Some(text) = &r.report {
+                let mut report: AccessReport =
+                    serde_json::from_str(text).map_err(|e| Error::CorruptRequest(r.id, e.to_string()))?;
+                let before = report.records.len();
+                report.records.retain(|rec| rec.record_id.parse().is_ok_and(|id| !erased.contains(&id)));
+                report.erased_since += before - report.records.len();
+                r.report = Some(serde_json::to_string(&report).expect("a report serialises"));
+            }
+            out.push((*r.id.as_bytes(), Zeroizing::new(serde_json::to_vec(&r).expect("a request serialises"))));
+        }
+        Ok(out)
     }
 
     /// Phases 1 and 2 for every erasure waiting for them (batched: one purge serves many
@@ -348,7 +361,7 @@ impl Rights {
                 }
             }
             let verified = store.purge_keys(&ids, &evidence)?;
-            failpoint("erase.keys-purged");
+            crate::failpoint::hit("erase.keys-purged");
             let now = self.now();
             let epoch = store.key_epoch();
             let entries: Vec<Entry> = phase1
@@ -369,7 +382,7 @@ impl Rights {
                 e.phase1 = Some(Phase { at: now, leaf, verified: verified.clone() });
             })?;
             info!(requests = phase1.len(), records = ids.len(), "erasure phase 1: data keys purged and checked");
-            failpoint("erase.phase1-logged");
+            crate::failpoint::hit("erase.phase1-logged");
             did = true;
         }
 
@@ -389,7 +402,7 @@ impl Rights {
                 evidence.extend(&erased.evidence);
             }
             let verified = store.purge_rows(&targets, &evidence)?;
-            failpoint("erase.rows-purged");
+            crate::failpoint::hit("erase.rows-purged");
             let entries: Vec<Entry> = phase2
                 .iter()
                 .map(|r| Entry {
@@ -416,15 +429,15 @@ impl Rights {
         Ok(did)
     }
 
-    /// When [`Rights::purge_due`] next has work: phase 2 at the end of the purge window, or
-    /// soon for a phase 1 whose checks failed (a snapshot or an iterator held a file) and is
-    /// retried.
+    /// When the worker next has timed work: phase 2 at the end of the purge window, a key
+    /// rotation when due, or soon for a step that failed (a purge check, a write) and is retried.
     pub fn next_purge_at(&self) -> Result<Option<Timestamp>, Error> {
         let erasing: Vec<Request> = self.load_all()?.into_iter().filter(|r| r.state == State::Erasing).collect();
+        // Work that failed (a purge check, a write): retried soon.
         let retry = erasing
             .iter()
             .filter_map(|r| r.erasure.as_ref())
-            .any(|e| e.step == Step::Deleted && e.post_check.is_some())
+            .any(|e| e.step == Step::Deleted)
             .then(|| self.now().checked_add(SignedDuration::from_secs(10)).ok())
             .flatten();
         let window = erasing
@@ -432,7 +445,7 @@ impl Rights {
             .filter_map(|r| r.erasure.as_ref()?.phase1.as_ref().map(|p| p.at))
             .min()
             .and_then(|at| at.checked_add(self.purge_window()).ok());
-        Ok(retry.into_iter().chain(window).min())
+        Ok(retry.into_iter().chain(window).chain(self.next_rotation_at()?).min())
     }
 
     fn purge_window(&self) -> SignedDuration {
@@ -501,7 +514,7 @@ impl Rights {
         let store = self.engine.store();
         let seconds = |t: Timestamp| t.round(jiff::Unit::Second).unwrap_or(t).to_string();
         let deleted = e.deleted_at.map_or_else(|| "the delete".to_string(), seconds);
-        if store.key_epoch() > e.key_epoch {
+        if store.oldest_key_epoch() > e.key_epoch {
             Pending {
                 what: format!(
                     "none: backups made before {deleted} hold data keys wrapped under key epoch {}, which has been \
@@ -529,11 +542,12 @@ impl Rights {
     }
 
     fn phase1_statements(&self, e: &Erasure, p: &Phase) -> Statements {
-        let n = e.plan.len();
+        let n = e.erased.as_ref().map_or(e.plan.len(), |x| x.records);
         let mut done = vec![
             format!(
                 "{n} record(s) deleted in one synced write: sealed template and provenance, wrapped data key, \
-                 recipients-log rows, idempotency rows, enrolment-leaf and quarantine rows"
+                 recipients-log rows, idempotency rows, enrolment-leaf and quarantine rows, and their entries in \
+                 earlier access reports"
             ),
             "the vectors removed from the exact index and the HNSW graph (node unlinked, neighbours reconnected), \
              their memory overwritten with zeros"
@@ -543,8 +557,8 @@ impl Rights {
                 "{} source address(es) added to the suppression list as keyed hashes: re-enrolling them is refused",
                 e.suppressed
             ),
-            "the data keys destroyed and purged from disk: every remaining copy of the ciphertext is unreadable \
-             without them"
+            "the data keys destroyed and purged from this service's disk: the copies of the ciphertext left in its \
+             table files until phase 2 are unreadable without them (backups: see pending)"
                 .into(),
         ];
         if let Origin::Sweep { rule } = &e.origin {
@@ -558,7 +572,7 @@ impl Rights {
             ));
         }
         let mut verified = p.verified.clone();
-        if let Some((compared, remaining)) = e.post_check {
+        if let Some((compared, remaining)) = e.post_check.filter(|_| e.origin == Origin::Probes) {
             verified.push(format!(
                 "after the delete, the exact scan of the {compared} record(s) left found {remaining} at or above the \
                  strict threshold for the person's probes"
@@ -584,7 +598,7 @@ impl Rights {
             done: vec![format!(
                 "the key ranges of the {} erased record(s) compacted to the bottom level, dropping their encrypted \
                  templates and derived rows from the table files",
-                e.plan.len()
+                e.erased.as_ref().map_or(e.plan.len(), |x| x.records)
             )],
             verified: p.verified.clone(),
             pending: vec![self.backup_pending(e), recipients_pending(e)],
@@ -629,17 +643,31 @@ impl Rights {
         Ok(rotation)
     }
 
-    /// Rotates the keys if an erasure's backups have waited `rotation_days` for it.
+    /// Finishes a rotation cut short, or rotates the keys if an erasure's backups have waited
+    /// `rotation_days` for it.
     pub fn rotate_if_due(&self) -> Result<Option<store::Rotation>, Error> {
-        let epoch = self.engine.store().key_epoch();
+        let store = self.engine.store();
+        if store.key_epoch() != store.oldest_key_epoch() {
+            return Ok(store.resume_rotation()?);
+        }
+        match self.next_rotation_at()? {
+            Some(at) if at <= self.now() => self.rotate_keys().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// When a rotation is due: `rotation_days` after the oldest erasure whose backups are still
+    /// readable (its key epoch not destroyed yet).
+    fn next_rotation_at(&self) -> Result<Option<Timestamp>, Error> {
+        let oldest = self.engine.store().oldest_key_epoch();
         let wait = SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days));
-        let now = self.now();
-        let due = self.load_all()?.iter().filter_map(|r| r.erasure.as_ref()).any(|e| {
-            e.phase1.is_some()
-                && e.key_epoch == epoch
-                && e.deleted_at.and_then(|t| t.checked_add(wait).ok()).is_some_and(|t| t <= now)
-        });
-        if due { self.rotate_keys().map(Some) } else { Ok(None) }
+        Ok(self
+            .load_all()?
+            .iter()
+            .filter_map(|r| r.erasure.as_ref())
+            .filter(|e| e.phase1.is_some() && e.key_epoch >= oldest)
+            .filter_map(|e| e.deleted_at?.checked_add(wait).ok())
+            .min())
     }
 
     /// Notifications waiting for `client` (JSON bodies).

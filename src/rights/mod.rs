@@ -842,6 +842,7 @@ impl Rights {
                 format!("We hold {} record(s) of your face, listed below in full.", records.len())
             },
             records,
+            erased_since: 0,
             withheld_for_review: withheld,
             review_note: if withheld == 0 {
                 "No possible match is withheld.".into()

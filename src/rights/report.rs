@@ -58,6 +58,9 @@ pub struct AccessReport {
     /// Whether data about the person are processed, in a sentence.
     pub confirmation: String,
     pub records: Vec<ReportRecord>,
+    /// Records listed when the report was issued and erased since (removed from it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub erased_since: usize,
     /// Review-band matches not disclosed (yet): they may be another person's.
     pub withheld_for_review: usize,
     pub review_note: String,
@@ -94,6 +97,13 @@ impl AccessReport {
         line(format!("{} ", self.scope));
         line(String::new());
         line(format!("## Records ({})", self.records.len()));
+        if self.erased_since > 0 {
+            line(format!(
+                "{} record(s) listed here when this report was issued have been erased since.",
+                self.erased_since
+            ));
+            line(String::new());
+        }
         for (n, r) in self.records.iter().enumerate() {
             line(String::new());
             line(format!("### {}. Record {}", n + 1, r.record_id));
@@ -157,4 +167,8 @@ impl AccessReport {
         ));
         md
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

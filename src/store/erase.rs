@@ -68,32 +68,36 @@ pub struct Target {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Erased {
     pub records: usize,
+    /// The recipients sent a notice.
+    #[serde(default)]
+    pub recipients: BTreeSet<String>,
     pub rows: usize,
     pub targets: Vec<Target>,
     pub evidence: Evidence,
 }
 
 /// What the store holds about a record that its erasure needs first: the keyed hash of its
-/// source (for the suppression list) and who received it (for the notifications).
+/// source (for the suppression list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub id: RecordId,
     pub source_key: [u8; 32],
-    pub recipients: BTreeSet<String>,
 }
 
 /// What one erasure write removes and adds (see [`Store::erase`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Deletion<'a> {
     pub ids: &'a [RecordId],
     /// The records' graph rows.
     pub graph_slots: &'a [u32],
-    /// (recipient, notice body) pairs.
-    pub notices: &'a [(String, Vec<u8>)],
+    /// The notice each recipient of a record gets (Art. 19).
+    pub notice: &'a dyn Fn(RecordId) -> Vec<u8>,
     /// Keyed hashes of the erased sources.
     pub suppress: &'a [[u8; 32]],
     /// The person's probes, only with their consent.
     pub faces: Option<&'a [u8]>,
+    /// Other requests rewritten in the same write (access reports that named these records).
+    pub also: &'a [super::StoredRequest],
 }
 
 /// A record's rows as stored (test hook): what the evidence tests look for on disk.
@@ -133,20 +137,19 @@ impl Store {
         Ok(out)
     }
 
-    /// For each of `ids` still held: its source's keyed hash and its recipients.
+    /// For each of `ids` still held: its source's keyed hash.
     pub fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
             let Some(record) = self.get(id)? else { continue };
-            let recipients = self.disclosures(id)?.into_iter().map(|d| d.client).collect();
-            out.push(Held { id, source_key: self.suppression_key(record.provenance.source_uri()), recipients });
+            out.push(Held { id, source_key: self.suppression_key(record.provenance.source_uri()) });
         }
         Ok(out)
     }
 
     /// Deletes every row of `ids` (sealed record, wrapped data key, recipients rows,
-    /// idempotency rows, enrolment leaf, quarantine flag) and, in the same synced write, adds
-    /// `notices` to the recipients' outboxes, `suppress` to the suppression list, `faces` (the
+    /// idempotency rows, enrolment leaf, quarantine flag) and, in the same synced write, adds a
+    /// notice to the outbox of each of their recipients, rewrites the `also` requests, `suppress` to the suppression list, `faces` (the
     /// person's probes, kept only with their consent: little-endian f32s) sealed under the
     /// request id, and the request's next state (`request(&erased)`). `graph_slots` are the records' graph rows,
     /// removed by the index afterwards and purged with the rest. Returns what was removed and
@@ -157,8 +160,11 @@ impl Store {
         request_id: &[u8; 16],
         request: impl FnOnce(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
-        let Deletion { ids, graph_slots, notices, suppress, faces } = *deletion;
+        let Deletion { ids, graph_slots, notice, suppress, faces, also } = *deletion;
         let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        // No disclosure is recorded between reading the recipients and deleting their rows.
+        let _no_disclosures = self.erase_lock.write().unwrap_or_else(|p| p.into_inner());
+        let now = Timestamp::now();
         let mut batch = WriteBatch::default();
         let mut erased = Erased::default();
         let single = |cf: &str, key: &[u8], absent: bool| Target {
@@ -183,6 +189,13 @@ impl Store {
             }
             let mut end = key.to_vec();
             end.extend_from_slice(&[0xff; 16]);
+            let clients: BTreeSet<String> = self.disclosures(id)?.into_iter().map(|d| d.client).collect();
+            for client in clients {
+                let row = self.outbox_key(&client, now);
+                let body = crypto::seal_blob(&self.keys, NOTIFICATION_DOMAIN, &row, &notice(id));
+                batch.put_cf(self.cf(CF_OUTBOX), &row, body);
+                erased.recipients.insert(client);
+            }
             let mode = IteratorMode::From(key, rocksdb::Direction::Forward);
             for item in self.db.iterator_cf(self.cf(CF_RECIPIENTS), mode) {
                 let (row, _) = item?;
@@ -200,11 +213,6 @@ impl Store {
         for slot in graph_slots {
             erased.targets.push(single(CF_GRAPH, &graph::node_key(*slot), false));
         }
-        let now = Timestamp::now();
-        for (client, body) in notices {
-            let key = self.outbox_key(client, now);
-            batch.put_cf(self.cf(CF_OUTBOX), &key, crypto::seal_blob(&self.keys, NOTIFICATION_DOMAIN, &key, body));
-        }
         let at = now.as_second().to_be_bytes();
         for source in suppress {
             batch.put_cf(self.cf(CF_SUPPRESSED), source, at);
@@ -217,6 +225,10 @@ impl Store {
             );
         }
         erased.evidence = self.evidence(ids, &erased.targets)?;
+        for (other, plaintext) in also {
+            let blob = crypto::seal_blob(&self.keys, super::rights::REQUEST_DOMAIN, other, plaintext);
+            batch.put_cf(self.cf(CF_REQUESTS), other, blob);
+        }
         let plaintext = request(&erased);
         batch.put_cf(
             self.cf(CF_REQUESTS),
@@ -373,6 +385,7 @@ impl Store {
 
     /// Deletes `client`'s notification `id` (acknowledged); whether it was there.
     pub fn ack_notice(&self, client: &str, id: &str) -> Result<bool, Error> {
+        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
         let Some(suffix) = hex::decode(id).ok().filter(|s| s.len() == 12) else { return Ok(false) };
         let mut key = self.keys.mac(b"oubli/outbox-client/v1", client.as_bytes()).to_vec();
         key.extend_from_slice(&suffix);
@@ -471,7 +484,6 @@ mod tests {
         let (sealed, wrapped) = (raw.sealed.unwrap(), raw.wrapped_key.unwrap());
         let held = store.erasure_inputs(gone).unwrap();
         assert_eq!(held.len(), 3);
-        assert!(held.iter().all(|h| h.recipients.contains("operator-a")));
         let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
         let request = [7u8; 16];
         let erased = store
@@ -479,7 +491,8 @@ mod tests {
                 &Deletion {
                     ids: gone,
                     graph_slots: &[],
-                    notices: &[("operator-a".into(), b"{}".to_vec())],
+                    notice: &|_| b"{}".to_vec(),
+                    also: &[],
                     suppress: &suppress,
                     faces: Some(b"face"),
                 },
@@ -497,7 +510,8 @@ mod tests {
         assert!(store.quarantined().unwrap().is_empty());
         assert!(store.is_suppressed("https://photos.example/2.jpg").unwrap());
         assert!(!store.is_suppressed("https://photos.example/1.jpg").unwrap());
-        assert_eq!(store.notices("operator-a").unwrap().len(), 1);
+        assert_eq!(store.notices("operator-a").unwrap().len(), 3, "one notice per record received");
+        assert_eq!(erased.recipients.len(), 1);
         assert!(store.notices("operator-b").unwrap().is_empty());
         assert_eq!(store.request(&request).unwrap().unwrap().as_slice(), b"state");
         assert_eq!(store.suppressed_faces().unwrap().iter().map(|f| f.to_vec()).collect::<Vec<_>>(), vec![b"face"]);

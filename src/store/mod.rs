@@ -56,7 +56,7 @@ use crate::{
 use crypto::KeyRing;
 pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
-pub use rights::Disclosure;
+pub use rights::{Disclosure, StoredRequest};
 pub use rotate::Rotation;
 
 /// The log's origin (and signing key name) when a data dir is created without one.
@@ -213,6 +213,8 @@ pub struct Store {
     /// Held (shared) by every write that wraps a key, and exclusively to change the KEK epoch.
     key_lock: std::sync::RwLock<()>,
     rotation_lock: std::sync::Mutex<()>,
+    /// Held (shared) to record a disclosure, and exclusively by an erasure's delete.
+    erase_lock: std::sync::RwLock<()>,
 }
 
 impl Store {
@@ -286,6 +288,7 @@ impl Store {
             audit_lock: Default::default(),
             key_lock: Default::default(),
             rotation_lock: Default::default(),
+            erase_lock: Default::default(),
         };
         store.backfill_idempotency_of()?;
         if let Some(rotation) = store.finish_rotation()? {
@@ -365,12 +368,14 @@ impl Store {
         for (id, rule) in quarantined {
             batch.put_cf(self.cf(CF_QUARANTINE), id.as_bytes(), rule.as_bytes());
         }
+        crate::failpoint::hit("enrol.before-write");
         self.write_logged_with(batch, &events, |first, batch| {
             for (i, (id, _)) in records.iter().enumerate() {
                 batch.put_cf(self.cf(CF_ENROLMENT_LEAVES), id.as_bytes(), (first + i as u64).to_be_bytes());
             }
-        })
-        .map(|_| ())
+        })?;
+        crate::failpoint::hit("enrol.after-write");
+        Ok(())
     }
 
     /// Fills `idempotency_of` from `idempotency` for a data dir written before it existed.
@@ -420,6 +425,7 @@ impl Store {
             }
         }
         let checkpoint = log.sign();
+        crate::failpoint::hit("log.signed");
         batch.put_cf(self.cf(CF_META), META_CHECKPOINT, checkpoint.as_bytes());
         match self.db.write_opt(batch, &synced()) {
             Ok(()) => {

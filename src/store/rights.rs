@@ -101,6 +101,7 @@ impl Store {
     /// Records that `client` received `records` at `at`: one row per record, keyed by record
     /// and sealed under the record's data key. Records erased meanwhile are skipped.
     pub fn record_disclosures(&self, records: &[RecordId], client: &str, at: Timestamp) -> Result<(), Error> {
+        let _not_erasing = self.erase_lock.read().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         let value = serde_json::to_vec(&Disclosure { client: client.into(), at }).expect("a disclosure serialises");
         for id in records {

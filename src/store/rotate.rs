@@ -4,6 +4,9 @@
 //! Backups and checkpoints taken before hold data keys wrapped under an older epoch: once that
 //! epoch's KEK is destroyed they are unreadable, including the keys of records erased since.
 //!
+//! Writes that wrap a key or touch a sealed blob hold `key_lock` shared; a rotation holds it
+//! exclusively from start to end.
+//!
 //! Crash safety: the new KEK file is written and synced before any key is wrapped under it;
 //! rows are re-wrapped in synced batches; the key-check value and a `rotation` marker (the new
 //! epoch and the count) are written next; only then are the old KEK files destroyed, and the
@@ -35,19 +38,30 @@ pub struct Rotation {
 }
 
 impl Store {
-    /// Rotates to a new KEK epoch: see the module documentation.
+    /// Rotates to a new KEK epoch: see the module documentation. Every write that wraps a key or
+    /// touches a sealed blob waits until the rotation is over, so the re-wrap pass never writes
+    /// back a row that changed (or was erased) meanwhile.
     pub fn rotate_keys(&self) -> Result<Rotation, Error> {
         let _rotation = self.rotation_lock.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            // Waits for writes wrapping under the old epoch: once the new one is current, every
-            // row the re-wrap pass misses is already under it.
-            let _no_wraps = self.key_lock.write().unwrap_or_else(|p| p.into_inner());
-            self.keys.add_epoch()?;
-        }
+        let _no_writes = self.key_lock.write().unwrap_or_else(|p| p.into_inner());
+        self.keys.add_epoch()?;
         self.finish_rotation()?.ok_or_else(|| Error::Corrupt("a rotation that was just started has no epoch".into()))
     }
 
-    /// Finishes an interrupted rotation, if any (called at open and by [`Store::rotate_keys`]).
+    /// Finishes a rotation cut short (by a crash or a failed write), if any.
+    pub fn resume_rotation(&self) -> Result<Option<Rotation>, Error> {
+        let _rotation = self.rotation_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _no_writes = self.key_lock.write().unwrap_or_else(|p| p.into_inner());
+        self.finish_rotation()
+    }
+
+    /// The oldest key epoch whose key-encryption key still exists: backups wrapped under an
+    /// older one are unreadable.
+    pub fn oldest_key_epoch(&self) -> u32 {
+        self.keys.epochs().first().copied().unwrap_or(0)
+    }
+
+    /// Finishes an interrupted rotation, if any (called at open, and with the writes held off).
     pub(super) fn finish_rotation(&self) -> Result<Option<Rotation>, Error> {
         let marker = self.db.get_cf(self.cf(CF_META), META_ROTATION)?;
         if self.keys.epochs().len() < 2 && marker.is_none() {
@@ -62,6 +76,7 @@ impl Store {
         };
         if self.keys.epochs().len() > 1 {
             rewrapped += self.rewrap_all()?;
+            crate::failpoint::hit("rotate.rewrapped");
             let mut batch = WriteBatch::default();
             batch.put_cf(self.cf(CF_META), META_KEY_CHECK, self.keys.check_value());
             let mut value = epoch.to_be_bytes().to_vec();

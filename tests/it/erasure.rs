@@ -4,12 +4,7 @@
 use std::collections::BTreeSet;
 
 use oubli::{
-    audit::{
-        event::{Entry, Event},
-        merkle::{self, Hash, TreeSize},
-        note::VerifierKey,
-        receipt,
-    },
+    audit::{event::Event, note::VerifierKey, receipt},
     engine::IndexChoice,
     grpc::pb::{
         self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient,
@@ -19,8 +14,10 @@ use oubli::{
 };
 use tonic::Code;
 
+#[cfg(feature = "failpoints")]
+use crate::harness::{Process, log_key};
 use crate::{
-    harness::{Dirs, Server, files_under, oubli},
+    harness::{Dirs, Server, assert_log_extends, events, files_under, oubli},
     rights::{enrol, tokens, wait, with_tokens},
 };
 
@@ -62,39 +59,6 @@ fn holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
         .filter(|f| std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
         .map(|f| f.display().to_string())
         .collect()
-}
-
-/// The log now extends the checkpoint `before` (consistency proof checked).
-async fn assert_log_extends(server_channel: oubli::grpc::AuthChannel, before: &str) -> u64 {
-    let mut log = TransparencyClient::new(server_channel);
-    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
-    let key = VerifierKey::parse(&key).unwrap();
-    let now = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
-    let (old, new) = (receipt::open_checkpoint(before, &key).unwrap(), receipt::open_checkpoint(&now, &key).unwrap());
-    let proof = log
-        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: old.size, to_size: new.size })
-        .await
-        .unwrap()
-        .into_inner();
-    let proof: Vec<Hash> = proof.hashes.into_iter().map(|h| h.try_into().unwrap()).collect();
-    merkle::verify_consistency(TreeSize(old.size), TreeSize(new.size), &old.root, &new.root, &proof)
-        .expect("the log only grew");
-    new.size
-}
-
-/// Every log entry's event.
-async fn events(server_channel: oubli::grpc::AuthChannel) -> Vec<Event> {
-    let mut log = TransparencyClient::new(server_channel);
-    let mut out = Vec::new();
-    loop {
-        let start = out.len() as u64;
-        let page =
-            log.get_entries(pb::GetEntriesRequest { start, end: start + 1000 }).await.unwrap().into_inner().entries;
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page.iter().map(|e| Entry::decode(&e.data).unwrap().event));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,8 +107,12 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     let mut log = TransparencyClient::new(server.channel().await);
     let before = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
 
-    // The person asks for erasure with a selfie. Phase 1 runs at once.
+    // The person first asks what is held (the report lists the records), then for erasure
+    // with a selfie. Phase 1 runs at once.
     let mut rights = RightsClient::new(server.channel_as(None).await);
+    let (earlier, earlier_secret) = crate::rights::submit(&mut rights, &probe).await;
+    wait(&mut rights, &earlier, &earlier_secret).await;
+    assert_eq!(crate::rights::report(&mut rights, &earlier, &earlier_secret).await.0.records.len(), erased.len());
     let (id, secret) = submit_erasure(&mut rights, &probe).await;
     let status = wait(&mut rights, &id, &secret).await;
     assert_eq!((status.state.as_str(), status.erasure_step.as_str()), ("erasing", "keys_purged"));
@@ -192,6 +160,9 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         others_before.iter().map(|h| (&h.record_id, h.score)).collect::<Vec<_>>(),
         "another person's results are unchanged"
     );
+    let (report, _) = crate::rights::report(&mut rights, &earlier, &earlier_secret).await;
+    assert!(report.records.is_empty(), "the earlier report no longer holds the erased records");
+    assert_eq!(report.erased_since, erased.len());
     let (access, access_secret) = crate::rights::submit(&mut rights, &probe).await;
     assert_eq!(wait(&mut rights, &access, &access_secret).await.state, "completed");
     let (report, _) = crate::rights::report(&mut rights, &access, &access_secret).await;
@@ -420,72 +391,7 @@ async fn records_named_in_an_access_report_can_be_erased_with_its_secret_only() 
     }
 }
 
-/// An `oubli-server` process on a loopback port, its log lines on a channel.
-struct Process {
-    child: std::process::Child,
-    addr: String,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Process {
-    fn spawn(dirs: &Dirs, failpoint: Option<&str>) -> Process {
-        use std::io::BufRead;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_oubli-server"));
-        cmd.args(["--listen", "127.0.0.1:0", "--policy-profile", "permissive", "--purge-window-secs", "0"])
-            .arg("--data-dir")
-            .arg(&dirs.data)
-            .arg("--key-dir")
-            .arg(&dirs.keys)
-            .env("NO_COLOR", "1")
-            .env("OUBLI_LOG", "info")
-            .env_remove("OUBLI_FAILPOINT")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        if let Some(f) = failpoint {
-            cmd.env("OUBLI_FAILPOINT", f);
-        }
-        let mut child = cmd.spawn().expect("oubli-server starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = Process { child, addr: String::new(), lines };
-        let line = process.wait_for("serving oubli.v1");
-        let at = line.find("127.0.0.1:").expect("the address is logged");
-        process.addr = line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-        process
-    }
-
-    /// The first log line containing `text` (the server is given a minute to get there).
-    fn wait_for(&self, text: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(std::time::Duration::from_secs(60)) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {text:?}: {e}"),
-            }
-        }
-    }
-
-    async fn channel(&self, dirs: &Dirs) -> oubli::grpc::AuthChannel {
-        let token = std::fs::read_to_string(dirs.keys.join(oubli::grpc::LOCAL_TOKEN_FILE)).expect("local token");
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
-        tonic::service::interceptor::InterceptedService::new(
-            channel,
-            oubli::grpc::Bearer::new(Some(token.trim())).expect("token"),
-        )
-    }
-}
-
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() {
     let population = oubli::synth::Population::generate(&oubli::synth::PopulationConfig {
@@ -497,7 +403,7 @@ async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() 
     })
     .unwrap();
     let (requests, _) = crate::harness::requests(&population);
-    for failpoint in oubli::rights::erasure::FAILPOINTS {
+    for failpoint in oubli::failpoint::ALL.iter().filter(|f| f.starts_with("erase.")) {
         let dirs = Dirs::new();
         let server = Process::spawn(&dirs, Some(failpoint));
         let mut templates = TemplatesClient::new(server.channel(&dirs).await);
@@ -558,12 +464,6 @@ async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() 
         child.kill().unwrap();
         child.wait().unwrap();
     }
-}
-
-async fn log_key(channel: oubli::grpc::AuthChannel) -> VerifierKey {
-    let mut log = TransparencyClient::new(channel);
-    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
-    VerifierKey::parse(&key).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

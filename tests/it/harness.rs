@@ -5,9 +5,15 @@ use std::{
 };
 
 use oubli::{
+    audit::{
+        event::{Entry, Event},
+        merkle::{self, Hash, TreeSize},
+        note::VerifierKey,
+        receipt,
+    },
     grpc::{
         AuthChannel, Bearer, Embedded,
-        pb::{self, templates_client::TemplatesClient},
+        pb::{self, templates_client::TemplatesClient, transparency_client::TransparencyClient},
     },
     synth::{Population, PopulationConfig},
 };
@@ -168,4 +174,109 @@ pub fn oubli(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_oubli")).args(args).output().expect("run oubli");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
+}
+
+/// The log now extends the checkpoint `before` (consistency proof checked).
+pub async fn assert_log_extends(server_channel: oubli::grpc::AuthChannel, before: &str) -> u64 {
+    let mut log = TransparencyClient::new(server_channel);
+    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
+    let key = VerifierKey::parse(&key).unwrap();
+    let now = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
+    let (old, new) = (receipt::open_checkpoint(before, &key).unwrap(), receipt::open_checkpoint(&now, &key).unwrap());
+    let proof = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: old.size, to_size: new.size })
+        .await
+        .unwrap()
+        .into_inner();
+    let proof: Vec<Hash> = proof.hashes.into_iter().map(|h| h.try_into().unwrap()).collect();
+    merkle::verify_consistency(TreeSize(old.size), TreeSize(new.size), &old.root, &new.root, &proof)
+        .expect("the log only grew");
+    new.size
+}
+
+/// Every log entry's event.
+pub async fn events(server_channel: oubli::grpc::AuthChannel) -> Vec<Event> {
+    let mut log = TransparencyClient::new(server_channel);
+    let mut out = Vec::new();
+    loop {
+        let start = out.len() as u64;
+        let page =
+            log.get_entries(pb::GetEntriesRequest { start, end: start + 1000 }).await.unwrap().into_inner().entries;
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page.iter().map(|e| Entry::decode(&e.data).unwrap().event));
+    }
+}
+
+/// An `oubli-server` process on a loopback port, its log lines on a channel.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    pub fn spawn(dirs: &Dirs, failpoint: Option<&str>) -> Process {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_oubli-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--policy-profile", "permissive", "--purge-window-secs", "0"])
+            .arg("--data-dir")
+            .arg(&dirs.data)
+            .arg("--key-dir")
+            .arg(&dirs.keys)
+            .env("NO_COLOR", "1")
+            .env("OUBLI_LOG", "info")
+            .env_remove("OUBLI_FAILPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(f) = failpoint {
+            cmd.env("OUBLI_FAILPOINT", f);
+        }
+        let mut child = cmd.spawn().expect("oubli-server starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Process { child, addr: String::new(), lines };
+        let line = process.wait_for("serving oubli.v1");
+        let at = line.find("127.0.0.1:").expect("the address is logged");
+        process.addr = line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+        process
+    }
+
+    /// The first log line containing `text` (the server is given a minute to get there).
+    pub fn wait_for(&self, text: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?}: {e}"),
+            }
+        }
+    }
+
+    pub async fn channel(&self, dirs: &Dirs) -> oubli::grpc::AuthChannel {
+        let token = std::fs::read_to_string(dirs.keys.join(oubli::grpc::LOCAL_TOKEN_FILE)).expect("local token");
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        tonic::service::interceptor::InterceptedService::new(
+            channel,
+            oubli::grpc::Bearer::new(Some(token.trim())).expect("token"),
+        )
+    }
+}
+
+pub async fn log_key(channel: oubli::grpc::AuthChannel) -> VerifierKey {
+    let mut log = TransparencyClient::new(channel);
+    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
+    VerifierKey::parse(&key).unwrap()
 }

@@ -1,0 +1,48 @@
+//! Named failpoints for the crash tests: with the `failpoints` cargo feature (which `make test`
+//! enables) and `OUBLI_FAILPOINT=<name>` (or `<name>@<n>`: the n-th time it is reached) in the
+//! environment, the process kills itself with SIGKILL at that point, as a power cut would: no
+//! destructor, no flush. Without the feature, [`hit`] compiles to nothing.
+
+/// Every failpoint, in the order a request meets them.
+pub const ALL: [&str; 10] = [
+    "enrol.before-write",
+    "log.signed",
+    "enrol.after-write",
+    "erase.planned",
+    "erase.deleted",
+    "erase.unindexed",
+    "erase.keys-purged",
+    "erase.phase1-logged",
+    "erase.rows-purged",
+    "rotate.rewrapped",
+];
+
+/// Dies here if this failpoint is armed (and this is its n-th hit).
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) {
+    use std::sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    };
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var("OUBLI_FAILPOINT").ok()?;
+        match spec.split_once('@') {
+            Some((name, n)) => Some((name.to_string(), n.parse().unwrap_or(1))),
+            None => Some((spec, 1)),
+        }
+    });
+    if let Some((armed, n)) = armed
+        && armed == name
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        eprintln!("failpoint {name} reached");
+        let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}

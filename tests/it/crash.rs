@@ -1,0 +1,203 @@
+//! The real `oubli-server` binary killed with SIGKILL (at named failpoints, and at random
+//! moments of a bulk enrolment), then restarted: nothing acknowledged is lost, no batch is half
+//! there, no erased record comes back, and the log extends every checkpoint handed out before.
+#![cfg(feature = "failpoints")]
+use std::collections::BTreeSet;
+
+use oubli::grpc::pb::{
+    self, admin_client::AdminClient, rights_client::RightsClient, templates_client::TemplatesClient,
+    transparency_client::TransparencyClient,
+};
+use rand::{Rng, SeedableRng};
+use tonic::Code;
+
+use crate::harness::{Dirs, Process, assert_log_extends, events, seeded};
+
+const BATCH: usize = 40;
+
+/// What a client was told before the crash.
+#[derive(Default)]
+struct Told {
+    acknowledged: Vec<String>,
+    checkpoints: Vec<String>,
+    erased: Vec<String>,
+    /// Records of batches stored but never acknowledged (the server died before answering).
+    unacknowledged: usize,
+}
+
+/// Enrols `BATCH`-sized batches of `requests` until the server dies (or all are sent),
+/// recording every acknowledged id and the checkpoint after each batch.
+async fn enrol_until_killed(server: &Process, dirs: &Dirs, requests: &[pb::EnrollRequest], told: &mut Told) {
+    let mut templates = TemplatesClient::new(server.channel(dirs).await);
+    let mut log = TransparencyClient::new(server.channel(dirs).await);
+    for batch in requests.chunks(BATCH) {
+        match templates.enroll_stream(tokio_stream::iter(batch.to_vec())).await {
+            Ok(r) => told.acknowledged.extend(r.into_inner().record_ids),
+            Err(_) => return,
+        }
+        match log.get_checkpoint(pb::GetCheckpointRequest {}).await {
+            Ok(c) => told.checkpoints.push(c.into_inner().checkpoint),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Erases the first enrolled record's face (by its own template) and waits for both phases.
+async fn erase_one(server: &Process, dirs: &Dirs, values: &[f32], told: &mut Told) {
+    let mut rights = RightsClient::new(server.channel(dirs).await);
+    let r = rights
+        .submit_erasure_request(pb::SubmitErasureRequestRequest {
+            probes: vec![pb::Embedding { values: values.to_vec() }],
+            contact: "jeanne@example.org".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut state = String::new();
+    while state != "completed" {
+        state = rights
+            .get_request(pb::GetRequestRequest {
+                request_id: r.request_id.clone(),
+                request_secret: r.request_secret.clone(),
+                wait_seconds: 30,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .state;
+        if state != "completed" {
+            AdminClient::new(server.channel(dirs).await).run_purge(pb::RunPurgeRequest {}).await.unwrap();
+        }
+    }
+    let receipts = rights
+        .get_erasure_receipts(pb::GetErasureReceiptsRequest {
+            request_id: r.request_id,
+            request_secret: r.request_secret,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status: serde_json::Value = serde_json::from_str(&receipts.erasure_json).unwrap();
+    told.erased.extend(status["records"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()));
+}
+
+/// After a restart: every acknowledged record is there, the batch in flight is all there or
+/// not at all, nothing erased came back, and the log extends every checkpoint handed out.
+async fn check(server: &Process, dirs: &Dirs, told: &mut Told, what: &str) {
+    let mut templates = TemplatesClient::new(server.channel(dirs).await);
+    let erased: BTreeSet<&String> = told.erased.iter().collect();
+    for id in &told.acknowledged {
+        let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
+        if erased.contains(id) {
+            assert_eq!(got.unwrap_err().code(), Code::NotFound, "{what}: erased record {id} came back");
+        } else {
+            got.unwrap_or_else(|e| panic!("{what}: acknowledged record {id} lost: {e}"));
+        }
+    }
+    let count = templates.stats(pb::StatsRequest {}).await.unwrap().into_inner().record_count as usize;
+    let live = told.acknowledged.len() - told.erased.len() + told.unacknowledged;
+    assert!(count == live || count == live + BATCH, "{what}: {count} records, {live} acknowledged: a half batch");
+    told.unacknowledged += count - live;
+    for checkpoint in &told.checkpoints {
+        assert_log_extends(server.channel(dirs).await, checkpoint).await;
+    }
+    let enrolled = events(server.channel(dirs).await)
+        .await
+        .iter()
+        .filter(|e| matches!(e, oubli::audit::event::Event::Enrolled { .. }))
+        .count();
+    assert_eq!(enrolled, count + told.erased.len(), "{what}: one enrolment leaf per record ever stored");
+}
+
+fn kill(server: Process) {
+    let mut child = server.child;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolment_killed_at_each_failpoint_loses_nothing_acknowledged() {
+    let (requests, vectors) = seeded(BATCH * 6, 21);
+    for failpoint in oubli::failpoint::ALL.iter().filter(|f| !f.starts_with("erase.") && !f.starts_with("rotate.")) {
+        let dirs = Dirs::new();
+        let mut told = Told::default();
+        // The first two writes go through: the third dies at the failpoint.
+        let server = Process::spawn(&dirs, Some(&format!("{failpoint}@3")));
+        enrol_until_killed(&server, &dirs, &requests, &mut told).await;
+        server.wait_for(&format!("failpoint {failpoint} reached"));
+        kill(server);
+        assert_eq!(told.acknowledged.len(), 2 * BATCH, "{failpoint}: two batches acknowledged before");
+
+        let server = Process::spawn(&dirs, None);
+        check(&server, &dirs, &mut told, failpoint).await;
+        // The server goes on: an erasure, more enrolments, all consistent after another kill.
+        erase_one(&server, &dirs, &vectors[0], &mut told).await;
+        enrol_until_killed(&server, &dirs, &requests[3 * BATCH..4 * BATCH], &mut told).await;
+        kill(server);
+        let server = Process::spawn(&dirs, None);
+        check(&server, &dirs, &mut told, failpoint).await;
+        kill(server);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_enrolment_killed_at_random_moments_loses_nothing_and_resurrects_nothing() {
+    let rounds: usize = std::env::var("OUBLI_CRASH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(2);
+    let (requests, vectors) = seeded(BATCH * 12, 22);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(22);
+    let dirs = Dirs::new();
+    let mut told = Told::default();
+    let server = Process::spawn(&dirs, None);
+    enrol_until_killed(&server, &dirs, &requests[..BATCH], &mut told).await;
+    erase_one(&server, &dirs, &vectors[0], &mut told).await;
+    let mut server = server;
+    let mut next = BATCH;
+    for round in 0..rounds {
+        // Some batches acknowledged, then a kill while the next one is in flight.
+        let batches = rng.random_range(1..=3);
+        let end = (next + batches * BATCH).min(requests.len());
+        enrol_until_killed(&server, &dirs, &requests[next..end], &mut told).await;
+        next = end;
+        let in_flight = requests[next.min(requests.len() - BATCH)..][..BATCH].to_vec();
+        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
+        let sent = tokio::spawn(async move { templates.enroll_stream(tokio_stream::iter(in_flight)).await });
+        // Let the stream start for a random number of scheduler turns, then pull the plug.
+        for _ in 0..rng.random_range(0..200) {
+            tokio::task::yield_now().await;
+        }
+        kill(server);
+        if let Ok(Ok(r)) = sent.await {
+            told.acknowledged.extend(r.into_inner().record_ids);
+        }
+        server = Process::spawn(&dirs, None);
+        check(&server, &dirs, &mut told, &format!("round {round}")).await;
+        next = (next + BATCH).min(requests.len() - BATCH);
+    }
+    kill(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_killed_half_way_is_finished_at_restart() {
+    let (requests, _) = seeded(BATCH * 2, 23);
+    let dirs = Dirs::new();
+    let mut told = Told::default();
+    let server = Process::spawn(&dirs, Some("rotate.rewrapped"));
+    enrol_until_killed(&server, &dirs, &requests, &mut told).await;
+    let mut admin = AdminClient::new(server.channel(&dirs).await);
+    assert!(admin.rotate_keys(pb::RotateKeysRequest {}).await.is_err(), "killed during the rotation");
+    server.wait_for("failpoint rotate.rewrapped reached");
+    kill(server);
+    assert!(dirs.keys.join("kek-00000001.key").exists() && dirs.keys.join("kek-00000002.key").exists());
+
+    let server = Process::spawn(&dirs, None);
+    assert!(!dirs.keys.join("kek-00000001.key").exists(), "the old key is destroyed at restart");
+    check(&server, &dirs, &mut told, "rotation").await;
+    let rotations = events(server.channel(&dirs).await)
+        .await
+        .iter()
+        .filter(|e| matches!(e, oubli::audit::event::Event::KeysRotated { epoch: 2, .. }))
+        .count();
+    assert_eq!(rotations, 1, "the rotation is logged once");
+    kill(server);
+}
