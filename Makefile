@@ -9,7 +9,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
 ARGS ?=
 
-.PHONY: deps rocksdb build test test-heavy demo bench bench-peers bench-erase fmt clippy clean docs-plots
+.PHONY: deps rocksdb build test test-heavy crash-test load demo bench bench-peers bench-erase fmt clippy clean docs-plots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -50,6 +50,15 @@ bench: rocksdb
 # graph), in release: minutes, so not part of `make test`.
 test-heavy: rocksdb
 	$(CARGO) test --release --locked --test it index:: -- --ignored --nocapture
+
+# The crash harness for longer: more random kills during a bulk enrolment (make test runs 2).
+CRASH_ROUNDS ?= 20
+crash-test: rocksdb
+	OUBLI_CRASH_ROUNDS=$(CRASH_ROUNDS) $(CARGO) test --locked --features failpoints --test it crash:: -- --nocapture
+
+# 8 clients, a mixed workload for 60 s on an embedded server, then the consistency check.
+load: build
+	target/release/oubli load --embedded --clients 8 --duration 60
 
 # Oubli's exact and HNSW indexes next to numpy, faiss and hnswlib on the same synthetic data
 # (BENCH_N=1000000 for the 1M run): target/bench-peers/results.json, recall-vs-qps.png, a table.

@@ -558,3 +558,10 @@ async fn a_person_who_consents_is_never_enrolled_again_even_from_a_new_photo() {
     let someone_else = world.population.probe(other).to_vec();
     templates.enroll(fresh(someone_else, "https://new.example/other.jpg")).await.unwrap();
 }
+
+#[test]
+fn a_short_mixed_load_loses_nothing_and_resurrects_nothing() {
+    let (ok, out) = oubli(&["load", "--embedded", "--clients", "4", "--duration", "2", "--seed", "7"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(" 0 lost, 0 resurrected") && out.contains("consistent"), "{out}");
+}

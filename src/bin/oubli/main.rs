@@ -22,6 +22,7 @@ static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 mod demo;
 mod erase;
+mod load;
 mod log;
 mod rights;
 mod synth;
@@ -127,6 +128,8 @@ enum Command {
     /// Notices of erased records for their recipients (Art. 19; operator).
     #[command(subcommand)]
     Notifications(erase::Notifications),
+    /// Concurrent clients with a mixed workload for a bounded time, then a consistency check.
+    Load(load::Args),
 }
 
 /// One line of a records JSONL file: a template with its provenance.
@@ -175,6 +178,7 @@ async fn main() -> Result<()> {
         Command::Attest(args) => erase::attest(args, &cli.server).await,
         Command::Keys(c) => erase::keys(c, &cli.server).await,
         Command::Notifications(c) => erase::notifications(c, &cli.server, cli.json).await,
+        Command::Load(args) => load::run(args, &cli.server).await,
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
@@ -244,7 +248,8 @@ async fn main() -> Result<()> {
                 | Command::Erase(_)
                 | Command::Attest(_)
                 | Command::Keys(_)
-                | Command::Notifications(_) => unreachable!("handled above"),
+                | Command::Notifications(_)
+                | Command::Load(_) => unreachable!("handled above"),
             }
             Ok(())
         }

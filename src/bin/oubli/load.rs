@@ -1,0 +1,414 @@
+//! `oubli load`: concurrent gRPC clients with a mixed workload for a bounded time, then a
+//! consistency check of what they were told against what the server holds.
+//!
+//! Each client picks operations by weight: `enroll` (one random 512-d template), `search` (one
+//! of the templates enrolled so far, or a random one), `access` (an access request by one
+//! enrolled template, until answered) and `erase` (an erasure by one enrolled template, until
+//! phase 1 is logged). Afterwards every acknowledged record not erased must be found, every
+//! erased one must be gone, and the log must extend the checkpoint taken before the run.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use oubli::{
+    audit::{merkle, note::VerifierKey, receipt},
+    grpc::{
+        AuthChannel, Embedded,
+        pb::{
+            self, admin_client::AdminClient, rights_client::RightsClient, templates_client::TemplatesClient,
+            transparency_client::TransparencyClient,
+        },
+    },
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Concurrent clients (1 to 256).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds to run (1 to 3600).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Operation weights, e.g. enroll:40,search:50,access:5,erase:5.
+    #[arg(long, default_value = "enroll:40,search:50,access:5,erase:5")]
+    mix: String,
+    /// Seed of the clients' random choices and templates.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run against an embedded server on a fresh temp data dir (permissive policy, no
+    /// per-address submission limit) instead of --server.
+    #[arg(long)]
+    embedded: bool,
+    /// Template dimension (the server's).
+    #[arg(long, default_value_t = 512)]
+    dimension: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Enroll,
+    Search,
+    Access,
+    Erase,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Enroll => "enroll",
+            Op::Search => "search",
+            Op::Access => "access",
+            Op::Erase => "erase",
+        }
+    }
+}
+
+fn parse_mix(mix: &str) -> Result<Vec<(Op, u32)>> {
+    let mut out = Vec::new();
+    for part in mix.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, weight) = part.split_once(':').with_context(|| format!("mix item {part:?}: write op:weight"))?;
+        let op = match name.trim() {
+            "enroll" => Op::Enroll,
+            "search" => Op::Search,
+            "access" => Op::Access,
+            "erase" => Op::Erase,
+            other => bail!("mix op {other:?}: use enroll, search, access or erase"),
+        };
+        out.push((op, weight.trim().parse().with_context(|| format!("mix weight {weight:?}"))?));
+    }
+    if out.iter().map(|(_, w)| *w).sum::<u32>() == 0 {
+        bail!("the mix {mix:?} has no weight");
+    }
+    Ok(out)
+}
+
+/// What the clients were told, shared.
+#[derive(Default)]
+struct Ledger {
+    /// Acknowledged records and their templates (those not yet picked for erasure).
+    pool: Vec<(String, Vec<f32>)>,
+    acknowledged: BTreeSet<String>,
+    erased: BTreeSet<String>,
+    latencies: BTreeMap<Op, Vec<Duration>>,
+    errors: BTreeMap<Op, Vec<String>>,
+}
+
+fn unit(rng: &mut ChaCha8Rng, d: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..d).map(|_| rng.random::<f32>() - 0.5).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+pub async fn run(args: Args, server: &str) -> Result<()> {
+    if !(1..=256).contains(&args.clients) || !(1..=3600).contains(&args.duration) {
+        bail!("use 1 to 256 clients and 1 to 3600 seconds");
+    }
+    let mix = parse_mix(&args.mix)?;
+    let (embedded, _tmp) = if args.embedded {
+        let tmp = TempDir::new()?;
+        let mut config = oubli::Config::new(tmp.path().join("data"), tmp.path().join("keys"));
+        config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
+        config.rights.submissions_per_minute = 1_000_000;
+        config.dimension = Some(args.dimension);
+        let server = Embedded::start(config).await.context("the embedded server did not start")?;
+        let token = std::fs::read_to_string(tmp.path().join("keys").join(oubli::grpc::LOCAL_TOKEN_FILE))?;
+        (Some((server, token.trim().to_string())), Some(tmp))
+    } else {
+        (None, None)
+    };
+    let address = embedded.as_ref().map_or_else(|| server.to_string(), |(s, _)| s.addr.to_string());
+    let token = embedded.as_ref().map(|(_, t)| t.clone());
+    let connect = || {
+        let address = address.clone();
+        let token = token.clone();
+        async move {
+            match token {
+                Some(t) => super::channel_with(&address, Some(&t)).await,
+                None => super::channel(&address).await,
+            }
+        }
+    };
+
+    let mut log = TransparencyClient::new(connect().await?);
+    let before = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(super::status_error)?.into_inner();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    eprintln!("{} clients for {} s on {address}, mix {}", args.clients, args.duration, args.mix);
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let channel = connect().await?;
+        let (ledger, mix) = (ledger.clone(), mix.clone());
+        let (seed, d) = (args.seed.wrapping_mul(1000).wrapping_add(c as u64), args.dimension);
+        tasks.push(tokio::spawn(async move { client(c, channel, ledger, &mix, seed, d, deadline).await }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let wall = args.duration as f64;
+
+    // Consistency: what the clients were told against what the server holds.
+    let channel = connect().await?;
+    AdminClient::new(channel.clone()).run_purge(pb::RunPurgeRequest {}).await.map_err(super::status_error)?;
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut templates = TemplatesClient::new(channel.clone());
+    let (mut lost, mut resurrected) = (Vec::new(), Vec::new());
+    for id in &ledger.acknowledged {
+        let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
+        match (ledger.erased.contains(id), got) {
+            (false, Err(e)) => lost.push(format!("{id}: {}", e.message())),
+            (true, Ok(_)) => resurrected.push(id.clone()),
+            (true, Err(e)) if e.code() != tonic::Code::NotFound => lost.push(format!("{id}: {}", e.message())),
+            _ => {}
+        }
+    }
+    let after = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(super::status_error)?.into_inner();
+    let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(super::status_error)?.into_inner();
+    let key = VerifierKey::parse(&key.verifier_key)?;
+    let (old, new) = (
+        receipt::open_checkpoint(&before.checkpoint, &key).map_err(anyhow::Error::msg)?,
+        receipt::open_checkpoint(&after.checkpoint, &key).map_err(anyhow::Error::msg)?,
+    );
+    let proof =
+        log.get_consistency_proof(pb::GetConsistencyProofRequest { from_size: old.size, to_size: new.size }).await;
+    let consistent = old.size == 0
+        || proof.is_ok_and(|p| {
+            let hashes: Vec<merkle::Hash> =
+                p.into_inner().hashes.into_iter().filter_map(|h| h.try_into().ok()).collect();
+            merkle::verify_consistency(
+                merkle::TreeSize(old.size),
+                merkle::TreeSize(new.size),
+                &old.root,
+                &new.root,
+                &hashes,
+            )
+            .is_ok()
+        });
+
+    println!(
+        "{:<8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>7}",
+        "op", "count", "per s", "p50 ms", "p99 ms", "p999 ms", "errors"
+    );
+    let mut errors = 0;
+    for (op, _) in &mix {
+        let mut l = ledger.latencies.get(op).cloned().unwrap_or_default();
+        l.sort();
+        let q = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).map_or(0.0, ms);
+        let e = ledger.errors.get(op).map_or(0, Vec::len);
+        errors += e;
+        println!(
+            "{:<8} {:>8} {:>9.1} {:>10.2} {:>10.2} {:>10.2} {:>7}",
+            op.name(),
+            l.len(),
+            l.len() as f64 / wall,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            e
+        );
+    }
+    for (op, list) in &ledger.errors {
+        for e in list.iter().take(3) {
+            eprintln!("  {} error: {e}", op.name());
+        }
+    }
+    println!(
+        "consistency: {} acknowledged, {} erased; {} lost, {} resurrected; log {} -> {} leaves {}",
+        ledger.acknowledged.len(),
+        ledger.erased.len(),
+        lost.len(),
+        resurrected.len(),
+        old.size,
+        new.size,
+        if consistent { "consistent" } else { "INCONSISTENT" }
+    );
+    for l in lost.iter().take(5) {
+        eprintln!("  lost: {l}");
+    }
+    if let Some((server, _)) = embedded {
+        drop((templates, log, channel));
+        server.stop().await?;
+    }
+    if errors > 0 || !lost.is_empty() || !resurrected.is_empty() || !consistent {
+        bail!("the load run failed its checks");
+    }
+    Ok(())
+}
+
+/// A fresh directory under the system's temp dir, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let mut name = [0u8; 8];
+        getrandom::fill(&mut name).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let path = std::env::temp_dir().join(format!("oubli-load-{}", hex::encode(name)));
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ms(d: &Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn client(
+    n: usize,
+    channel: AuthChannel,
+    ledger: Arc<Mutex<Ledger>>,
+    mix: &[(Op, u32)],
+    seed: u64,
+    d: usize,
+    deadline: Instant,
+) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut templates = TemplatesClient::new(channel.clone());
+    let mut rights = RightsClient::new(channel);
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let mut pick = rng.random_range(0..total);
+        let op = mix.iter().find(|(_, w)| {
+            let hit = pick < *w;
+            pick = pick.saturating_sub(*w);
+            hit
+        });
+        let op = op.map_or(Op::Search, |(op, _)| *op);
+        let started = Instant::now();
+        let outcome: Result<(), String> = match op {
+            Op::Enroll => {
+                let values = unit(&mut rng, d);
+                i += 1;
+                let request = pb::EnrollRequest {
+                    embedding: Some(pb::Embedding { values: values.clone() }),
+                    provenance: Some(pb::Provenance {
+                        source_uri: format!("https://load.example/{seed}/{n}/{i}.jpg"),
+                        collected_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+                        source_kind: pb::SourceKind::PublicWebScrape.into(),
+                        legal_basis: pb::LegalBasis::NoneDeclared.into(),
+                        jurisdiction: "FR".into(),
+                    }),
+                    idempotency_key: String::new(),
+                };
+                match templates.enroll(request).await {
+                    Ok(r) => {
+                        let id = r.into_inner().record_id;
+                        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                        l.acknowledged.insert(id.clone());
+                        l.pool.push((id, values));
+                        Ok(())
+                    }
+                    Err(e) => Err(e.message().to_string()),
+                }
+            }
+            Op::Search => {
+                let probe = {
+                    let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    (!l.pool.is_empty()).then(|| l.pool[rng.random_range(0..l.pool.len())].1.clone())
+                }
+                .unwrap_or_else(|| unit(&mut rng, d));
+                let request = pb::SearchRequest {
+                    probe: Some(pb::Embedding { values: probe }),
+                    k: 10,
+                    min_score: None,
+                    exact: false,
+                };
+                templates.search(request).await.map(|_| ()).map_err(|e| e.message().to_string())
+            }
+            Op::Access | Op::Erase => {
+                let picked = {
+                    let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    if l.pool.is_empty() {
+                        None
+                    } else {
+                        let at = rng.random_range(0..l.pool.len());
+                        // An erased record leaves the pool, so no one searches for it again.
+                        Some(if op == Op::Erase { l.pool.swap_remove(at) } else { l.pool[at].clone() })
+                    }
+                };
+                match picked {
+                    None => continue,
+                    Some((id, probe)) => request(&mut rights, op, probe).await.map(|erased| {
+                        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                        l.erased.extend(erased);
+                        if op == Op::Erase {
+                            l.erased.insert(id);
+                        }
+                    }),
+                }
+            }
+        };
+        let took = started.elapsed();
+        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Ok(()) => l.latencies.entry(op).or_default().push(took),
+            Err(e) => l.errors.entry(op).or_default().push(e),
+        }
+    }
+    Ok(())
+}
+
+/// An access or erasure request by `probe`, until answered (access) or phase 1 (erasure).
+/// Returns the records an erasure removed.
+async fn request(rights: &mut RightsClient<AuthChannel>, op: Op, probe: Vec<f32>) -> Result<Vec<String>, String> {
+    let probes = vec![pb::Embedding { values: probe }];
+    let contact = "load@example.org".to_string();
+    let (id, secret) = if op == Op::Access {
+        let r = rights
+            .submit_access_request(pb::SubmitAccessRequestRequest {
+                probes,
+                contact,
+                jurisdiction_claim: String::new(),
+                include_templates: false,
+            })
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
+        (r.request_id, r.request_secret)
+    } else {
+        let r = rights
+            .submit_erasure_request(pb::SubmitErasureRequestRequest { probes, contact, ..Default::default() })
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
+        (r.request_id, r.request_secret)
+    };
+    let status = rights
+        .get_request(pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 30 })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    let done = match op {
+        Op::Erase => matches!(status.erasure_step.as_str(), "keys_purged" | "templates_purged"),
+        _ => status.state == "completed",
+    };
+    if !done {
+        return Err(format!("request {id} is {} {} after 30 s", status.state, status.erasure_step));
+    }
+    if op != Op::Erase {
+        return Ok(Vec::new());
+    }
+    let r = rights
+        .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id: id, request_secret: secret })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    let status: serde_json::Value = serde_json::from_str(&r.erasure_json).map_err(|e| e.to_string())?;
+    Ok(status["records"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default())
+}
