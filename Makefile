@@ -9,7 +9,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
 ARGS ?=
 
-.PHONY: deps rocksdb build test test-heavy crash-test load demo bench bench-peers bench-erase fmt clippy clean docs-plots
+.PHONY: deps rocksdb build test test-heavy crash-test load resources demo bench bench-peers bench-erase fmt clippy clean docs-plots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -55,6 +55,11 @@ test-heavy: rocksdb
 CRASH_ROUNDS ?= 20
 crash-test: rocksdb
 	OUBLI_CRASH_ROUNDS=$(CRASH_ROUNDS) $(CARGO) test --locked --features failpoints --test it crash:: -- --nocapture
+
+# Resident memory and start-up time of the server with RESOURCES_N records (exact index).
+RESOURCES_N ?= 1000000
+resources: build
+	scripts/resources.sh $(RESOURCES_N)
 
 # 8 clients, a mixed workload for 60 s on an embedded server, then the consistency check.
 load: build

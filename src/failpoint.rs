@@ -2,6 +2,10 @@
 //! enables) and `OUBLI_FAILPOINT=<name>` (or `<name>@<n>`: the n-th time it is reached) in the
 //! environment, the process kills itself with SIGKILL at that point, as a power cut would: no
 //! destructor, no flush. Without the feature, [`hit`] compiles to nothing.
+//!
+//! [`panic_here`] is the same for panics: with the feature and `OUBLI_PANIC=<name>`, the code
+//! at that point panics, so a test can check that one failing request does not take the server
+//! down.
 
 /// Every failpoint, in the order a request meets them.
 pub const ALL: [&str; 10] = [
@@ -46,3 +50,15 @@ pub fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// Panics here if `OUBLI_PANIC` names this point.
+#[cfg(feature = "failpoints")]
+pub fn panic_here(name: &str) {
+    if std::env::var("OUBLI_PANIC").is_ok_and(|armed| armed == name) {
+        panic!("test panic at {name}");
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn panic_here(_name: &str) {}

@@ -74,7 +74,11 @@ impl pb::templates_server::Templates for TemplatesService {
         let id = convert::record_id(&req.record_id)?;
         tracing::Span::current().record("record_id", tracing::field::display(id));
         let rights = self.rights.clone();
-        let record = blocking(move || rights.get(&caller, id)).await?;
+        let record = blocking(move || {
+            crate::failpoint::panic_here("get");
+            rights.get(&caller, id)
+        })
+        .await?;
         Ok(Response::new(pb::GetResponse {
             record: Some(pb::Record {
                 record_id: record.id.to_string(),
@@ -89,6 +93,7 @@ impl pb::templates_server::Templates for TemplatesService {
 
     #[instrument(skip_all, name = "Search", fields(k))]
     async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        crate::failpoint::panic_here("search");
         let caller = gate::caller(&request);
         let req = request.into_inner();
         tracing::Span::current().record("k", req.k);

@@ -201,3 +201,37 @@ async fn a_key_rotation_killed_half_way_is_finished_at_restart() {
     assert_eq!(rotations, 1, "the rotation is logged once");
     kill(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_request_fails_alone_and_the_server_goes_on() {
+    let (requests, vectors) = seeded(BATCH, 24);
+    for point in ["search", "get"] {
+        let dirs = Dirs::new();
+        let server = Process::spawn_with(&dirs, None, &[("OUBLI_PANIC", point)]);
+        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
+        let ids = templates.enroll_stream(tokio_stream::iter(requests.clone())).await.unwrap().into_inner().record_ids;
+        let failed = match point {
+            "search" => templates
+                .search(pb::SearchRequest {
+                    probe: Some(pb::Embedding { values: vectors[0].clone() }),
+                    k: 3,
+                    min_score: None,
+                    exact: true,
+                })
+                .await
+                .map(|_| ()),
+            _ => {
+                templates.get(pb::GetRequest { record_id: ids[0].clone(), include_embedding: false }).await.map(|_| ())
+            }
+        };
+        assert!(failed.is_err(), "{point}: the panicking call fails");
+        // Other calls, on a fresh connection and on the same one, are still answered.
+        let mut again = TemplatesClient::new(server.channel(&dirs).await);
+        assert_eq!(again.stats(pb::StatsRequest {}).await.unwrap().into_inner().record_count, BATCH as u64);
+        templates.enroll(requests[0].clone()).await.unwrap();
+        let mut child = server.child;
+        assert!(child.try_wait().unwrap().is_none(), "{point}: the server is still running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

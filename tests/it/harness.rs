@@ -218,6 +218,11 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(dirs: &Dirs, failpoint: Option<&str>) -> Process {
+        Process::spawn_with(dirs, failpoint, &[])
+    }
+
+    /// As [`Process::spawn`], with more environment variables.
+    pub fn spawn_with(dirs: &Dirs, failpoint: Option<&str>, env: &[(&str, &str)]) -> Process {
         use std::io::BufRead;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_oubli-server"));
         cmd.args(["--listen", "127.0.0.1:0", "--policy-profile", "permissive", "--purge-window-secs", "0"])
@@ -233,6 +238,7 @@ impl Process {
         if let Some(f) = failpoint {
             cmd.env("OUBLI_FAILPOINT", f);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("oubli-server starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = std::sync::mpsc::channel();
