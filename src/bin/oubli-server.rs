@@ -71,6 +71,10 @@ struct Args {
     /// backups made before it become unreadable.
     #[arg(long, env = "OUBLI_ROTATION_DAYS", default_value_t = 30)]
     rotation_days: u32,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address (for example 127.0.0.1:9464);
+    /// off by default.
+    #[arg(long, env = "OUBLI_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Which index answers searches: the exact scan, the approximate HNSW graph, or auto (HNSW
     /// from --hnsw-min-records records on). The exact scan is always kept: a request with
     /// `exact = true`, and access and erasure requests, use it.
@@ -143,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
     config.rights.audit_retention_days = args.audit_retention_days;
     config.rights.submissions_per_minute = args.submissions_per_minute;
     config.rights.purge_window = std::time::Duration::from_secs(args.purge_window_secs);
+    config.metrics_listen = args.metrics_listen;
     config.rights.rotation_days = args.rotation_days.max(1);
     let index = IndexConfig {
         choice: match args.index {

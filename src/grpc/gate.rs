@@ -155,8 +155,27 @@ fn new_call_id() -> String {
     hex::encode(b)
 }
 
-fn code_name(code: Code) -> String {
-    format!("{code:?}")
+/// The status code's name as the audit trail and the metrics spell it ("Ok", "NotFound", ...).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for Gate<S>
@@ -184,6 +203,7 @@ where
         let tokens = self.tokens.clone();
         let rights = self.rights.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let call_id = new_call_id();
             let (mut response, caller) = match admit(&tokens, request.headers(), access, &path) {
                 Ok(caller) => {
@@ -194,6 +214,7 @@ where
                 Err((status, caller)) => (status.into_http(), caller),
             };
             let code = Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
+            rights.metrics().record_call(&path, code_name(code), started.elapsed());
             let event = AuditEvent {
                 seq: 0,
                 at: rights.now(),
@@ -201,7 +222,7 @@ where
                 caller: caller.client.clone(),
                 roles: caller.role_names(),
                 method: path,
-                code: code_name(code),
+                code: code_name(code).to_string(),
                 rights_request: response.extensions().get::<RightsRequestNote>().map(|n| n.0.clone()),
             };
             // A memtable insert and a buffered write-ahead-log append: cheap enough inline.

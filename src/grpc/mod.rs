@@ -59,6 +59,8 @@ pub struct Config {
     pub process_requests: bool,
     /// Which index answers searches, and the HNSW parameters.
     pub index: IndexConfig,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); `None`: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
             clock: Arc::new(SystemClock),
             process_requests: true,
             index: IndexConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -146,7 +149,7 @@ async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
-    ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ready: Option<tokio::sync::oneshot::Sender<Option<std::net::SocketAddr>>>,
 ) -> Result<(), ServeError> {
     let engine = {
         let config = config.clone();
@@ -202,9 +205,18 @@ async fn serve(
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let addr = listener.local_addr().ok();
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at).await?;
+            let bound = listener.local_addr()?;
+            info!(addr = %bound, "serving metrics at /metrics");
+            Some((bound, tokio::spawn(serve_metrics(listener, rights.clone()))))
+        }
+        None => None,
+    };
     info!(?addr, "serving oubli.v1");
     if let Some(ready) = ready {
-        let _ = ready.send(());
+        let _ = ready.send(metrics.as_ref().map(|(a, _)| *a));
     }
     tonic::transport::Server::builder()
         .layer(gate::GateLayer { tokens, rights: rights.clone() })
@@ -218,6 +230,9 @@ async fn serve(
         .add_service(notifications)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
+    if let Some((_, task)) = metrics {
+        task.abort();
+    }
     // The services (and the worker's sender) are gone: once the worker has finished its
     // current request, nothing else holds the store, and it closes here.
     if let Some(task) = worker_task {
@@ -232,6 +247,8 @@ async fn serve(
 /// A server running in this process on a loopback port: for the demo and tests.
 pub struct Embedded {
     pub addr: std::net::SocketAddr,
+    /// Where metrics are served, if the configuration asked for them.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -243,7 +260,7 @@ impl Embedded {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, is_ready) = tokio::sync::oneshot::channel::<()>();
+        let (ready, is_ready) = tokio::sync::oneshot::channel::<Option<std::net::SocketAddr>>();
         let task = tokio::spawn(serve(
             listener,
             config,
@@ -252,12 +269,12 @@ impl Embedded {
             },
             Some(ready),
         ));
-        if is_ready.await.is_err() {
+        let Ok(metrics_addr) = is_ready.await else {
             // The server ended before it was ready: its result says why.
             task.await??;
             return Err(ServeError::Listen(std::io::Error::other("the server stopped before it was ready")));
-        }
-        Ok(Embedded { addr, stop, task })
+        };
+        Ok(Embedded { addr, metrics_addr, stop, task })
     }
 
     /// Stops it, drains in-flight requests, and waits until the store is closed.
@@ -356,6 +373,42 @@ fn start_worker(
         }
     });
     (tx, task)
+}
+
+/// Answers `GET /metrics` with the Prometheus text format; anything else is 404. Plain HTTP/1.1,
+/// one request per connection: what a scraper needs and nothing more.
+async fn serve_metrics(listener: TcpListener, rights: Arc<Rights>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let rights = rights.clone();
+        tokio::spawn(async move {
+            let mut head = vec![0u8; 4096];
+            let mut n = 0;
+            while !head[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < head.len() {
+                match conn.read(&mut head[n..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => n += k,
+                }
+            }
+            let text = String::from_utf8_lossy(&head[..n]);
+            let mut words = text.split_whitespace();
+            let (status, body) = match (words.next(), words.next()) {
+                (Some("GET"), Some("/metrics")) => {
+                    match blocking(move || rights.gauges().map(|g| rights.metrics().render(&g))).await {
+                        Ok(body) => ("200 OK", body),
+                        Err(e) => ("500 Internal Server Error", format!("{}\n", e.message())),
+                    }
+                }
+                _ => ("404 Not Found", "metrics are at GET /metrics\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+        });
+    }
 }
 
 /// Runs blocking core or rights work off the async threads.

@@ -191,6 +191,7 @@ impl Rights {
     /// After matching (or review): freezes the record set and logs its digest, moving the
     /// request to `erasing`.
     pub(super) fn plan_erasure(&self, request: &mut Request) -> Result<(), Error> {
+        let started = std::time::Instant::now();
         let approved: BTreeSet<RecordId> =
             request.review.as_ref().map(|r| r.approved.iter().copied().collect()).unwrap_or_default();
         let plan: Vec<RecordId> =
@@ -220,6 +221,7 @@ impl Rights {
             Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
         })?;
         info!(request_id = %request.id, records = request.erasure.as_ref().map_or(0, |e| e.plan.len()), "erasure planned");
+        self.metrics.record_step("plan", started.elapsed());
         crate::failpoint::hit("erase.planned");
         Ok(())
     }
@@ -228,6 +230,7 @@ impl Rights {
     pub(super) fn erase_planned(&self, request: &mut Request) -> Result<(), Error> {
         let Some(erasure) = request.erasure.clone() else { return Ok(()) };
         if erasure.step == Step::Planned {
+            let started = std::time::Instant::now();
             let store = self.engine.store();
             let held = store.erasure_inputs(&erasure.plan)?;
             let now = self.now();
@@ -280,11 +283,13 @@ impl Rights {
                 reports = also.len(),
                 "erasure: rows deleted"
             );
+            self.metrics.record_step("delete", started.elapsed());
             crate::failpoint::hit("erase.deleted");
         }
         // Idempotent: after a restart the indexes were rebuilt without these records anyway.
         let e = request.erasure.as_ref().expect("an erasure request has a pipeline");
         if e.step == Step::Deleted && e.post_check.is_none() {
+            let started = std::time::Instant::now();
             for id in &e.plan {
                 self.engine.unindex(*id);
             }
@@ -302,6 +307,7 @@ impl Rights {
             // The probes are biometric data: kept no longer than this check.
             request.probes.clear();
             self.save(request)?;
+            self.metrics.record_step("unindex_and_check", started.elapsed());
         }
         Ok(())
     }
@@ -360,7 +366,9 @@ impl Rights {
                     evidence.extend(&erased.evidence);
                 }
             }
+            let started = std::time::Instant::now();
             let verified = store.purge_keys(&ids, &evidence)?;
+            self.metrics.record_step("phase1_purge", started.elapsed());
             crate::failpoint::hit("erase.keys-purged");
             let now = self.now();
             let epoch = store.key_epoch();
@@ -401,7 +409,9 @@ impl Rights {
                 targets.extend(erased.targets.iter().cloned());
                 evidence.extend(&erased.evidence);
             }
+            let started = std::time::Instant::now();
             let verified = store.purge_rows(&targets, &evidence)?;
+            self.metrics.record_step("phase2_purge", started.elapsed());
             crate::failpoint::hit("erase.rows-purged");
             let entries: Vec<Entry> = phase2
                 .iter()

@@ -206,6 +206,7 @@ pub struct Rights {
     limiter: Mutex<HashMap<String, (f64, Timestamp)>>,
     /// Faces whose owners asked, with consent, never to be enrolled again.
     suppressed_faces: RwLock<Vec<Embedding>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Rights {
@@ -221,6 +222,7 @@ impl Rights {
             changes: tokio::sync::watch::Sender::new(0),
             limiter: Mutex::default(),
             suppressed_faces: RwLock::default(),
+            metrics: crate::metrics::Metrics::default(),
             settings,
         };
         for bytes in rights.engine.store().suppressed_faces()? {
@@ -234,6 +236,29 @@ impl Rights {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The gauges read at scrape time: requests waiting, overdue, records, log size.
+    pub fn gauges(&self) -> Result<Vec<crate::metrics::Gauge>, Error> {
+        let now = self.now();
+        let all = self.load_all()?;
+        let pending = all.iter().filter(|r| !r.state.is_final()).count() as f64;
+        let overdue = all.iter().filter(|r| r.is_overdue(now)).count() as f64;
+        let erasing = all.iter().filter(|r| r.state == State::Erasing).count() as f64;
+        let stats = self.engine.stats()?;
+        Ok(vec![
+            ("oubli_requests_open", "Rights requests not yet final.", pending),
+            ("oubli_requests_overdue", "Rights requests past their due date and not final.", overdue),
+            ("oubli_erasures_in_progress", "Erasure requests whose pipeline is running.", erasing),
+            ("oubli_records", "Records held.", stats.record_count as f64),
+            ("oubli_log_entries", "Leaves in the transparency log.", self.engine.store().tree_size() as f64),
+            ("oubli_key_epoch", "The current key-encryption-key epoch.", f64::from(self.engine.store().key_epoch())),
+        ])
     }
 
     pub fn settings(&self) -> &Settings {

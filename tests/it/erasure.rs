@@ -565,3 +565,46 @@ fn a_short_mixed_load_loses_nothing_and_resurrects_nothing() {
     assert!(ok, "{out}");
     assert!(out.contains(" 0 lost, 0 resurrected") && out.contains("consistent"), "{out}");
 }
+
+/// `GET path` on the metrics port, as a scraper would; returns the status line and the body.
+async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_time_erasure_steps_and_show_the_backlog() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let configure = with_tokens(path, |c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap()));
+    let server = Server::start_with(dirs, configure).await;
+    let world = enrol(&server, &t.operator).await;
+    let person = world.clear_cut(0);
+    let probe = world.population.probe(person).to_vec();
+    let erased = world.scored(person, STRICT, 2.0).len();
+    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let (id, secret) = submit_erasure(&mut rights, &probe).await;
+    wait(&mut rights, &id, &secret).await;
+    let addr = server.metrics_addr().expect("metrics are served");
+    let (status, body) = scrape(addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    for expected in [
+        "oubli_rpc_calls_total{method=\"/oubli.v1.Templates/EnrollStream\",code=\"Ok\"} 1",
+        "oubli_rpc_duration_seconds_count{method=\"/oubli.v1.Rights/SubmitErasureRequest\"} 1",
+        "oubli_erasure_step_duration_seconds_count{step=\"phase1_purge\"} 1",
+        "oubli_erasure_step_duration_seconds_count{step=\"delete\"} 1",
+        "oubli_erasures_in_progress 1",
+        "oubli_requests_overdue 0",
+        "oubli_key_epoch 1",
+    ] {
+        assert!(body.contains(expected), "{expected} missing from:\n{body}");
+    }
+    assert!(body.contains(&format!("oubli_records {}\n", world.ids.len() - erased)), "{body}");
+    assert!(!body.contains("jeanne@"), "no client value in the metrics");
+    assert!(scrape(addr, "/other").await.0.contains("404"));
+}

@@ -60,6 +60,11 @@ impl Server {
         Server { addr: embedded.addr, embedded, dirs, configure }
     }
 
+    /// Where the server serves metrics, if configured to.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.embedded.metrics_addr
+    }
+
     /// A client with the local all-roles token.
     pub async fn client(&self) -> TemplatesClient<AuthChannel> {
         TemplatesClient::new(self.channel().await)

@@ -1,0 +1,122 @@
+//! Counters and latency histograms, rendered in the Prometheus text exposition format. The
+//! server serves them on a separate port (`--metrics-listen`, off by default): calls and their
+//! latency per RPC and status code, the erasure pipeline's step durations, and gauges read at
+//! scrape time (pending and overdue requests, records, log size). Names and labels only, never
+//! a value a client sent.
+use std::{collections::BTreeMap, fmt::Write, sync::Mutex, time::Duration};
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    /// Observations at or below each bucket's bound (not cumulative; summed when rendered).
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, n) in BUCKETS.iter().zip(self.counts) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// A gauge read at scrape time: name, help, value.
+pub type Gauge = (&'static str, &'static str, f64);
+
+/// The server's metrics (one per server).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (method, code) → calls.
+    calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// method → latency.
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// erasure step → duration.
+    steps: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+impl Metrics {
+    /// One call of `method` (a gRPC path) that ended with `code` after `took`.
+    pub fn record_call(&self, method: &str, code: &'static str, took: Duration) {
+        *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry((method.to_string(), code)).or_default() += 1;
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(method.to_string())
+            .or_default()
+            .observe(took.as_secs_f64());
+    }
+
+    /// One run of an erasure pipeline step.
+    pub fn record_step(&self, step: &'static str, took: Duration) {
+        self.steps.lock().unwrap_or_else(|p| p.into_inner()).entry(step).or_default().observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of everything, with `gauges`.
+    pub fn render(&self, gauges: &[Gauge]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP oubli_rpc_calls_total gRPC calls by method and status code.\n");
+        out.push_str("# TYPE oubli_rpc_calls_total counter\n");
+        for ((method, code), n) in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "oubli_rpc_calls_total{{method=\"{method}\",code=\"{code}\"}} {n}");
+        }
+        out.push_str("# HELP oubli_rpc_duration_seconds gRPC call latency by method.\n");
+        out.push_str("# TYPE oubli_rpc_duration_seconds histogram\n");
+        for (method, h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h.render(&mut out, "oubli_rpc_duration_seconds", &format!("method=\"{method}\""));
+        }
+        out.push_str("# HELP oubli_erasure_step_duration_seconds Duration of each erasure pipeline step.\n");
+        out.push_str("# TYPE oubli_erasure_step_duration_seconds histogram\n");
+        for (step, h) in self.steps.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h.render(&mut out, "oubli_erasure_step_duration_seconds", &format!("step=\"{step}\""));
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_counters_add_up() {
+        let m = Metrics::default();
+        m.record_call("/oubli.v1.Templates/Search", "Ok", Duration::from_millis(3));
+        m.record_call("/oubli.v1.Templates/Search", "Ok", Duration::from_millis(30));
+        m.record_call("/oubli.v1.Templates/Search", "NotFound", Duration::from_secs(20));
+        m.record_step("phase1", Duration::from_millis(100));
+        let text = m.render(&[("oubli_log_entries", "Leaves in the transparency log.", 7.0)]);
+        assert!(text.contains("oubli_rpc_calls_total{method=\"/oubli.v1.Templates/Search\",code=\"Ok\"} 2"));
+        assert!(
+            text.contains("oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.Templates/Search\",le=\"0.005\"} 1")
+        );
+        assert!(
+            text.contains("oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.Templates/Search\",le=\"0.05\"} 2")
+        );
+        assert!(
+            text.contains("oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.Templates/Search\",le=\"+Inf\"} 3")
+        );
+        assert!(text.contains("oubli_erasure_step_duration_seconds_count{step=\"phase1\"} 1"));
+        assert!(text.contains("oubli_log_entries 7"));
+    }
+}
