@@ -104,15 +104,21 @@ pub fn seal_blob(keys: &KeyRing, domain: &str, id: &[u8], plaintext: &[u8]) -> V
     out
 }
 
-/// Opens a [`seal_blob`] output.
-pub fn open_blob(keys: &KeyRing, domain: &str, id: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+/// The wrapped data key and the sealed data of a [`seal_blob`] output.
+fn split_blob<'a>(domain: &str, id: &[u8], blob: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), Error> {
     let corrupt = || Error::Corrupt(format!("{domain} {} does not decrypt", hex::encode(id)));
     let (len, rest) = blob.split_first_chunk::<2>().ok_or_else(corrupt)?;
     let len = usize::from(u16::from_be_bytes(*len));
     if rest.len() < len {
         return Err(corrupt());
     }
-    let (wrapped, sealed) = rest.split_at(len);
+    Ok(rest.split_at(len))
+}
+
+/// Opens a [`seal_blob`] output.
+pub fn open_blob(keys: &KeyRing, domain: &str, id: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let corrupt = || Error::Corrupt(format!("{domain} {} does not decrypt", hex::encode(id)));
+    let (wrapped, sealed) = split_blob(domain, id, blob)?;
     let dek = keys.unwrap_aad(&blob_aad(domain, "dek", id), wrapped).ok_or_else(corrupt)?;
     open(&dek, &blob_aad(domain, "data", id), sealed).ok_or_else(corrupt)
 }
@@ -121,12 +127,7 @@ pub fn open_blob(keys: &KeyRing, domain: &str, id: &[u8], blob: &[u8]) -> Result
 /// is unchanged), or `None` if it already is.
 pub fn rewrap_blob(keys: &KeyRing, domain: &str, id: &[u8], blob: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     let corrupt = || Error::Corrupt(format!("{domain} {} does not decrypt", hex::encode(id)));
-    let (len, rest) = blob.split_first_chunk::<2>().ok_or_else(corrupt)?;
-    let len = usize::from(u16::from_be_bytes(*len));
-    if rest.len() < len {
-        return Err(corrupt());
-    }
-    let (wrapped, sealed) = rest.split_at(len);
+    let (wrapped, sealed) = split_blob(domain, id, blob)?;
     if wrapped_epoch(wrapped) == Some(keys.current_epoch()) {
         return Ok(None);
     }

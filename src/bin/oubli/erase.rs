@@ -7,7 +7,11 @@ use oubli::grpc::pb::{
     self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient,
 };
 
-use super::{channel, rights::print_status, status_error};
+use super::{
+    channel,
+    rights::{print_status, submitted_status},
+    status_error,
+};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Erase {
@@ -137,18 +141,14 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let mut status = response.status.clone().unwrap_or_default();
-            if wait {
-                status = client
-                    .get_request(pb::GetRequestRequest {
-                        request_id: response.request_id.clone(),
-                        request_secret: response.request_secret.clone(),
-                        wait_seconds: 30,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-            }
+            let status = submitted_status(
+                &mut client,
+                &response.request_id,
+                &response.request_secret,
+                response.status.clone(),
+                wait,
+            )
+            .await?;
             if json {
                 println!(
                     "{}",

@@ -174,6 +174,21 @@ pub fn print_status(s: &pb::RequestStatus, json: bool) {
     }
 }
 
+/// A new request's status: as submitted, or (with `wait`) after up to 30 s of the worker.
+pub async fn submitted_status(
+    client: &mut RightsClient<oubli::grpc::AuthChannel>,
+    id: &str,
+    secret: &str,
+    submitted: Option<pb::RequestStatus>,
+    wait: bool,
+) -> Result<pb::RequestStatus> {
+    if !wait {
+        return Ok(submitted.unwrap_or_default());
+    }
+    let request = pb::GetRequestRequest { request_id: id.into(), request_secret: secret.into(), wait_seconds: 30 };
+    Ok(client.get_request(request).await.map_err(status_error)?.into_inner())
+}
+
 pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
     let mut client = RightsClient::new(channel(server).await?);
     match command {
@@ -192,18 +207,14 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let mut status = response.status.clone().unwrap_or_default();
-            if wait {
-                status = client
-                    .get_request(pb::GetRequestRequest {
-                        request_id: response.request_id.clone(),
-                        request_secret: response.request_secret.clone(),
-                        wait_seconds: 30,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-            }
+            let status = submitted_status(
+                &mut client,
+                &response.request_id,
+                &response.request_secret,
+                response.status.clone(),
+                wait,
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
