@@ -364,7 +364,44 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
 
-    step(8, "A public log of what was done");
+    step(8, "The regulator's order: erase everyone in France (CNIL, 2021)");
+    let sweep = |dry_run| pb::SweepPolicyRequest { rule: "jurisdiction=FR".into(), dry_run };
+    let french = admin.sweep_policy(sweep(true)).await.map_err(status_error)?.into_inner().matched;
+    let unknown = admin
+        .sweep_policy(pb::SweepPolicyRequest { rule: "jurisdiction=unknown".into(), dry_run: true })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .matched;
+    println!("CNIL ordered the deletion of the data of people in France. {french} records say their photo was");
+    println!("taken there. The administrator sweeps them: one erasure request per record, each with its receipts.");
+    let swept = admin.sweep_policy(sweep(false)).await.map_err(status_error)?.into_inner();
+    for id in &swept.request_ids {
+        // Phase 1 runs batched over all of them; wait for each to reach it.
+        rights.get_request(wait(id, "")).await.map_err(status_error)?;
+    }
+    admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?;
+    let mut receipted = 0;
+    for id in &swept.request_ids {
+        let r = rights
+            .get_erasure_receipts(pb::GetErasureReceiptsRequest {
+                request_id: id.clone(),
+                request_secret: String::new(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        receipted += usize::from(!r.phase1_receipt_json.is_empty() && !r.phase2_receipt_json.is_empty());
+    }
+    println!(
+        "{} erasure requests; {receipted} have both receipts (phase 1 and phase 2) in the log.",
+        swept.request_ids.len()
+    );
+    println!("But {unknown} records carry no jurisdiction at all: a face does not say where its owner lives, which is");
+    println!("what Clearview argued. A sweep cannot reach them; only collection rules can (the default `lawful`");
+    println!("policy quarantines them: stored, hidden from searches, found by every access or erasure request).");
+
+    step(9, "A public log of what was done");
     let mut log = pb::transparency_client::TransparencyClient::new(channel(&server, &args.out).await?);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(status_error)?.into_inner().verifier_key;
     let checkpoint =
