@@ -123,13 +123,7 @@ mod x86 {
                 unsafe { *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(j)), _mm256_loadu_ps(pb.add(j)), *acc) };
             }
         }
-        let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let hi = _mm256_extractf128_ps(acc, 1);
-        let lo = _mm256_castps256_ps128(acc);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
-        let mut sum = _mm_cvtss_f32(s);
+        let mut sum = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
         for i in chunks * 32..n {
             sum += a[i] * b[i];
         }
@@ -138,64 +132,71 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX-512F; every row must have `q.len()` elements.
+    ///
+    /// Bit for bit the same sums as [`dot_avx2_fma`] for each row: each 32-element chunk goes
+    /// into two 16-lane accumulators holding exactly the single kernel's four 8-lane ones, and
+    /// the reduction adds them in the same order. A row's score must not depend on whether it
+    /// was scored alone or in a group of four (which changes as rows move after a removal).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dot4_avx512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
         let n = q.len();
-        let chunks = n / 16;
+        let chunks = n / 32;
         let pq = q.as_ptr();
         let pr = rows.map(|r| r.as_ptr());
-        let mut acc = [_mm512_setzero_ps(); 4];
+        // acc[r][0] = the single kernel's accumulators 0 and 1, acc[r][1] = 2 and 3.
+        let mut acc = [[_mm512_setzero_ps(); 2]; 4];
         for c in 0..chunks {
-            let i = c * 16;
-            // SAFETY: i + 16 <= n, and q and every row have n elements.
+            let i = c * 32;
+            // SAFETY: i + 32 <= n, and q and every row have n elements.
             unsafe {
-                let x = _mm512_loadu_ps(pq.add(i));
+                let x0 = _mm512_loadu_ps(pq.add(i));
+                let x1 = _mm512_loadu_ps(pq.add(i + 16));
                 for r in 0..4 {
-                    acc[r] = _mm512_fmadd_ps(x, _mm512_loadu_ps(pr[r].add(i)), acc[r]);
+                    acc[r][0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(pr[r].add(i)), acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(pr[r].add(i + 16)), acc[r][1]);
                 }
             }
         }
         let mut out = [0f32; 4];
         for r in 0..4 {
-            out[r] = _mm512_reduce_add_ps(acc[r]);
-            for i in chunks * 16..n {
+            // (acc0 + acc1) + (acc2 + acc3), eight lanes, as the single kernel adds them.
+            let a01 = _mm256_add_ps(_mm512_castps512_ps256(acc[r][0]), upper_half(acc[r][0]));
+            let a23 = _mm256_add_ps(_mm512_castps512_ps256(acc[r][1]), upper_half(acc[r][1]));
+            out[r] = hsum8(_mm256_add_ps(a01, a23));
+            for i in chunks * 32..n {
                 out[r] += q[i] * rows[r][i];
             }
         }
         out
     }
 
+    /// Lanes 8 to 15 (AVX-512F only: the f32x8 extract would need AVX-512DQ).
+    #[target_feature(enable = "avx512f")]
+    fn upper_half(v: __m512) -> __m256 {
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+    }
+
+    /// The horizontal sum of eight lanes, in the single kernel's order.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum8(acc: __m256) -> f32 {
+        let hi = _mm256_extractf128_ps(acc, 1);
+        let lo = _mm256_castps256_ps128(acc);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
+        _mm_cvtss_f32(s)
+    }
+
     /// # Safety
     /// The CPU must support AVX2 and FMA; every row must have `q.len()` elements.
+    ///
+    /// Each row goes through [`dot_avx2_fma`] itself: a four-row version with the single
+    /// kernel's four accumulators per row would need more registers than AVX2 has, and the sums
+    /// must be bit for bit the single kernel's.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot4_avx2_fma(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        let n = q.len();
-        let chunks = n / 8;
-        let pq = q.as_ptr();
-        let pr = rows.map(|r| r.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for c in 0..chunks {
-            let i = c * 8;
-            // SAFETY: i + 8 <= n, and q and every row have n elements.
-            unsafe {
-                let x = _mm256_loadu_ps(pq.add(i));
-                for r in 0..4 {
-                    acc[r] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pr[r].add(i)), acc[r]);
-                }
-            }
-        }
-        let mut out = [0f32; 4];
-        for r in 0..4 {
-            let hi = _mm256_extractf128_ps(acc[r], 1);
-            let s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), hi);
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
-            out[r] = _mm_cvtss_f32(s);
-            for i in chunks * 8..n {
-                out[r] += q[i] * rows[r][i];
-            }
-        }
-        out
+        // SAFETY: same CPU features; every row has q.len() elements.
+        rows.map(|r| unsafe { dot_avx2_fma(q, r) })
     }
 }
 
@@ -213,6 +214,23 @@ mod tests {
             assert!((f64::from(dot_portable(&a, &b)) - exact).abs() < 1e-3, "n = {n}");
             for got in select4()(&a, [&b, &b, &b, &b]) {
                 assert!((f64::from(got) - exact).abs() < 1e-3, "n = {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_scores_the_same_alone_or_in_a_group_of_four() {
+        let mut x = 1u32;
+        let mut next = || {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for n in [1, 31, 32, 33, 100, 512, 513] {
+            let q: Vec<f32> = (0..n).map(|_| next()).collect();
+            let rows: Vec<Vec<f32>> = (0..4).map(|_| (0..n).map(|_| next()).collect()).collect();
+            let four = select4()(&q, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            for (r, got) in rows.iter().zip(four) {
+                assert_eq!(got.to_bits(), select()(&q, r).to_bits(), "n = {n}");
             }
         }
     }
