@@ -9,7 +9,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
 ARGS ?=
 
-.PHONY: deps rocksdb build test test-heavy crash-test load resources demo bench bench-peers bench-erase fmt clippy clean docs-plots
+.PHONY: deps rocksdb build test test-heavy crash-test load resources demo bench bench-peers bench-erase fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -37,11 +37,30 @@ fmt: deps
 clippy: rocksdb
 	$(CARGO) clippy --locked --all-targets --features failpoints -- -D warnings
 
-test: fmt clippy
+test: fmt clippy python-deps
 	$(CARGO) test --locked --features failpoints
 
 demo: build
 	target/release/oubli demo $(ARGS)
+
+# The Python example's packages and its gRPC stubs (grpcio-tools), under target/python: nothing
+# is installed system-wide. The stubs are regenerated when a .proto changes.
+PYTHON_PACKAGES := grpcio-tools==1.85.1 cryptography
+python-deps: target/python/stubs/.stamp
+
+target/python/deps/.stamp:
+	python3 -m pip install --quiet --disable-pip-version-check --target target/python/deps $(PYTHON_PACKAGES)
+	touch $@
+
+target/python/stubs/.stamp: target/python/deps/.stamp $(wildcard proto/oubli/v1/*.proto)
+	mkdir -p target/python/stubs
+	PYTHONPATH=target/python/deps python3 -m grpc_tools.protoc -Iproto --python_out=target/python/stubs \
+	  --grpc_python_out=target/python/stubs proto/oubli/v1/*.proto
+	touch $@
+
+# examples/python/client.py against a fresh server on a temp data dir.
+python-example: build python-deps
+	scripts/python-example.sh
 
 bench: rocksdb
 	$(CARGO) bench --locked --bench search --bench log --bench index
@@ -83,3 +102,17 @@ docs-plots: build
 
 clean:
 	cargo clean
+
+# Fuzzing (cargo-fuzz; nightly flags, see scripts/fuzz.sh): every target from the committed
+# corpus. fuzz-smoke: 30 s each; fuzz: FUZZ_SECONDS each (10 minutes by default).
+FUZZ_TARGETS := request note receipt proof
+FUZZ_SECONDS ?= 600
+fuzz-smoke: rocksdb
+	scripts/fuzz.sh 30 $(FUZZ_TARGETS)
+
+fuzz: rocksdb
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Rewrites the code-defined seeds (fuzz/src/lib.rs, seeds()) into fuzz/corpus/.
+fuzz-seeds: rocksdb
+	OUBLI_WRITE_FUZZ_SEEDS=1 $(CARGO) test --locked --features failpoints --test it fuzz::seeds

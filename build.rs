@@ -3,6 +3,10 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Only the protos (and this file) feed the generated code: without these lines cargo would
+    // rerun the script, and rebuild the crate, whenever any file of the package changed.
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=build.rs");
     let out = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("oubli_v1_descriptor.bin"))

@@ -211,9 +211,11 @@ fn walk(mut fn_: u64, mut sn: u64, seed: Hash, path: &[Hash], mut first: Option<
 
 /// The length of an inclusion proof: the path's inner part plus its border part.
 fn inclusion_len(index: u64, size: u64) -> usize {
-    let inner = (64 - (index ^ (size - 1)).leading_zeros()) as usize;
-    let border = (index >> inner).count_ones() as usize;
-    inner + border
+    let inner = 64 - (index ^ (size - 1)).leading_zeros();
+    // `inner` reaches 64 for trees of more than 2^63 leaves: a shift by 64 is 0 here, not a panic
+    // (found by the `proof` fuzz target).
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
+    (inner + border) as usize
 }
 
 /// Verifies that the tree of `size1` leaves with `root1` is a prefix of the tree of `size2`
@@ -278,8 +280,8 @@ pub fn verify_consistency(
 /// `m - 1` above the largest perfect subtree ending there, plus that subtree's root unless it is
 /// the whole first tree (then the verifier already has it as `root1`).
 fn consistency_len(m: u64, n: u64) -> usize {
-    let inner = (64 - ((m - 1) ^ (n - 1)).leading_zeros()) as usize;
-    let border = ((m - 1) >> inner).count_ones() as usize;
-    let shift = m.trailing_zeros() as usize;
-    usize::from(!m.is_power_of_two()) + inner - shift + border
+    let inner = 64 - ((m - 1) ^ (n - 1)).leading_zeros();
+    let border = (m - 1).checked_shr(inner).unwrap_or(0).count_ones();
+    let shift = m.trailing_zeros();
+    usize::from(!m.is_power_of_two()) + (inner - shift + border) as usize
 }

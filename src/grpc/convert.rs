@@ -7,6 +7,10 @@ use super::pb;
 use crate::{
     embedding::Embedding,
     record::{IdempotencyKey, LegalBasis, NewRecord, Provenance, RecordError, RecordId, SourceKind},
+    rights::{
+        erasure::{ErasureTarget, SweepRule},
+        request::RequestId,
+    },
 };
 
 pub fn embedding(e: Option<pb::Embedding>, field: &str, dimension: usize) -> Result<Embedding, Status> {
@@ -16,6 +20,37 @@ pub fn embedding(e: Option<pb::Embedding>, field: &str, dimension: usize) -> Res
 
 pub fn record_id(id: &str) -> Result<RecordId, Status> {
     Ok(id.parse::<RecordId>()?)
+}
+
+pub fn record_ids(ids: &[String]) -> Result<Vec<RecordId>, Status> {
+    ids.iter().map(|r| record_id(r)).collect()
+}
+
+pub fn request_id(id: &str) -> Result<RequestId, Status> {
+    id.parse().map_err(|e: String| Status::invalid_argument(format!("request_id: {e}")))
+}
+
+pub fn probes(list: Vec<pb::Embedding>, dimension: usize) -> Result<Vec<Embedding>, Status> {
+    list.into_iter().enumerate().map(|(i, p)| embedding(Some(p), &format!("probes[{i}]"), dimension)).collect()
+}
+
+pub fn sweep_rule(rule: &str) -> Result<SweepRule, Status> {
+    rule.parse().map_err(|e: String| Status::invalid_argument(e))
+}
+
+/// What an erasure request asks to erase: probe faces, or records from an access report.
+pub fn erasure_target(req: &mut pb::SubmitErasureRequestRequest, dimension: usize) -> Result<ErasureTarget, Status> {
+    match (req.probes.is_empty(), req.access_request_id.is_empty()) {
+        (false, true) => Ok(ErasureTarget::Probes(probes(std::mem::take(&mut req.probes), dimension)?)),
+        (true, false) => Ok(ErasureTarget::Records {
+            access_request: request_id(&req.access_request_id)?,
+            secret: std::mem::take(&mut req.access_request_secret),
+            records: record_ids(&req.record_ids)?,
+        }),
+        _ => Err(Status::invalid_argument(
+            "give either probes, or access_request_id with its secret and record_ids from its report",
+        )),
+    }
 }
 
 fn source_kind(value: i32) -> Result<SourceKind, RecordError> {

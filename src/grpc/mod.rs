@@ -1,7 +1,7 @@
 //! The gRPC face of Oubli: tonic services, request validation, and the one mapping from domain
 //! errors to `tonic::Status`. The only library module (with the binaries) that knows tonic or
 //! prost; below it, everything is plain domain types.
-mod convert;
+pub mod convert;
 pub mod gate;
 mod rights;
 mod status;

@@ -13,7 +13,6 @@ use super::{
 use crate::rights::{
     self, RequestView, Rights,
     auth::Role,
-    erasure::{ErasureTarget, SweepRule},
     request::{RequestId, State},
 };
 
@@ -29,10 +28,6 @@ impl RightsService {
     pub fn new(rights: Arc<Rights>, worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>) -> Self {
         RightsService { rights, worker }
     }
-}
-
-fn request_id(id: &str) -> Result<RequestId, Status> {
-    id.parse().map_err(|e: String| Status::invalid_argument(format!("request_id: {e}")))
 }
 
 fn secret(s: &str) -> Option<&str> {
@@ -74,10 +69,6 @@ pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
     }
 }
 
-fn probes(list: Vec<pb::Embedding>, dimension: usize) -> Result<Vec<crate::embedding::Embedding>, Status> {
-    list.into_iter().enumerate().map(|(i, p)| convert::embedding(Some(p), &format!("probes[{i}]"), dimension)).collect()
-}
-
 #[tonic::async_trait]
 impl pb::rights_server::Rights for RightsService {
     #[instrument(skip_all, name = "SubmitAccessRequest")]
@@ -88,7 +79,7 @@ impl pb::rights_server::Rights for RightsService {
         let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         self.rights.admit(&peer).map_err(Status::from)?;
         let req = request.into_inner();
-        let probes = probes(req.probes, self.rights.engine().dimension())?;
+        let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let submitted =
@@ -114,7 +105,7 @@ impl pb::rights_server::Rights for RightsService {
     ) -> Result<Response<pb::RequestStatus>, Status> {
         let desk = gate::caller(&request).has(Role::PrivacyDesk);
         let req = request.into_inner();
-        let id = request_id(&req.request_id)?;
+        let id = convert::request_id(&req.request_id)?;
         tracing::Span::current().record("request_id", tracing::field::display(id));
         let wait = Duration::from_secs(u64::from(req.wait_seconds.min(MAX_WAIT_SECONDS)));
         let deadline = tokio::time::Instant::now() + wait;
@@ -139,7 +130,7 @@ impl pb::rights_server::Rights for RightsService {
     ) -> Result<Response<pb::GetAccessReportResponse>, Status> {
         let desk = gate::caller(&request).has(Role::PrivacyDesk);
         let req = request.into_inner();
-        let id = request_id(&req.request_id)?;
+        let id = convert::request_id(&req.request_id)?;
         tracing::Span::current().record("request_id", tracing::field::display(id));
         let rights = self.rights.clone();
         let (view, report, receipt) = blocking(move || rights.report_of(id, secret(&req.request_secret), desk)).await?;
@@ -178,8 +169,8 @@ impl pb::rights_server::Rights for RightsService {
     ) -> Result<Response<pb::RequestStatus>, Status> {
         let caller = gate::caller(&request);
         let req = request.into_inner();
-        let id = request_id(&req.request_id)?;
-        let approved = req.approved_record_ids.iter().map(|r| convert::record_id(r)).collect::<Result<Vec<_>, _>>()?;
+        let id = convert::request_id(&req.request_id)?;
+        let approved = convert::record_ids(&req.approved_record_ids)?;
         let rights = self.rights.clone();
         let view = blocking(move || rights.review(&caller, id, approved, req.note)).await?;
         if view.state == State::Erasing
@@ -196,7 +187,7 @@ impl pb::rights_server::Rights for RightsService {
         request: Request<pb::DenyRequestRequest>,
     ) -> Result<Response<pb::RequestStatus>, Status> {
         let req = request.into_inner();
-        let id = request_id(&req.request_id)?;
+        let id = convert::request_id(&req.request_id)?;
         let rights = self.rights.clone();
         let view = blocking(move || rights.deny(id, req.reason)).await?;
         Ok(noted(status_to_pb(&view), id))
@@ -208,7 +199,7 @@ impl pb::rights_server::Rights for RightsService {
         request: Request<pb::ExtendRequestRequest>,
     ) -> Result<Response<pb::RequestStatus>, Status> {
         let req = request.into_inner();
-        let id = request_id(&req.request_id)?;
+        let id = convert::request_id(&req.request_id)?;
         let months = u8::try_from(req.months).unwrap_or(u8::MAX);
         let rights = self.rights.clone();
         let view = blocking(move || rights.extend(id, months, req.reason)).await?;
@@ -222,20 +213,8 @@ impl pb::rights_server::Rights for RightsService {
     ) -> Result<Response<pb::SubmitErasureRequestResponse>, Status> {
         let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         self.rights.admit(&peer).map_err(Status::from)?;
-        let req = request.into_inner();
-        let target = match (req.probes.is_empty(), req.access_request_id.is_empty()) {
-            (false, true) => ErasureTarget::Probes(probes(req.probes, self.rights.engine().dimension())?),
-            (true, false) => ErasureTarget::Records {
-                access_request: request_id(&req.access_request_id)?,
-                secret: req.access_request_secret,
-                records: req.record_ids.iter().map(|r| convert::record_id(r)).collect::<Result<Vec<_>, _>>()?,
-            },
-            _ => {
-                return Err(Status::invalid_argument(
-                    "give either probes, or access_request_id with its secret and record_ids from its report",
-                ));
-            }
-        };
+        let mut req = request.into_inner();
+        let target = convert::erasure_target(&mut req, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let keep = req.never_enrol_again;
@@ -261,7 +240,7 @@ impl pb::rights_server::Rights for RightsService {
     ) -> Result<Response<pb::GetErasureReceiptsResponse>, Status> {
         let desk = gate::caller(&request).has(Role::PrivacyDesk);
         let req = request.into_inner();
-        let id = request_id(&req.request_id)?;
+        let id = convert::request_id(&req.request_id)?;
         tracing::Span::current().record("request_id", tracing::field::display(id));
         let rights = self.rights.clone();
         let (view, (status, phase1, phase2)) = blocking(move || {
@@ -288,8 +267,8 @@ impl pb::rights_server::Rights for RightsService {
         let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         self.rights.admit(&peer).map_err(Status::from)?;
         let req = request.into_inner();
-        let id = request_id(&req.request_id)?;
-        let probes = probes(req.probes, self.rights.engine().dimension())?;
+        let id = convert::request_id(&req.request_id)?;
+        let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let receipt = blocking(move || rights.attest_no_match(id, &req.request_secret, &probes)).await?;
         let leaf_index = serde_json::from_str::<crate::audit::receipt::Body>(&receipt.body)
@@ -376,7 +355,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::SweepPolicyRequest>,
     ) -> Result<Response<pb::SweepPolicyResponse>, Status> {
         let req = request.into_inner();
-        let rule: SweepRule = req.rule.parse().map_err(|e: String| Status::invalid_argument(e))?;
+        let rule = convert::sweep_rule(&req.rule)?;
         let rights = self.rights.clone();
         let (matched, ids) = blocking(move || rights.sweep(&rule, req.dry_run)).await?;
         if let Some(worker) = &self.worker {

@@ -1,7 +1,9 @@
 //! One integration-test binary: a real server on 127.0.0.1:0, real RocksDB in a temp dir, real
 //! gRPC. No mocks.
 mod crash;
+mod docs;
 mod erasure;
+mod fuzz;
 mod harness;
 mod index;
 mod logs;

@@ -64,6 +64,99 @@ async fn every_method_answers_each_role_as_the_role_table_says() {
     let dirs = Dirs::new();
     let (path, t) = tokens(&dirs);
     let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
+    let table_len = check_role_table(&server, &t).await;
+    // Every one of those calls is in the audit trail with its caller and outcome.
+    let mut admin = AdminClient::new(server.channel_as(Some(&t.auditor)).await);
+    // (Each listing is itself audited: read up to the calls above, no further.)
+    let calls = (table_len * 6) as u64;
+    let mut events = Vec::new();
+    while (events.len() as u64) < calls {
+        let after = events.last().map_or(0, |e: &pb::AuditEvent| e.seq);
+        let page =
+            admin.list_audit_events(pb::ListAuditEventsRequest { after, limit: 100 }).await.unwrap().into_inner();
+        events.extend(page.events.into_iter().filter(|e| e.seq <= calls));
+    }
+    assert_eq!(events.len() as u64, calls, "one event per call above");
+    let refused = events
+        .iter()
+        .filter(|e| {
+            e.caller == "police-a" && e.method == "/oubli.v1.Rights/ListRequests" && e.code == "PermissionDenied"
+        })
+        .count();
+    assert_eq!(refused, 1);
+    assert!(events.iter().any(|e| e.caller == "anonymous" && e.code == "Unauthenticated"));
+    assert!(events.iter().all(|e| !e.call_id.is_empty() && e.at.is_some()));
+    server.stop().await;
+}
+
+/// The role table holds while the server is busy: operators enrolling and searching, people
+/// submitting access requests, while two sweeps of the whole matrix run (which also rotate keys
+/// and run purges as admin). Nothing the load did fails, and every acknowledged record reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_role_table_holds_under_load() {
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let server =
+        Arc::new(Server::start_with(dirs, with_tokens(path, |c| c.rights.submissions_per_minute = 1_000_000)).await);
+    let (requests, values) = crate::harness::seeded(240, 11);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for (task, (slice, probes)) in requests.chunks(60).zip(values.chunks(60)).enumerate() {
+        let (server, token, stop) = (server.clone(), t.operator.clone(), stop.clone());
+        let (slice, probes) = (slice.to_vec(), probes.to_vec());
+        load.spawn(async move {
+            let mut client = TemplatesClient::new(server.channel_as(Some(&token)).await);
+            let mut ids = Vec::new();
+            for (request, probe) in slice.into_iter().zip(probes).cycle() {
+                let stopped = stop.load(std::sync::atomic::Ordering::Relaxed);
+                if (stopped && ids.len() >= 60) || ids.len() == 1000 {
+                    break;
+                }
+                let mut request = request;
+                request.idempotency_key = format!("load-{task}-{}", ids.len());
+                ids.push(client.enroll(request).await.expect("enrol under load").into_inner().record_id);
+                let search =
+                    pb::SearchRequest { probe: Some(pb::Embedding { values: probe }), k: 5, ..Default::default() };
+                let hits = client.search(search).await.expect("search under load").into_inner().hits;
+                assert!(!hits.is_empty(), "the enrolled face is found");
+            }
+            ids
+        });
+    }
+    {
+        let (server, stop, probe) = (server.clone(), stop.clone(), values[0].clone());
+        load.spawn(async move {
+            let mut rights = RightsClient::new(server.channel_as(None).await);
+            for _ in 0..200 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                submit(&mut rights, &probe).await;
+            }
+            Vec::new()
+        });
+    }
+    let sweeps = tokio::join!(check_role_table(&server, &t), check_role_table(&server, &t));
+    assert_eq!(sweeps.0, sweeps.1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    while let Some(ids) = load.join_next().await {
+        acknowledged.extend(ids.expect("no load task failed"));
+    }
+    assert!(acknowledged.len() >= 240);
+    let mut client = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    for id in acknowledged {
+        client
+            .get(pb::GetRequest { record_id: id, ..Default::default() })
+            .await
+            .expect("every acknowledged record reads back");
+    }
+}
+
+/// Calls every method with no token, a forged token and each role's token, and checks each
+/// answer against the role table, written out here independently of the server's. Returns the
+/// number of methods (each called 6 times).
+async fn check_role_table(server: &Server, t: &Tokens4) -> usize {
     use Role::*;
     // The expected table, written out independently of the server's.
     let public: &[Role] = &[];
@@ -106,17 +199,17 @@ async fn every_method_answers_each_role_as_the_role_table_says() {
     ];
     for (path, roles) in table {
         // No token: refused as unauthenticated unless public. A made-up token: always refused.
-        let anonymous = call(&server, path, None).await;
+        let anonymous = call(server, path, None).await;
         match roles {
             Some(_) => assert_eq!(anonymous, Code::Unauthenticated, "{path} without a token"),
             None => {
                 assert!(!matches!(anonymous, Code::Unauthenticated | Code::PermissionDenied), "{path}: {anonymous:?}")
             }
         }
-        assert_eq!(call(&server, path, Some("oubli_forged")).await, Code::Unauthenticated, "{path} forged token");
+        assert_eq!(call(server, path, Some("oubli_forged")).await, Code::Unauthenticated, "{path} forged token");
         for (role, token) in &callers {
             let role = role.expect("a role");
-            let code = call(&server, path, Some(token)).await;
+            let code = call(server, path, Some(token)).await;
             let allowed = roles.unwrap_or(public).contains(&role) || roles.is_none();
             if allowed {
                 assert!(!matches!(code, Code::Unauthenticated | Code::PermissionDenied), "{path} as {role}: {code:?}");
@@ -125,28 +218,7 @@ async fn every_method_answers_each_role_as_the_role_table_says() {
             }
         }
     }
-    // Every one of those calls is in the audit trail with its caller and outcome.
-    let mut admin = AdminClient::new(server.channel_as(Some(&t.auditor)).await);
-    // (Each listing is itself audited: read up to the calls above, no further.)
-    let calls = (table.len() * 6) as u64;
-    let mut events = Vec::new();
-    while (events.len() as u64) < calls {
-        let after = events.last().map_or(0, |e: &pb::AuditEvent| e.seq);
-        let page =
-            admin.list_audit_events(pb::ListAuditEventsRequest { after, limit: 100 }).await.unwrap().into_inner();
-        events.extend(page.events.into_iter().filter(|e| e.seq <= calls));
-    }
-    assert_eq!(events.len() as u64, calls, "one event per call above");
-    let refused = events
-        .iter()
-        .filter(|e| {
-            e.caller == "police-a" && e.method == "/oubli.v1.Rights/ListRequests" && e.code == "PermissionDenied"
-        })
-        .count();
-    assert_eq!(refused, 1);
-    assert!(events.iter().any(|e| e.caller == "anonymous" && e.code == "Unauthenticated"));
-    assert!(events.iter().all(|e| !e.call_id.is_empty() && e.at.is_some()));
-    server.stop().await;
+    table.len()
 }
 
 /// A seeded population with look-alike families, enrolled by police-a.

@@ -169,7 +169,7 @@ async fn python_checks_a_receipt_from_the_docs_alone() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("receipt.json");
     std::fs::write(&path, &receipt).expect("write");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_receipt.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/check_receipt.py");
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(&path)

@@ -2,7 +2,9 @@
 """Checks an Oubli receipt independently of the Rust code: the Python standard library plus the
 `cryptography` package, following only the formats the docs describe (docs/log-format.md).
 
-    python3 tests/python/check_receipt.py RECEIPT.json VERIFIER_KEY
+    python3 examples/python/check_receipt.py RECEIPT.json VERIFIER_KEY
+
+or, from Python, `check(receipt_json, verifier_key)` (examples/python/client.py does).
 
 Recomputes the receipt's Ed25519 signature check, the leaf hash, the checkpoint's signed-note
 signature and the inclusion proof against the checkpoint's root. Exit 0 only if all hold."""
@@ -62,9 +64,10 @@ def root_from_inclusion_proof(leaf, index, size, proof):
     return r
 
 
-def main(receipt_path, verifier_key):
+def check(receipt_json, verifier_key):
+    """Raises unless every check holds; prints each one as it passes."""
     name, key_id, public = parse_verifier_key(verifier_key)
-    receipt = json.load(open(receipt_path))
+    receipt = json.loads(receipt_json)
     public.verify(base64.b64decode(receipt["signature"]), receipt["body"].encode())
     print("ok  receipt signature")
     body = json.loads(receipt["body"])
@@ -85,4 +88,5 @@ def main(receipt_path, verifier_key):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    with open(sys.argv[1]) as f:
+        check(f.read(), sys.argv[2])
