@@ -33,11 +33,19 @@ const SAMPLES: usize = 3;
 /// The demo's operating point: one stranger in 10,000 wrongly matched.
 const FMR: f64 = 1e-4;
 
-async fn start(out: &Path) -> Result<Embedded> {
-    let mut config = oubli::Config::new(out.join("data"), out.join("keys"));
-    // Step 1 reproduces what Clearview did: scraped faces, no legal basis. The lawful default
-    // policy would refuse every one of them.
-    config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
+/// Step 1 reproduces what Clearview did: scraped faces, no legal basis, under the permissive
+/// profile (the lawful default would refuse every one of them); step 8 restarts under `lawful`.
+const PERMISSIVE: &str = "permissive";
+const LAWFUL: &str = "lawful";
+
+async fn start(out: &Path, policy: &str) -> Result<Embedded> {
+    start_on(out, &out.join("data"), policy).await
+}
+
+/// A server on `data` (the live data dir, or a restored copy) with the demo's key dir.
+async fn start_on(out: &Path, data: &Path, policy: &str) -> Result<Embedded> {
+    let mut config = oubli::Config::new(data.to_path_buf(), out.join("keys"));
+    config.rights.policy = oubli::rights::PolicySource::Profile(policy.into());
     Embedded::start(config).await.context("the embedded server did not start")
 }
 
@@ -70,7 +78,7 @@ pub async fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
-    for dir in ["data", "keys"] {
+    for dir in ["data", "keys", "backup"] {
         let path = args.out.join(dir);
         if path.exists() {
             fs::remove_dir_all(&path).with_context(|| format!("cannot reset {}", path.display()))?;
@@ -84,7 +92,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.out.join("data").display()
     );
 
-    let server = start(&args.out).await?;
+    let server = start(&args.out, PERMISSIVE).await?;
     let mut client = connect(&server, &args.out).await?;
 
     step(1, "Collection");
@@ -98,9 +106,11 @@ pub async fn run(args: Args) -> Result<()> {
     let population = Population::generate(&config)?;
     // The threshold is measured on this very population (it depends on its size: the fewer the
     // people, the larger the share of look-alike relatives among all pairs).
-    let threshold = Scores::of_population(&population, args.seed, 100_000, 2_000_000)?
-        .threshold_at(FMR)
-        .context("enough impostor pairs to measure the threshold")?;
+    let scores = Scores::of_population(&population, args.seed, 100_000, 2_000_000)?;
+    let threshold = scores.threshold_at(FMR).context("enough impostor pairs to measure the threshold")?;
+    let summary = scores.summary();
+    oubli::synth::plot::det(&args.out, &scores, &summary)?;
+    oubli::synth::plot::histogram(&args.out, &scores, &summary)?;
     let first_source = population.provenance[0].source_uri().to_string();
     let requests: Vec<pb::EnrollRequest> = (0..population.len()).map(|i| requests_for(&population, i)).collect();
     println!(
@@ -116,6 +126,11 @@ pub async fn run(args: Args) -> Result<()> {
     .await?;
     println!("Stored {} records. Each got a random 128-bit id that says nothing about the person:", ids.len());
     println!("  first record: {}", ids[0]);
+    println!(
+        "How often a face matcher errs on this population, at every threshold: {} (DET curve), {}.",
+        args.out.join("det.png").display(),
+        args.out.join("scores.png").display()
+    );
 
     step(2, "What is stored for one record");
     let record = client
@@ -176,7 +191,8 @@ pub async fn run(args: Args) -> Result<()> {
         println!("The best-scoring stranger among the hits scores {best_stranger:.3}.");
     }
     println!("Where to put the threshold trades wrong matches against missed ones; with billions of faces,");
-    println!("even a rare wrong match happens many times a day.");
+    println!("even a rare wrong match happens many times a day. Every hit handed to a customer is written to");
+    println!("the recipients log (which customer received which record, when): step 6 shows it to the person.");
 
     step(4, "Encrypted at rest");
     let data_dir = args.out.join("data");
@@ -193,7 +209,9 @@ pub async fn run(args: Args) -> Result<()> {
     let before = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
     drop(client);
     stop(server).await?;
-    let server = start(&args.out).await?;
+    // The operator also keeps a backup, as every operator does: step 10 comes back to it.
+    copy_dir(&args.out.join("data"), &args.out.join("backup"))?;
+    let server = start(&args.out, PERMISSIVE).await?;
     let mut client = connect(&server, &args.out).await?;
     let after = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
     let again = client
@@ -211,6 +229,7 @@ pub async fn run(args: Args) -> Result<()> {
         before.record_count, after.record_count, after.bytes_on_disk, after.sst_file_count
     );
     println!("The same selfie still finds the same {} records at or above {threshold:.3}.", again.hits.len());
+    println!("The operator also copied the data dir to {}, as a backup.", args.out.join("backup").display());
 
     step(6, "A person asks what is held about them (GDPR Art. 15)");
     let mut rights = pb::rights_client::RightsClient::new(channel(&server, &args.out).await?);
@@ -238,6 +257,11 @@ pub async fn run(args: Args) -> Result<()> {
         submitted.request_id, status.state, status.matched
     );
     println!("{} possible match(es) withheld for the privacy desk: they might be a look-alike's.", status.withheld);
+    let reviewed = status.state == "needs_review";
+    let status = desk_review(&mut rights, status, &who, person, true).await?;
+    if reviewed {
+        println!("The request is {}: {} record(s) in the report.", status.state, status.matched);
+    }
     let report = rights
         .get_access_report(pb::GetAccessReportRequest {
             request_id: submitted.request_id.clone(),
@@ -251,7 +275,11 @@ pub async fn run(args: Args) -> Result<()> {
         fs::write(args.out.join("access-report.json"), serde_json::to_string_pretty(&parsed)? + "\n")?;
         fs::write(args.out.join("access-report.md"), parsed.to_markdown())?;
         for r in parsed.records.iter().take(3) {
-            let who: Vec<_> = r.recipients.iter().map(|d| d.client.as_str()).collect();
+            let mut times = std::collections::BTreeMap::<&str, usize>::new();
+            for d in &r.recipients {
+                *times.entry(d.client.as_str()).or_default() += 1;
+            }
+            let who: Vec<_> = times.iter().map(|(client, n)| format!("{client} ({n} search results)")).collect();
             println!(
                 "  {:.3}  {}  collected {}  received by: {}",
                 r.score,
@@ -260,12 +288,47 @@ pub async fn run(args: Args) -> Result<()> {
                 who.join(", ")
             );
         }
-        println!("Every source and every recipient, with no 12-month window and no twice-a-year cap: ask again");
-        println!("tomorrow and the answer is as complete. Report: {}", args.out.join("access-report.md").display());
+        let year_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(365 * 24);
+        let recent = parsed
+            .records
+            .iter()
+            .filter(|r| r.collected_at.parse::<jiff::Timestamp>().is_ok_and(|t| t >= year_ago))
+            .count();
+        println!("Every source and every recipient. Report: {}", args.out.join("access-report.md").display());
+        println!("CNIL found that Clearview answered only for the last 12 months, and twice a year: that would have");
+        println!(
+            "shown {recent} of these {} records, collected over three years, and refused the next request.",
+            parsed.records.len()
+        );
     }
     if !report.receipt_json.is_empty() {
         fs::write(args.out.join("access-receipt.json"), &report.receipt_json)?;
     }
+    let again = rights
+        .submit_access_request(pb::SubmitAccessRequestRequest {
+            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
+            contact: "person@example.org".into(),
+            jurisdiction_claim: "FR".into(),
+            include_templates: false,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let again = rights
+        .get_request(pb::GetRequestRequest {
+            request_id: again.request_id,
+            request_secret: again.request_secret,
+            wait_seconds: 30,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let again = desk_review(&mut rights, again, &who, person, false).await?;
+    println!(
+        "The same person asks again the same day: request {} is {}, with the same {} record(s). No cap,",
+        again.request_id, again.state, again.matched
+    );
+    println!("no window: the right of access (Art. 15) has neither.");
 
     step(7, "The same person asks to be forgotten (GDPR Art. 17)");
     let erasure = rights
@@ -288,14 +351,15 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    println!(
-        "Erasure request {} is {} ({}): the records were deleted in one write, removed from the",
-        erasure.request_id, status.state, status.erasure_step
-    );
-    println!("search indexes, and their data keys purged from disk and checked. That is phase 1.");
     if status.state == "needs_review" {
-        println!("(Review-band matches wait for the privacy desk, as for the access request.)");
+        println!("The erasure matches like the access request, so the same photos wait for the privacy desk:");
     }
+    let status = desk_review(&mut rights, status, &who, person, true).await?;
+    println!(
+        "Erasure request {} is {} ({}): {} record(s) deleted in one write, removed from the search",
+        erasure.request_id, status.state, status.erasure_step, status.matched
+    );
+    println!("indexes, and their data keys purged from disk and checked. That is phase 1.");
     let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
     admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?;
     let status = rights
@@ -344,7 +408,27 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    println!("The same selfie now finds {} record(s) at or above {threshold:.3}.", after.hits.len());
+    let own_left = after.hits.iter().filter(|h| who.get(h.record_id.as_str()) == Some(&person)).count();
+    println!("The same selfie now finds {own_left} of person #{person}'s records.");
+    if after.hits.len() > own_left {
+        println!(
+            "({} look-alike record(s) still score above the search threshold {threshold:.3}: not the person's, and",
+            after.hits.len() - own_left
+        );
+        println!("below the stricter threshold rights requests use.)");
+    }
+    let attested = rights
+        .attest_no_match(pb::AttestNoMatchRequest {
+            request_id: erasure.request_id.clone(),
+            request_secret: erasure.request_secret.clone(),
+            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    fs::write(args.out.join("no-match-attestation.json"), &attested.receipt_json)?;
+    println!("The person asks for a signed statement that nothing held matches their face any more: logged at");
+    println!("leaf {}, saved to {}.", attested.leaf_index, args.out.join("no-match-attestation.json").display());
     let mut notices = pb::notifications_client::NotificationsClient::new(channel(&server, &args.out).await?);
     let told = notices
         .list_notifications(pb::ListNotificationsRequest {})
@@ -364,7 +448,19 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
 
-    step(8, "The regulator's order: erase everyone in France (CNIL, 2021)");
+    step(8, "The regulator's order: stop collecting, erase everyone in France (CNIL, 2021)");
+    drop((client, rights, admin, notices));
+    stop(server).await?;
+    let server = start(&args.out, LAWFUL).await?;
+    let mut client = connect(&server, &args.out).await?;
+    let mut rights = pb::rights_client::RightsClient::new(channel(&server, &args.out).await?);
+    let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
+    println!("The operator restarts under the `lawful` policy: consent only, no scraping, unknown jurisdictions");
+    println!("quarantined. The crawler's next photo:");
+    match client.enroll(requests_for(&population, population.len() - 1)).await {
+        Err(status) => println!("  refused: {}", status.message()),
+        Ok(_) => println!("  accepted (unexpected under the lawful policy)"),
+    }
     let sweep = |dry_run| pb::SweepPolicyRequest { rule: "jurisdiction=FR".into(), dry_run };
     let french = admin.sweep_policy(sweep(true)).await.map_err(status_error)?.into_inner().matched;
     let unknown = admin
@@ -408,42 +504,142 @@ pub async fn run(args: Args) -> Result<()> {
         log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner().checkpoint;
     let receipt =
         log.get_receipt(pb::GetReceiptRequest { leaf_index: 0 }).await.map_err(status_error)?.into_inner().receipt;
-    fs::write(args.out.join("log.vkey"), format!("{key}\n"))?;
+    let key_file = args.out.join("log.vkey");
+    fs::write(&key_file, format!("{key}\n"))?;
     fs::write(args.out.join("checkpoint.note"), &checkpoint)?;
     fs::write(args.out.join("receipt-leaf-0.json"), &receipt)?;
-    println!("Every enrolment was appended to a Merkle log (RFC 6962) in the same write as the record. A leaf");
-    println!("holds a salted commitment, never the record id; the latest signed checkpoint:");
+    println!("Every enrolment, answer and erasure phase was appended to a Merkle log (RFC 6962) in the same");
+    println!("write as the change itself. A leaf holds a salted commitment, never a record id; the latest");
+    println!("signed checkpoint:");
     for line in checkpoint.lines() {
         println!("  | {line}");
     }
-    drop((client, log, rights, admin, notices));
+    let witness_state = args.out.join("witness.note");
+    let _ = fs::remove_file(&witness_state);
+    let witness = || super::log::WitnessArgs { state: witness_state.clone(), verifier_key: key.clone() };
+    print!("An auditor's witness fetches it, checks its signature and saves it: ");
+    super::log::witness(witness(), &server.addr.to_string()).await?;
+    drop((client, log, rights, admin));
     stop(server).await?;
     let key = oubli::audit::note::VerifierKey::parse(&key)?;
-    println!("The server is stopped. Checking the receipt of the first enrolment offline:");
-    for c in oubli::audit::receipt::verify(&receipt, &key, None) {
-        println!("  {} {:<26} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+    println!("The server is stopped. Anyone can check the receipts offline, with the log's key alone:");
+    for (what, name) in [
+        ("the first enrolment", "receipt-leaf-0.json"),
+        ("the erasure, phase 1", "erasure-receipt-phase1.json"),
+        ("the erasure, phase 2", "erasure-receipt-phase2.json"),
+        ("the no-match attestation", "no-match-attestation.json"),
+    ] {
+        let Ok(json) = fs::read_to_string(args.out.join(name)) else { continue };
+        let checks = oubli::audit::receipt::verify(&json, &key, None);
+        let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+        let verdict = if failed.is_empty() { "every check passes".to_string() } else { format!("FAILED {failed:?}") };
+        println!("  {what:<26} {:<30} {} checks: {verdict}", name, checks.len());
     }
-    if !receipts.phase2_receipt_json.is_empty() {
-        let checks = oubli::audit::receipt::verify(&receipts.phase2_receipt_json, &key, None);
-        let ok = checks.iter().all(|c| c.ok);
+    println!(
+        "Re-check one yourself: oubli verify {} --verifier-key {}",
+        args.out.join("erasure-receipt-phase1.json").display(),
+        key_file.display()
+    );
+
+    step(10, "A restored backup brings erased faces back, and the witness catches it");
+    let backup = args.out.join("backup");
+    let server = start_on(&args.out, &backup, PERMISSIVE).await?;
+    let mut client = connect(&server, &args.out).await?;
+    let back = client
+        .search(pb::SearchRequest {
+            probe: Some(pb::Embedding { values: population.probe(0).to_vec() }),
+            k: 10,
+            min_score: Some(threshold),
+            exact: true,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let resurrected = back.hits.iter().filter(|h| who.get(h.record_id.as_str()) == Some(&person)).count();
+    println!("The operator quietly restores the backup from step 5. Person #{person}'s erased records are back:");
+    println!("the same selfie finds {resurrected} of them again. The erasure receipt listed backups as pending, so it");
+    println!("promised nothing false. But the log cannot be restored with the store. The auditor's witness:");
+    match super::log::witness(witness(), &server.addr.to_string()).await {
+        Ok(()) => println!("  (the witness accepted the restored log: unexpected)"),
+        Err(e) => println!("  {e:#}"),
+    }
+    drop(client);
+    stop(server).await?;
+    println!("The honest fix is the one the receipt names: destroy the key epoch the backup's keys are wrapped");
+    println!("under. The administrator rotates the keys on the live server:");
+    let server = start(&args.out, LAWFUL).await?;
+    let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
+    let rotated = admin.rotate_keys(pb::RotateKeysRequest {}).await.map_err(status_error)?.into_inner();
+    println!("  key epoch {} destroyed, epoch {} in use.", rotated.epoch.saturating_sub(1), rotated.epoch);
+    drop(admin);
+    stop(server).await?;
+    match start_on(&args.out, &backup, PERMISSIVE).await {
+        Ok(server) => {
+            println!("  the backup still opens (unexpected)");
+            stop(server).await?;
+        }
+        Err(e) => {
+            println!("  and the backup no longer opens: its data keys are wrapped under the destroyed epoch.");
+            println!("  (the server says: {})", e.root_cause());
+        }
+    }
+    println!("\nDone. Every artifact is in {}. Next: README.md, docs/usage.md, docs/educators.md.", args.out.display());
+    Ok(())
+}
+
+/// The privacy desk's decision on a request waiting in the review band: a person compares the
+/// photos. The demo plays the desk with the population's ground truth (which the service never
+/// sees): it approves the person's own records and leaves the look-alikes' out. Returns the
+/// request's status once the worker has moved on.
+async fn desk_review(
+    rights: &mut pb::rights_client::RightsClient<AuthChannel>,
+    status: pb::RequestStatus,
+    who: &std::collections::HashMap<&str, u32>,
+    person: u32,
+    narrate: bool,
+) -> Result<pb::RequestStatus> {
+    if status.state != "needs_review" {
+        return Ok(status);
+    }
+    let (own, others): (Vec<_>, Vec<_>) =
+        status.review_band.iter().partition(|c| who.get(c.record_id.as_str()) == Some(&person));
+    if narrate {
         println!(
-            "and the erasure's phase-2 receipt: {} ({} checks)",
-            if ok { "all checks pass" } else { "FAILED" },
-            checks.len()
+            "The privacy desk compares the photos of the {} withheld match(es): {} are person #{person}'s own",
+            status.review_band.len(),
+            own.len()
         );
+        println!("(approved), {} are someone else's, a look-alike's (never disclosed, never erased).", others.len());
     }
-    println!(
-        "Evidence: {} (receipt), {} (checkpoint), {} (key).",
-        args.out.join("receipt-leaf-0.json").display(),
-        args.out.join("checkpoint.note").display(),
-        args.out.join("log.vkey").display()
-    );
-    println!(
-        "Re-check it yourself: oubli verify {} --verifier-key {}",
-        args.out.join("receipt-leaf-0.json").display(),
-        args.out.join("log.vkey").display()
-    );
-    println!("\nDone. Next: `oubli-server` serves the same API; see README.md for grpcurl and CLI examples.");
+    let id = status.request_id.clone();
+    rights
+        .review_request(pb::ReviewRequestRequest {
+            request_id: id.clone(),
+            approved_record_ids: own.iter().map(|c| c.record_id.clone()).collect(),
+            note: "compared the photos".into(),
+        })
+        .await
+        .map_err(status_error)?;
+    let status = rights
+        .get_request(pb::GetRequestRequest { request_id: id, request_secret: String::new(), wait_seconds: 30 })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(status)
+}
+
+/// Copies a directory tree (the data dir, with the server stopped).
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().context("a file name")?);
+        if path.is_dir() {
+            copy_dir(&path, &target)?;
+        } else {
+            fs::copy(&path, &target).with_context(|| format!("cannot copy {}", path.display()))?;
+        }
+    }
     Ok(())
 }
 

@@ -184,10 +184,10 @@ fn receipt_tree_size(receipt_json: &str, key: &VerifierKey) -> Result<u64> {
 pub struct WitnessArgs {
     /// Where the witness keeps the last checkpoint it verified (created on first run).
     #[arg(long)]
-    state: PathBuf,
+    pub state: PathBuf,
     /// The log's verifier key, or a file holding it.
     #[arg(long)]
-    verifier_key: String,
+    pub verifier_key: String,
 }
 
 /// `oubli witness`: fetch the latest checkpoint, check it extends the one saved, save it.
