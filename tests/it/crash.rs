@@ -1,5 +1,5 @@
 //! The real `oubli-server` binary killed with SIGKILL (at named failpoints, and at random
-//! moments of a bulk enrolment), then restarted: nothing acknowledged is lost, no batch is half
+//! moments of a bulk enrolment and of erasures under way), then restarted: nothing acknowledged is lost, no batch is half
 //! there, no erased record comes back, and the log extends every checkpoint handed out before.
 #![cfg(feature = "failpoints")]
 use std::collections::BTreeSet;
@@ -173,6 +173,107 @@ async fn a_bulk_enrolment_killed_at_random_moments_loses_nothing_and_resurrects_
         server = Process::spawn(&dirs, None);
         check(&server, &dirs, &mut told, &format!("round {round}")).await;
         next = (next + BATCH).min(requests.len() - BATCH);
+    }
+    kill(server);
+}
+
+/// Erasures killed at random moments of their pipeline (not only at the named failpoints):
+/// each round submits erasures of a few records, lets the worker run for a random number of
+/// scheduler turns, and pulls the plug. After the restart every request completes, exactly its
+/// records are gone, nothing else is lost, each request is planned, purged and logged exactly
+/// once per phase, and the log extends every checkpoint handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasures_killed_at_random_moments_finish_once_and_resurrect_nothing() {
+    let rounds: usize = std::env::var("OUBLI_CRASH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(2);
+    let (requests, vectors) = seeded(BATCH * 3, 25);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(25);
+    let dirs = Dirs::new();
+    let mut told = Told::default();
+    let mut server = Process::spawn(&dirs, None);
+    enrol_until_killed(&server, &dirs, &requests, &mut told).await;
+    let mut left: Vec<usize> = (0..requests.len()).collect();
+    let mut submitted = Vec::new();
+    for round in 0..rounds {
+        let mut rights = RightsClient::new(server.channel(&dirs).await);
+        let first = submitted.len();
+        for _ in 0..rng.random_range(1..=3) {
+            let i = left.swap_remove(rng.random_range(0..left.len()));
+            let r = rights
+                .submit_erasure_request(pb::SubmitErasureRequestRequest {
+                    probes: vec![pb::Embedding { values: vectors[i].clone() }],
+                    contact: "jeanne@example.org".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("submitted")
+                .into_inner();
+            submitted.push((r.request_id, r.request_secret));
+        }
+        for _ in 0..rng.random_range(0..400) {
+            tokio::task::yield_now().await;
+        }
+        kill(server);
+        server = Process::spawn(&dirs, None);
+        let mut rights = RightsClient::new(server.channel(&dirs).await);
+        let at_restart: Vec<String> = {
+            let mut states = Vec::new();
+            for (id, secret) in &submitted[first..] {
+                let now =
+                    pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 0 };
+                let status = rights.get_request(now).await.expect("status").into_inner();
+                states.push(format!("{}/{}", status.state, status.erasure_step));
+            }
+            states
+        };
+        eprintln!("round {round}: killed with the erasures at {at_restart:?}");
+        for (id, secret) in &submitted {
+            loop {
+                let wait =
+                    pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 30 };
+                match rights.get_request(wait).await.expect("status").into_inner().state.as_str() {
+                    "completed" => break,
+                    // A look-alike in the review band: the desk erases nothing more than the match.
+                    "needs_review" => {
+                        let review = pb::ReviewRequestRequest { request_id: id.clone(), ..Default::default() };
+                        rights.review_request(review).await.expect("reviewed");
+                        continue;
+                    }
+                    _ => {}
+                }
+                AdminClient::new(server.channel(&dirs).await).run_purge(pb::RunPurgeRequest {}).await.expect("purge");
+            }
+        }
+        told.erased.clear();
+        for (id, secret) in &submitted {
+            let receipts = rights
+                .get_erasure_receipts(pb::GetErasureReceiptsRequest {
+                    request_id: id.clone(),
+                    request_secret: secret.clone(),
+                })
+                .await
+                .expect("receipts")
+                .into_inner();
+            assert!(!receipts.phase1_receipt_json.is_empty() && !receipts.phase2_receipt_json.is_empty());
+            let status: serde_json::Value = serde_json::from_str(&receipts.erasure_json).expect("json");
+            let records = status["records"].as_array().expect("records");
+            assert_eq!(records.len(), 1, "round {round}: a probe matches its own record only");
+            told.erased.extend(records.iter().map(|v| v.as_str().expect("id").to_string()));
+        }
+        check(&server, &dirs, &mut told, &format!("erasure round {round}")).await;
+        let events = events(server.channel(&dirs).await).await;
+        let count = |f: fn(&oubli::audit::event::Event) -> bool| events.iter().filter(|e| f(e)).count();
+        use oubli::audit::event::Event::*;
+        assert_eq!(count(|e| matches!(e, ErasurePlanned { .. })), submitted.len(), "round {round}: one plan each");
+        assert_eq!(
+            count(|e| matches!(e, ErasureKeysPurged { .. })),
+            submitted.len(),
+            "round {round}: one phase 1 each"
+        );
+        assert_eq!(
+            count(|e| matches!(e, ErasureTemplatesPurged { .. })),
+            submitted.len(),
+            "round {round}: one phase 2 each"
+        );
     }
     kill(server);
 }
