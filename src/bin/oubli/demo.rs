@@ -10,6 +10,7 @@ use oubli::{
         AuthChannel, Embedded,
         pb::{self, templates_client::TemplatesClient},
     },
+    rights::Thresholds,
     synth::{Population, PopulationConfig, stats::Scores},
 };
 
@@ -32,20 +33,19 @@ pub struct Args {
 const SAMPLES: usize = 3;
 /// The demo's operating point: one stranger in 10,000 wrongly matched.
 const FMR: f64 = 1e-4;
+/// Rights requests' strict threshold: one in a million.
+const STRICT_FMR: f64 = 1e-6;
 
 /// Step 1 reproduces what Clearview did: scraped faces, no legal basis, under the permissive
 /// profile (the lawful default would refuse every one of them); step 8 restarts under `lawful`.
 const PERMISSIVE: &str = "permissive";
 const LAWFUL: &str = "lawful";
 
-async fn start(out: &Path, policy: &str) -> Result<Embedded> {
-    start_on(out, &out.join("data"), policy).await
-}
-
 /// A server on `data` (the live data dir, or a restored copy) with the demo's key dir.
-async fn start_on(out: &Path, data: &Path, policy: &str) -> Result<Embedded> {
+async fn start_on(out: &Path, data: &Path, policy: &str, thresholds: Thresholds) -> Result<Embedded> {
     let mut config = oubli::Config::new(data.to_path_buf(), out.join("keys"));
     config.rights.policy = oubli::rights::PolicySource::Profile(policy.into());
+    config.rights.thresholds = thresholds;
     Embedded::start(config).await.context("the embedded server did not start")
 }
 
@@ -92,9 +92,6 @@ pub async fn run(args: Args) -> Result<()> {
         args.out.join("data").display()
     );
 
-    let server = start(&args.out, PERMISSIVE).await?;
-    let mut client = connect(&server, &args.out).await?;
-
     step(1, "Collection");
     let config = PopulationConfig {
         seed: args.seed,
@@ -106,8 +103,16 @@ pub async fn run(args: Args) -> Result<()> {
     let population = Population::generate(&config)?;
     // The threshold is measured on this very population (it depends on its size: the fewer the
     // people, the larger the share of look-alike relatives among all pairs).
-    let scores = Scores::of_population(&population, args.seed, 100_000, 2_000_000)?;
+    let scores = Scores::of_population(&population, args.seed, 100_000, 10_000_000)?;
     let threshold = scores.threshold_at(FMR).context("enough impostor pairs to measure the threshold")?;
+    // Rights requests use this population's own operating points too: what is the person's at
+    // FMR 1e-6, and the review band from the search threshold up.
+    let strict = scores.threshold_at(STRICT_FMR).context("enough impostor pairs for FMR 1e-6")?;
+    let thresholds = Thresholds { strict, review: threshold };
+    let live = args.out.join("data");
+    let start = |policy: &'static str| start_on(&args.out, &live, policy, thresholds);
+    let server = start(PERMISSIVE).await?;
+    let mut client = connect(&server, &args.out).await?;
     let summary = scores.summary();
     oubli::synth::plot::det(&args.out, &scores, &summary)?;
     oubli::synth::plot::histogram(&args.out, &scores, &summary)?;
@@ -130,6 +135,12 @@ pub async fn run(args: Args) -> Result<()> {
         "How often a face matcher errs on this population, at every threshold: {} (DET curve), {}.",
         args.out.join("det.png").display(),
         args.out.join("scores.png").display()
+    );
+    println!(
+        "Measured on it: a search matches from {threshold:.3} (one wrong match in 10,000 pairs); a rights request"
+    );
+    println!(
+        "hands a record over from {strict:.3} (one in a million) and leaves {threshold:.3} to {strict:.3} to a human."
     );
 
     step(2, "What is stored for one record");
@@ -211,7 +222,7 @@ pub async fn run(args: Args) -> Result<()> {
     stop(server).await?;
     // The operator also keeps a backup, as every operator does: step 10 comes back to it.
     copy_dir(&args.out.join("data"), &args.out.join("backup"))?;
-    let server = start(&args.out, PERMISSIVE).await?;
+    let server = start(PERMISSIVE).await?;
     let mut client = connect(&server, &args.out).await?;
     let after = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
     let again = client
@@ -451,7 +462,7 @@ pub async fn run(args: Args) -> Result<()> {
     step(8, "The regulator's order: stop collecting, erase everyone in France (CNIL, 2021)");
     drop((client, rights, admin, notices));
     stop(server).await?;
-    let server = start(&args.out, LAWFUL).await?;
+    let server = start(LAWFUL).await?;
     let mut client = connect(&server, &args.out).await?;
     let mut rights = pb::rights_client::RightsClient::new(channel(&server, &args.out).await?);
     let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
@@ -543,7 +554,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     step(10, "A restored backup brings erased faces back, and the witness catches it");
     let backup = args.out.join("backup");
-    let server = start_on(&args.out, &backup, PERMISSIVE).await?;
+    let server = start_on(&args.out, &backup, PERMISSIVE, thresholds).await?;
     let mut client = connect(&server, &args.out).await?;
     let back = client
         .search(pb::SearchRequest {
@@ -567,13 +578,13 @@ pub async fn run(args: Args) -> Result<()> {
     stop(server).await?;
     println!("The honest fix is the one the receipt names: destroy the key epoch the backup's keys are wrapped");
     println!("under. The administrator rotates the keys on the live server:");
-    let server = start(&args.out, LAWFUL).await?;
+    let server = start(LAWFUL).await?;
     let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
     let rotated = admin.rotate_keys(pb::RotateKeysRequest {}).await.map_err(status_error)?.into_inner();
     println!("  key epoch {} destroyed, epoch {} in use.", rotated.epoch.saturating_sub(1), rotated.epoch);
     drop(admin);
     stop(server).await?;
-    match start_on(&args.out, &backup, PERMISSIVE).await {
+    match start_on(&args.out, &backup, PERMISSIVE, thresholds).await {
         Ok(server) => {
             println!("  the backup still opens (unexpected)");
             stop(server).await?;
