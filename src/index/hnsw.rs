@@ -43,6 +43,8 @@ const NONE: u32 = u32::MAX;
 const MAX_LEVEL: usize = 16;
 /// Cache lines of a row prefetched ahead of scoring it; the hardware prefetcher follows on.
 const PREFETCH_LINES: usize = 4;
+/// Candidates rescored in f32 after an int8 walk: at least this many, or 4k.
+const RESCORE_MIN: usize = 64;
 
 /// The graph's shape and search effort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,11 +186,111 @@ impl GraphChanges {
 }
 
 /// Inner-product HNSW with real deletion. See the module documentation.
+/// How a walk of the graph scores a slot against its query.
+trait Scorer {
+    fn score(&self, slot: u32) -> f32;
+    fn prefetch(&self, slot: u32);
+}
+
+/// f32 scores: building the graph, repairing it.
+struct Exact<'a> {
+    index: &'a HnswIndex,
+    q: &'a [f32],
+}
+
+impl Scorer for Exact<'_> {
+    #[inline]
+    fn score(&self, slot: u32) -> f32 {
+        self.index.score(self.q, slot)
+    }
+
+    #[inline]
+    fn prefetch(&self, slot: u32) {
+        kernel::prefetch(self.index.row(slot).as_ptr(), PREFETCH_LINES);
+    }
+}
+
+/// int8 scores (a quarter of the bytes per vector read): searching.
+struct Quantized<'a> {
+    index: &'a HnswIndex,
+    q: &'a [i8],
+    scale: f32,
+}
+
+impl Scorer for Quantized<'_> {
+    #[inline]
+    fn score(&self, slot: u32) -> f32 {
+        let (codes, scale) = self.index.codes.row(slot as usize);
+        (self.index.dot_i8)(self.q, codes) as f32 * self.scale * scale
+    }
+
+    #[inline]
+    fn prefetch(&self, slot: u32) {
+        kernel::prefetch(self.index.codes.row(slot as usize).0.as_ptr().cast(), PREFETCH_LINES);
+    }
+}
+
+/// The vectors scalar-quantised to int8 ([`kernel::quantize`]), `dimension` codes and a scale
+/// per slot. Grown by hand and zeroed like the f32 matrix, so no freed buffer keeps a
+/// template's codes, and a removed slot's row is zeroed.
+struct Codes {
+    dimension: usize,
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl Codes {
+    fn new(dimension: usize) -> Self {
+        Codes { dimension, codes: Vec::new(), scales: Vec::new() }
+    }
+
+    fn ensure_rows(&mut self, rows: usize) {
+        if rows <= self.scales.len() {
+            return;
+        }
+        let rows = rows.max(2 * self.scales.len());
+        let mut codes = vec![0i8; rows * self.dimension];
+        codes[..self.codes.len()].copy_from_slice(&self.codes);
+        self.codes.zeroize();
+        self.codes = codes;
+        let mut scales = vec![0f32; rows];
+        scales[..self.scales.len()].copy_from_slice(&self.scales);
+        self.scales.zeroize();
+        self.scales = scales;
+    }
+
+    #[inline]
+    fn row(&self, i: usize) -> (&[i8], f32) {
+        (&self.codes[i * self.dimension..(i + 1) * self.dimension], self.scales[i])
+    }
+
+    fn set_row(&mut self, i: usize, values: &[f32]) {
+        let d = self.dimension;
+        self.scales[i] = kernel::quantize(values, &mut self.codes[i * d..(i + 1) * d]);
+    }
+
+    fn zero_row(&mut self, i: usize) {
+        let d = self.dimension;
+        self.codes[i * d..(i + 1) * d].fill(0);
+        self.scales[i] = 0.0;
+    }
+}
+
+impl Drop for Codes {
+    fn drop(&mut self) {
+        self.codes.zeroize();
+        self.scales.zeroize();
+    }
+}
+
 pub struct HnswIndex {
     params: HnswParams,
     dimension: usize,
     dot: kernel::DotFn,
+    dot_i8: kernel::DotI8Fn,
     vectors: Matrix,
+    /// The same vectors quantised to int8: what searches walk the graph with.
+    codes: Codes,
     nodes: Vec<Node>,
     /// Layer 0: per slot, `[count, neighbour × m0]`.
     links0: Vec<AtomicU32>,
@@ -222,7 +324,9 @@ impl HnswIndex {
             params,
             dimension,
             dot: kernel::select(),
+            dot_i8: kernel::select_i8(),
             vectors: Matrix::new(dimension),
+            codes: Codes::new(dimension),
             nodes: Vec::new(),
             links0: Vec::new(),
             upper: Vec::new(),
@@ -271,6 +375,8 @@ impl HnswIndex {
         let inbound: usize = self.inbound.iter().map(|v| v.lock().capacity() * 4 + 24).sum();
         let upper: usize = self.upper.iter().map(|b| b.len() * 4 + 16).sum();
         self.vectors.bytes().len()
+            + self.codes.codes.len()
+            + self.codes.scales.len() * 4
             + self.links0.len() * 4
             + upper
             + inbound
@@ -297,6 +403,12 @@ impl HnswIndex {
         (self.dot)(q, self.row(slot))
     }
 
+    /// Writes a slot's vector and its int8 codes.
+    fn write_vector(&mut self, slot: u32, values: &[f32]) {
+        self.vectors.set_row(slot as usize, values);
+        self.codes.set_row(slot as usize, values);
+    }
+
     fn cap(&self, layer: usize) -> usize {
         if layer == 0 { self.params.m0() } else { self.params.m }
     }
@@ -315,7 +427,7 @@ impl HnswIndex {
     fn read_links(&self, slot: u32, layer: usize) -> Vec<u32> {
         let l = self.list(slot, layer);
         let count = (l[0].load(Acquire) as usize).min(l.len() - 1);
-        l[1..=count].iter().map(|a| a.load(Relaxed)).collect()
+        l[1..=count].iter().map(|a| a.load(Relaxed)).filter(|&n| n != NONE).collect()
     }
 
     fn mark_dirty(&self, slot: u32) {
@@ -341,8 +453,10 @@ impl HnswIndex {
         for (i, &t) in new.iter().enumerate() {
             l[1 + i].store(t, Relaxed);
         }
+        // A reader that loaded the old, longer count reads the tail: `NONE` there, which readers
+        // skip, never slot 0 (a real node, maybe of a lower level than this layer).
         for a in &l[1 + new.len()..] {
-            a.store(0, Relaxed);
+            a.store(NONE, Relaxed);
         }
         l[0].store(new.len() as u32, Release);
         self.mark_dirty(slot);
@@ -419,12 +533,12 @@ impl HnswIndex {
         out
     }
 
-    fn greedy(&self, q: &[f32], mut cur: Scored, layer: usize) -> (Scored, usize) {
+    fn greedy(&self, q: &impl Scorer, mut cur: Scored, layer: usize) -> (Scored, usize) {
         let mut compared = 0;
         loop {
             let mut changed = false;
             for n in self.read_links(cur.slot, layer) {
-                let s = self.score(q, n);
+                let s = q.score(n);
                 compared += 1;
                 if s > cur.score {
                     cur = Scored { score: s, slot: n };
@@ -441,7 +555,7 @@ impl HnswIndex {
     /// first, and how many vectors were scored.
     fn search_layer(
         &self,
-        q: &[f32],
+        q: &impl Scorer,
         entry_points: &[Scored],
         ef: usize,
         layer: usize,
@@ -473,11 +587,11 @@ impl HnswIndex {
                 if n < slots && visited[n as usize] != generation {
                     visited[n as usize] = generation;
                     batch.push(n);
-                    kernel::prefetch(self.row(n).as_ptr(), PREFETCH_LINES);
+                    q.prefetch(n);
                 }
             }
             for &n in batch.iter() {
-                let s = self.score(q, n);
+                let s = q.score(n);
                 compared += 1;
                 if results.len() < ef || s > worst {
                     let hit = Scored { score: s, slot: n };
@@ -522,12 +636,13 @@ impl HnswIndex {
             }
         }
         let mut cur = Scored { score: self.score(q, ep), slot: ep };
+        let exact = Exact { index: self, q };
         for layer in (level + 1..=top).rev() {
-            cur = self.greedy(q, cur, layer).0;
+            cur = self.greedy(&exact, cur, layer).0;
         }
         let mut entry_points = vec![cur];
         for layer in (0..=level.min(top)).rev() {
-            let (mut found, _) = self.search_layer(q, &entry_points, self.params.ef_construction, layer, scratch);
+            let (mut found, _) = self.search_layer(&exact, &entry_points, self.params.ef_construction, layer, scratch);
             found.retain(|c| c.slot != slot);
             let selected = self.select(&found, self.params.m);
             {
@@ -584,6 +699,7 @@ impl HnswIndex {
                 let s = u32::try_from(self.nodes.len()).expect("fewer than 2^32 - 1 nodes");
                 assert!(s != NONE, "fewer than 2^32 - 1 nodes");
                 self.vectors.ensure_rows(self.nodes.len() + 1);
+                self.codes.ensure_rows(self.nodes.len() + 1);
                 self.nodes.push(Node { id: None, level: 0 });
                 self.links0.extend((0..=self.params.m0()).map(|_| AtomicU32::new(0)));
                 self.upper.push(Box::new([]));
@@ -593,7 +709,7 @@ impl HnswIndex {
                 s
             }
         };
-        self.vectors.set_row(slot as usize, values);
+        self.write_vector(slot, values);
         self.nodes[slot as usize] = Node { id: Some(id), level: level as u8 };
         self.upper[slot as usize] = (0..level * (1 + self.params.m)).map(|_| AtomicU32::new(0)).collect();
         self.positions.insert(id, slot);
@@ -613,11 +729,12 @@ impl HnswIndex {
         }
         // Room for the whole batch at once: growing row by row would double past it.
         self.vectors.ensure_rows(self.nodes.len() + items.len().saturating_sub(self.free.len()));
+        self.codes.ensure_rows(self.nodes.len() + items.len().saturating_sub(self.free.len()));
         let mut slots = Vec::with_capacity(items.len());
         for (id, values) in items {
             // A duplicate id within `items`: the last one wins.
             if let Some(&slot) = self.positions.get(id) {
-                self.vectors.set_row(slot as usize, values);
+                self.write_vector(slot, values);
                 continue;
             }
             slots.push(self.allocate(*id, values));
@@ -652,24 +769,33 @@ impl HnswIndex {
         }
         let mut query = vec![0f32; self.vectors.width()];
         query[..self.dimension].copy_from_slice(probe.as_slice());
+        let mut codes = vec![0i8; self.dimension];
+        let scale = kernel::quantize(probe.as_slice(), &mut codes);
+        let walk = Quantized { index: self, q: &codes, scale };
         let mut scratch = self.take_scratch();
-        let mut cur = Scored { score: self.score(&query, ep), slot: ep };
+        let mut cur = Scored { score: walk.score(ep), slot: ep };
         let mut compared = 1;
         for layer in (1..=top).rev() {
-            let (next, n) = self.greedy(&query, cur, layer);
+            let (next, n) = self.greedy(&walk, cur, layer);
             cur = next;
             compared += n;
         }
-        let (found, n) = self.search_layer(&query, &[cur], self.params.ef_search.max(k), 0, &mut scratch);
+        let (found, n) = self.search_layer(&walk, &[cur], self.params.ef_search.max(k), 0, &mut scratch);
         compared += n;
         self.give_scratch(scratch);
-        query.zeroize();
+        codes.zeroize();
+        // The walk ranked by int8 scores; the best candidates are rescored in f32, so a hit's
+        // score is exact and the quantisation error (about 1e-3) cannot reorder the top.
         let min = min_score.unwrap_or(f32::NEG_INFINITY);
-        let mut hits: Vec<Hit> = found
-            .into_iter()
+        let rescored = found.len().min((4 * k).max(RESCORE_MIN));
+        compared += rescored;
+        let mut hits: Vec<Hit> = found[..rescored]
+            .iter()
+            .map(|c| Scored { score: self.score(&query, c.slot), slot: c.slot })
             .filter(|c| c.score >= min)
             .filter_map(|c| self.nodes[c.slot as usize].id.map(|id| Hit { id, score: c.score }))
             .collect();
+        query.zeroize();
         hits.sort_by(|a, b| a.rank(b));
         hits.truncate(k);
         (hits, compared)
@@ -753,6 +879,7 @@ impl HnswIndex {
             return Err(corrupt("slot count"));
         }
         index.vectors.ensure_rows(slots);
+        index.codes.ensure_rows(slots);
         index.nodes = vec![Node { id: None, level: 0 }; slots];
         index.links0 = (0..slots * (1 + params.m0())).map(|_| AtomicU32::new(0)).collect();
         index.upper = (0..slots).map(|_| Box::default()).collect();
@@ -830,7 +957,7 @@ impl HnswIndex {
         assert_eq!(values.len(), self.dimension, "vector dimension is the index's");
         match self.positions.get(&id) {
             Some(&slot) => {
-                self.vectors.set_row(slot as usize, values);
+                self.write_vector(slot, values);
                 true
             }
             None => false,
@@ -855,6 +982,12 @@ impl HnswIndex {
     #[doc(hidden)]
     pub fn vector_memory(&self) -> &[u8] {
         self.vectors.bytes()
+    }
+
+    /// The int8 codes' memory, spare rows included (tests scan it for erased templates).
+    #[doc(hidden)]
+    pub fn code_memory(&self) -> Vec<u8> {
+        self.codes.codes.iter().map(|&c| c as u8).collect()
     }
 }
 
@@ -937,6 +1070,7 @@ impl Index for HnswIndex {
             }
         }
         self.vectors.zero_row(slot as usize);
+        self.codes.zero_row(slot as usize);
         self.nodes[slot as usize] = Node { id: None, level: 0 };
         self.upper[slot as usize] = Box::new([]);
         self.free.push(slot);
@@ -1061,6 +1195,7 @@ mod tests {
         check_graph(&index);
         assert!(index.is_empty());
         assert!(index.vector_memory().iter().all(|&b| b == 0));
+        assert!(index.code_memory().iter().all(|&b| b == 0));
         assert!(index.search(&items[0].1, 5, None).is_empty());
     }
 

@@ -214,13 +214,16 @@ pub async fn events(server_channel: oubli::grpc::AuthChannel) -> Vec<Event> {
     }
 }
 
-/// An `oubli-server` process on a loopback port, its log lines on a channel.
+/// An `oubli-server` process on a loopback port, its log lines on a channel (the crash tests',
+/// built with the `failpoints` feature).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 pub struct Process {
     pub child: std::process::Child,
     pub addr: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 impl Process {
     pub fn spawn(dirs: &Dirs, failpoint: Option<&str>) -> Process {
         Process::spawn_with(dirs, failpoint, &[])
@@ -286,6 +289,7 @@ impl Process {
     }
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 pub async fn log_key(channel: oubli::grpc::AuthChannel) -> VerifierKey {
     let mut log = TransparencyClient::new(channel);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;

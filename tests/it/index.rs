@@ -76,6 +76,19 @@ fn occurrences(memory: &[u8], vectors: &[&[f32]]) -> usize {
     memory.windows(16).step_by(4).filter(|w| heads.contains(<&[u8; 16]>::try_from(*w).expect("16 bytes"))).count()
 }
 
+/// How many of `vectors`' int8 codes (their first 16) appear in `memory`.
+fn code_occurrences(memory: &[u8], vectors: &[&[f32]]) -> usize {
+    let heads: HashSet<[u8; 16]> = vectors
+        .iter()
+        .map(|v| {
+            let mut codes = vec![0i8; v.len()];
+            oubli::index::kernel::quantize(v, &mut codes);
+            std::array::from_fn(|i| codes[i] as u8)
+        })
+        .collect();
+    memory.windows(16).filter(|w| heads.contains(<&[u8; 16]>::try_from(*w).expect("16 bytes"))).count()
+}
+
 /// Builds HNSW and the exact index over a population, then deletes half, then deletes and
 /// re-inserts a fifth of the rest; match recall must stay at 0.99 or more throughout, no
 /// deleted id may come back, and the vector memory must hold no deleted template.
@@ -117,6 +130,9 @@ fn recall_through_deletions(identities: usize, probes: usize) {
     let kept_vectors: Vec<&[f32]> = kept.iter().map(|&i| samples[i].as_slice()).collect();
     assert_eq!(occurrences(hnsw.vector_memory(), &kept_vectors), kept.len(), "the scan finds every survivor");
     assert_eq!(occurrences(hnsw.vector_memory(), &deleted_vectors), 0, "a deleted template is still in memory");
+    let codes = hnsw.code_memory();
+    assert_eq!(code_occurrences(&codes, &kept_vectors), kept.len(), "the scan finds every survivor's codes");
+    assert_eq!(code_occurrences(&codes, &deleted_vectors), 0, "a deleted template's codes are still in memory");
 
     // Delete a fifth of the survivors and insert them again (into the freed slots).
     let again = &kept[..kept.len() / 5];
@@ -131,6 +147,7 @@ fn recall_through_deletions(identities: usize, probes: usize) {
     eprintln!("after deleting and re-inserting a fifth: match recall {recall:.4} over {matches} matches");
     assert!(recall >= 0.99, "match recall {recall:.4} after deleting and re-inserting a fifth");
     assert_eq!(occurrences(hnsw.vector_memory(), &deleted_vectors), 0, "a deleted template is still in memory");
+    assert_eq!(code_occurrences(&hnsw.code_memory(), &deleted_vectors), 0, "a deleted template's codes remain");
 }
 
 #[test]
