@@ -244,25 +244,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     step(6, "A person asks what is held about them (GDPR Art. 15)");
     let mut rights = pb::rights_client::RightsClient::new(channel(&server, &args.out).await?);
-    let submitted = rights
-        .submit_access_request(pb::SubmitAccessRequestRequest {
-            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
-            contact: "person@example.org".into(),
-            jurisdiction_claim: "FR".into(),
-            include_templates: false,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let status = rights
-        .get_request(pb::GetRequestRequest {
-            request_id: submitted.request_id.clone(),
-            request_secret: submitted.request_secret.clone(),
-            wait_seconds: 30,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let (submitted, status) = ask_access(&mut rights, population.probe(0)).await?;
     println!(
         "Person #{person} sends one selfie, with no account. Request {} is {}: {} record(s) disclosed,",
         submitted.request_id, status.state, status.matched
@@ -315,25 +297,7 @@ pub async fn run(args: Args) -> Result<()> {
     if !report.receipt_json.is_empty() {
         fs::write(args.out.join("access-receipt.json"), &report.receipt_json)?;
     }
-    let again = rights
-        .submit_access_request(pb::SubmitAccessRequestRequest {
-            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
-            contact: "person@example.org".into(),
-            jurisdiction_claim: "FR".into(),
-            include_templates: false,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let again = rights
-        .get_request(pb::GetRequestRequest {
-            request_id: again.request_id,
-            request_secret: again.request_secret,
-            wait_seconds: 30,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let (_, again) = ask_access(&mut rights, population.probe(0)).await?;
     let again = desk_review(&mut rights, again, &who, person, false).await?;
     println!(
         "The same person asks again the same day: request {} is {}, with the same {} record(s). No cap,",
@@ -596,6 +560,33 @@ pub async fn run(args: Args) -> Result<()> {
     }
     println!("\nDone. Every artifact is in {}. Next: README.md, docs/usage.md, docs/educators.md.", args.out.display());
     Ok(())
+}
+
+/// The person's access request by one selfie, and its status once the worker has answered.
+async fn ask_access(
+    rights: &mut pb::rights_client::RightsClient<AuthChannel>,
+    probe: &[f32],
+) -> Result<(pb::SubmitAccessRequestResponse, pb::RequestStatus)> {
+    let submitted = rights
+        .submit_access_request(pb::SubmitAccessRequestRequest {
+            probes: vec![pb::Embedding { values: probe.to_vec() }],
+            contact: "person@example.org".into(),
+            jurisdiction_claim: "FR".into(),
+            include_templates: false,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let status = rights
+        .get_request(pb::GetRequestRequest {
+            request_id: submitted.request_id.clone(),
+            request_secret: submitted.request_secret.clone(),
+            wait_seconds: 30,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok((submitted, status))
 }
 
 /// The privacy desk's decision on a request waiting in the review band: a person compares the
