@@ -373,22 +373,11 @@ pub async fn run(args: Args) -> Result<()> {
         }
         println!("It never says \"forensically erased\": flash remaps blocks and copies outside cannot be checked.");
     }
-    let after = client
-        .search(pb::SearchRequest {
-            probe: Some(pb::Embedding { values: population.probe(0).to_vec() }),
-            k: 10,
-            min_score: Some(threshold),
-            exact: true,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let own_left = after.hits.iter().filter(|h| who.get(h.record_id.as_str()) == Some(&person)).count();
+    let (own_left, others) = matches_of(&mut client, population.probe(0), threshold, &who, person).await?;
     println!("The same selfie now finds {own_left} of person #{person}'s records.");
-    if after.hits.len() > own_left {
+    if others > 0 {
         println!(
-            "({} look-alike record(s) still score above the search threshold {threshold:.3}: not the person's, and",
-            after.hits.len() - own_left
+            "({others} look-alike record(s) still score above the search threshold {threshold:.3}: not the person's, and"
         );
         println!("below the stricter threshold rights requests use.)");
     }
@@ -520,17 +509,7 @@ pub async fn run(args: Args) -> Result<()> {
     let backup = args.out.join("backup");
     let server = start_on(&args.out, &backup, PERMISSIVE, thresholds).await?;
     let mut client = connect(&server, &args.out).await?;
-    let back = client
-        .search(pb::SearchRequest {
-            probe: Some(pb::Embedding { values: population.probe(0).to_vec() }),
-            k: 10,
-            min_score: Some(threshold),
-            exact: true,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let resurrected = back.hits.iter().filter(|h| who.get(h.record_id.as_str()) == Some(&person)).count();
+    let (resurrected, _) = matches_of(&mut client, population.probe(0), threshold, &who, person).await?;
     println!("The operator quietly restores the backup from step 5. Person #{person}'s erased records are back:");
     println!("the same selfie finds {resurrected} of them again. The erasure receipt listed backups as pending, so it");
     println!("promised nothing false. But the log cannot be restored with the store. The auditor's witness:");
@@ -560,6 +539,30 @@ pub async fn run(args: Args) -> Result<()> {
     }
     println!("\nDone. Every artifact is in {}. Next: README.md, docs/usage.md, docs/educators.md.", args.out.display());
     Ok(())
+}
+
+/// An exact search by `probe` at `threshold`: how many hits are `person`'s own records (by the
+/// population's ground truth, which the service never sees), and how many are someone else's.
+async fn matches_of(
+    client: &mut TemplatesClient<AuthChannel>,
+    probe: &[f32],
+    threshold: f32,
+    who: &std::collections::HashMap<&str, u32>,
+    person: u32,
+) -> Result<(usize, usize)> {
+    let hits = client
+        .search(pb::SearchRequest {
+            probe: Some(pb::Embedding { values: probe.to_vec() }),
+            k: 10,
+            min_score: Some(threshold),
+            exact: true,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .hits;
+    let own = hits.iter().filter(|h| who.get(h.record_id.as_str()) == Some(&person)).count();
+    Ok((own, hits.len() - own))
 }
 
 /// The person's access request by one selfie, and its status once the worker has answered.
