@@ -86,9 +86,11 @@ load: build
 
 # Oubli's exact and HNSW indexes next to numpy, faiss and hnswlib on the same synthetic data
 # (BENCH_N=1000000 for the 1M run): target/bench-peers/results.json, recall-vs-qps.png, a table.
+# BENCH_THREADS=2: only the all-core runs (single-thread HNSW builds at 1M take hours).
 BENCH_N ?= 100000
+BENCH_THREADS ?=
 bench-peers: build
-	BENCH_N=$(BENCH_N) python3 scripts/bench-peers.py
+	BENCH_N=$(BENCH_N) BENCH_THREADS=$(BENCH_THREADS) python3 scripts/bench-peers.py
 
 # What an erasure costs as the store grows: phase-1 latency (data-key purge) and the batched
 # phase-2 templates purge, through the real workflow (BENCH_N=1000000 for the 1M run).

@@ -30,15 +30,41 @@ fn kernels(c: &mut Criterion) {
         population.sample(0),
         [population.sample(1), population.sample(2), population.sample(3), population.sample(4)],
     );
-    let (dot, dot4) = (kernel::select(), kernel::select4());
+    let dot = kernel::select();
     let mut group = c.benchmark_group("kernel_512d");
     group.throughput(Throughput::Elements(1));
     group.bench_function("dot", |b| b.iter(|| dot(std::hint::black_box(a), std::hint::black_box(rows[0]))));
     group.bench_function("dot_portable", |b| {
         b.iter(|| kernel::dot_portable(std::hint::black_box(a), std::hint::black_box(rows[0])))
     });
-    group.throughput(Throughput::Elements(4));
-    group.bench_function("dot4", |b| b.iter(|| dot4(std::hint::black_box(a), std::hint::black_box(rows))));
+    // Four panels of 16 rows as the exact index stores them (element-major): population samples.
+    let mut panels = vec![0f32; 4 * kernel::PANEL * DIMENSION];
+    for (r, row) in (0..4 * kernel::PANEL).map(|r| population.sample(r)).enumerate() {
+        let panel = &mut panels[r / kernel::PANEL * kernel::PANEL * DIMENSION..];
+        for (k, &x) in row.iter().enumerate() {
+            panel[k * kernel::PANEL + r % kernel::PANEL] = x;
+        }
+    }
+    let mut out = [0f32; 4 * kernel::PANEL];
+    let scan = kernel::select_panels();
+    group.throughput(Throughput::Elements(4 * kernel::PANEL as u64));
+    group.bench_function("panels_4x16", |b| {
+        b.iter(|| scan(std::hint::black_box(a), std::hint::black_box(&panels), &mut out))
+    });
+    let block = kernel::select_block();
+    let mut packed = vec![0f32; DIMENSION * kernel::BLOCK_PROBES];
+    kernel::pack_probes(&[a; kernel::BLOCK_PROBES], DIMENSION, &mut packed);
+    let mut scores = [[0f32; kernel::BLOCK_ROWS]; kernel::BLOCK_PROBES];
+    group.throughput(Throughput::Elements((kernel::BLOCK_ROWS * kernel::BLOCK_PROBES) as u64));
+    group.bench_function("block_8x48", |b| {
+        b.iter(|| {
+            block(
+                std::hint::black_box(&packed),
+                std::hint::black_box(&panels[..DIMENSION * kernel::BLOCK_ROWS]),
+                &mut scores,
+            )
+        })
+    });
     group.finish();
 }
 

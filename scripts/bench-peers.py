@@ -9,10 +9,12 @@ Run through `make bench-peers` (BENCH_N=1000000 for the 1M run). Steps:
 3. the ground truth (exact top 10 per probe) with numpy;
 4. this machine's memory read bandwidth (`oubli-bench --bandwidth`);
 5. numpy and faiss IndexFlatIP (exact), hnswlib and faiss IndexHNSWFlat (M=16,
-   ef_construction=200, a sweep of ef), each on one thread and on all cores, each in its own
-   process so thread settings and memory do not leak between runs; Oubli through
+   ef_construction=200, a sweep of ef), each on one thread and on all cores (BENCH_THREADS,
+   e.g. `2` for only the all-core runs at 1M, where single-thread builds take hours), each in
+   its own process so thread settings and memory do not leak between runs; Oubli through
    `target/release/oubli-bench`;
-6. target/bench-peers/results.json, recall-vs-qps.png, and a table on stdout.
+6. target/bench-peers/results.json and recall-vs-qps.png (copied to results-N.json and
+   recall-vs-qps-N.png, so the 100k and 1M runs can both be kept), and a table on stdout.
 
 match_recall: of the exact top-10 hits scoring at least the FMR 1e-3 threshold, the share the
 system's own top 10 holds. recall_at_10: the share of the exact top 10 it holds.
@@ -35,7 +37,7 @@ PROBES = int(os.environ.get("BENCH_PROBES", "1000"))
 EFS = [int(x) for x in os.environ.get("BENCH_EF", "16,32,64,128,256,384,512").split(",")]
 M, EF_CONSTRUCTION = 16, 200
 CORES = os.cpu_count() or 1
-THREADS = sorted({1, CORES})
+THREADS = sorted({int(t) for t in (os.environ.get("BENCH_THREADS") or f"1,{CORES}").split(",")})
 PEERS = ["numpy", "faiss-cpu", "hnswlib", "matplotlib"]
 
 
@@ -232,7 +234,7 @@ def run_oubli(data, threshold):
         [str(OUBLI_BENCH), str(data), "--truth", str(data / f"truth-{PROBES}.npy"),
          "--truth-scores", str(data / f"truth-scores-{PROBES}.npy"), "--threshold", str(threshold),
          "--probes", str(PROBES), "--ef", efs, "--m", str(M), "--ef-construction", str(EF_CONSTRUCTION),
-         "--single-thread-build"],
+         "--threads", str(max(THREADS))] + (["--single-thread-build"] if 1 in THREADS else []),
         check=True, stdout=subprocess.PIPE, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -320,6 +322,8 @@ def main():
     path = OUT / "results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     plot(python, path, OUT / "recall-vs-qps.png")
+    (OUT / f"results-{N}.json").write_text(path.read_text())
+    (OUT / f"recall-vs-qps-{N}.png").write_bytes((OUT / "recall-vs-qps.png").read_bytes())
     table(results)
     log(f"wrote {path} and {OUT / 'recall-vs-qps.png'}")
 

@@ -18,6 +18,7 @@ use std::{
 
 use jiff::Timestamp;
 use tracing::{info, instrument, warn};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
     embedding::Embedding,
@@ -455,6 +456,37 @@ impl Engine {
     }
 }
 
+/// Records waiting to be linked into the graph, with copies of their vectors (zeroed on drop).
+struct LinkBatch {
+    dimension: usize,
+    ids: Vec<RecordId>,
+    vectors: Zeroizing<Vec<f32>>,
+}
+
+impl LinkBatch {
+    const RECORDS: usize = 1 << 16;
+
+    fn new(dimension: usize) -> Self {
+        LinkBatch { dimension, ids: Vec::new(), vectors: Zeroizing::new(Vec::new()) }
+    }
+
+    /// Adds a record; returns whether the batch is full.
+    fn push(&mut self, id: RecordId, values: &[f32]) -> bool {
+        self.ids.push(id);
+        self.vectors.extend_from_slice(values);
+        self.ids.len() >= Self::RECORDS
+    }
+
+    /// Links the batch on all cores and empties it.
+    fn link(&mut self, graph: &mut HnswIndex) {
+        let items: Vec<(RecordId, &[f32])> =
+            self.ids.iter().copied().zip(self.vectors.chunks_exact(self.dimension)).collect();
+        graph.insert_batch(&items);
+        self.ids.clear();
+        self.vectors.zeroize();
+    }
+}
+
 /// Loads the stored graph and reconciles it with the records in `exact` (links what it lacks,
 /// unlinks what the store no longer has), or builds it on all cores when there is none or it
 /// cannot be used; then persists what changed.
@@ -484,17 +516,24 @@ fn open_graph(store: &Store, exact: &ExactIndex, params: HnswParams) -> Result<(
         Some(g) => g,
         None => HnswIndex::new(dimension, params)?,
     };
-    let mut missing: Vec<(RecordId, &[f32])> = Vec::new();
-    for (id, values) in exact.iter() {
+    let mut missing: HashSet<RecordId> = HashSet::new();
+    exact.for_each_vector(|id, values| {
         if !graph.set_vector(id, values) {
-            missing.push((id, values));
+            missing.insert(id);
         }
-    }
+    });
     let gone: Vec<RecordId> = graph.ids().filter(|id| !exact.contains(*id)).collect();
     for id in &gone {
         graph.remove(*id);
     }
-    graph.insert_batch(&missing);
+    // Linked in slices, so that a full build never holds a second copy of every vector.
+    let mut batch = LinkBatch::new(dimension);
+    exact.for_each_vector(|id, values| {
+        if missing.contains(&id) && batch.push(id, values) {
+            batch.link(&mut graph);
+        }
+    });
+    batch.link(&mut graph);
     status.linked = missing.len();
     status.dropped = gone.len();
     let changes = graph.take_changes();

@@ -1,82 +1,80 @@
-//! Exact search: one pass over every vector, in a contiguous matrix of 64-byte-aligned rows.
+//! Exact search: one pass over every vector, in a contiguous matrix of 64-byte-aligned panels.
 //!
-//! Rows are padded with zeros to a multiple of 16 floats, so the kernel never handles a tail
-//! and every row starts on a cache line. Removal moves the last row into the hole and zeroes
-//! the vacated row, so an erased template leaves no copy in this matrix.
+//! The matrix is stored in panels of [`PANEL`] rows, element-major (see [`kernel`]): the layout
+//! a matrix-multiplication kernel packs its operand into, kept permanently. One probe streams
+//! the panels at memory speed; a batch of probes is scored in blocks whose running sums stay in
+//! registers. Removal moves the last row into the hole and zeroes the vacated row, so an erased
+//! template leaves no copy in this matrix.
 use std::collections::HashMap;
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::{Hit, Index, TopK, kernel};
+use super::{
+    Hit, Index, TopK,
+    kernel::{self, BLOCK_PANELS, BLOCK_PROBES, BLOCK_ROWS, PANEL},
+};
 use crate::{embedding::Embedding, record::RecordId};
 
-const LANES: usize = 16;
-
-/// Sixteen floats on a cache line: the unit the matrix is allocated in.
+/// One element of a panel's sixteen rows, on one cache line: the unit the matrix is allocated in.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Block([f32; LANES]);
+struct Block([f32; PANEL]);
 
-/// Rows per tile of the batched scan: 8 rows (16 KB at 512-d) and a quad of probes (8 KB)
-/// fit in L1 together.
-const TILE_ROWS: usize = 8;
+/// Panels per call of the single-probe kernel.
+const SCAN_PANELS: usize = 4;
 
 /// Exact inner-product search over all enrolled vectors.
 pub struct ExactIndex {
     dimension: usize,
-    blocks_per_row: usize,
-    rows: Vec<Block>,
+    /// `dimension` blocks per panel; the last panel's unused rows are zeros.
+    panels: Vec<Block>,
     ids: Vec<RecordId>,
     positions: HashMap<RecordId, usize>,
 }
 
 impl ExactIndex {
     pub fn new(dimension: usize) -> Self {
-        ExactIndex {
-            dimension,
-            blocks_per_row: dimension.div_ceil(LANES),
-            rows: Vec::new(),
-            ids: Vec::new(),
-            positions: HashMap::new(),
-        }
+        ExactIndex { dimension, panels: Vec::new(), ids: Vec::new(), positions: HashMap::new() }
     }
 
     pub fn with_capacity(dimension: usize, records: usize) -> Self {
         let mut index = Self::new(dimension);
-        index.rows.reserve(records * index.blocks_per_row);
+        index.panels.reserve(records.div_ceil(PANEL) * dimension);
         index.ids.reserve(records);
         index.positions.reserve(records);
         index
     }
 
-    fn row(&self, position: usize) -> &[f32] {
-        let blocks = &self.rows[position * self.blocks_per_row..(position + 1) * self.blocks_per_row];
-        as_floats(blocks)
+    /// Element `k` of the row at `position` lives at `panels[..][k].0[lane]`.
+    fn place(&self, position: usize) -> (usize, usize) {
+        (position / PANEL * self.dimension, position % PANEL)
     }
 
-    fn row_mut(&mut self, position: usize) -> &mut [f32] {
-        let width = self.blocks_per_row;
-        as_floats_mut(&mut self.rows[position * width..(position + 1) * width])
+    fn write_row(&mut self, position: usize, values: &[f32]) {
+        let (start, lane) = self.place(position);
+        for (block, &v) in self.panels[start..start + self.dimension].iter_mut().zip(values) {
+            block.0[lane] = v;
+        }
     }
 
-    /// Makes room for one more row. Growing by hand, not by `Vec`'s reallocation, so that the
+    fn read_row(&self, position: usize, out: &mut [f32]) {
+        let (start, lane) = self.place(position);
+        for (o, block) in out.iter_mut().zip(&self.panels[start..start + self.dimension]) {
+            *o = block.0[lane];
+        }
+    }
+
+    /// Makes room for one more panel. Growing by hand, not by `Vec`'s reallocation, so that the
     /// old buffer is zeroed before it is freed: it holds every template.
-    fn grow_for_one_row(&mut self) {
-        let needed = self.rows.len() + self.blocks_per_row;
-        if needed <= self.rows.capacity() {
+    fn grow_for_one_panel(&mut self) {
+        let needed = self.panels.len() + self.dimension;
+        if needed <= self.panels.capacity() {
             return;
         }
-        let mut grown = Vec::with_capacity(needed.max(self.rows.capacity() * 2));
-        grown.extend_from_slice(&self.rows);
-        as_floats_mut(&mut self.rows).zeroize();
-        self.rows = grown;
-    }
-
-    /// The probe padded like a row (zeros beyond the dimension do not change a dot product).
-    fn padded(&self, probe: &Embedding) -> Vec<Block> {
-        let mut blocks = vec![Block::default(); self.blocks_per_row];
-        as_floats_mut(&mut blocks)[..self.dimension].copy_from_slice(probe.as_slice());
-        blocks
+        let mut grown = Vec::with_capacity(needed.max(self.panels.capacity() * 2));
+        grown.extend_from_slice(&self.panels);
+        as_floats_mut(&mut self.panels).zeroize();
+        self.panels = grown;
     }
 }
 
@@ -86,43 +84,58 @@ impl ExactIndex {
         self.positions.contains_key(&id)
     }
 
-    /// Every record and its vector (unpadded), in matrix order: feeds other indexes at start-up.
-    pub fn iter(&self) -> impl Iterator<Item = (RecordId, &[f32])> {
-        self.ids.iter().enumerate().map(|(p, &id)| (id, &self.row(p)[..self.dimension]))
+    /// Calls `f` with every record and its vector, in matrix order: feeds other indexes at
+    /// start-up. The vectors pass through one buffer, zeroed at the end.
+    pub fn for_each_vector(&self, mut f: impl FnMut(RecordId, &[f32])) {
+        let d = self.dimension;
+        let mut rows = Zeroizing::new(vec![0f32; PANEL * d]);
+        for (p, (ids, panel)) in self.ids.chunks(PANEL).zip(self.panels.chunks(d.max(1))).enumerate() {
+            // A panel at a time: each row is a column of it.
+            for (k, block) in panel.iter().enumerate() {
+                for (lane, &v) in block.0.iter().enumerate() {
+                    rows[lane * d + k] = v;
+                }
+            }
+            for (lane, &id) in ids.iter().enumerate() {
+                debug_assert_eq!(self.positions.get(&id), Some(&(p * PANEL + lane)));
+                f(id, &rows[lane * d..(lane + 1) * d]);
+            }
+        }
     }
 
-    /// Exact search for several probes in one pass over the matrix: each row is loaded from
-    /// memory once and scored against every probe while it is in cache (four probes per kernel
-    /// call). `k`: at most this many hits per probe (`None`: every hit at or above `min_score`).
-    /// Rights requests use this: they carry several probes and must find every match.
+    /// Exact search for several probes in one pass over the matrix: blocks of
+    /// [`BLOCK_PROBES`] probes × [`BLOCK_PANELS`] panels, each panel group loaded from memory
+    /// once and scored against every probe while it is in cache. `k`: at most this many hits per
+    /// probe (`None`: every hit at or above `min_score`). Rights requests use this: they carry
+    /// several probes and must find every match. Scores are bit for bit [`Index::search`]'s.
     pub fn search_batch(&self, probes: &[Embedding], k: Option<usize>, min_score: Option<f32>) -> Vec<Vec<Hit>> {
-        let dot4 = kernel::select4();
+        let block = kernel::select_block();
+        let d = self.dimension;
         let k = k.unwrap_or(self.ids.len());
-        let mut padded: Vec<Vec<Block>> = probes.iter().map(|p| self.padded(p)).collect();
-        // A multiple of four probes; the zero probes' scores are ignored.
-        let zero = vec![Block::default(); self.blocks_per_row];
-        let quads: Vec<[&[f32]; 4]> =
-            padded.chunks(4).map(|c| std::array::from_fn(|i| as_floats(c.get(i).unwrap_or(&zero)))).collect();
+        let packed: Vec<Zeroizing<Vec<f32>>> = probes
+            .chunks(BLOCK_PROBES)
+            .map(|group| {
+                let mut packed = Zeroizing::new(vec![0f32; d * BLOCK_PROBES]);
+                let refs: Vec<&[f32]> = group.iter().map(Embedding::as_slice).collect();
+                kernel::pack_probes(&refs, d, &mut packed);
+                packed
+            })
+            .collect();
         let mut tops: Vec<TopK> = probes.iter().map(|_| TopK::new(k, min_score)).collect();
-        // Rows in tiles: every quad of probes passes over a tile while it is in L1, so a probe
-        // is read from L2 once per tile rather than once per row (256 probes are 512 KB). Each
-        // probe still sees the rows in order, with the same kernel: the same scores and hits.
-        for (t, ids) in self.ids.chunks(TILE_ROWS).enumerate() {
-            for (q, quad) in quads.iter().enumerate() {
-                for (j, &id) in ids.iter().enumerate() {
-                    let scores = dot4(self.row(t * TILE_ROWS + j), *quad);
-                    for (i, score) in scores.into_iter().enumerate() {
-                        if let Some(top) = tops.get_mut(4 * q + i)
-                            && score >= top.threshold()
-                        {
+        let mut scores = [[0f32; BLOCK_ROWS]; BLOCK_PROBES];
+        let group_len = BLOCK_PANELS * d.max(1);
+        for (panels, ids) in self.panels.chunks(group_len).zip(self.ids.chunks(BLOCK_ROWS)) {
+            for (packed, tops) in packed.iter().zip(tops.chunks_mut(BLOCK_PROBES)) {
+                block(packed, as_floats(panels), &mut scores);
+                for (top, scores) in tops.iter_mut().zip(&scores) {
+                    let threshold = top.threshold();
+                    for (&id, &score) in ids.iter().zip(scores) {
+                        if score >= threshold {
                             top.offer(id, score);
                         }
                     }
                 }
             }
-        }
-        for p in &mut padded {
-            as_floats_mut(p).zeroize();
         }
         tops.into_iter().map(TopK::into_sorted).collect()
     }
@@ -131,18 +144,18 @@ impl ExactIndex {
 impl Drop for ExactIndex {
     /// The matrix holds every template: overwrite it before the allocator gets it back.
     fn drop(&mut self) {
-        as_floats_mut(&mut self.rows).zeroize();
+        as_floats_mut(&mut self.panels).zeroize();
     }
 }
 
 fn as_floats(blocks: &[Block]) -> &[f32] {
     // SAFETY: Block is repr(C) around [f32; 16] with no padding (64 bytes, align 64).
-    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<f32>(), blocks.len() * LANES) }
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<f32>(), blocks.len() * PANEL) }
 }
 
 fn as_floats_mut(blocks: &mut [Block]) -> &mut [f32] {
     // SAFETY: as in `as_floats`; the borrow is unique.
-    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<f32>(), blocks.len() * LANES) }
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<f32>(), blocks.len() * PANEL) }
 }
 
 impl Index for ExactIndex {
@@ -162,13 +175,14 @@ impl Index for ExactIndex {
                 let p = self.ids.len();
                 self.ids.push(id);
                 self.positions.insert(id, p);
-                self.grow_for_one_row();
-                self.rows.extend(std::iter::repeat_n(Block::default(), self.blocks_per_row));
+                if p.is_multiple_of(PANEL) {
+                    self.grow_for_one_panel();
+                    self.panels.extend(std::iter::repeat_n(Block::default(), self.dimension));
+                }
                 p
             }
         };
-        let dimension = self.dimension;
-        self.row_mut(position)[..dimension].copy_from_slice(embedding.as_slice());
+        self.write_row(position, embedding.as_slice());
     }
 
     fn remove(&mut self, id: RecordId) -> bool {
@@ -176,37 +190,39 @@ impl Index for ExactIndex {
             return false;
         };
         let last = self.ids.len() - 1;
-        let width = self.blocks_per_row;
         if position != last {
-            self.rows.copy_within(last * width..(last + 1) * width, position * width);
+            let mut moved = Zeroizing::new(vec![0f32; self.dimension]);
+            self.read_row(last, &mut moved);
+            self.write_row(position, &moved);
             let moved = self.ids[last];
             self.ids[position] = moved;
             self.positions.insert(moved, position);
         }
         // Overwrite the vacated row before giving it up: truncation alone would leave the
         // bytes in the allocation's spare capacity.
-        self.row_mut(last).zeroize();
-        self.rows.truncate(last * width);
+        let zeros = vec![0f32; self.dimension];
+        self.write_row(last, &zeros);
+        if last.is_multiple_of(PANEL) {
+            self.panels.truncate(last / PANEL * self.dimension);
+        }
         self.ids.truncate(last);
         true
     }
 
     fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Vec<Hit> {
-        let (dot, dot4) = (kernel::select(), kernel::select4());
-        let mut probe = self.padded(probe);
-        let query = as_floats(&probe);
+        let scan = kernel::select_panels();
+        let d = self.dimension;
         let mut top = TopK::new(k, min_score);
-        let quads = self.ids.len() / 4 * 4;
-        for p in (0..quads).step_by(4) {
-            let scores = dot4(query, [self.row(p), self.row(p + 1), self.row(p + 2), self.row(p + 3)]);
-            for (i, score) in scores.into_iter().enumerate() {
-                top.offer(self.ids[p + i], score);
+        let mut scores = [0f32; SCAN_PANELS * PANEL];
+        let group_len = SCAN_PANELS * d.max(1);
+        for (panels, ids) in self.panels.chunks(group_len).zip(self.ids.chunks(SCAN_PANELS * PANEL)) {
+            scan(probe.as_slice(), as_floats(panels), &mut scores);
+            for (&id, &score) in ids.iter().zip(&scores) {
+                if score >= top.threshold() {
+                    top.offer(id, score);
+                }
             }
         }
-        for p in quads..self.ids.len() {
-            top.offer(self.ids[p], dot(query, self.row(p)));
-        }
-        as_floats_mut(&mut probe).zeroize();
         top.into_sorted()
     }
 }
@@ -245,28 +261,45 @@ mod tests {
 
     #[test]
     fn removal_overwrites_the_vacated_row() {
-        let mut index = ExactIndex::new(16);
-        index.insert(id(1), &unit(&[0.25; 16]));
-        index.insert(id(2), &unit(&[0.5; 16]));
-        index.remove(id(2));
-        // SAFETY (test): read the spare capacity the removed row occupied.
-        let spare = unsafe { std::slice::from_raw_parts(index.rows.as_ptr().add(1).cast::<f32>(), 16) };
-        assert!(spare.iter().all(|&v| v == 0.0));
+        for rows in [2u8, 15, 16, 17, 40] {
+            let mut index = ExactIndex::new(16);
+            for n in 0..rows {
+                index.insert(id(n), &unit(&[0.25; 16]));
+            }
+            let mut marked = [0.0; 16];
+            marked[5] = 1.0;
+            index.insert(id(200), &unit(&marked));
+            let written = index.panels.len() * PANEL;
+            index.remove(id(200));
+            index.remove(id(1));
+            // SAFETY (test): the first `written` floats of the allocation were initialised (the
+            // index wrote every panel it ever had); truncation keeps the allocation.
+            let all = unsafe { std::slice::from_raw_parts(index.panels.as_ptr().cast::<f32>(), written) };
+            assert!(all.iter().all(|&v| v == 0.0 || v == 0.25), "{rows} rows: the removed vector is gone");
+            assert_eq!(all.iter().filter(|&&v| v == 0.25).count(), (usize::from(rows) - 1) * 16, "{rows} rows");
+            assert_eq!(index.panels.len(), (usize::from(rows) - 1).div_ceil(PANEL) * 16);
+        }
     }
 
     #[test]
     fn growth_keeps_every_row() {
         let mut index = ExactIndex::new(16);
-        for n in 0..200u8 {
+        let vector = |n: u8| {
             let mut v = vec![0.0; 16];
             v[usize::from(n) % 16] = 1.0;
             v[(usize::from(n) / 16) % 16] += 0.5;
-            index.insert(id(n), &unit(&v));
-        }
+            unit(&v)
+        };
         for n in 0..200u8 {
-            let row = index.row(index.positions[&id(n)]);
-            assert!(row.iter().any(|&x| x > 0.0), "row {n} survived growth");
+            index.insert(id(n), &vector(n));
         }
+        let mut seen = 0;
+        index.for_each_vector(|got, values| {
+            let n = got.as_bytes()[0];
+            assert_eq!(values, vector(n).as_slice(), "row {n} survived growth");
+            seen += 1;
+        });
+        assert_eq!(seen, 200);
     }
 
     #[test]
@@ -289,7 +322,10 @@ mod tests {
         for n in 0..103 {
             index.insert(RecordId::from_bytes([n as u8; 16]), &vector(n));
         }
-        for probes in [1, 3, 4, 9] {
+        for n in [5, 50, 102] {
+            index.remove(RecordId::from_bytes([n as u8; 16]));
+        }
+        for probes in [1, 3, 4, 9, 17] {
             let batch: Vec<Embedding> = (200..200 + probes).map(vector).collect();
             for k in [Some(1), Some(10), None] {
                 let got = index.search_batch(&batch, k, Some(0.1));
@@ -301,7 +337,7 @@ mod tests {
                         want.iter().map(|h| h.id).collect::<Vec<_>>()
                     );
                     for (a, b) in hits.iter().zip(&want) {
-                        assert!((a.score - b.score).abs() < 1e-5);
+                        assert_eq!(a.score.to_bits(), b.score.to_bits());
                     }
                 }
             }

@@ -1,6 +1,15 @@
-//! The inner-product kernel every search runs: AVX2+FMA where the CPU has it (checked once at
-//! run time; AVX-512 for the four-row kernel), a portable version elsewhere. Both sum in 16 independent lanes, so the portable
-//! one still vectorises and neither is limited by a single addition chain.
+//! The inner-product kernels every search runs, chosen once at run time for this CPU (AVX-512,
+//! AVX2+FMA, or portable code).
+//!
+//! Two families:
+//! - [`dot`]: one vector against one vector (HNSW, rescoring). Sums in 16 independent lanes, so
+//!   it is not limited by a single addition chain.
+//! - the panel kernels ([`select_panels`], [`select_block`]): the exact index stores rows in
+//!   panels of [`PANEL`] rows, element-major, so one vector load holds one element of 16 rows
+//!   and a probe's element is broadcast against it. No horizontal sums, and a block of probes ×
+//!   panels keeps its running sums in registers, as a matrix multiplication kernel does. Every
+//!   panel kernel sums a row in element order with one fused multiply-add per element, so a
+//!   score is bit for bit the same from every panel kernel, alone or batched, on any CPU.
 
 /// A dot-product kernel: both slices must have the same length.
 pub type DotFn = fn(&[f32], &[f32]) -> f32;
@@ -29,36 +38,172 @@ fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
     unsafe { x86::dot_avx2_fma(a, b) }
 }
 
-/// Scores one query against four rows at once: `out[i] = dot(q, rows[i])`. Reading four rows
-/// side by side keeps four memory streams in flight, which a single dot product cannot.
-pub type Dot4Fn = fn(&[f32], [&[f32]; 4]) -> [f32; 4];
+/// Rows per panel of the exact index. A panel of dimension `d` is `d * PANEL` floats:
+/// `panel[k * PANEL + lane]` is element `k` of the panel's row `lane`.
+pub const PANEL: usize = 16;
 
-/// The fastest four-row kernel this CPU runs (AVX-512 where present: the batched exact scan
-/// is bound by arithmetic, not memory, and twice the width halves its instructions).
-pub fn select4() -> Dot4Fn {
+/// Probes per block of the batched kernel, and the most panels it takes at once.
+pub const BLOCK_PROBES: usize = 8;
+pub const BLOCK_PANELS: usize = 3;
+/// Rows per block: the width of a block's score rows.
+pub const BLOCK_ROWS: usize = BLOCK_PANELS * PANEL;
+
+/// Scores one probe against whole panels: `out[p * PANEL + lane]` is the probe's dot product with
+/// row `lane` of panel `p`. `panels.len()` must be a multiple of `probe.len() * PANEL`, and `out`
+/// must hold `PANEL` scores per panel.
+pub type PanelsFn = fn(probe: &[f32], panels: &[f32], out: &mut [f32]);
+
+/// Scores a block of [`BLOCK_PROBES`] probes against 1 to [`BLOCK_PANELS`] panels:
+/// `out[p][r]` is probe `p`'s dot product with row `r` of the panels. The probes come packed
+/// element-major (`packed[k * BLOCK_PROBES + p]` is element `k` of probe `p`, see [`pack_probes`]).
+pub type BlockFn = fn(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]);
+
+/// The fastest single-probe panel kernel this CPU runs.
+pub fn select_panels() -> PanelsFn {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return dot4_avx512;
+            return panels_avx512;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return dot4_avx2_fma;
+            return panels_avx2_fma;
         }
     }
-    dot4_portable
+    panels_portable
 }
 
-fn dot4_portable(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-    rows.map(|r| dot_portable(q, r))
+/// The fastest block kernel this CPU runs.
+pub fn select_block() -> BlockFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return block_avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return block_avx2_fma;
+        }
+    }
+    block_portable
+}
+
+/// Packs up to [`BLOCK_PROBES`] probes of dimension `d` element-major for [`BlockFn`]; missing
+/// probes are zeros (their scores are 0 and meaningless).
+pub fn pack_probes(probes: &[&[f32]], d: usize, packed: &mut [f32]) {
+    assert!(probes.len() <= BLOCK_PROBES, "at most {BLOCK_PROBES} probes per block");
+    assert_eq!(packed.len(), d * BLOCK_PROBES, "packed probes hold {BLOCK_PROBES} probes");
+    packed.fill(0.0);
+    for (p, probe) in probes.iter().enumerate() {
+        assert_eq!(probe.len(), d, "probe dimension");
+        for (k, &x) in probe.iter().enumerate() {
+            packed[k * BLOCK_PROBES + p] = x;
+        }
+    }
+}
+
+/// The number of panels in `panels`, checking the shapes the kernels rely on.
+fn panel_count(d: usize, panels: &[f32], out: usize) -> usize {
+    let stride = d * PANEL;
+    assert!(panels.len().is_multiple_of(stride.max(1)), "panels hold whole panels of the probe's dimension");
+    let count = panels.len().checked_div(stride).unwrap_or(0);
+    assert!(out >= count * PANEL, "room for every score");
+    count
+}
+
+/// The reference panel kernel (and the fallback): element order, one fused multiply-add each.
+/// `mul_add` is a single instruction wherever the CPU has FMA (a slow library call where it has
+/// none, but still exact).
+#[inline(always)]
+fn panels_generic(probe: &[f32], panels: &[f32], out: &mut [f32]) {
+    let d = probe.len();
+    let count = panel_count(d, panels, out.len());
+    if count == 0 {
+        return;
+    }
+    for (panel, out) in panels.chunks_exact(d * PANEL).zip(out.chunks_exact_mut(PANEL)).take(count) {
+        let mut acc = [0f32; PANEL];
+        for (&q, x) in probe.iter().zip(panel.chunks_exact(PANEL)) {
+            for (a, &x) in acc.iter_mut().zip(x) {
+                *a = q.mul_add(x, *a);
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// The reference block kernel: every (probe, row) pair summed exactly as [`panels_generic`].
+#[inline(always)]
+fn block_generic(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]) {
+    let d = packed.len() / BLOCK_PROBES;
+    assert_eq!(packed.len(), d * BLOCK_PROBES, "packed probes hold {BLOCK_PROBES} probes");
+    let count = panel_count(d, panels, BLOCK_ROWS);
+    if count == 0 {
+        return;
+    }
+    for (j, panel) in panels.chunks_exact(d * PANEL).take(count).enumerate() {
+        for (p, out) in out.iter_mut().enumerate() {
+            let mut acc = [0f32; PANEL];
+            for (k, x) in panel.chunks_exact(PANEL).enumerate() {
+                let q = packed[k * BLOCK_PROBES + p];
+                for (a, &x) in acc.iter_mut().zip(x) {
+                    *a = q.mul_add(x, *a);
+                }
+            }
+            out[j * PANEL..(j + 1) * PANEL].copy_from_slice(&acc);
+        }
+    }
+}
+
+pub fn panels_portable(probe: &[f32], panels: &[f32], out: &mut [f32]) {
+    panels_generic(probe, panels, out);
+}
+
+pub fn block_portable(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]) {
+    block_generic(packed, panels, out);
 }
 
 #[cfg(target_arch = "x86_64")]
-fn dot4_avx2_fma(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-    for r in rows {
-        assert_eq!(q.len(), r.len(), "dot product of slices of different lengths");
+fn panels_avx2_fma(probe: &[f32], panels: &[f32], out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma")]
+    fn vectorised(probe: &[f32], panels: &[f32], out: &mut [f32]) {
+        panels_generic(probe, panels, out);
     }
-    // SAFETY: `select4` hands this kernel out only after detecting AVX2 and FMA.
-    unsafe { x86::dot4_avx2_fma(q, rows) }
+    // SAFETY: `select_panels` hands this kernel out only after detecting AVX2 and FMA.
+    unsafe { vectorised(probe, panels, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn block_avx2_fma(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]) {
+    #[target_feature(enable = "avx2,fma")]
+    fn vectorised(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]) {
+        block_generic(packed, panels, out);
+    }
+    // SAFETY: `select_block` hands this kernel out only after detecting AVX2 and FMA.
+    unsafe { vectorised(packed, panels, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn panels_avx512(probe: &[f32], panels: &[f32], out: &mut [f32]) {
+    let count = panel_count(probe.len(), panels, out.len());
+    // SAFETY: `select_panels` hands this kernel out only after detecting AVX-512F; `panels`
+    // holds `count` whole panels of the probe's dimension and `out` room for their scores.
+    unsafe { x86::panels_avx512(probe, panels.as_ptr(), count, out.as_mut_ptr()) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn block_avx512(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]) {
+    let d = packed.len() / BLOCK_PROBES;
+    assert_eq!(packed.len(), d * BLOCK_PROBES, "packed probes hold {BLOCK_PROBES} probes");
+    let count = panel_count(d, panels, BLOCK_ROWS);
+    // SAFETY: `select_block` hands this kernel out only after detecting AVX-512F; `packed` holds
+    // `d` elements of each probe and `panels` `count` (at most BLOCK_PANELS) whole panels.
+    unsafe {
+        match count {
+            0 => {}
+            1 => x86::block_avx512::<1>(packed.as_ptr(), panels.as_ptr(), d, out),
+            2 => x86::block_avx512::<2>(packed.as_ptr(), panels.as_ptr(), d, out),
+            _ => x86::block_avx512::<3>(packed.as_ptr(), panels.as_ptr(), d, out),
+        }
+    }
 }
 
 /// Asks the CPU to start loading the first `lines` cache lines at `ptr` (a hint: graph search
@@ -75,15 +220,6 @@ pub fn prefetch(ptr: *const f32, lines: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (ptr, lines);
-}
-
-#[cfg(target_arch = "x86_64")]
-fn dot4_avx512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-    for r in rows {
-        assert_eq!(q.len(), r.len(), "dot product of slices of different lengths");
-    }
-    // SAFETY: `select4` hands this kernel out only after detecting AVX-512F.
-    unsafe { x86::dot4_avx512(q, rows) }
 }
 
 /// The fallback, also the reference the SIMD kernel is tested against.
@@ -149,6 +285,8 @@ pub fn quantize(values: &[f32], out: &mut [i8]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::{BLOCK_PROBES, BLOCK_ROWS, PANEL};
+
     /// # Safety
     /// The CPU must support AVX2; `a` and `b` must have the same length, codes in -127..=127.
     #[target_feature(enable = "avx2")]
@@ -206,49 +344,80 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must support AVX-512F; every row must have `q.len()` elements.
-    ///
-    /// Bit for bit the same sums as [`dot_avx2_fma`] for each row: each 32-element chunk goes
-    /// into two 16-lane accumulators holding exactly the single kernel's four 8-lane ones, and
-    /// the reduction adds them in the same order. A row's score must not depend on whether it
-    /// was scored alone or in a group of four (which changes as rows move after a removal).
+    /// The CPU must support AVX-512F; `panels` must hold `count` panels of `probe.len()`
+    /// elements each, and `out` room for `count * PANEL` scores.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot4_avx512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        let n = q.len();
-        let chunks = n / 32;
-        let pq = q.as_ptr();
-        let pr = rows.map(|r| r.as_ptr());
-        // acc[r][0] = the single kernel's accumulators 0 and 1, acc[r][1] = 2 and 3.
-        let mut acc = [[_mm512_setzero_ps(); 2]; 4];
-        for c in 0..chunks {
-            let i = c * 32;
-            // SAFETY: i + 32 <= n, and q and every row have n elements.
-            unsafe {
-                let x0 = _mm512_loadu_ps(pq.add(i));
-                let x1 = _mm512_loadu_ps(pq.add(i + 16));
-                for r in 0..4 {
-                    acc[r][0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(pr[r].add(i)), acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(pr[r].add(i + 16)), acc[r][1]);
+    pub unsafe fn panels_avx512(probe: &[f32], panels: *const f32, count: usize, out: *mut f32) {
+        // Four panels at a time: four independent sums per lane hide the FMA latency, and four
+        // streams are few enough for the prefetchers.
+        const GROUP: usize = 4;
+        let d = probe.len();
+        let stride = d * PANEL;
+        let mut p = 0;
+        while p < count {
+            let n = (count - p).min(GROUP);
+            let base = unsafe { panels.add(p * stride) };
+            let mut acc = [_mm512_setzero_ps(); GROUP];
+            if n == GROUP {
+                for (k, &q) in probe.iter().enumerate() {
+                    let q = _mm512_set1_ps(q);
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: panel p + j < count has `stride` floats; k < d.
+                        *acc = _mm512_fmadd_ps(q, unsafe { _mm512_loadu_ps(base.add(j * stride + k * PANEL)) }, *acc);
+                    }
+                }
+            } else {
+                for (k, &q) in probe.iter().enumerate() {
+                    let q = _mm512_set1_ps(q);
+                    for (j, acc) in acc.iter_mut().enumerate().take(n) {
+                        // SAFETY: as above, j < n.
+                        *acc = _mm512_fmadd_ps(q, unsafe { _mm512_loadu_ps(base.add(j * stride + k * PANEL)) }, *acc);
+                    }
+                }
+            }
+            for (j, acc) in acc.iter().enumerate().take(n) {
+                // SAFETY: out has room for `count * PANEL` scores.
+                unsafe { _mm512_storeu_ps(out.add((p + j) * PANEL), *acc) };
+            }
+            p += n;
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F; `packed` must hold `d * BLOCK_PROBES` floats and `panels`
+    /// `R` panels of `d` elements.
+    ///
+    /// `BLOCK_PROBES * R` (24) running sums stay in registers; each step loads `R` panel vectors
+    /// and broadcasts one element of each probe: 11 loads for 24 fused multiply-adds.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block_avx512<const R: usize>(
+        packed: *const f32,
+        panels: *const f32,
+        d: usize,
+        out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES],
+    ) {
+        let stride = d * PANEL;
+        let mut acc = [[_mm512_setzero_ps(); R]; BLOCK_PROBES];
+        let mut x = [_mm512_setzero_ps(); R];
+        for k in 0..d {
+            for (j, x) in x.iter_mut().enumerate() {
+                // SAFETY: panel j < R has `stride` floats; k < d.
+                *x = unsafe { _mm512_loadu_ps(panels.add(j * stride + k * PANEL)) };
+            }
+            for (p, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: k * BLOCK_PROBES + p < d * BLOCK_PROBES.
+                let q = _mm512_set1_ps(unsafe { *packed.add(k * BLOCK_PROBES + p) });
+                for (acc, x) in acc.iter_mut().zip(&x) {
+                    *acc = _mm512_fmadd_ps(q, *x, *acc);
                 }
             }
         }
-        let mut out = [0f32; 4];
-        for r in 0..4 {
-            // (acc0 + acc1) + (acc2 + acc3), eight lanes, as the single kernel adds them.
-            let a01 = _mm256_add_ps(_mm512_castps512_ps256(acc[r][0]), upper_half(acc[r][0]));
-            let a23 = _mm256_add_ps(_mm512_castps512_ps256(acc[r][1]), upper_half(acc[r][1]));
-            out[r] = hsum8(_mm256_add_ps(a01, a23));
-            for i in chunks * 32..n {
-                out[r] += q[i] * rows[r][i];
+        for (out, acc) in out.iter_mut().zip(&acc) {
+            for (j, acc) in acc.iter().enumerate() {
+                // SAFETY: j * PANEL + PANEL <= R * PANEL <= BLOCK_ROWS.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(j * PANEL), *acc) };
             }
         }
-        out
-    }
-
-    /// Lanes 8 to 15 (AVX-512F only: the f32x8 extract would need AVX-512DQ).
-    #[target_feature(enable = "avx512f")]
-    fn upper_half(v: __m512) -> __m256 {
-        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
     }
 
     /// The horizontal sum of eight lanes, in the single kernel's order.
@@ -260,18 +429,6 @@ mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
         _mm_cvtss_f32(s)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA; every row must have `q.len()` elements.
-    ///
-    /// Each row goes through [`dot_avx2_fma`] itself: a four-row version with the single
-    /// kernel's four accumulators per row would need more registers than AVX2 has, and the sums
-    /// must be bit for bit the single kernel's.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4_avx2_fma(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        // SAFETY: same CPU features; every row has q.len() elements.
-        rows.map(|r| unsafe { dot_avx2_fma(q, r) })
     }
 }
 
@@ -287,7 +444,13 @@ mod tests {
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
             assert!((f64::from(dot(&a, &b)) - exact).abs() < 1e-3, "n = {n}");
             assert!((f64::from(dot_portable(&a, &b)) - exact).abs() < 1e-3, "n = {n}");
-            for got in select4()(&a, [&b, &b, &b, &b]) {
+            let mut panel = vec![0f32; n * PANEL];
+            for (k, &x) in b.iter().enumerate() {
+                panel[k * PANEL..(k + 1) * PANEL].fill(x);
+            }
+            let mut out = [0f32; PANEL];
+            select_panels()(&a, &panel, &mut out);
+            for got in out {
                 assert!((f64::from(got) - exact).abs() < 1e-3, "n = {n}");
             }
         }
@@ -320,19 +483,70 @@ mod tests {
         assert_eq!(select_i8()(&extremes, &negative), -64 * 127 * 127);
     }
 
-    #[test]
-    fn a_row_scores_the_same_alone_or_in_a_group_of_four() {
-        let mut x = 1u32;
+    /// Random panels, element-major, and probes; a row's score from the reference loop.
+    fn panels_and_probes(n: usize, panels: usize, probes: usize, seed: u32) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let mut x = seed;
         let mut next = || {
             x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (x >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
-        for n in [1, 31, 32, 33, 100, 512, 513] {
-            let q: Vec<f32> = (0..n).map(|_| next()).collect();
-            let rows: Vec<Vec<f32>> = (0..4).map(|_| (0..n).map(|_| next()).collect()).collect();
-            let four = select4()(&q, [&rows[0], &rows[1], &rows[2], &rows[3]]);
-            for (r, got) in rows.iter().zip(four) {
-                assert_eq!(got.to_bits(), select()(&q, r).to_bits(), "n = {n}");
+        let data = (0..n * PANEL * panels).map(|_| next()).collect();
+        let probes = (0..probes).map(|_| (0..n).map(|_| next()).collect()).collect();
+        (data, probes)
+    }
+
+    /// A row's score in the one order every panel kernel sums in.
+    fn reference(probe: &[f32], panel: &[f32], lane: usize) -> f32 {
+        probe.iter().enumerate().fold(0f32, |acc, (k, &q)| q.mul_add(panel[k * PANEL + lane], acc))
+    }
+
+    /// Every panel kernel this CPU can run, not only the one `select_*` picks.
+    fn kernels() -> Vec<(&'static str, PanelsFn, BlockFn)> {
+        let mut all: Vec<(&'static str, PanelsFn, BlockFn)> = vec![("portable", panels_portable, block_portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                all.push(("avx2", panels_avx2_fma, block_avx2_fma));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(("avx512", panels_avx512, block_avx512));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_panel_kernel_gives_the_same_bits_alone_or_batched() {
+        for n in [1, 15, 16, 17, 100, 512, 513] {
+            for panels in [1, 2, 3, 4, 5, 9] {
+                let (data, probes) = panels_and_probes(n, panels, 11, (n * 31 + panels) as u32);
+                for (name, scan, block) in kernels() {
+                    for probe in &probes {
+                        let mut out = vec![0f32; panels * PANEL];
+                        scan(probe, &data, &mut out);
+                        for (r, got) in out.iter().enumerate() {
+                            let want = reference(probe, &data[(r / PANEL) * n * PANEL..], r % PANEL);
+                            assert_eq!(got.to_bits(), want.to_bits(), "{name}: n {n}, row {r}");
+                        }
+                    }
+                    // Blocks of up to BLOCK_PANELS panels, the last probe block partly empty.
+                    let mut packed = vec![0f32; n * BLOCK_PROBES];
+                    for (b, group) in probes.chunks(BLOCK_PROBES).enumerate() {
+                        let refs: Vec<&[f32]> = group.iter().map(|p| &p[..]).collect();
+                        pack_probes(&refs, n, &mut packed);
+                        for (c, chunk) in data.chunks(BLOCK_PANELS * n * PANEL).enumerate() {
+                            let mut out = [[0f32; BLOCK_ROWS]; BLOCK_PROBES];
+                            block(&packed, chunk, &mut out);
+                            for (p, probe) in group.iter().enumerate() {
+                                for r in 0..chunk.len() / n {
+                                    let want = reference(probe, &chunk[(r / PANEL) * n * PANEL..], r % PANEL);
+                                    let at = format!("{name}: n {n}, block {b}, chunk {c}, probe {p}, row {r}");
+                                    assert_eq!(out[p][r].to_bits(), want.to_bits(), "{at}");
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
