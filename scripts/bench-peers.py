@@ -262,7 +262,8 @@ for ax, metric in zip(axes, ["match_recall", "recall_at_10"]):
     ax.set_prop_cycle(color=plt.cm.tab20.colors)
     series = {}
     for r in res["runs"]:
-        key = (r["system"], r["index"], r["threads"], r["params"].get("mode", ""), r["params"].get("build_threads", ""))
+        mode = r["params"].get("mode", "") + (f" {r['params']['batch']}" if "batch" in r["params"] else "")
+        key = (r["system"], r["index"], r["threads"], mode, r["params"].get("build_threads", ""))
         series.setdefault(key, []).append(r)
     for (system, index, threads, mode, bt), runs in sorted(series.items(), key=lambda kv: str(kv[0])):
         runs.sort(key=lambda r: r["params"].get("ef", 0))
@@ -286,7 +287,8 @@ def table(results):
     rows = [("system", "index", "thr", "params", "build s", "q/s", "recall@10", "match rec", "rss MB")]
     for r in results["runs"]:
         p = r["params"]
-        params = p.get("mode") or f"ef={p.get('ef')}" + (f" b{p['build_threads']}t" if "build_threads" in p else "")
+        mode = p.get("mode", "") + (f" {p['batch']}" if "batch" in p else "")
+        params = mode or f"ef={p.get('ef')}" + (f" b{p['build_threads']}t" if "build_threads" in p else "")
         rows.append((r["system"], r["index"], str(r["threads"]), params,
                      "" if r["build_s"] is None else f"{r['build_s']:.1f}", f"{r['qps']:.0f}",
                      f"{r['recall_at_10']:.4f}", f"{r['match_recall']:.4f}",

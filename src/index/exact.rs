@@ -128,12 +128,7 @@ impl ExactIndex {
             for (packed, tops) in packed.iter().zip(tops.chunks_mut(BLOCK_PROBES)) {
                 block(packed, as_floats(panels), &mut scores);
                 for (top, scores) in tops.iter_mut().zip(&scores) {
-                    let threshold = top.threshold();
-                    for (&id, &score) in ids.iter().zip(scores) {
-                        if score >= threshold {
-                            top.offer(id, score);
-                        }
-                    }
+                    offer_run(top, ids, scores);
                 }
             }
         }
@@ -145,6 +140,23 @@ impl Drop for ExactIndex {
     /// The matrix holds every template: overwrite it before the allocator gets it back.
     fn drop(&mut self) {
         as_floats_mut(&mut self.panels).zeroize();
+    }
+}
+
+/// Offers scored rows to `top` (`scores[i]` is `ids[i]`'s), after one test of whether any can
+/// enter: a count rather than a short-circuit, so that it vectorises, and most runs of a scan
+/// hold nothing that enters.
+#[inline]
+fn offer_run(top: &mut TopK, ids: &[RecordId], scores: &[f32]) {
+    let scores = &scores[..ids.len()];
+    let threshold = top.threshold();
+    if scores.iter().map(|&score| u32::from(score >= threshold)).sum::<u32>() == 0 {
+        return;
+    }
+    for (&id, &score) in ids.iter().zip(scores) {
+        if score >= top.threshold() {
+            top.offer(id, score);
+        }
     }
 }
 
@@ -217,11 +229,7 @@ impl Index for ExactIndex {
         let group_len = SCAN_PANELS * d.max(1);
         for (panels, ids) in self.panels.chunks(group_len).zip(self.ids.chunks(SCAN_PANELS * PANEL)) {
             scan(probe.as_slice(), as_floats(panels), &mut scores);
-            for (&id, &score) in ids.iter().zip(&scores) {
-                if score >= top.threshold() {
-                    top.offer(id, score);
-                }
-            }
+            offer_run(&mut top, ids, &scores);
         }
         top.into_sorted()
     }
