@@ -456,7 +456,9 @@ impl Engine {
     }
 }
 
-/// Records waiting to be linked into the graph, with copies of their vectors (zeroed on drop).
+/// Records waiting to be linked into the graph, with copies of their vectors: allocated once at
+/// full size (a growing `Vec` would free copies without zeroing them), zeroed after each link
+/// and on drop.
 struct LinkBatch {
     dimension: usize,
     ids: Vec<RecordId>,
@@ -466,8 +468,14 @@ struct LinkBatch {
 impl LinkBatch {
     const RECORDS: usize = 1 << 16;
 
-    fn new(dimension: usize) -> Self {
-        LinkBatch { dimension, ids: Vec::new(), vectors: Zeroizing::new(Vec::new()) }
+    /// A batch for linking `records` records in all.
+    fn new(dimension: usize, records: usize) -> Self {
+        let capacity = records.min(Self::RECORDS);
+        LinkBatch {
+            dimension,
+            ids: Vec::with_capacity(capacity),
+            vectors: Zeroizing::new(Vec::with_capacity(capacity * dimension)),
+        }
     }
 
     /// Adds a record; returns whether the batch is full.
@@ -527,7 +535,7 @@ fn open_graph(store: &Store, exact: &ExactIndex, params: HnswParams) -> Result<(
         graph.remove(*id);
     }
     // Linked in slices, so that a full build never holds a second copy of every vector.
-    let mut batch = LinkBatch::new(dimension);
+    let mut batch = LinkBatch::new(dimension, missing.len());
     exact.for_each_vector(|id, values| {
         if missing.contains(&id) && batch.push(id, values) {
             batch.link(&mut graph);
