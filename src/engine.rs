@@ -535,13 +535,15 @@ fn open_graph(store: &Store, exact: &ExactIndex, params: HnswParams) -> Result<(
         graph.remove(*id);
     }
     // Linked in slices, so that a full build never holds a second copy of every vector.
-    let mut batch = LinkBatch::new(dimension, missing.len());
-    exact.for_each_vector(|id, values| {
-        if missing.contains(&id) && batch.push(id, values) {
-            batch.link(&mut graph);
-        }
-    });
-    batch.link(&mut graph);
+    if !missing.is_empty() {
+        let mut batch = LinkBatch::new(dimension, missing.len());
+        exact.for_each_vector(|id, values| {
+            if missing.contains(&id) && batch.push(id, values) {
+                batch.link(&mut graph);
+            }
+        });
+        batch.link(&mut graph);
+    }
     status.linked = missing.len();
     status.dropped = gone.len();
     let changes = graph.take_changes();

@@ -57,10 +57,15 @@ impl ExactIndex {
         }
     }
 
-    fn read_row(&self, position: usize, out: &mut [f32]) {
-        let (start, lane) = self.place(position);
-        for (o, block) in out.iter_mut().zip(&self.panels[start..start + self.dimension]) {
-            *o = block.0[lane];
+    /// Moves row `from` over row `to` element by element, leaving zeros behind (`from == to`:
+    /// zeroes it). No copy of the vector passes through a buffer.
+    fn move_row(&mut self, from: usize, to: usize) {
+        let ((from_start, from_lane), (to_start, to_lane)) = (self.place(from), self.place(to));
+        for k in 0..self.dimension {
+            let value = std::mem::take(&mut self.panels[from_start + k].0[from_lane]);
+            if from != to {
+                self.panels[to_start + k].0[to_lane] = value;
+            }
         }
     }
 
@@ -201,19 +206,16 @@ impl Index for ExactIndex {
         let Some(position) = self.positions.remove(&id) else {
             return false;
         };
+        // The last row moves into the hole, and its old place is left zeroed (or the removed
+        // row is zeroed where it is): truncation alone would leave the bytes in the
+        // allocation's spare capacity.
         let last = self.ids.len() - 1;
+        self.move_row(last, position);
         if position != last {
-            let mut moved = Zeroizing::new(vec![0f32; self.dimension]);
-            self.read_row(last, &mut moved);
-            self.write_row(position, &moved);
             let moved = self.ids[last];
             self.ids[position] = moved;
             self.positions.insert(moved, position);
         }
-        // Overwrite the vacated row before giving it up: truncation alone would leave the
-        // bytes in the allocation's spare capacity.
-        let zeros = vec![0f32; self.dimension];
-        self.write_row(last, &zeros);
         if last.is_multiple_of(PANEL) {
             self.panels.truncate(last / PANEL * self.dimension);
         }

@@ -109,6 +109,13 @@ fn panel_count(d: usize, panels: &[f32], out: usize) -> usize {
     count
 }
 
+/// The dimension and panel count of a block call, checking the shapes the kernels rely on.
+fn block_shape(packed: &[f32], panels: &[f32]) -> (usize, usize) {
+    let d = packed.len() / BLOCK_PROBES;
+    assert_eq!(packed.len(), d * BLOCK_PROBES, "packed probes hold {BLOCK_PROBES} probes");
+    (d, panel_count(d, panels, BLOCK_ROWS))
+}
+
 /// The reference panel kernel (and the fallback): element order, one fused multiply-add each.
 /// `mul_add` is a single instruction wherever the CPU has FMA (a slow library call where it has
 /// none, but still exact).
@@ -133,9 +140,7 @@ fn panels_generic(probe: &[f32], panels: &[f32], out: &mut [f32]) {
 /// The reference block kernel: every (probe, row) pair summed exactly as [`panels_generic`].
 #[inline(always)]
 fn block_generic(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]) {
-    let d = packed.len() / BLOCK_PROBES;
-    assert_eq!(packed.len(), d * BLOCK_PROBES, "packed probes hold {BLOCK_PROBES} probes");
-    let count = panel_count(d, panels, BLOCK_ROWS);
+    let (d, count) = block_shape(packed, panels);
     if count == 0 {
         return;
     }
@@ -191,9 +196,7 @@ fn panels_avx512(probe: &[f32], panels: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 fn block_avx512(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]) {
-    let d = packed.len() / BLOCK_PROBES;
-    assert_eq!(packed.len(), d * BLOCK_PROBES, "packed probes hold {BLOCK_PROBES} probes");
-    let count = panel_count(d, panels, BLOCK_ROWS);
+    let (d, count) = block_shape(packed, panels);
     // SAFETY: `select_block` hands this kernel out only after detecting AVX-512F; `packed` holds
     // `d` elements of each probe and `panels` `count` (at most BLOCK_PANELS) whole panels.
     unsafe {
