@@ -142,9 +142,9 @@ where
 }
 
 /// Single-thread memory read bandwidth in GB/s: the best of three passes of each of three
-/// readers over 2 GiB (beyond the last-level cache of the servers this runs on): a plain sum over one stream, the same over four
-/// streams at once, and the row-major dot-product kernel over two buffers. None of them is the
-/// panel scan being measured against it.
+/// readers over 2 GiB (beyond the last-level cache of the servers this runs on): a plain sum
+/// over one stream, the same over four streams at once, and the row-major dot-product kernel
+/// over two buffers. None of them is the panel scan being measured against it.
 fn bandwidth() -> f64 {
     const WORDS: usize = 256 << 20;
     let data: Vec<u64> = (0..WORDS as u64).collect();

@@ -159,9 +159,7 @@ fn offer_run(top: &mut TopK, ids: &[RecordId], scores: &[f32]) {
         return;
     }
     for (&id, &score) in ids.iter().zip(scores) {
-        if score >= top.threshold() {
-            top.offer(id, score);
-        }
+        top.offer(id, score);
     }
 }
 
