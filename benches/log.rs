@@ -1,7 +1,7 @@
 //! The transparency log's tree at 1M leaves: appends per second, proof generation and
 //! verification, next to raw SHA-256 over the same entry size for the ratio.
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use oubli::audit::{
+use oubli::transparency::{
     merkle::{self, LeafIndex, TreeSize},
     tree::Tree,
 };

@@ -3,14 +3,14 @@
 //! All templates are synthetic. See ARCHITECTURE.md for the bird's-eye view; the modules, from
 //! the bottom up:
 //! - [`embedding`], [`record`]: validated domain values (templates, ids, provenance);
-//! - [`audit`]: RFC 6962 Merkle tree math for the transparency log (pure);
+//! - [`transparency`]: RFC 6962 Merkle tree math for the transparency log (pure);
 //! - [`index`]: in-memory nearest-neighbour search (sync, no I/O);
 //! - [`store`]: encrypted RocksDB storage (the only module that knows RocksDB);
 //! - [`engine`]: the store and the index kept in step (sync);
 //! - [`rights`]: roles, ingest policy, recipients log, audit trail, access requests (sync);
 //! - [`synth`]: seeded synthetic templates and provenance;
 //! - [`grpc`]: the tonic services and `run`, the server as a library function.
-pub mod audit;
+pub mod transparency;
 pub mod embedding;
 pub mod engine;
 pub mod failpoint;

@@ -6,7 +6,7 @@
 //! seed corpus: valid inputs of every variant, for the fuzzer to start from.
 use jiff::Timestamp;
 use oubli::{
-    audit::{
+    transparency::{
         event::Entry,
         merkle::{self, Hash, LeafIndex, TreeSize},
         note::{self, Checkpoint, SignerKey, VerifierKey},

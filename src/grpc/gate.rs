@@ -15,10 +15,10 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 use crate::{
-    audit::trail::AuditEvent,
     rights::{
         Rights,
         auth::{Caller, Role, Tokens},
+        trail::AuditEvent,
     },
 };
 

@@ -271,7 +271,7 @@ impl pb::rights_server::Rights for RightsService {
         let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let receipt = blocking(move || rights.attest_no_match(id, &req.request_secret, &probes)).await?;
-        let leaf_index = serde_json::from_str::<crate::audit::receipt::Body>(&receipt.body)
+        let leaf_index = serde_json::from_str::<crate::transparency::receipt::Body>(&receipt.body)
             .map(|b| b.leaf_index)
             .unwrap_or_default();
         Ok(noted(pb::AttestNoMatchResponse { leaf_index, receipt_json: receipt.to_json() }, id))

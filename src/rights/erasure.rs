@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::{Error, Rights, Submitted, check_contact, report::AccessReport, request};
 use crate::{
-    audit::{
+    transparency::{
         event::{self, Entry, Event},
         receipt::{Pending, Receipt, Statements},
     },

@@ -9,6 +9,7 @@ pub mod erasure;
 pub mod policy;
 pub mod report;
 pub mod request;
+pub mod trail;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -21,10 +22,9 @@ use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
 use crate::{
-    audit::{
+    transparency::{
         event::{self, Entry, Event},
         receipt::Receipt,
-        trail::AuditEvent,
     },
     embedding::Embedding,
     engine::{self, Engine, Enrolled, SearchResult},
@@ -34,6 +34,7 @@ use crate::{
 use auth::Caller;
 use policy::{Decision, Policy, PolicyError};
 use report::{AccessReport, LogOpening, Matching, ReportRecord};
+use trail::AuditEvent;
 use request::{Clock, Extension, Kind, Match, Origin, Request, RequestId, RequestSecret, Review, State};
 
 /// Match thresholds (cosine). Defaults: the FMR 1e-6 and 1e-4 points of the synthetic
@@ -376,7 +377,7 @@ impl Rights {
     // ---- audit trail ----
 
     pub fn audit(&self, event: &AuditEvent) -> Result<u64, Error> {
-        let seq = self.engine.store().append_audit(event)?;
+        let seq = self.engine.store().append_audit(event.at, |seq| event.encode(seq))?;
         if seq % 10_000 == 0 {
             self.prune_audit()?;
         }
@@ -384,7 +385,8 @@ impl Rights {
     }
 
     pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
-        Ok(self.engine.store().audit_events(after, limit)?)
+        let rows = self.engine.store().audit_events(after, limit)?;
+        rows.iter().map(|row| AuditEvent::decode(row).map_err(|e| Error::from(store::Error::Corrupt(e)))).collect()
     }
 
     fn prune_audit(&self) -> Result<(), Error> {

@@ -231,8 +231,8 @@ impl KeyRing {
     }
 
     /// The transparency log's signing key, named after the log's origin.
-    pub fn log_signer(&self, origin: &str) -> Result<crate::audit::note::SignerKey, Error> {
-        crate::audit::note::SignerKey::from_seed(origin, &self.log)
+    pub fn log_signer(&self, origin: &str) -> Result<crate::transparency::note::SignerKey, Error> {
+        crate::transparency::note::SignerKey::from_seed(origin, &self.log)
             .map_err(|e| Error::Corrupt(format!("log origin {origin:?}: {e}")))
     }
 

@@ -43,7 +43,7 @@ use jiff::Timestamp;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::{
-    audit::{
+    transparency::{
         event::{self, Entry, Event},
         merkle::{Hash, LeafIndex, TreeSize},
         note::{Checkpoint, SignerKey},
@@ -175,7 +175,7 @@ pub enum Error {
     )]
     LogMismatch(String),
     #[error("{0}")]
-    Proof(#[from] crate::audit::merkle::ProofError),
+    Proof(#[from] crate::transparency::merkle::ProofError),
     #[error("no log entry {index}: the log holds {size}")]
     NoEntry { index: u64, size: u64 },
     #[error("purge check failed: {0}; the purge is retried")]

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::{CF_AUDIT, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_RECIPIENTS, CF_REQUESTS, Error, Store, crypto};
 use crate::{
-    audit::{event::Entry, trail::AuditEvent},
+    transparency::event::Entry,
     record::RecordId,
 };
 
@@ -153,23 +153,22 @@ impl Store {
         Ok(Some(u64::from_be_bytes(bytes)))
     }
 
-    /// Appends an event to the audit trail and returns its sequence number. Not synced per
-    /// call (it would cost a disk flush per RPC): written to the write-ahead log, so a process
-    /// crash loses nothing, and a power loss at most the last moments.
-    pub fn append_audit(&self, event: &AuditEvent) -> Result<u64, Error> {
+    /// Appends an event to the audit trail: `encode(seq)` gives its bytes for the sequence number
+    /// it gets, which is returned. Not synced per call (it would cost a disk flush per RPC):
+    /// written to the write-ahead log, so a process crash loses nothing, and a power loss at most
+    /// the last moments. `at` orders pruning.
+    pub fn append_audit(&self, at: Timestamp, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, Error> {
         let _order = self.audit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.audit_seq.load(Ordering::Relaxed) + 1;
-        let mut event = event.clone();
-        event.seq = seq;
-        let mut value = event.at.as_microsecond().to_be_bytes().to_vec();
-        value.extend_from_slice(&serde_json::to_vec(&event).expect("an audit event serialises"));
+        let mut value = at.as_microsecond().to_be_bytes().to_vec();
+        value.extend_from_slice(&encode(seq));
         self.db.put_cf_opt(self.cf(CF_AUDIT), seq.to_be_bytes(), value, &WriteOptions::default())?;
         self.audit_seq.store(seq, Ordering::Relaxed);
         Ok(seq)
     }
 
-    /// Audit events with `seq > after`, oldest first, at most `limit`.
-    pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+    /// The bytes of the audit events with `seq > after`, oldest first, at most `limit`.
+    pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>, Error> {
         let from = (after.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::From(&from, rocksdb::Direction::Forward)) {
@@ -177,8 +176,7 @@ impl Store {
                 break;
             }
             let (_, value) = item?;
-            let json = value.get(8..).ok_or_else(|| Error::Corrupt("audit row".into()))?;
-            out.push(serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("audit row: {e}")))?);
+            out.push(value.get(8..).ok_or_else(|| Error::Corrupt("audit row".into()))?.to_vec());
         }
         Ok(out)
     }

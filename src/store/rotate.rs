@@ -20,7 +20,7 @@ use super::{
     crypto, synced,
 };
 use crate::{
-    audit::event::{self, Entry, Event},
+    transparency::event::{self, Entry, Event},
     record::RecordId,
 };
 

@@ -105,7 +105,7 @@ async fn check(server: &Process, dirs: &Dirs, told: &mut Told, what: &str) {
     let enrolled = events(server.channel(dirs).await)
         .await
         .iter()
-        .filter(|e| matches!(e, oubli::audit::event::Event::Enrolled { .. }))
+        .filter(|e| matches!(e, oubli::transparency::event::Event::Enrolled { .. }))
         .count();
     assert_eq!(enrolled, count + told.erased.len(), "{what}: one enrolment leaf per record ever stored");
 }
@@ -261,8 +261,8 @@ async fn erasures_killed_at_random_moments_finish_once_and_resurrect_nothing() {
         }
         check(&server, &dirs, &mut told, &format!("erasure round {round}")).await;
         let events = events(server.channel(&dirs).await).await;
-        let count = |f: fn(&oubli::audit::event::Event) -> bool| events.iter().filter(|e| f(e)).count();
-        use oubli::audit::event::Event::*;
+        let count = |f: fn(&oubli::transparency::event::Event) -> bool| events.iter().filter(|e| f(e)).count();
+        use oubli::transparency::event::Event::*;
         assert_eq!(count(|e| matches!(e, ErasurePlanned { .. })), submitted.len(), "round {round}: one plan each");
         assert_eq!(
             count(|e| matches!(e, ErasureKeysPurged { .. })),
@@ -297,7 +297,7 @@ async fn a_key_rotation_killed_half_way_is_finished_at_restart() {
     let rotations = events(server.channel(&dirs).await)
         .await
         .iter()
-        .filter(|e| matches!(e, oubli::audit::event::Event::KeysRotated { epoch: 2, .. }))
+        .filter(|e| matches!(e, oubli::transparency::event::Event::KeysRotated { epoch: 2, .. }))
         .count();
     assert_eq!(rotations, 1, "the rotation is logged once");
     kill(server);

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use oubli::{
-    audit::{event::Event, note::VerifierKey, receipt},
+    transparency::{event::Event, note::VerifierKey, receipt},
     engine::IndexChoice,
     grpc::pb::{
         self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient,

@@ -5,7 +5,7 @@ use std::{
 };
 
 use oubli::{
-    audit::{
+    transparency::{
         event::{Entry, Event},
         merkle::{self, Hash, TreeSize},
         note::VerifierKey,

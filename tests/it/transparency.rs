@@ -2,7 +2,7 @@
 //! proofs verify, receipts verify offline with the server stopped, and a store whose log was
 //! altered refuses to open.
 use oubli::{
-    audit::{
+    transparency::{
         event::{Entry, Event},
         merkle::{self, Hash, LeafIndex, TreeSize},
         note::VerifierKey,

@@ -362,8 +362,8 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     if !receipts.phase1_receipt_json.is_empty() {
-        let r: oubli::audit::receipt::Receipt = serde_json::from_str(&receipts.phase1_receipt_json)?;
-        let body: oubli::audit::receipt::Body = serde_json::from_str(&r.body)?;
+        let r: oubli::transparency::receipt::Receipt = serde_json::from_str(&receipts.phase1_receipt_json)?;
+        let body: oubli::transparency::receipt::Body = serde_json::from_str(&r.body)?;
         println!("The phase-1 receipt (signed, in the public log at leaf {}) says:", body.leaf_index);
         for v in &body.verified {
             println!("  verified: {v}");
@@ -485,7 +485,7 @@ pub async fn run(args: Args) -> Result<()> {
     super::log::witness(witness(), &server.addr.to_string()).await?;
     drop((client, log, rights, admin));
     stop(server).await?;
-    let key = oubli::audit::note::VerifierKey::parse(&key)?;
+    let key = oubli::transparency::note::VerifierKey::parse(&key)?;
     println!("The server is stopped. Anyone can check the receipts offline, with the log's key alone:");
     for (what, name) in [
         ("the first enrolment", "receipt-leaf-0.json"),
@@ -494,7 +494,7 @@ pub async fn run(args: Args) -> Result<()> {
         ("the no-match attestation", "no-match-attestation.json"),
     ] {
         let Ok(json) = fs::read_to_string(args.out.join(name)) else { continue };
-        let checks = oubli::audit::receipt::verify(&json, &key, None);
+        let checks = oubli::transparency::receipt::verify(&json, &key, None);
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         let verdict = if failed.is_empty() { "every check passes".to_string() } else { format!("FAILED {failed:?}") };
         println!("  {what:<26} {:<30} {} checks: {verdict}", name, checks.len());

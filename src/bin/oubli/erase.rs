@@ -199,8 +199,8 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
                     println!("{phase}: not logged yet");
                     continue;
                 }
-                let receipt: oubli::audit::receipt::Receipt = serde_json::from_str(body)?;
-                let b: oubli::audit::receipt::Body = serde_json::from_str(&receipt.body)?;
+                let receipt: oubli::transparency::receipt::Receipt = serde_json::from_str(body)?;
+                let b: oubli::transparency::receipt::Body = serde_json::from_str(&receipt.body)?;
                 println!("{phase}: {} at leaf {} ({})", b.event, b.leaf_index, b.logged_at);
                 for d in &b.done {
                     println!("  done:     {d}");
@@ -233,8 +233,8 @@ pub async fn attest(args: AttestArgs, server: &str) -> Result<()> {
         std::fs::write(out, &r.receipt_json).with_context(|| format!("cannot write {}", out.display()))?;
         eprintln!("wrote {} (check it with `oubli verify {}`)", out.display(), out.display());
     }
-    let receipt: oubli::audit::receipt::Receipt = serde_json::from_str(&r.receipt_json)?;
-    let body: oubli::audit::receipt::Body = serde_json::from_str(&receipt.body)?;
+    let receipt: oubli::transparency::receipt::Receipt = serde_json::from_str(&r.receipt_json)?;
+    let body: oubli::transparency::receipt::Body = serde_json::from_str(&receipt.body)?;
     println!("no-match attestation logged at leaf {}", r.leaf_index);
     for v in body.verified {
         println!("  verified: {v}");

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use oubli::{
-    audit::{merkle, note::VerifierKey, receipt},
+    transparency::{merkle, note::VerifierKey, receipt},
     grpc::{
         AuthChannel, Embedded,
         pb::{

@@ -3,7 +3,7 @@ use std::{fs, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use oubli::audit::{
+use oubli::transparency::{
     merkle::Hash,
     note::VerifierKey,
     receipt::{self, Newer},
@@ -97,7 +97,7 @@ pub async fn run(command: Command, server: &str) -> Result<()> {
         Command::Entries { start, end } => {
             let r = log.get_entries(pb::GetEntriesRequest { start, end }).await.map_err(status_error)?.into_inner();
             for e in r.entries {
-                let decoded = oubli::audit::event::Entry::decode(&e.data)
+                let decoded = oubli::transparency::event::Entry::decode(&e.data)
                     .map(|d| format!("{} at {}", d.event.name(), d.time))
                     .unwrap_or_else(|err| format!("undecodable: {err}"));
                 println!(
@@ -193,7 +193,7 @@ pub struct WitnessArgs {
 /// `oubli witness`: fetch the latest checkpoint, check it extends the one saved, save it.
 /// Exits non-zero, saving nothing, on a bad signature, a rollback or a fork.
 pub async fn witness(args: WitnessArgs, server: &str) -> Result<()> {
-    use oubli::audit::witness::{self, Verdict};
+    use oubli::transparency::witness::{self, Verdict};
     let key = verifier_key(&args.verifier_key)?;
     let saved = match fs::read_to_string(&args.state) {
         Ok(text) => Some(text),

@@ -25,3 +25,17 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rights_request: Option<String>,
 }
+
+impl AuditEvent {
+    /// The stored form of this event with sequence number `seq`.
+    pub fn encode(&self, seq: u64) -> Vec<u8> {
+        let mut event = self.clone();
+        event.seq = seq;
+        serde_json::to_vec(&event).expect("an audit event serialises")
+    }
+
+    /// An event from its stored form.
+    pub fn decode(bytes: &[u8]) -> Result<AuditEvent, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("audit row: {e}"))
+    }
+}

@@ -4,7 +4,6 @@ pub mod event;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
-pub mod trail;
 pub mod tree;
 pub mod witness;
 
