@@ -77,7 +77,7 @@ impl Store {
 
     /// How many entries the log holds.
     pub fn tree_size(&self) -> u64 {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).tree.size().0
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).size()
     }
 
     pub fn request(&self, id: &[u8; 16]) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
