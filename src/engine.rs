@@ -11,8 +11,8 @@
 //! `auto`), and is persisted through the store so a restart loads it instead of rebuilding.
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
-    sync::{Mutex, RwLock},
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
     time::Instant,
 };
 
@@ -27,7 +27,7 @@ use crate::{
         hnsw::{GraphChanges, HnswError},
     },
     record::{NewRecord, Provenance, Record, RecordId},
-    store::{self, Idempotency, Store},
+    store::{self, Idempotency, LogStore, RecordStore, RequestStore, Storage, Store},
 };
 
 /// The most hits one search returns.
@@ -80,6 +80,82 @@ impl Default for IndexConfig {
     }
 }
 
+/// Where the engine's data lives and how it is indexed.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub data_dir: PathBuf,
+    /// Kept apart from the data dir: it holds the keys that crypto-shredding destroys.
+    pub key_dir: PathBuf,
+    /// Checked against the dimension recorded at creation; `None` accepts it (512 when new).
+    pub dimension: Option<usize>,
+    /// The log's origin line; `None` accepts the recorded one (a default when new).
+    pub log_origin: Option<String>,
+    pub index: IndexConfig,
+}
+
+impl OpenOptions {
+    /// The data dir and key dir with every other option at its default.
+    pub fn new(data_dir: impl Into<PathBuf>, key_dir: impl Into<PathBuf>) -> Self {
+        OpenOptions {
+            data_dir: data_dir.into(),
+            key_dir: key_dir.into(),
+            dimension: None,
+            log_origin: None,
+            index: IndexConfig::default(),
+        }
+    }
+}
+
+/// Which index answers a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexUse {
+    /// The one the configuration selects ([`IndexConfig`]).
+    Configured,
+    /// The exact scan, the ground truth.
+    Exact,
+}
+
+/// A search: the probe, how many hits, from which score, by which index, and whether records
+/// the ingest policy quarantined are shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub probe: &'a Embedding,
+    pub k: usize,
+    pub min_score: Option<f32>,
+    pub index: IndexUse,
+    pub include_quarantined: bool,
+}
+
+impl<'a> Query<'a> {
+    /// The `k` best hits from the configured index, quarantined records included.
+    pub fn new(probe: &'a Embedding, k: usize) -> Self {
+        Query { probe, k, min_score: None, index: IndexUse::Configured, include_quarantined: true }
+    }
+}
+
+/// Every record at or above a threshold for each probe, by the exact scan.
+#[derive(Debug, Clone)]
+pub struct Matches {
+    /// One list per probe, best first.
+    pub per_probe: Vec<Vec<Hit>>,
+    /// How many records were compared with each probe.
+    pub compared: usize,
+}
+
+impl Matches {
+    /// Each matched record once, with its best score over the probes, best first (ties by id).
+    pub fn best(&self) -> Vec<Hit> {
+        let mut best: HashMap<RecordId, f32> = HashMap::new();
+        for hit in self.per_probe.iter().flatten() {
+            let score = best.entry(hit.id).or_insert(hit.score);
+            *score = score.max(hit.score);
+        }
+        let mut hits: Vec<Hit> = best.into_iter().map(|(id, score)| Hit { id, score }).collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        hits
+    }
+}
+
 /// What happened to the HNSW graph at open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GraphStatus {
@@ -128,7 +204,7 @@ pub struct Stats {
 }
 
 pub struct Engine {
-    store: Store,
+    store: Arc<dyn Storage>,
     index: RwLock<ExactIndex>,
     hnsw: Option<RwLock<HnswIndex>>,
     index_config: IndexConfig,
@@ -140,30 +216,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the store and rebuilds the index from it, with the default [`IndexConfig`].
-    pub fn open(
-        data_dir: &Path,
-        key_dir: &Path,
-        dimension: Option<usize>,
-        log_origin: Option<&str>,
-    ) -> Result<Self, Error> {
-        Self::open_with(data_dir, key_dir, dimension, log_origin, IndexConfig::default())
+    /// Opens the RocksDB store `options` names, rebuilds the exact index from it and, if the
+    /// index configuration keeps one, loads the HNSW graph (reconciled with the records) or
+    /// builds it on all cores.
+    #[instrument(skip_all)]
+    pub fn open(options: &OpenOptions) -> Result<Self, Error> {
+        let store =
+            Store::open(&options.data_dir, &options.key_dir, options.dimension, options.log_origin.as_deref())?;
+        Self::with_storage(Arc::new(store), options.index)
     }
 
-    /// Opens the store, rebuilds the exact index from it and, if `config` keeps one, loads the
-    /// HNSW graph (reconciled with the records) or builds it on all cores.
-    #[instrument(skip_all)]
-    pub fn open_with(
-        data_dir: &Path,
-        key_dir: &Path,
-        dimension: Option<usize>,
-        log_origin: Option<&str>,
-        config: IndexConfig,
-    ) -> Result<Self, Error> {
+    /// The engine over any storage: the RocksDB store, or the in-memory one in unit tests.
+    pub fn with_storage(store: Arc<dyn Storage>, config: IndexConfig) -> Result<Self, Error> {
         config.hnsw.check()?;
-        let store = Store::open(data_dir, key_dir, dimension, log_origin)?;
         let mut index = ExactIndex::new(store.dimension());
-        let count = store.for_each(|record| index.insert(record.id, &record.embedding))?;
+        let count = store.for_each(&mut |record| index.insert(record.id, &record.embedding))?;
         let quarantined: HashSet<RecordId> = store.quarantined()?.into_iter().map(|(id, _)| id).collect();
         info!(
             records = count,
@@ -178,7 +245,7 @@ impl Engine {
                 (None, GraphStatus::default())
             }
             IndexChoice::Hnsw | IndexChoice::Auto => {
-                let (hnsw, status) = open_graph(&store, &index, config.hnsw)?;
+                let (hnsw, status) = open_graph(&*store, &index, config.hnsw)?;
                 (Some(RwLock::new(hnsw)), status)
             }
         };
@@ -283,23 +350,11 @@ impl Engine {
         self.store.get(id)?.ok_or(Error::NotFound(id))
     }
 
-    /// The `k` records most similar to `probe` with score at least `min_score`, best first,
-    /// from the index the configuration selects (quarantined records included).
-    pub fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Result<SearchResult, Error> {
-        self.search_with(probe, k, min_score, false, true)
-    }
-
-    /// As [`Engine::search`]; `exact` forces the exact scan (the ground truth), and
-    /// quarantined records are left out unless `include_quarantined`.
-    #[instrument(skip_all, fields(k, exact))]
-    pub fn search_with(
-        &self,
-        probe: &Embedding,
-        k: usize,
-        min_score: Option<f32>,
-        exact: bool,
-        include_quarantined: bool,
-    ) -> Result<SearchResult, Error> {
+    /// The `k` records most similar to the probe with score at least `min_score`, best first,
+    /// from the index the query names.
+    #[instrument(skip_all, fields(k = query.k, index = ?query.index))]
+    pub fn search(&self, query: &Query<'_>) -> Result<SearchResult, Error> {
+        let Query { probe, k, min_score, index: index_use, include_quarantined } = *query;
         if k == 0 || k > MAX_K {
             return Err(Error::InvalidK(k));
         }
@@ -310,7 +365,11 @@ impl Engine {
         let hidden = if include_quarantined { 0 } else { quarantined.len() };
         // Ask for enough that k remain once quarantined records are dropped.
         let wanted = k + hidden;
-        let graph = self.hnsw.as_ref().filter(|_| !exact).map(|h| h.read().unwrap_or_else(|p| p.into_inner()));
+        let graph = self
+            .hnsw
+            .as_ref()
+            .filter(|_| index_use == IndexUse::Configured)
+            .map(|h| h.read().unwrap_or_else(|p| p.into_inner()));
         let (hits, candidates, index_name) = match graph.filter(|g| self.graph_answers(g.len())) {
             Some(graph) => {
                 let (hits, compared) = graph.search_counted(probe, wanted, min_score);
@@ -346,22 +405,17 @@ impl Engine {
         Ok(SearchResult { hits: out, candidates, index: index_name })
     }
 
-    /// Every record scoring at least `min_score` against any of `probes`, with its best score,
-    /// best first, by the exact scan over every record held (quarantined ones included): rights
-    /// requests must find all of a person's records, so no approximate index and no `k` cap.
-    /// Returns the hits and how many records were compared.
+    /// Every record scoring at least `min_score` against each of `probes`, by the exact scan
+    /// over every record held (quarantined ones included), in one pass over the templates, with
+    /// no `k` cap: rights requests must find all of a person's records, which no approximate
+    /// index guarantees. A probe's scores have the same bits as in [`Engine::search`].
     #[instrument(skip_all, fields(probes = probes.len()))]
-    pub fn match_all(&self, probes: &[Embedding], min_score: f32) -> (Vec<Hit>, usize) {
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut best: HashMap<RecordId, f32> = HashMap::new();
-        // One pass over the templates for all probes, no k cap.
-        for hit in index.search_batch(probes, None, Some(min_score)).into_iter().flatten() {
-            let score = best.entry(hit.id).or_insert(hit.score);
-            *score = score.max(hit.score);
+    pub fn match_exact(&self, probes: &[Embedding], min_score: f32) -> Result<Matches, Error> {
+        if !(-1.0..=1.0).contains(&min_score) {
+            return Err(Error::InvalidMinScore(min_score));
         }
-        let mut hits: Vec<Hit> = best.into_iter().map(|(id, score)| Hit { id, score }).collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        (hits, index.len())
+        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(Matches { per_probe: index.search_batch(probes, None, Some(min_score)), compared: index.len() })
     }
 
     /// Whether the ingest policy quarantined `id`.
@@ -369,21 +423,19 @@ impl Engine {
         self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&id)
     }
 
-    /// The store: the public transparency log, and the rows of the rights workflows.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// All of the storage (records, request rows, log), for a workflow that writes to several.
+    pub fn store(&self) -> &dyn Storage {
+        &*self.store
     }
 
-    /// Every record scoring at least `min_score` against any of `probes`, by the exact scan
-    /// in one pass over the templates (one list per probe, best first). Access and erasure
-    /// requests use this: an approximate index could miss a record of the person.
-    #[instrument(skip_all, fields(probes = probes.len()))]
-    pub fn search_exact_batch(&self, probes: &[Embedding], min_score: f32) -> Result<Vec<Vec<Hit>>, Error> {
-        if !(-1.0..=1.0).contains(&min_score) {
-            return Err(Error::InvalidMinScore(min_score));
-        }
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(index.search_batch(probes, None, Some(min_score)))
+    /// Records and their keys: reads, recipients, erasure and key rotation.
+    pub fn records(&self) -> &dyn RecordStore {
+        &*self.store
+    }
+
+    /// The rights workflows' own rows (requests, the audit trail).
+    pub fn requests(&self) -> &dyn RequestStore {
+        &*self.store
     }
 
     /// Removes a record from every index (the exact matrix row and the graph node, their bytes
@@ -430,9 +482,9 @@ impl Engine {
         }
     }
 
-    /// The transparency log, read-only: it is public.
-    pub fn log(&self) -> &Store {
-        &self.store
+    /// The transparency log.
+    pub fn log(&self) -> &dyn LogStore {
+        &*self.store
     }
 
     pub fn stats(&self) -> Result<Stats, Error> {
@@ -498,7 +550,7 @@ impl LinkBatch {
 /// Loads the stored graph and reconciles it with the records in `exact` (links what it lacks,
 /// unlinks what the store no longer has), or builds it on all cores when there is none or it
 /// cannot be used; then persists what changed.
-fn open_graph(store: &Store, exact: &ExactIndex, params: HnswParams) -> Result<(HnswIndex, GraphStatus), Error> {
+fn open_graph(store: &dyn Storage, exact: &ExactIndex, params: HnswParams) -> Result<(HnswIndex, GraphStatus), Error> {
     let started = Instant::now();
     let dimension = store.dimension();
     let loaded = match store.load_graph()? {

@@ -27,7 +27,7 @@ use crate::{
     },
     embedding::Embedding,
     record::{Jurisdiction, LegalBasis, RecordId, SourceKind},
-    store::{self, Evidence},
+    store::{self, Evidence, LogStore, RecordStore, RequestStore},
 };
 use request::{Erasure, Kind, Match, Origin, Phase, Request, RequestId, RequestSecret, State, Step};
 
@@ -160,7 +160,7 @@ impl Rights {
     #[instrument(skip_all, fields(rule = %rule))]
     pub fn sweep(&self, rule: &SweepRule, dry_run: bool) -> Result<(usize, Vec<RequestId>), Error> {
         let mut hits = Vec::new();
-        self.engine.store().for_each(|record| {
+        self.engine.records().for_each(&mut |record| {
             let p = &record.provenance;
             let hit = match rule {
                 SweepRule::Jurisdiction(j) => p.jurisdiction() == *j,
@@ -211,10 +211,10 @@ impl Rights {
         erasure.plan = plan;
         erasure.graph_slots = graph_slots;
         erasure.step = Step::Planned;
-        erasure.key_epoch = self.engine.store().key_epoch();
+        erasure.key_epoch = self.engine.records().key_epoch();
         request.advance(State::Erasing, now);
         let id = *request.id.as_bytes();
-        self.engine.store().put_request_logged(&id, &entry, |leaf| {
+        self.engine.requests().put_request_logged(&id, &entry, &mut |leaf| {
             if let Some(e) = request.erasure.as_mut() {
                 e.plan_leaf = leaf;
             }
@@ -266,7 +266,7 @@ impl Rights {
                 faces: faces.as_deref().map(|f| f.as_slice()),
                 also: &also,
             };
-            let erased = store.erase(&deletion, &id, |erased| {
+            let erased = store.erase(&deletion, &id, &mut |erased| {
                 if let Some(e) = request.erasure.as_mut() {
                     e.notified = erased.recipients.iter().cloned().collect();
                     e.erased = Some(erased.clone());
@@ -300,7 +300,8 @@ impl Rights {
                 .map(|p| Embedding::new(p.clone(), p.len()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| Error::CorruptRequest(request.id, err.to_string()))?;
-            let (hits, compared) = self.engine.match_all(&probes, self.settings.thresholds.strict);
+            let matches = self.engine.match_exact(&probes, self.settings.thresholds.strict)?;
+            let (hits, compared) = (matches.best(), matches.compared);
             let remaining = if probes.is_empty() { 0 } else { hits.len() as u64 };
             let e = request.erasure.as_mut().expect("an erasure request has a pipeline");
             e.post_check = Some((compared as u64, remaining));
@@ -470,7 +471,7 @@ impl Rights {
         mut apply: impl FnMut(&mut Request, u64),
     ) -> Result<(), Error> {
         let ids: Vec<[u8; 16]> = requests.iter().map(|r| *r.id.as_bytes()).collect();
-        self.engine.store().put_requests_logged(&ids, entries, |i, leaf| {
+        self.engine.requests().put_requests_logged(&ids, entries, &mut |i, leaf| {
             apply(&mut requests[i], leaf);
             Zeroizing::new(serde_json::to_vec(&requests[i]).expect("a request serialises"))
         })?;
@@ -623,7 +624,8 @@ impl Rights {
         let request = self.load(id)?;
         self.authorise(&request, Some(secret), false)?;
         let threshold = self.settings.thresholds.strict;
-        let (hits, compared) = self.engine.match_all(probes, threshold);
+        let matches = self.engine.match_exact(probes, threshold)?;
+        let (hits, compared) = (matches.best(), matches.compared);
         if !hits.is_empty() {
             return Err(Error::StillMatches { count: hits.len(), threshold });
         }
@@ -648,7 +650,7 @@ impl Rights {
 
     /// Rotates the key-encryption key (see `store::rotate`).
     pub fn rotate_keys(&self) -> Result<store::Rotation, Error> {
-        let rotation = self.engine.store().rotate_keys()?;
+        let rotation = self.engine.records().rotate_keys()?;
         info!(epoch = rotation.epoch, rewrapped = rotation.rewrapped, "key-encryption key rotated");
         Ok(rotation)
     }
@@ -669,7 +671,7 @@ impl Rights {
     /// When a rotation is due: `rotation_days` after the oldest erasure whose backups are still
     /// readable (its key epoch not destroyed yet).
     fn next_rotation_at(&self) -> Result<Option<Timestamp>, Error> {
-        let oldest = self.engine.store().oldest_key_epoch();
+        let oldest = self.engine.records().oldest_key_epoch();
         let wait = SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days));
         Ok(self
             .load_all()?
@@ -684,7 +686,7 @@ impl Rights {
     pub fn notifications(&self, client: &str) -> Result<Vec<(String, String)>, Error> {
         Ok(self
             .engine
-            .store()
+            .records()
             .notices(client)?
             .into_iter()
             .map(|n| (n.id, String::from_utf8_lossy(&n.body).into_owned()))
@@ -692,7 +694,7 @@ impl Rights {
     }
 
     pub fn ack_notification(&self, client: &str, id: &str) -> Result<(), Error> {
-        if self.engine.store().ack_notice(client, id)? {
+        if self.engine.records().ack_notice(client, id)? {
             Ok(())
         } else {
             Err(Error::NoNotification(id.chars().take(40).collect()))

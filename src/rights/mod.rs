@@ -11,6 +11,9 @@ pub mod report;
 pub mod request;
 pub mod trail;
 
+#[cfg(test)]
+mod machine_tests;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
@@ -27,9 +30,9 @@ use crate::{
         receipt::Receipt,
     },
     embedding::Embedding,
-    engine::{self, Engine, Enrolled, SearchResult},
+    engine::{self, Engine, Enrolled, IndexUse, Query, SearchResult},
     record::{Jurisdiction, NewRecord, Record, RecordId},
-    store,
+    store::{self, LogStore, RecordStore, RequestStore},
 };
 use auth::Caller;
 use policy::{Decision, Policy, PolicyError};
@@ -226,7 +229,7 @@ impl Rights {
             metrics: crate::metrics::Metrics::default(),
             settings,
         };
-        for bytes in rights.engine.store().suppressed_faces()? {
+        for bytes in rights.engine.records().suppressed_faces()? {
             let values: Vec<f32> =
                 bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
             rights.keep_faces(&values.chunks(rights.engine.dimension()).map(<[f32]>::to_vec).collect::<Vec<_>>());
@@ -257,8 +260,8 @@ impl Rights {
             ("oubli_requests_overdue", "Rights requests past their due date and not final.", overdue),
             ("oubli_erasures_in_progress", "Erasure requests whose pipeline is running.", erasing),
             ("oubli_records", "Records held.", stats.record_count as f64),
-            ("oubli_log_entries", "Leaves in the transparency log.", self.engine.store().tree_size() as f64),
-            ("oubli_key_epoch", "The current key-encryption-key epoch.", f64::from(self.engine.store().key_epoch())),
+            ("oubli_log_entries", "Leaves in the transparency log.", self.engine.log().tree_size() as f64),
+            ("oubli_key_epoch", "The current key-encryption-key epoch.", f64::from(self.engine.records().key_epoch())),
         ])
     }
 
@@ -348,16 +351,18 @@ impl Rights {
         min_score: Option<f32>,
         exact: bool,
     ) -> Result<SearchResult, Error> {
-        let result = self.engine.search_with(probe, k, min_score, exact, false)?;
+        let index = if exact { IndexUse::Exact } else { IndexUse::Configured };
+        let query = Query { probe, k, min_score, index, include_quarantined: false };
+        let result = self.engine.search(&query)?;
         let ids: Vec<RecordId> = result.hits.iter().map(|h| h.id).collect();
-        self.engine.store().record_disclosures(&ids, &caller.client, self.now())?;
+        self.engine.records().record_disclosures(&ids, &caller.client, self.now())?;
         Ok(result)
     }
 
     /// One record, for an operator: recorded as disclosed to the caller.
     pub fn get(&self, caller: &Caller, id: RecordId) -> Result<Record, Error> {
         let record = self.engine.get(id)?;
-        self.engine.store().record_disclosures(&[id], &caller.client, self.now())?;
+        self.engine.records().record_disclosures(&[id], &caller.client, self.now())?;
         Ok(record)
     }
 
@@ -377,7 +382,7 @@ impl Rights {
     // ---- audit trail ----
 
     pub fn audit(&self, event: &AuditEvent) -> Result<u64, Error> {
-        let seq = self.engine.store().append_audit(event.at, |seq| event.encode(seq))?;
+        let seq = self.engine.requests().append_audit(event.at, &mut |seq| event.encode(seq))?;
         if seq % 10_000 == 0 {
             self.prune_audit()?;
         }
@@ -385,14 +390,14 @@ impl Rights {
     }
 
     pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
-        let rows = self.engine.store().audit_events(after, limit)?;
+        let rows = self.engine.requests().audit_events(after, limit)?;
         rows.iter().map(|row| AuditEvent::decode(row).map_err(|e| Error::from(store::Error::Corrupt(e)))).collect()
     }
 
     fn prune_audit(&self) -> Result<(), Error> {
         let keep = SignedDuration::from_hours(24 * i64::from(self.settings.audit_retention_days));
         let cutoff = self.now().checked_sub(keep).unwrap_or(Timestamp::MIN);
-        let pruned = self.engine.store().prune_audit(cutoff)?;
+        let pruned = self.engine.requests().prune_audit(cutoff)?;
         if pruned > 0 {
             info!(pruned, "audit events past retention deleted");
         }
@@ -544,7 +549,8 @@ impl Rights {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::CorruptRequest(id, e.to_string()))?;
             let t = self.settings.thresholds;
-            let (hits, compared) = self.engine.match_all(&probes, t.review);
+            let matches = self.engine.match_exact(&probes, t.review)?;
+            let (hits, compared) = (matches.best(), matches.compared);
             request.compared = compared as u64;
             request.matched = hits
                 .iter()
@@ -687,7 +693,7 @@ impl Rights {
         let request = self.load(id)?;
         self.authorise(&request, secret, desk)?;
         let receipt = match request.receipt_leaf {
-            Some(leaf) => Some(self.engine.store().receipt(leaf)?),
+            Some(leaf) => Some(self.engine.log().receipt(leaf)?),
             None => None,
         };
         Ok((self.view(&request, desk), request.report.clone(), receipt))
@@ -760,17 +766,17 @@ impl Rights {
 
     fn save(&self, request: &Request) -> Result<(), Error> {
         let json = Zeroizing::new(serde_json::to_vec(request).expect("a request serialises"));
-        Ok(self.engine.store().put_request(request.id.as_bytes(), &json)?)
+        Ok(self.engine.requests().put_request(request.id.as_bytes(), &json)?)
     }
 
     fn load(&self, id: RequestId) -> Result<Request, Error> {
-        let json = self.engine.store().request(id.as_bytes())?.ok_or(Error::NoRequest(id))?;
+        let json = self.engine.requests().request(id.as_bytes())?.ok_or(Error::NoRequest(id))?;
         serde_json::from_slice(&json).map_err(|e| Error::CorruptRequest(id, e.to_string()))
     }
 
     fn load_all(&self) -> Result<Vec<Request>, Error> {
         self.engine
-            .store()
+            .requests()
             .requests()?
             .into_iter()
             .map(|(id, json)| {
@@ -798,7 +804,7 @@ impl Rights {
         request.advance(State::Completed, now);
         let store = self.engine.store();
         let id = *request.id.as_bytes();
-        store.put_request_logged(&id, &entry, |leaf| {
+        store.put_request_logged(&id, &entry, &mut |leaf| {
             request.receipt_leaf = Some(leaf);
             Zeroizing::new(serde_json::to_vec(&*request).expect("a request serialises"))
         })?;

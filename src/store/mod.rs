@@ -34,9 +34,12 @@ mod codec;
 pub mod crypto;
 mod erase;
 mod graph;
+mod impls;
 mod log;
+mod memory;
 mod rights;
 mod rotate;
+mod traits;
 
 use std::path::{Path, PathBuf};
 
@@ -55,8 +58,10 @@ use crate::{
 use crypto::KeyRing;
 pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
+pub use memory::MemoryStore;
 pub use rights::{Disclosure, StoredRequest};
 pub use rotate::Rotation;
+pub use traits::{LogStore, RecordStore, RequestStore, Storage};
 
 /// The log's origin (and signing key name) when a data dir is created without one.
 pub const DEFAULT_LOG_ORIGIN: &str = "oubli.example/log";
