@@ -12,11 +12,12 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
     time::Instant,
 };
 
 use jiff::Timestamp;
+use parking_lot::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -279,7 +280,7 @@ impl Engine {
     /// On any error nothing is stored.
     #[instrument(skip_all, fields(items = records.len()))]
     pub fn enroll(&self, records: &[NewRecord], quarantine: &[Option<&str>]) -> Result<Vec<Enrolled>, Error> {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = self.writer.lock();
         let mut outcomes = Vec::with_capacity(records.len());
         let mut fresh: Vec<(RecordId, &NewRecord)> = Vec::with_capacity(records.len());
         // The position in `records` of each fresh record.
@@ -320,11 +321,11 @@ impl Engine {
                 .collect();
             self.store.insert(&fresh, Timestamp::now(), &held)?;
             if !held.is_empty() {
-                let mut q = self.quarantined.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut q = self.quarantined.write();
                 q.extend(held.iter().map(|(id, _)| *id));
             }
             {
-                let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut index = self.index.write();
                 for (id, record) in &fresh {
                     index.insert(*id, &record.embedding);
                 }
@@ -334,9 +335,9 @@ impl Engine {
                     fresh.iter().map(|(id, r)| (*id, r.embedding.as_slice())).collect();
                 // In slices, so that searches get the lock between them during a large stream.
                 for slice in items.chunks(GRAPH_SLICE) {
-                    hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert_batch(slice);
+                    hnsw.write().insert_batch(slice);
                 }
-                let changes = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take_changes();
+                let changes = hnsw.write().take_changes();
                 self.persist_graph(hnsw, changes);
             }
         }
@@ -361,7 +362,7 @@ impl Engine {
         if let Some(s) = min_score.filter(|s| !(-1.0..=1.0).contains(s)) {
             return Err(Error::InvalidMinScore(s));
         }
-        let quarantined = self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let quarantined = self.quarantined.read();
         let hidden = if include_quarantined { 0 } else { quarantined.len() };
         // Ask for enough that k remain once quarantined records are dropped.
         let wanted = k + hidden;
@@ -369,14 +370,14 @@ impl Engine {
             .hnsw
             .as_ref()
             .filter(|_| index_use == IndexUse::Configured)
-            .map(|h| h.read().unwrap_or_else(|p| p.into_inner()));
+            .map(|h| h.read());
         let (hits, candidates, index_name) = match graph.filter(|g| self.graph_answers(g.len())) {
             Some(graph) => {
                 let (hits, compared) = graph.search_counted(probe, wanted, min_score);
                 (hits, compared, graph.name())
             }
             None => {
-                let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let index = self.index.read();
                 (index.search(probe, wanted, min_score), index.len(), index.name())
             }
         };
@@ -414,13 +415,13 @@ impl Engine {
         if !(-1.0..=1.0).contains(&min_score) {
             return Err(Error::InvalidMinScore(min_score));
         }
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = self.index.read();
         Ok(Matches { per_probe: index.search_batch(probes, None, Some(min_score)), compared: index.len() })
     }
 
     /// Whether the ingest policy quarantined `id`.
     pub fn is_quarantined(&self, id: RecordId) -> bool {
-        self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&id)
+        self.quarantined.read().contains(&id)
     }
 
     /// All of the storage (records, request rows, log), for a workflow that writes to several.
@@ -445,10 +446,10 @@ impl Engine {
     #[instrument(skip_all, fields(record_id = %id))]
     pub fn unindex(&self, id: RecordId) -> bool {
         // With the writers: graph changes must reach the store in the order they were made.
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let present = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+        let _writer = self.writer.lock();
+        let present = self.index.write().remove(id);
         if let Some(hnsw) = &self.hnsw {
-            let mut graph = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut graph = hnsw.write();
             graph.remove(id);
             let changes = graph.take_changes();
             drop(graph);
@@ -460,7 +461,7 @@ impl Engine {
     /// The graph rows (slots) of `ids` that are in the HNSW graph.
     pub fn graph_slots(&self, ids: &[RecordId]) -> Vec<u32> {
         let Some(hnsw) = &self.hnsw else { return Vec::new() };
-        let graph = hnsw.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let graph = hnsw.read();
         ids.iter().filter_map(|id| graph.slot(*id)).collect()
     }
 
@@ -478,7 +479,7 @@ impl Engine {
     fn persist_graph(&self, hnsw: &RwLock<HnswIndex>, changes: GraphChanges) {
         if let Err(e) = self.store.write_graph(&changes.upserts, &changes.removed, &changes.meta) {
             warn!(error = %e, nodes = changes.upserts.len(), "graph write failed; it will be retried");
-            hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).restore_changes(&changes);
+            hnsw.write().restore_changes(&changes);
         }
     }
 
@@ -489,13 +490,13 @@ impl Engine {
 
     pub fn stats(&self) -> Result<Stats, Error> {
         let (record_count, mut index) = {
-            let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let index = self.index.read();
             (index.len() as u64, index.name())
         };
         if let Some(graph) = &self.hnsw
             && self.graph_answers(record_count as usize)
         {
-            index = graph.read().unwrap_or_else(|poisoned| poisoned.into_inner()).name();
+            index = graph.read().name();
         }
         let store = self.store.stats()?;
         Ok(Stats {

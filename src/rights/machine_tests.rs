@@ -16,7 +16,7 @@ use crate::{
     engine::{Engine, IndexChoice, IndexConfig},
     record::{Jurisdiction, LegalBasis, NewRecord, Provenance, RecordId, SourceKind},
     store::{LogStore, MemoryStore, RecordStore},
-    transparency::{event::Entry, note::SignerKey, note::VerifierKey, receipt},
+    transparency::{event::Entry, note::VerifierKey, receipt},
 };
 
 const DIM: usize = 8;
@@ -55,7 +55,7 @@ struct People {
 }
 
 fn store() -> Arc<MemoryStore> {
-    Arc::new(MemoryStore::new(DIM, SignerKey::from_seed("test.example/log", &[3; 32]).unwrap()))
+    Arc::new(MemoryStore::new(DIM, "test.example/log").unwrap())
 }
 
 fn open(store: &Arc<MemoryStore>) -> Rights {

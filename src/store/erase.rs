@@ -161,9 +161,9 @@ impl Store {
         request: impl FnOnce(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
         let Deletion { ids, graph_slots, notice, suppress, faces, also } = *deletion;
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         // No disclosure is recorded between reading the recipients and deleting their rows.
-        let _no_disclosures = self.erase_lock.write().unwrap_or_else(|p| p.into_inner());
+        let _no_disclosures = self.erase_lock.write();
         let now = Timestamp::now();
         let mut batch = WriteBatch::default();
         let mut erased = Erased::default();
@@ -408,7 +408,7 @@ impl Store {
 
     /// Deletes `client`'s notification `id` (acknowledged); whether it was there.
     pub fn ack_notice(&self, client: &str, id: &str) -> Result<bool, Error> {
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         let Some(suffix) = hex::decode(id).ok().filter(|s| s.len() == 12) else { return Ok(false) };
         let mut key = self.keys.mac(b"oubli/outbox-client/v1", client.as_bytes()).to_vec();
         key.extend_from_slice(&suffix);

@@ -60,7 +60,7 @@ impl RecordStore for Store {
     }
 
     fn write_graph(&self, upserts: &[(u32, Vec<u8>)], removed: &[u32], meta: &[u8]) -> Result<(), Error> {
-        Store::write_graph(self, upserts, Vec<u8>)], removed, meta)
+        Store::write_graph(self, upserts, removed, meta)
     }
 
     fn load_graph(&self) -> Result<Option<StoredGraph>, Error> {
@@ -71,7 +71,7 @@ impl RecordStore for Store {
         Store::clear_graph(self)
     }
 
-    fn suppression_key(&self, source_uri: &str) -> [u8 {
+    fn suppression_key(&self, source_uri: &str) -> [u8; 32] {
         Store::suppression_key(self, source_uri)
     }
 
@@ -137,7 +137,7 @@ impl RequestStore for Store {
 
     fn put_requests_logged(&self, ids: &[[u8; 16]], entries: &[Entry], plaintext: &mut dyn FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
-        Store::put_requests_logged(self, ids, entries, plaintext, u64)
+        Store::put_requests_logged(self, ids, entries, plaintext)
     }
 
     fn request(&self, id: &[u8; 16]) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {

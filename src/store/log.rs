@@ -24,7 +24,7 @@ impl Store {
         events: &[Entry],
         fill: impl FnOnce(u64, &mut WriteBatch),
     ) -> Result<u64, Error> {
-        let mut log = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut log = self.log.lock();
         fill(log.size(), &mut batch);
         let staged = log.stage(events, &mut BatchSink { store: self, batch: &mut batch });
         crate::failpoint::hit("log.signed");
@@ -43,22 +43,22 @@ impl Store {
 
     /// The latest signed checkpoint (a C2SP signed note).
     pub fn checkpoint(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).checkpoint().to_string()
+        self.log.lock().checkpoint().to_string()
     }
 
     /// The log's verifier key, `<origin>+<key id>+<key>`.
     pub fn verifier_key(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).verifier_key()
+        self.log.lock().verifier_key()
     }
 
     /// The inclusion proof of leaf `index` in the tree of `size` leaves (`None`: the latest).
     pub fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
-        Ok(self.log.lock().unwrap_or_else(|p| p.into_inner()).inclusion_proof(index, size)?)
+        Ok(self.log.lock().inclusion_proof(index, size)?)
     }
 
     /// The consistency proof between two tree sizes (`to`: `None` is the latest).
     pub fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
-        Ok(self.log.lock().unwrap_or_else(|p| p.into_inner()).consistency_proof(from, to)?)
+        Ok(self.log.lock().consistency_proof(from, to)?)
     }
 
     /// Log entries `start..end` (clamped to the log).
@@ -85,7 +85,7 @@ impl Store {
 
     /// The log entry at `index`.
     pub fn entry(&self, index: u64) -> Result<Entry, Error> {
-        let size = self.log.lock().unwrap_or_else(|p| p.into_inner()).size();
+        let size = self.log.lock().size();
         self.entry_bytes(index, size).map(|(entry, _)| entry)
     }
 
@@ -98,7 +98,7 @@ impl Store {
     /// A signed receipt for log entry `index` with `statements` (the workflow that wrote the
     /// entry knows more than the entry: the checks it made, what is pending), or the defaults.
     pub fn receipt_with(&self, index: u64, statements: Option<receipt::Statements>) -> Result<Receipt, Error> {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let log = self.log.lock();
         let (entry, bytes) = self.entry_bytes(index, log.size())?;
         let statements = statements.unwrap_or_else(|| default_statements(&entry.event));
         Ok(log.receipt(index, &bytes, &entry, statements)?)

@@ -12,13 +12,11 @@
 //! from the maps). Never used by the server.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use jiff::Timestamp;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -68,7 +66,8 @@ pub struct MemoryStore {
     rows: Mutex<Rows>,
     log: Mutex<LogWriter>,
     origin: String,
-    signer: SignerKey,
+    /// The log key's seed, so the log can be reopened with the same key.
+    seed: Zeroizing<[u8; 32]>,
     /// Writes still accepted before the simulated crash (`u64::MAX`: no crash planned).
     writes_left: AtomicU64,
     /// Writes accepted since the store was made.
@@ -76,21 +75,27 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store of `dimension`-dimensional templates whose log is signed by `signer`.
-    pub fn new(dimension: usize, signer: SignerKey) -> MemoryStore {
-        let origin = signer.verifier().name().to_string();
-        let (log, first) = LogWriter::recover::<()>(origin.clone(), signer.clone(), [], |_, _| Ok(None), None)
+    /// An empty store of `dimension`-dimensional templates whose log, named `origin`, is signed
+    /// with a new random key.
+    pub fn new(dimension: usize, origin: &str) -> Result<MemoryStore, Error> {
+        let seed = Zeroizing::new(*super::crypto::random_secret());
+        let signer = Self::signer(origin, &seed)?;
+        let (log, first) = LogWriter::recover::<()>(origin.into(), signer, [], |_, _| Ok(None), None)
             .unwrap_or_else(|_| unreachable!("an empty log always opens"));
         let rows = Rows { checkpoint: first, epoch: 1, ..Rows::default() };
-        MemoryStore {
+        Ok(MemoryStore {
             dimension,
             rows: Mutex::new(rows),
             log: Mutex::new(log),
-            origin,
-            signer,
+            origin: origin.into(),
+            seed,
             writes_left: AtomicU64::new(u64::MAX),
             writes: AtomicU64::new(0),
-        }
+        })
+    }
+
+    fn signer(origin: &str, seed: &[u8; 32]) -> Result<SignerKey, Error> {
+        SignerKey::from_seed(origin, seed).map_err(|e| Error::Corrupt(format!("log origin {origin:?}: {e}")))
     }
 
     /// Accepts `writes` more writes, then refuses every write as a killed process would.
@@ -113,11 +118,11 @@ impl MemoryStore {
     /// (and checked against its checkpoint), as the RocksDB store does at open.
     pub fn restart(&self) -> Result<(), Error> {
         self.writes_left.store(u64::MAX, Ordering::SeqCst);
-        let mut writer = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.log.lock();
         let rows = self.lock();
         let leaves = rows.log.iter().map(|(i, b)| Ok::<_, Error>((*i, b.clone())));
         let node = |level, i| Ok(rows.log_nodes.get(&(level, i)).map(|h| h.to_vec()));
-        let (log, _) = LogWriter::recover(self.origin.clone(), self.signer.clone(), leaves, node, rows.checkpoint.clone())
+        let (log, _) = LogWriter::recover(self.origin.clone(), Self::signer(&self.origin, &self.seed)?, leaves, node, rows.checkpoint.clone())
             .map_err(|e| match e {
                 Recovery::Mismatch(why) => Error::LogMismatch(why),
                 Recovery::Storage(e) => e,
@@ -142,8 +147,8 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Rows> {
-        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Rows> {
+        self.rows.lock()
     }
 
     fn digest(domain: &[u8], data: &[u8]) -> [u8; 32] {
@@ -163,7 +168,7 @@ impl MemoryStore {
     /// to the log, all at once; returns the first leaf index.
     fn logged(&self, entries: &[Entry], fill: impl FnOnce(&mut Rows, u64)) -> Result<u64, Error> {
         self.write()?;
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.lock();
         let mut rows = self.lock();
         let first = log.size();
         fill(&mut rows, first);
@@ -501,23 +506,23 @@ impl LogStore for MemoryStore {
     }
 
     fn tree_size(&self) -> u64 {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).size()
+        self.log.lock().size()
     }
 
     fn checkpoint(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).checkpoint().to_string()
+        self.log.lock().checkpoint().to_string()
     }
 
     fn verifier_key(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).verifier_key()
+        self.log.lock().verifier_key()
     }
 
     fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
-        Ok(self.log.lock().unwrap_or_else(|p| p.into_inner()).inclusion_proof(index, size)?)
+        Ok(self.log.lock().inclusion_proof(index, size)?)
     }
 
     fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
-        Ok(self.log.lock().unwrap_or_else(|p| p.into_inner()).consistency_proof(from, to)?)
+        Ok(self.log.lock().consistency_proof(from, to)?)
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, Error> {
@@ -531,7 +536,7 @@ impl LogStore for MemoryStore {
     }
 
     fn receipt_with(&self, index: u64, statements: Option<Statements>) -> Result<Receipt, Error> {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let log = self.log.lock();
         let bytes =
             self.lock().log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
         let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;

@@ -193,15 +193,15 @@ pub struct Store {
     keys: KeyRing,
     dimension: usize,
     data_dir: PathBuf,
-    log: std::sync::Mutex<LogWriter>,
+    log: parking_lot::Mutex<LogWriter>,
     disclosure_seq: std::sync::atomic::AtomicU32,
     audit_seq: std::sync::atomic::AtomicU64,
-    audit_lock: std::sync::Mutex<()>,
+    audit_lock: parking_lot::Mutex<()>,
     /// Held (shared) by every write that wraps a key, and exclusively to change the KEK epoch.
-    key_lock: std::sync::RwLock<()>,
-    rotation_lock: std::sync::Mutex<()>,
+    key_lock: parking_lot::RwLock<()>,
+    rotation_lock: parking_lot::Mutex<()>,
     /// Held (shared) to record a disclosure, and exclusively by an erasure's delete.
-    erase_lock: std::sync::RwLock<()>,
+    erase_lock: parking_lot::RwLock<()>,
 }
 
 impl Store {
@@ -269,7 +269,7 @@ impl Store {
             keys,
             dimension,
             data_dir: data_dir.to_path_buf(),
-            log: std::sync::Mutex::new(log),
+            log: parking_lot::Mutex::new(log),
             disclosure_seq: Default::default(),
             audit_seq: audit_seq.into(),
             audit_lock: Default::default(),
@@ -331,7 +331,7 @@ impl Store {
         enrolled_at: Timestamp,
         quarantined: &[(RecordId, &str)],
     ) -> Result<(), Error> {
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(records.len());
         let logged_at = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);

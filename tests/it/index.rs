@@ -184,7 +184,7 @@ fn answers(engine: &Engine, probes: &[Embedding]) -> Vec<Vec<(RecordId, f32)>> {
     probes
         .iter()
         .map(|p| {
-            let result = engine.search(p, K, None).expect("search");
+            let result = engine.search(&Query::new(p, K)).expect("search");
             assert_eq!(result.index, "hnsw");
             result.hits.iter().map(|h| (h.id, h.score)).collect()
         })
@@ -327,7 +327,7 @@ fn searches_run_alongside_enrolments() {
         for _ in 0..2 {
             s.spawn(|| {
                 for probe in probes.iter().cycle().take(150) {
-                    let result = engine.search(probe, K, None).expect("search");
+                    let result = engine.search(&Query::new(probe, K)).expect("search");
                     assert_eq!(result.index, "hnsw");
                     assert!(result.hits.windows(2).all(|w| w[0].score >= w[1].score), "hits sorted");
                     for hit in &result.hits {
