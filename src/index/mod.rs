@@ -7,8 +7,7 @@
 //!
 //! Two implementations of one contract, [`Index`]: [`ExactIndex`] (the scan, the ground truth)
 //! and [`HnswIndex`] (the graph). One test suite (`contract`) runs against both. The SIMD
-//! kernels they score with are [`crate::kernel`], a leaf below this module; `index::kernel`
-//! names the same module for older paths.
+//! kernels they score with are [`crate::kernel`], a leaf below this module.
 #[cfg(test)]
 mod contract;
 pub mod exact;
@@ -19,7 +18,6 @@ use std::{cmp::Ordering, collections::BinaryHeap};
 
 use crate::{embedding::Embedding, record::RecordId};
 
-pub use crate::kernel;
 pub use exact::ExactIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 

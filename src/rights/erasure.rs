@@ -27,7 +27,7 @@ use crate::{
     },
     embedding::Embedding,
     record::{Jurisdiction, LegalBasis, RecordId, SourceKind},
-    store::{self, Evidence, LogStore, RecordStore, RequestStore},
+    store::{self, Evidence},
 };
 use request::{Erasure, Kind, Match, Origin, Phase, Request, RequestId, RequestSecret, State, Step};
 

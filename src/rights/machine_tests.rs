@@ -15,7 +15,7 @@ use crate::{
     embedding::Embedding,
     engine::{Engine, IndexChoice, IndexConfig},
     record::{Jurisdiction, LegalBasis, NewRecord, Provenance, RecordId, SourceKind},
-    store::{LogStore, MemoryStore, RecordStore},
+    store::MemoryStore,
     transparency::{event::Entry, note::VerifierKey, receipt},
 };
 

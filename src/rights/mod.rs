@@ -32,7 +32,7 @@ use crate::{
     embedding::Embedding,
     engine::{self, Engine, Enrolled, IndexUse, Query, SearchResult},
     record::{Jurisdiction, NewRecord, Record, RecordId},
-    store::{self, LogStore, RecordStore, RequestStore},
+    store,
 };
 use auth::Caller;
 use policy::{Decision, Policy, PolicyError};
@@ -376,7 +376,7 @@ impl Rights {
     fn is_suppressed_face(&self, template: &Embedding) -> bool {
         let faces = self.suppressed_faces.read().unwrap_or_else(|p| p.into_inner());
         let strict = self.settings.thresholds.strict;
-        faces.iter().any(|f| crate::index::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
+        faces.iter().any(|f| crate::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
     }
 
     // ---- audit trail ----

@@ -82,7 +82,7 @@ fn code_occurrences(memory: &[u8], vectors: &[&[f32]]) -> usize {
         .iter()
         .map(|v| {
             let mut codes = vec![0i8; v.len()];
-            oubli::index::kernel::quantize(v, &mut codes);
+            oubli::kernel::quantize(v, &mut codes);
             std::array::from_fn(|i| codes[i] as u8)
         })
         .collect();
