@@ -11,20 +11,22 @@
 //! `auto`), and is persisted through the store so a restart loads it instead of rebuilding.
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
     sync::Arc,
-    time::Instant,
 };
 
 use jiff::Timestamp;
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
-use zeroize::{Zeroize, Zeroizing};
+
+mod graph;
+mod query;
+
+pub use query::{IndexUse, Matches, OpenOptions, Query};
 
 use crate::{
     embedding::Embedding,
     index::{
-        ExactIndex, Hit, HnswIndex, HnswParams, Index,
+        ExactIndex, HnswIndex, HnswParams, Index,
         hnsw::{GraphChanges, HnswError},
     },
     record::{NewRecord, Provenance, Record, RecordId},
@@ -78,82 +80,6 @@ pub struct IndexConfig {
 impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig { choice: IndexChoice::Auto, auto_min_records: 20_000, hnsw: HnswParams::default() }
-    }
-}
-
-/// Where the engine's data lives and how it is indexed.
-#[derive(Debug, Clone)]
-pub struct OpenOptions {
-    pub data_dir: PathBuf,
-    /// Kept apart from the data dir: it holds the keys that crypto-shredding destroys.
-    pub key_dir: PathBuf,
-    /// Checked against the dimension recorded at creation; `None` accepts it (512 when new).
-    pub dimension: Option<usize>,
-    /// The log's origin line; `None` accepts the recorded one (a default when new).
-    pub log_origin: Option<String>,
-    pub index: IndexConfig,
-}
-
-impl OpenOptions {
-    /// The data dir and key dir with every other option at its default.
-    pub fn new(data_dir: impl Into<PathBuf>, key_dir: impl Into<PathBuf>) -> Self {
-        OpenOptions {
-            data_dir: data_dir.into(),
-            key_dir: key_dir.into(),
-            dimension: None,
-            log_origin: None,
-            index: IndexConfig::default(),
-        }
-    }
-}
-
-/// Which index answers a search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IndexUse {
-    /// The one the configuration selects ([`IndexConfig`]).
-    Configured,
-    /// The exact scan, the ground truth.
-    Exact,
-}
-
-/// A search: the probe, how many hits, from which score, by which index, and whether records
-/// the ingest policy quarantined are shown.
-#[derive(Debug, Clone, Copy)]
-pub struct Query<'a> {
-    pub probe: &'a Embedding,
-    pub k: usize,
-    pub min_score: Option<f32>,
-    pub index: IndexUse,
-    pub include_quarantined: bool,
-}
-
-impl<'a> Query<'a> {
-    /// The `k` best hits from the configured index, quarantined records included.
-    pub fn new(probe: &'a Embedding, k: usize) -> Self {
-        Query { probe, k, min_score: None, index: IndexUse::Configured, include_quarantined: true }
-    }
-}
-
-/// Every record at or above a threshold for each probe, by the exact scan.
-#[derive(Debug, Clone)]
-pub struct Matches {
-    /// One list per probe, best first.
-    pub per_probe: Vec<Vec<Hit>>,
-    /// How many records were compared with each probe.
-    pub compared: usize,
-}
-
-impl Matches {
-    /// Each matched record once, with its best score over the probes, best first (ties by id).
-    pub fn best(&self) -> Vec<Hit> {
-        let mut best: HashMap<RecordId, f32> = HashMap::new();
-        for hit in self.per_probe.iter().flatten() {
-            let score = best.entry(hit.id).or_insert(hit.score);
-            *score = score.max(hit.score);
-        }
-        let mut hits: Vec<Hit> = best.into_iter().map(|(id, score)| Hit { id, score }).collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        hits
     }
 }
 
@@ -246,7 +172,7 @@ impl Engine {
                 (None, GraphStatus::default())
             }
             IndexChoice::Hnsw | IndexChoice::Auto => {
-                let (hnsw, status) = open_graph(&*store, &index, config.hnsw)?;
+                let (hnsw, status) = graph::open_graph(&*store, &index, config.hnsw)?;
                 (Some(RwLock::new(hnsw)), status)
             }
         };
@@ -507,109 +433,4 @@ impl Engine {
             index,
         })
     }
-}
-
-/// Records waiting to be linked into the graph, with copies of their vectors: allocated once at
-/// full size (a growing `Vec` would free copies without zeroing them), zeroed after each link
-/// and on drop.
-struct LinkBatch {
-    dimension: usize,
-    ids: Vec<RecordId>,
-    vectors: Zeroizing<Vec<f32>>,
-}
-
-impl LinkBatch {
-    const RECORDS: usize = 1 << 16;
-
-    /// A batch for linking `records` records in all.
-    fn new(dimension: usize, records: usize) -> Self {
-        let capacity = records.min(Self::RECORDS);
-        LinkBatch {
-            dimension,
-            ids: Vec::with_capacity(capacity),
-            vectors: Zeroizing::new(Vec::with_capacity(capacity * dimension)),
-        }
-    }
-
-    /// Adds a record; returns whether the batch is full.
-    fn push(&mut self, id: RecordId, values: &[f32]) -> bool {
-        self.ids.push(id);
-        self.vectors.extend_from_slice(values);
-        self.ids.len() >= Self::RECORDS
-    }
-
-    /// Links the batch on all cores and empties it.
-    fn link(&mut self, graph: &mut HnswIndex) {
-        let items: Vec<(RecordId, &[f32])> =
-            self.ids.iter().copied().zip(self.vectors.chunks_exact(self.dimension)).collect();
-        graph.insert_batch(&items);
-        self.ids.clear();
-        self.vectors.zeroize();
-    }
-}
-
-/// Loads the stored graph and reconciles it with the records in `exact` (links what it lacks,
-/// unlinks what the store no longer has), or builds it on all cores when there is none or it
-/// cannot be used; then persists what changed.
-fn open_graph(store: &dyn Storage, exact: &ExactIndex, params: HnswParams) -> Result<(HnswIndex, GraphStatus), Error> {
-    let started = Instant::now();
-    let dimension = store.dimension();
-    let loaded = match store.load_graph()? {
-        None => None,
-        Some(stored) => {
-            match HnswIndex::from_stored(
-                dimension,
-                params,
-                &stored.meta,
-                stored.nodes.iter().map(|(s, r)| (*s, &r[..])),
-            ) {
-                Ok(graph) => Some(graph),
-                Err(e) => {
-                    warn!(error = %e, "stored graph not used");
-                    store.clear_graph()?;
-                    None
-                }
-            }
-        }
-    };
-    let mut status = GraphStatus { loaded: loaded.is_some(), ..Default::default() };
-    let mut graph = match loaded {
-        Some(g) => g,
-        None => HnswIndex::new(dimension, params)?,
-    };
-    let mut missing: HashSet<RecordId> = HashSet::new();
-    exact.for_each_vector(|id, values| {
-        if !graph.set_vector(id, values) {
-            missing.insert(id);
-        }
-    });
-    let gone: Vec<RecordId> = graph.ids().filter(|id| !exact.contains(*id)).collect();
-    for id in &gone {
-        graph.remove(*id);
-    }
-    // Linked in slices, so that a full build never holds a second copy of every vector.
-    if !missing.is_empty() {
-        let mut batch = LinkBatch::new(dimension, missing.len());
-        exact.for_each_vector(|id, values| {
-            if missing.contains(&id) && batch.push(id, values) {
-                batch.link(&mut graph);
-            }
-        });
-        batch.link(&mut graph);
-    }
-    status.linked = missing.len();
-    status.dropped = gone.len();
-    let changes = graph.take_changes();
-    if !status.loaded || !changes.is_empty() {
-        store.write_graph(&changes.upserts, &changes.removed, &changes.meta)?;
-    }
-    info!(
-        loaded = status.loaded,
-        linked = status.linked,
-        dropped = status.dropped,
-        nodes = graph.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "search graph ready"
-    );
-    Ok((graph, status))
 }
