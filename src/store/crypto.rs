@@ -1,4 +1,7 @@
-//! Envelope encryption for crypto-shredding (../shared/DOMAIN.md §5).
+//! Envelope encryption for crypto-shredding: each record under its own data key, each data
+//! key wrapped by the key-encryption key of an epoch: destroying a record's wrapped key makes
+//! every live copy of its ciphertext unreadable, and destroying an epoch's key-encryption key
+//! does the same for every backup wrapped under it.
 //!
 //! Each record is sealed under its own random data key (DEK) with XChaCha20-Poly1305 before its
 //! first write, with the record id as associated data, so a ciphertext cannot be moved to another

@@ -1,4 +1,4 @@
-//! Erasure in the store (../shared/DOMAIN.md §4-5): deleting every row of a record in one
+//! Erasure in the store: deleting every row of a record in one
 //! write, then purging the deleted values from disk and *checking* that they are gone.
 //!
 //! A `Delete` only writes a tombstone; the value stays in older table files and write-ahead
@@ -331,7 +331,7 @@ impl Store {
         Ok(verified)
     }
 
-    /// A manual compaction's status is not reported (DOMAIN.md §4), and one that ran into a
+    /// A manual compaction's outcome is not reported (the C API returns nothing), and one that ran into a
     /// background compaction can leave a file in place: any of `files` still live is compacted
     /// again over its own key range, a few times at most, before the checks judge.
     fn compact_survivors(&self, files: &BTreeSet<String>) -> Result<(), Error> {

@@ -222,7 +222,8 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Old write-ahead logs hold plaintext-free but erasable rows (wrapped keys): delete them
-        // as soon as they are obsolete, never archive or recycle them (DOMAIN.md §4).
+        // as soon as they are obsolete: with a WAL TTL or size limit RocksDB would archive them,
+        // and recycling would reuse their files with the old bytes still in them.
         opts.set_wal_ttl_seconds(0);
         opts.set_wal_size_limit_mb(0);
         opts.set_recycle_log_file_num(0);

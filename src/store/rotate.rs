@@ -1,4 +1,4 @@
-//! Key-encryption-key rotation (../shared/DOMAIN.md §5): a new epoch, every live data key
+//! Key-encryption-key rotation: a new epoch, every live data key
 //! re-wrapped under it, the older KEKs destroyed, and the rotation logged.
 //!
 //! Backups and checkpoints taken before hold data keys wrapped under an older epoch: once that
