@@ -292,21 +292,21 @@ impl Engine {
         let hidden = if include_quarantined { 0 } else { quarantined.len() };
         // Ask for enough that k remain once quarantined records are dropped.
         let wanted = k + hidden;
-        let graph = self
-            .hnsw
-            .as_ref()
-            .filter(|_| index_use == IndexUse::Configured)
-            .map(|h| h.read());
-        let (hits, candidates, index_name) = match graph.filter(|g| self.graph_answers(g.len())) {
-            Some(graph) => {
-                let (hits, compared) = graph.search_counted(probe, wanted, min_score);
-                (hits, compared, graph.name())
+        // Whichever index answers is read through the one contract both keep (`Index`).
+        let (graph, exact);
+        let index: &dyn Index = match self.hnsw.as_ref().filter(|_| index_use == IndexUse::Configured).map(|h| h.read())
+        {
+            Some(g) if self.graph_answers(g.len()) => {
+                graph = g;
+                &*graph
             }
-            None => {
-                let index = self.index.read();
-                (index.search(probe, wanted, min_score), index.len(), index.name())
+            _ => {
+                exact = self.index.read();
+                &*exact
             }
         };
+        let (hits, candidates) = index.search_counted(probe, wanted, min_score);
+        let index_name = index.name();
         let (hits, candidates) = if hidden == 0 {
             (hits, candidates)
         } else {
