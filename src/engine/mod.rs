@@ -20,6 +20,8 @@ use tracing::{info, instrument, warn};
 
 mod graph;
 mod query;
+#[cfg(test)]
+mod tests;
 
 pub use query::{IndexUse, Matches, OpenOptions, Query};
 

@@ -1,0 +1,114 @@
+//! The engine on the in-memory store: enrolment and idempotency, both indexes answering the
+//! same records, quarantine, removal, and a reopen that reconciles the stored graph.
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::{Engine, Error, IndexChoice, IndexConfig, IndexUse, Query};
+use crate::{
+    embedding::Embedding,
+    record::{IdempotencyKey, Jurisdiction, LegalBasis, NewRecord, Provenance, SourceKind},
+    store::MemoryStore,
+};
+
+const DIM: usize = 16;
+
+fn template(seed: u64) -> Embedding {
+    // A deterministic spread of directions (a small LCG: no RNG state to share between tests).
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let values = (0..DIM)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    Embedding::new(values, DIM).unwrap()
+}
+
+fn record(seed: u64, key: Option<&str>) -> NewRecord {
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    NewRecord {
+        embedding: template(seed),
+        provenance: Provenance::new(
+            format!("https://photos.example/{seed}.jpg"),
+            now,
+            SourceKind::PublicWebScrape,
+            LegalBasis::NoneDeclared,
+            Jurisdiction::Unknown,
+            now,
+        )
+        .unwrap(),
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k.into()).unwrap().unwrap()),
+    }
+}
+
+fn engine(store: &Arc<MemoryStore>, choice: IndexChoice) -> Engine {
+    Engine::with_storage(store.clone(), IndexConfig { choice, ..IndexConfig::default() }).unwrap()
+}
+
+fn memory() -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(DIM, "test.example/log").unwrap())
+}
+
+#[test]
+fn idempotency_keys_answer_with_their_record_and_refuse_other_content() {
+    let store = memory();
+    let engine = engine(&store, IndexChoice::Exact);
+    let first = engine.enroll(&[record(1, Some("k1")), record(1, Some("k1"))], &[]).unwrap();
+    assert!(first[0].created && !first[1].created && first[0].id == first[1].id, "{first:?}");
+    let again = engine.enroll(&[record(1, Some("k1"))], &[]).unwrap();
+    assert_eq!((again[0].id, again[0].created), (first[0].id, false));
+    assert!(matches!(engine.enroll(&[record(2, Some("k1"))], &[]), Err(Error::IdempotencyConflict { item: 0 })));
+    assert_eq!(engine.stats().unwrap().record_count, 1, "a refused batch stores nothing");
+}
+
+#[test]
+fn both_indexes_find_the_same_records_and_quarantine_hides_from_operators_only() {
+    let store = memory();
+    let engine = engine(&store, IndexChoice::Hnsw);
+    let records: Vec<NewRecord> = (0..200).map(|i| record(i, None)).collect();
+    let held: Vec<Option<&str>> = (0..200).map(|i| (i == 7).then_some("no-legal-basis")).collect();
+    let ids: Vec<_> = engine.enroll(&records, &held).unwrap().iter().map(|e| e.id).collect();
+    let probe = template(7);
+    let graph = engine.search(&Query::new(&probe, 5)).unwrap();
+    let exact = engine.search(&Query { index: IndexUse::Exact, ..Query::new(&probe, 5) }).unwrap();
+    assert_eq!((graph.index, exact.index), ("hnsw", "exact"));
+    assert_eq!(graph.hits[0].id, ids[7]);
+    assert_eq!(
+        graph.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        exact.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        "at this size the graph finds exactly the scan's hits"
+    );
+    for (g, e) in graph.hits.iter().zip(&exact.hits) {
+        // The graph rescores with the vector kernel, the scan with the panel kernel.
+        assert!((g.score - e.score).abs() < 1e-5, "{} vs {}", g.score, e.score);
+    }
+    assert!(engine.is_quarantined(ids[7]));
+    let operator = engine.search(&Query { include_quarantined: false, ..Query::new(&probe, 5) }).unwrap();
+    assert!(operator.hits.iter().all(|h| h.id != ids[7]) && operator.hits.len() == 5);
+    let matches = engine.match_exact(&[probe], 0.99).unwrap();
+    assert_eq!(matches.best().iter().map(|h| h.id).collect::<Vec<_>>(), [ids[7]], "rights requests see it");
+    assert!(matches!(engine.search(&Query::new(&template(1), 0)), Err(Error::InvalidK(0))));
+    assert!(matches!(engine.match_exact(&[template(1)], 1.5), Err(Error::InvalidMinScore(_))));
+}
+
+#[test]
+fn unindexed_records_are_never_found_and_a_reopen_reconciles_the_graph() {
+    let store = memory();
+    let ids: Vec<_> = {
+        let engine = engine(&store, IndexChoice::Hnsw);
+        let records: Vec<NewRecord> = (0..50).map(|i| record(i, None)).collect();
+        let ids: Vec<_> = engine.enroll(&records, &[]).unwrap().iter().map(|e| e.id).collect();
+        assert!(engine.unindex(ids[3]));
+        assert!(!engine.unindex(ids[3]), "a second removal finds nothing");
+        let hits = engine.search(&Query::new(&template(3), 50)).unwrap().hits;
+        assert!(hits.iter().all(|h| h.id != ids[3]));
+        ids
+    };
+    // The record itself is still stored (only the store's erase deletes it): at reopen the
+    // graph was saved without it, and the reconcile links it again, from the records.
+    let engine = engine(&store, IndexChoice::Hnsw);
+    let status = engine.graph_status();
+    assert!(status.loaded && status.linked == 1 && status.dropped == 0, "{status:?}");
+    assert_eq!(engine.search(&Query::new(&template(3), 1)).unwrap().hits[0].id, ids[3]);
+}
