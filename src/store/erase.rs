@@ -226,14 +226,14 @@ impl Store {
         }
         erased.evidence = self.evidence(ids, &erased.targets)?;
         for (other, plaintext) in also {
-            let blob = crypto::seal_blob(&self.keys, super::rights::REQUEST_DOMAIN, other, plaintext);
+            let blob = crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, other, plaintext);
             batch.put_cf(self.cf(CF_REQUESTS), other, blob);
         }
         let plaintext = request(&erased);
         batch.put_cf(
             self.cf(CF_REQUESTS),
             request_id,
-            crypto::seal_blob(&self.keys, super::rights::REQUEST_DOMAIN, request_id, &plaintext),
+            crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, request_id, &plaintext),
         );
         self.db.write_opt(batch, &super::synced())?;
         Ok(erased)

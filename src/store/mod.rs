@@ -18,7 +18,7 @@
 //!   recomputed from the entries.
 //! - `idempotency_of`: record id → its idempotency row's key, so an erasure finds that row.
 //! - `requests`, `recipients`, `quarantine`, `audit`, `enrolment_leaves`: the rights
-//!   workflows' rows (`rights.rs`).
+//!   workflows' rows (`rows.rs`).
 //! - `outbox`: notifications of erasures to the recipients of the erased records (Art. 19),
 //!   sealed, keyed by a keyed hash of the recipient; `suppressed`: keyed hashes of erased
 //!   sources; `suppressed_faces`: probe templates a person consented to leave so that their
@@ -37,7 +37,7 @@ mod graph;
 mod impls;
 mod log;
 mod memory;
-mod rights;
+mod rows;
 mod rotate;
 mod traits;
 
@@ -59,7 +59,7 @@ use crypto::KeyRing;
 pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
 pub use memory::MemoryStore;
-pub use rights::{Disclosure, StoredRequest};
+pub use rows::{Disclosure, StoredRequest};
 pub use rotate::Rotation;
 pub use traits::{LogStore, RecordStore, RequestStore, Storage};
 
@@ -104,7 +104,7 @@ const COLUMN_FAMILIES: [&str; 16] = [
 /// The domain a column family's sealed blobs are bound to.
 fn blob_domain(cf: &str) -> &'static str {
     match cf {
-        CF_REQUESTS => rights::REQUEST_DOMAIN,
+        CF_REQUESTS => rows::REQUEST_DOMAIN,
         CF_SUPPRESSED_FACES => erase::FACE_DOMAIN,
         _ => erase::NOTIFICATION_DOMAIN,
     }
@@ -264,7 +264,7 @@ impl Store {
             }
         };
         let log = log::open_log(&db, &keys, log_origin)?;
-        let audit_seq = rights::last_audit_seq(&db)?;
+        let audit_seq = rows::last_audit_seq(&db)?;
         let store = Store {
             db,
             keys,

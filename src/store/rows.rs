@@ -1,6 +1,7 @@
-//! Rows for the rights workflows: requests (encrypted), the recipients log (encrypted under
-//! each record's own data key, so shredding the record shreds who received it), quarantine
-//! flags, the audit trail, and the enrolment leaf of each record.
+//! Rows beside the records: requests (sealed blobs whose meaning belongs to the caller), the
+//! recipients log (sealed under each record's own data key, so shredding the record shreds who
+//! received it), quarantine flags, the audit trail (opaque bytes, in order), and the enrolment
+//! leaf of each record. The store knows their keys and seals, not the workflows behind them.
 use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
