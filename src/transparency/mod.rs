@@ -4,6 +4,7 @@ pub mod event;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
+pub mod statements;
 pub mod tree;
 pub mod witness;
 
