@@ -5,7 +5,8 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use oubli::{
     embedding::Embedding,
-    index::{ExactIndex, HnswIndex, HnswParams, Index, kernel},
+    index::{ExactIndex, HnswIndex, HnswParams, Index},
+    kernel,
     record::RecordId,
     synth::{Population, PopulationConfig},
 };

@@ -102,7 +102,7 @@ impl Embedding {
 
     /// Cosine similarity with another embedding of the same dimension.
     pub fn similarity(&self, other: &Embedding) -> f32 {
-        crate::index::kernel::dot(&self.0, &other.0)
+        crate::kernel::dot(&self.0, &other.0)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod grpc;
 pub mod index;
+pub mod kernel;
 pub mod metrics;
 pub mod record;
 pub mod rights;

@@ -13,7 +13,8 @@ use clap::Parser;
 use ndarray::Array2;
 use oubli::{
     embedding::Embedding,
-    index::{ExactIndex, HnswIndex, HnswParams, Index, kernel},
+    index::{ExactIndex, HnswIndex, HnswParams, Index},
+    kernel,
     record::RecordId,
     synth::files,
 };

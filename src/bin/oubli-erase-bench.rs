@@ -15,7 +15,7 @@ use clap::Parser;
 use jiff::Timestamp;
 use oubli::{
     embedding::Embedding,
-    engine::{Engine, IndexChoice, IndexConfig},
+    engine::{Engine, IndexChoice, IndexConfig, OpenOptions},
     record::{Jurisdiction, LegalBasis, NewRecord, Provenance, SourceKind},
     rights::{
         PolicySource, Rights, Settings,
@@ -49,7 +49,8 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&args.dir);
     let (data, keys) = (args.dir.join("data"), args.dir.join("keys"));
     let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
-    let engine = Arc::new(Engine::open_with(&data, &keys, Some(args.dimension), None, config)?);
+    let options = OpenOptions { dimension: Some(args.dimension), index: config, ..OpenOptions::new(data, keys) };
+    let engine = Arc::new(Engine::open(&options)?);
     let settings = Settings { policy: PolicySource::Profile("permissive".into()), ..Settings::default() };
     let rights = Rights::new(engine.clone(), settings, Arc::new(SystemClock))?;
     let operator = Caller { client: "bench".into(), roles: vec![Role::Operator] };

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::{
-    engine::{self, Engine, IndexConfig},
+    engine::{self, Engine, IndexConfig, OpenOptions},
     rights::{
         Rights, Settings,
         auth::{AuthError, Role, Tokens},
@@ -156,13 +156,13 @@ async fn serve(
     let engine = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            Engine::open_with(
-                &config.data_dir,
-                &config.key_dir,
-                config.dimension,
-                config.log_origin.as_deref(),
-                config.index,
-            )
+            Engine::open(&OpenOptions {
+                data_dir: config.data_dir.clone(),
+                key_dir: config.key_dir.clone(),
+                dimension: config.dimension,
+                log_origin: config.log_origin.clone(),
+                index: config.index,
+            })
         })
         .await??
     };

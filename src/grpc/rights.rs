@@ -310,7 +310,7 @@ impl pb::admin_server::Admin for AdminService {
         };
         let rights = self.rights.clone();
         let events = blocking(move || rights.audit_events(req.after, limit)).await?;
-        let head = self.rights.engine().store().audit_head();
+        let head = self.rights.engine().requests().audit_head();
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events
                 .into_iter()
@@ -373,7 +373,7 @@ impl pb::admin_server::Admin for AdminService {
         let rights = self.rights.clone();
         let (rotation, receipt) = blocking(move || {
             let rotation = rights.rotate_keys()?;
-            let receipt = rights.engine().store().receipt(rotation.leaf).map_err(rights::Error::from)?;
+            let receipt = rights.engine().log().receipt(rotation.leaf).map_err(rights::Error::from)?;
             Ok::<_, rights::Error>((rotation, receipt))
         })
         .await?;

@@ -9,11 +9,12 @@ use std::collections::HashMap;
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{
-    Hit, Index, TopK,
+use super::{Hit, Index, TopK};
+use crate::{
+    embedding::Embedding,
     kernel::{self, BLOCK_PANELS, BLOCK_PROBES, BLOCK_ROWS, PANEL},
+    record::RecordId,
 };
-use crate::{embedding::Embedding, record::RecordId};
 
 /// One element of a panel's sixteen rows, on one cache line: the unit the matrix is allocated in.
 #[derive(Clone, Copy, Default)]

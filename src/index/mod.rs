@@ -4,9 +4,14 @@
 //! It is synchronous and does no I/O: the engine rebuilds it from the store at start-up and
 //! keeps it in step with every write. Removing a record removes its vector from memory and
 //! overwrites the bytes it occupied; no index here keeps a tombstoned copy.
+//!
+//! Two implementations of one contract, [`Index`]: [`ExactIndex`] (the scan, the ground truth)
+//! and [`HnswIndex`] (the graph). One test suite (`contract`) runs against both. The SIMD
+//! kernels they score with are [`crate::kernel`], a leaf below this module.
+#[cfg(test)]
+mod contract;
 pub mod exact;
 pub mod hnsw;
-pub mod kernel;
 mod matrix;
 
 use std::{cmp::Ordering, collections::BinaryHeap};
@@ -31,8 +36,10 @@ impl Hit {
     }
 }
 
-/// What every index answers. `search` returns at most `k` hits with `score >= min_score`,
-/// best first (see [`Hit`] for the order), plus how many records were compared.
+/// What every index answers, whichever answers a search: `search` returns at most `k` hits,
+/// each a record present now with its true similarity and `score >= min_score`, best first
+/// (see [`Hit`] for the order); a removed record is never returned. Object safe, so a caller
+/// may hold either index as `&dyn Index`; `contract` checks both against this.
 pub trait Index: Send + Sync {
     /// A short name for reports ("exact").
     fn name(&self) -> &'static str;
@@ -45,6 +52,10 @@ pub trait Index: Send + Sync {
     /// Removes a record and overwrites its vector's memory. Returns whether it was present.
     fn remove(&mut self, id: RecordId) -> bool;
     fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Vec<Hit>;
+    /// As [`Index::search`], with how many records were compared (a scan compares them all).
+    fn search_counted(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> (Vec<Hit>, usize) {
+        (self.search(probe, k, min_score), self.len())
+    }
 }
 
 /// Keeps the `k` best hits seen so far, in O(log k) per offer.

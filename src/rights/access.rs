@@ -99,7 +99,8 @@ impl Rights {
         if request.state == State::InProgress {
             let probes = probes_of(&request)?;
             let t = self.settings.thresholds;
-            let (hits, compared) = self.engine.match_all(&probes, t.review);
+            let matches = self.engine.match_exact(&probes, t.review)?;
+            let (hits, compared) = (matches.best(), matches.compared);
             request.compared = compared as u64;
             request.matched = hits
                 .iter()
@@ -241,7 +242,7 @@ impl Rights {
         let request = self.requests.load(id)?;
         self.authorise(&request, secret, desk)?;
         let receipt = match request.receipt_leaf {
-            Some(leaf) => Some(self.engine.store().receipt(leaf)?),
+            Some(leaf) => Some(self.engine.log().receipt(leaf)?),
             None => None,
         };
         Ok((self.view(&request, desk), request.report().map(str::to_owned), receipt))
@@ -292,7 +293,7 @@ impl Rights {
             .chain(request.review_band.iter().filter(|m| approved.contains(&m.record_id)))
             .copied()
             .collect();
-        let store = self.engine.store();
+        let store = self.engine.records();
         let mut records = Vec::with_capacity(disclosed.len());
         let mut recipients = BTreeSet::new();
         let mut in_france = request.jurisdiction_claim.as_deref() == Some("FR");

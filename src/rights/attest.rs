@@ -21,11 +21,12 @@ impl Rights {
         let request = self.requests.load(id)?;
         self.authorise(&request, Some(secret), false)?;
         let threshold = self.settings.thresholds.strict;
-        let (hits, compared) = self.engine.match_all(probes, threshold);
+        let matches = self.engine.match_exact(probes, threshold)?;
+        let (hits, compared) = (matches.best(), matches.compared);
         if !hits.is_empty() {
             return Err(Error::StillMatches { count: hits.len(), threshold });
         }
-        let store = self.engine.store();
+        let store = self.engine.log();
         let salt = crate::record::random_128();
         let now = self.now();
         let tree_size = store.tree_size();

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     embedding::Embedding,
     record::{Jurisdiction, NewRecord},
-    store::Store,
+    store::RecordStore,
 };
 
 const MAX_CONTACT_BYTES: usize = 256;
@@ -70,7 +70,11 @@ impl Intake {
 
     /// Whether the policy lets every one of `records` in: for each, `None` or the rule that
     /// quarantines it. The first refusal ends the check (nothing is stored then).
-    pub fn admit_records(&self, store: &Store, records: &[NewRecord]) -> Result<Vec<Option<&'static str>>, Error> {
+    pub fn admit_records(
+        &self,
+        store: &dyn RecordStore,
+        records: &[NewRecord],
+    ) -> Result<Vec<Option<&'static str>>, Error> {
         let policy = self.policy();
         let mut quarantine = Vec::with_capacity(records.len());
         for (item, record) in records.iter().enumerate() {
@@ -122,7 +126,7 @@ impl Intake {
     }
 
     /// Loads the faces the store keeps sealed (at start).
-    pub fn load_faces(&self, store: &Store, dimension: usize) -> Result<(), Error> {
+    pub fn load_faces(&self, store: &dyn RecordStore, dimension: usize) -> Result<(), Error> {
         for bytes in store.suppressed_faces()? {
             let values: Vec<f32> =
                 bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
@@ -134,7 +138,7 @@ impl Intake {
     fn is_suppressed_face(&self, template: &Embedding) -> bool {
         let faces = self.suppressed_faces.read().unwrap_or_else(|p| p.into_inner());
         let strict = self.settings.thresholds.strict;
-        faces.iter().any(|f| crate::index::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
+        faces.iter().any(|f| crate::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
     }
 
     /// Takes a token from `peer`'s bucket at `now`, or says when to come back.

@@ -28,6 +28,9 @@ pub mod sweep;
 pub mod trail;
 pub mod worker;
 
+#[cfg(test)]
+mod machine_tests;
+
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use jiff::Timestamp;
@@ -35,7 +38,7 @@ use tracing::instrument;
 
 use crate::{
     embedding::Embedding,
-    engine::{self, Engine, Enrolled, SearchResult},
+    engine::{self, Engine, Enrolled, IndexUse, Query, SearchResult},
     metrics::{Gauge, Metrics},
     record::{NewRecord, Record, RecordId},
     store,
@@ -201,7 +204,7 @@ pub struct Rights {
 impl Rights {
     pub fn new(engine: Arc<Engine>, settings: Settings, clock: Arc<dyn Clock>) -> Result<Rights, Error> {
         let intake = Intake::new(&settings)?;
-        intake.load_faces(engine.store(), engine.dimension())?;
+        intake.load_faces(engine.records(), engine.dimension())?;
         let rights = Rights {
             requests: Repository::new(engine.clone()),
             engine,
@@ -236,8 +239,8 @@ impl Rights {
             ("oubli_requests_overdue", "Rights requests past their due date and not final.", overdue),
             ("oubli_erasures_in_progress", "Erasure requests whose pipeline is running.", erasing),
             ("oubli_records", "Records held.", stats.record_count as f64),
-            ("oubli_log_entries", "Leaves in the transparency log.", self.engine.store().tree_size() as f64),
-            ("oubli_key_epoch", "The current key-encryption-key epoch.", f64::from(self.engine.store().key_epoch())),
+            ("oubli_log_entries", "Leaves in the transparency log.", self.engine.log().tree_size() as f64),
+            ("oubli_key_epoch", "The current key-encryption-key epoch.", f64::from(self.engine.records().key_epoch())),
         ])
     }
 
@@ -273,7 +276,7 @@ impl Rights {
     /// Enrols `records` if the policy allows every one (else nothing is stored).
     #[instrument(skip_all, fields(items = records.len(), client = %caller.client))]
     pub fn enroll(&self, caller: &Caller, records: &[NewRecord]) -> Result<Vec<Enrolled>, Error> {
-        let quarantine = self.intake.admit_records(self.engine.store(), records)?;
+        let quarantine = self.intake.admit_records(self.engine.records(), records)?;
         Ok(self.engine.enroll(records, &quarantine)?)
     }
 
@@ -288,16 +291,17 @@ impl Rights {
         min_score: Option<f32>,
         exact: bool,
     ) -> Result<SearchResult, Error> {
-        let result = self.engine.search_with(probe, k, min_score, exact, false)?;
+        let index = if exact { IndexUse::Exact } else { IndexUse::Configured };
+        let result = self.engine.search(&Query { probe, k, min_score, index, include_quarantined: false })?;
         let ids: Vec<RecordId> = result.hits.iter().map(|h| h.id).collect();
-        self.engine.store().record_disclosures(&ids, &caller.client, self.now())?;
+        self.engine.records().record_disclosures(&ids, &caller.client, self.now())?;
         Ok(result)
     }
 
     /// One record, for an operator: recorded as disclosed to the caller.
     pub fn get(&self, caller: &Caller, id: RecordId) -> Result<Record, Error> {
         let record = self.engine.get(id)?;
-        self.engine.store().record_disclosures(&[id], &caller.client, self.now())?;
+        self.engine.records().record_disclosures(&[id], &caller.client, self.now())?;
         Ok(record)
     }
 

@@ -7,7 +7,7 @@ impl Rights {
     pub fn notifications(&self, client: &str) -> Result<Vec<(String, String)>, Error> {
         Ok(self
             .engine
-            .store()
+            .records()
             .notices(client)?
             .into_iter()
             .map(|n| (n.id, String::from_utf8_lossy(&n.body).into_owned()))
@@ -15,7 +15,7 @@ impl Rights {
     }
 
     pub fn ack_notification(&self, client: &str, id: &str) -> Result<(), Error> {
-        if self.engine.store().ack_notice(client, id)? {
+        if self.engine.records().ack_notice(client, id)? {
             Ok(())
         } else {
             Err(Error::NoNotification(id.chars().take(40).collect()))

@@ -39,13 +39,13 @@ impl Repository {
     }
 
     pub fn load(&self, id: RequestId) -> Result<Request, Error> {
-        let json = self.engine.store().request(id.as_bytes())?.ok_or(Error::NoRequest(id))?;
+        let json = self.engine.requests().request(id.as_bytes())?.ok_or(Error::NoRequest(id))?;
         serde_json::from_slice(&json).map_err(|e| Error::CorruptRequest(id, e.to_string()))
     }
 
     pub fn load_all(&self) -> Result<Vec<Request>, Error> {
         self.engine
-            .store()
+            .requests()
             .requests()?
             .into_iter()
             .map(|(id, json)| {
@@ -56,7 +56,7 @@ impl Repository {
     }
 
     pub fn save(&self, request: &impl Stored) -> Result<(), Error> {
-        Ok(self.engine.store().put_request(request.id().as_bytes(), &request.encode())?)
+        Ok(self.engine.requests().put_request(request.id().as_bytes(), &request.encode())?)
     }
 
     /// Writes `request` and appends `entry` in one synced write; `apply` first records the
@@ -65,10 +65,10 @@ impl Repository {
         &self,
         request: &mut R,
         entry: &Entry,
-        apply: impl FnOnce(&mut R, u64),
+        mut apply: impl FnMut(&mut R, u64),
     ) -> Result<u64, Error> {
         let id = *request.id().as_bytes();
-        Ok(self.engine.store().put_request_logged(&id, entry, |leaf| {
+        Ok(self.engine.requests().put_request_logged(&id, entry, &mut |leaf| {
             apply(request, leaf);
             request.encode()
         })?)
@@ -82,7 +82,7 @@ impl Repository {
         mut apply: impl FnMut(&mut R, u64),
     ) -> Result<(), Error> {
         let ids: Vec<[u8; 16]> = requests.iter().map(|r| *r.id().as_bytes()).collect();
-        self.engine.store().put_requests_logged(&ids, entries, |i, leaf| {
+        self.engine.requests().put_requests_logged(&ids, entries, &mut |i, leaf| {
             apply(&mut requests[i], leaf);
             requests[i].encode()
         })?;

@@ -10,7 +10,7 @@ use crate::store;
 impl Rights {
     /// Rotates the key-encryption key (see `store::rotate`).
     pub fn rotate_keys(&self) -> Result<store::Rotation, Error> {
-        let rotation = self.engine.store().rotate_keys()?;
+        let rotation = self.engine.records().rotate_keys()?;
         info!(epoch = rotation.epoch, rewrapped = rotation.rewrapped, "key-encryption key rotated");
         Ok(rotation)
     }
@@ -18,7 +18,7 @@ impl Rights {
     /// Finishes a rotation cut short, or rotates the keys if an erasure's backups have waited
     /// `rotation_days` for it.
     pub fn rotate_if_due(&self) -> Result<Option<store::Rotation>, Error> {
-        let store = self.engine.store();
+        let store = self.engine.records();
         if store.key_epoch() != store.oldest_key_epoch() {
             return Ok(store.resume_rotation()?);
         }
@@ -31,7 +31,7 @@ impl Rights {
     /// When a rotation is due: `rotation_days` after the oldest erasure whose backups are still
     /// readable (its key epoch not destroyed yet).
     pub(super) fn next_rotation_at(&self) -> Result<Option<Timestamp>, Error> {
-        let oldest = self.engine.store().oldest_key_epoch();
+        let oldest = self.engine.records().oldest_key_epoch();
         let wait = SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days));
         Ok(self
             .requests

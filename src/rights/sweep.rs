@@ -54,7 +54,7 @@ impl Rights {
     #[instrument(skip_all, fields(rule = %rule))]
     pub fn sweep(&self, rule: &SweepRule, dry_run: bool) -> Result<(usize, Vec<RequestId>), Error> {
         let mut hits = Vec::new();
-        self.engine.store().for_each(|record| {
+        self.engine.records().for_each(&mut |record| {
             let p = &record.provenance;
             let hit = match rule {
                 SweepRule::Jurisdiction(j) => p.jurisdiction() == *j,

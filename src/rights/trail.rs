@@ -46,7 +46,7 @@ impl AuditEvent {
 
 impl Rights {
     pub fn audit(&self, event: &AuditEvent) -> Result<u64, Error> {
-        let seq = self.engine.store().append_audit(event.at, |seq| event.encode(seq))?;
+        let seq = self.engine.requests().append_audit(event.at, &mut |seq| event.encode(seq))?;
         if seq % 10_000 == 0 {
             self.prune_audit()?;
         }
@@ -54,7 +54,7 @@ impl Rights {
     }
 
     pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
-        let rows = self.engine.store().audit_events(after, limit)?;
+        let rows = self.engine.requests().audit_events(after, limit)?;
         rows.iter().map(|row| AuditEvent::decode(row).map_err(|e| Error::from(store::Error::Corrupt(e)))).collect()
     }
 
@@ -62,7 +62,7 @@ impl Rights {
     pub(super) fn prune_audit(&self) -> Result<(), Error> {
         let keep = SignedDuration::from_hours(24 * i64::from(self.settings.audit_retention_days));
         let cutoff = self.now().checked_sub(keep).unwrap_or(Timestamp::MIN);
-        let pruned = self.engine.store().prune_audit(cutoff)?;
+        let pruned = self.engine.requests().prune_audit(cutoff)?;
         if pruned > 0 {
             info!(pruned, "audit events past retention deleted");
         }

@@ -1,4 +1,7 @@
-//! Envelope encryption for crypto-shredding (../shared/DOMAIN.md §5).
+//! Envelope encryption for crypto-shredding: each record under its own data key, each data
+//! key wrapped by the key-encryption key of an epoch: destroying a record's wrapped key makes
+//! every live copy of its ciphertext unreadable, and destroying an epoch's key-encryption key
+//! does the same for every backup wrapped under it.
 //!
 //! Each record is sealed under its own random data key (DEK) with XChaCha20-Poly1305 before its
 //! first write, with the record id as associated data, so a ciphertext cannot be moved to another
@@ -161,7 +164,7 @@ pub struct KeyRing {
     dir: PathBuf,
     /// (epoch, KEK), ascending by epoch; the last is current. More than one only during a
     /// rotation.
-    keks: std::sync::RwLock<Vec<(u32, Secret)>>,
+    keks: parking_lot::RwLock<Vec<(u32, Secret)>>,
     mac: Secret,
     /// Seed of the transparency log's Ed25519 signing key.
     log: Secret,
@@ -236,8 +239,8 @@ impl KeyRing {
             .map_err(|e| Error::Corrupt(format!("log origin {origin:?}: {e}")))
     }
 
-    fn keks(&self) -> std::sync::RwLockReadGuard<'_, Vec<(u32, Secret)>> {
-        self.keks.read().unwrap_or_else(|p| p.into_inner())
+    fn keks(&self) -> parking_lot::RwLockReadGuard<'_, Vec<(u32, Secret)>> {
+        self.keks.read()
     }
 
     pub fn current_epoch(&self) -> u32 {
@@ -298,7 +301,7 @@ impl KeyRing {
     /// Starts a rotation: a new KEK for the next epoch, written and synced before any use.
     /// Returns the new epoch.
     pub fn add_epoch(&self) -> Result<u32, Error> {
-        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        let mut keks = self.keks.write();
         let epoch = keks.last().map_or(1, |(e, _)| e + 1);
         let kek = random_secret();
         write_key(&self.dir.join(kek_file(epoch)), &kek)?;
@@ -311,7 +314,7 @@ impl KeyRing {
     /// overwritten with zeros and synced, then removed, then the directory is synced; the key
     /// in memory is zeroed. Returns the destroyed epochs.
     pub fn destroy_old_epochs(&self) -> Result<Vec<u32>, Error> {
-        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        let mut keks = self.keks.write();
         let current = keks.last().expect("a key ring holds at least one KEK").0;
         let mut destroyed = Vec::new();
         for (epoch, _) in keks.iter().filter(|(e, _)| *e < current) {

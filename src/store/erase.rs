@@ -1,4 +1,4 @@
-//! Erasure in the store (../shared/DOMAIN.md §4-5): deleting every row of a record in one
+//! Erasure in the store: deleting every row of a record in one
 //! write, then purging the deleted values from disk and *checking* that they are gone.
 //!
 //! A `Delete` only writes a tombstone; the value stays in older table files and write-ahead
@@ -160,9 +160,9 @@ impl Store {
         request: impl FnOnce(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
         let Deletion { ids, graph_slots, notice, suppress, faces, also } = *deletion;
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         // No disclosure is recorded between reading the recipients and deleting their rows.
-        let _no_disclosures = self.erase_lock.write().unwrap_or_else(|p| p.into_inner());
+        let _no_disclosures = self.erase_lock.write();
         let now = Timestamp::now();
         let mut batch = WriteBatch::default();
         let mut erased = Erased::default();
@@ -330,7 +330,7 @@ impl Store {
         Ok(verified)
     }
 
-    /// A manual compaction's status is not reported (DOMAIN.md §4), and one that ran into a
+    /// A manual compaction's outcome is not reported (the C API returns nothing), and one that ran into a
     /// background compaction can leave a file in place: any of `files` still live is compacted
     /// again over its own key range, a few times at most, before the checks judge.
     fn compact_survivors(&self, files: &BTreeSet<String>) -> Result<(), Error> {
@@ -407,7 +407,7 @@ impl Store {
 
     /// Deletes `client`'s notification `id` (acknowledged); whether it was there.
     pub fn ack_notice(&self, client: &str, id: &str) -> Result<bool, Error> {
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         let Some(suffix) = hex::decode(id).ok().filter(|s| s.len() == 12) else { return Ok(false) };
         let mut key = self.keys.mac(b"oubli/outbox-client/v1", client.as_bytes()).to_vec();
         key.extend_from_slice(&suffix);

@@ -34,8 +34,12 @@ mod codec;
 pub mod crypto;
 mod erase;
 mod graph;
+mod impls;
+mod log;
+mod memory;
 mod rights;
 mod rotate;
+mod traits;
 
 use std::path::{Path, PathBuf};
 
@@ -45,10 +49,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, W
 use crate::{
     transparency::{
         event::{self, Entry, Event},
-        merkle::{Hash, LeafIndex, TreeSize},
-        note::{Checkpoint, SignerKey},
-        receipt::{self, Receipt},
-        tree::Tree,
+        log::LogWriter,
     },
     embedding::{DEFAULT_DIMENSION, MAX_DIMENSION},
     record::{IdempotencyKey, NewRecord, Record, RecordId},
@@ -56,28 +57,13 @@ use crate::{
 use crypto::KeyRing;
 pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
+pub use memory::MemoryStore;
 pub use rights::{Disclosure, StoredRequest};
 pub use rotate::Rotation;
+pub use traits::{LogStore, RecordStore, RequestStore, Storage};
 
 /// The log's origin (and signing key name) when a data dir is created without one.
 pub const DEFAULT_LOG_ORIGIN: &str = "oubli.example/log";
-
-/// The transparency log in memory: the tree over every entry and the latest checkpoint.
-struct Log {
-    origin: String,
-    signer: SignerKey,
-    tree: Tree,
-    checkpoint: String,
-}
-
-impl Log {
-    fn sign(&self) -> String {
-        let size = self.tree.size();
-        let root = self.tree.root(size).expect("the tree's own size is in range");
-        let text = Checkpoint { origin: self.origin.clone(), size: size.0, root }.text();
-        self.signer.sign(&text).expect("checkpoint text is a valid note text")
-    }
-}
 
 const CF_RECORDS: &str = "records";
 const CF_DATA_KEYS: &str = "data_keys";
@@ -206,15 +192,15 @@ pub struct Store {
     keys: KeyRing,
     dimension: usize,
     data_dir: PathBuf,
-    log: std::sync::Mutex<Log>,
+    log: parking_lot::Mutex<LogWriter>,
     disclosure_seq: std::sync::atomic::AtomicU32,
     audit_seq: std::sync::atomic::AtomicU64,
-    audit_lock: std::sync::Mutex<()>,
+    audit_lock: parking_lot::Mutex<()>,
     /// Held (shared) by every write that wraps a key, and exclusively to change the KEK epoch.
-    key_lock: std::sync::RwLock<()>,
-    rotation_lock: std::sync::Mutex<()>,
+    key_lock: parking_lot::RwLock<()>,
+    rotation_lock: parking_lot::Mutex<()>,
     /// Held (shared) to record a disclosure, and exclusively by an erasure's delete.
-    erase_lock: std::sync::RwLock<()>,
+    erase_lock: parking_lot::RwLock<()>,
 }
 
 impl Store {
@@ -235,7 +221,8 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Old write-ahead logs hold plaintext-free but erasable rows (wrapped keys): delete them
-        // as soon as they are obsolete, never archive or recycle them (DOMAIN.md §4).
+        // as soon as they are obsolete: with a WAL TTL or size limit RocksDB would archive them,
+        // and recycling would reuse their files with the old bytes still in them.
         opts.set_wal_ttl_seconds(0);
         opts.set_wal_size_limit_mb(0);
         opts.set_recycle_log_file_num(0);
@@ -275,14 +262,14 @@ impl Store {
                 (keys, stored)
             }
         };
-        let log = open_log(&db, &keys, log_origin)?;
+        let log = log::open_log(&db, &keys, log_origin)?;
         let audit_seq = rights::last_audit_seq(&db)?;
         let store = Store {
             db,
             keys,
             dimension,
             data_dir: data_dir.to_path_buf(),
-            log: std::sync::Mutex::new(log),
+            log: parking_lot::Mutex::new(log),
             disclosure_seq: Default::default(),
             audit_seq: audit_seq.into(),
             audit_lock: Default::default(),
@@ -344,7 +331,7 @@ impl Store {
         enrolled_at: Timestamp,
         quarantined: &[(RecordId, &str)],
     ) -> Result<(), Error> {
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(records.len());
         let logged_at = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
@@ -402,126 +389,6 @@ impl Store {
             None => Ok(None),
             Some(wrapped) => self.keys.unwrap(id, &wrapped).map(Some),
         }
-    }
-
-    /// Writes `batch` and the changes `fill` makes (given the first new leaf index) together with log
-    /// entries for `events` and the checkpoint that covers them, in one synced write: the log
-    /// can never miss or invent a change. Returns the first new leaf index.
-    fn write_logged_with(
-        &self,
-        mut batch: WriteBatch,
-        events: &[Entry],
-        fill: impl FnOnce(u64, &mut WriteBatch),
-    ) -> Result<u64, Error> {
-        let mut log = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = log.tree.size();
-        fill(before.0, &mut batch);
-        for entry in events {
-            let bytes = entry.encode();
-            let (index, nodes) = log.tree.append(&bytes);
-            batch.put_cf(self.cf(CF_LOG), index.0.to_be_bytes(), bytes);
-            for (level, i, hash) in nodes {
-                batch.put_cf(self.cf(CF_LOG_NODES), node_key(level, i), hash);
-            }
-        }
-        let checkpoint = log.sign();
-        crate::failpoint::hit("log.signed");
-        batch.put_cf(self.cf(CF_META), META_CHECKPOINT, checkpoint.as_bytes());
-        match self.db.write_opt(batch, &synced()) {
-            Ok(()) => {
-                log.checkpoint = checkpoint;
-                Ok(before.0)
-            }
-            Err(e) => {
-                log.tree.truncate(before);
-                Err(e.into())
-            }
-        }
-    }
-
-    /// The latest signed checkpoint (a C2SP signed note).
-    pub fn checkpoint(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).checkpoint.clone()
-    }
-
-    /// The log's verifier key, `<origin>+<key id>+<key>`.
-    pub fn verifier_key(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).signer.verifier().to_string()
-    }
-
-    /// The inclusion proof of leaf `index` in the tree of `size` leaves (`None`: the latest).
-    pub fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let size = size.map_or(log.tree.size(), TreeSize);
-        Ok((size.0, log.tree.inclusion_proof(LeafIndex(index), size)?))
-    }
-
-    /// The consistency proof between two tree sizes (`to`: `None` is the latest).
-    pub fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let to = to.map_or(log.tree.size(), TreeSize);
-        Ok((to.0, log.tree.consistency_proof(TreeSize(from), to)?))
-    }
-
-    /// Log entries `start..end` (clamped to the log).
-    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, Error> {
-        let mut out = Vec::new();
-        let from = start.to_be_bytes();
-        let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(self.cf(CF_LOG), mode) {
-            let (key, value) = item?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| Error::Corrupt("log key".into()))?);
-            if index >= end {
-                break;
-            }
-            out.push((index, value.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// A signed receipt for log entry `index`, proven against the latest checkpoint, stating
-    /// what the entry alone shows (`transparency::statements::for_event`).
-    pub fn receipt(&self, index: u64) -> Result<Receipt, Error> {
-        self.receipt_with(index, None)
-    }
-
-    /// The log entry at `index`.
-    pub fn entry(&self, index: u64) -> Result<Entry, Error> {
-        let size = self.log.lock().unwrap_or_else(|p| p.into_inner()).tree.size();
-        let bytes =
-            self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?.ok_or(Error::NoEntry { index, size: size.0 })?;
-        Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))
-    }
-
-    /// A signed receipt for log entry `index` with `statements` (the workflow that wrote the
-    /// entry knows more than the entry: the checks it made, what is pending), or the defaults.
-    pub fn receipt_with(&self, index: u64, statements: Option<receipt::Statements>) -> Result<Receipt, Error> {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let size = log.tree.size();
-        let bytes =
-            self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?.ok_or(Error::NoEntry { index, size: size.0 })?;
-        let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
-        let proof = log.tree.inclusion_proof(LeafIndex(index), size)?;
-        let commitment = hex::encode(entry.event.commitment());
-        let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
-        let body = receipt::Body {
-            format: receipt::FORMAT.into(),
-            log_origin: log.origin.clone(),
-            event: entry.event.name().into(),
-            logged_at: entry.time.to_string(),
-            commitment,
-            done: statements.done,
-            verified: statements.verified,
-            pending: statements.pending,
-            entry: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes),
-            leaf_index: index,
-            checkpoint: log.checkpoint.clone(),
-            inclusion_proof: proof
-                .iter()
-                .map(|h| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h))
-                .collect(),
-        };
-        Ok(Receipt::sign(&body, &log.signer))
     }
 
     /// Reads and decrypts one record.
@@ -592,64 +459,6 @@ fn refuse_nested(data_dir: &Path, key_dir: &Path) -> Result<(), Error> {
         return Err(Error::NestedDirs { key_dir: key_dir.to_path_buf(), data_dir: data_dir.to_path_buf() });
     }
     Ok(())
-}
-
-/// Rebuilds the log's tree from its entries and checks it against the last signed checkpoint;
-/// a new log gets its first (empty) checkpoint.
-fn open_log(db: &DB, keys: &KeyRing, requested_origin: Option<&str>) -> Result<Log, Error> {
-    let meta = db.cf_handle(CF_META).expect("column families are created at open");
-    let origin = db.get_cf(meta, META_LOG_ORIGIN)?.ok_or_else(|| Error::Corrupt("no log origin".into()))?;
-    let origin = String::from_utf8(origin).map_err(|_| Error::Corrupt("log origin is not UTF-8".into()))?;
-    if let Some(requested) = requested_origin.filter(|r| *r != origin) {
-        return Err(Error::Corrupt(format!(
-            "this data dir's log is named {origin:?}, not {requested:?}; a log cannot be renamed"
-        )));
-    }
-    let signer = keys.log_signer(&origin)?;
-    let mut tree = Tree::new();
-    let cf = db.cf_handle(CF_LOG).expect("column families are created at open");
-    let nodes = db.cf_handle(CF_LOG_NODES).expect("column families are created at open");
-    for (expected, item) in db.iterator_cf(cf, IteratorMode::Start).enumerate() {
-        let (key, value) = item?;
-        if key.as_ref() != (expected as u64).to_be_bytes() {
-            return Err(Error::LogMismatch(format!("entry {expected} is missing")));
-        }
-        // The stored nodes are derived state: they must be exactly what the entries give.
-        for (level, i, hash) in tree.append(&value).1 {
-            if db.get_cf(nodes, node_key(level, i))?.as_deref() != Some(hash.as_slice()) {
-                return Err(Error::LogMismatch(format!("stored tree node ({level}, {i}) differs from its leaves")));
-            }
-        }
-    }
-    let mut log = Log { origin, signer, tree, checkpoint: String::new() };
-    match db.get_cf(meta, META_CHECKPOINT)? {
-        None if log.tree.size().0 == 0 => {
-            log.checkpoint = log.sign();
-            db.put_cf_opt(meta, META_CHECKPOINT, log.checkpoint.as_bytes(), &synced())?;
-        }
-        None => return Err(Error::LogMismatch("entries without a checkpoint".into())),
-        Some(note) => {
-            let note = String::from_utf8(note).map_err(|_| Error::LogMismatch("checkpoint is not UTF-8".into()))?;
-            let signed = receipt::open_checkpoint(&note, &log.signer.verifier()).map_err(Error::LogMismatch)?;
-            let size = log.tree.size();
-            if signed.size != size.0 || signed.root != log.tree.root(size)? {
-                return Err(Error::LogMismatch(format!(
-                    "the checkpoint covers {} entries, the log holds {} with a different root",
-                    signed.size, size.0
-                )));
-            }
-            log.checkpoint = note;
-        }
-    }
-    Ok(log)
-}
-
-/// The key of a perfect-subtree node: level, then index, so each level reads in order.
-fn node_key(level: u32, index: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = u8::try_from(level).expect("a tree of at most 2^64 leaves has at most 64 levels");
-    key[1..].copy_from_slice(&index.to_be_bytes());
-    key
 }
 
 fn synced() -> WriteOptions {

@@ -30,7 +30,7 @@ pub struct Disclosure {
 impl Store {
     /// Stores (or replaces) a request's encrypted state, durably.
     pub fn put_request(&self, id: &[u8; 16], plaintext: &[u8]) -> Result<(), Error> {
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_REQUESTS), id, crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, plaintext));
         self.db.write_opt(batch, &super::synced())?;
@@ -45,7 +45,7 @@ impl Store {
         entry: &Entry,
         plaintext: impl FnOnce(u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         self.write_logged_with(WriteBatch::default(), std::slice::from_ref(entry), |first, batch| {
             let blob = crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, &plaintext(first));
             batch.put_cf(self.cf(CF_REQUESTS), id, blob);
@@ -60,7 +60,7 @@ impl Store {
         entries: &[Entry],
         mut plaintext: impl FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
-        let _keys = self.key_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _keys = self.key_lock.read();
         self.write_logged_with(WriteBatch::default(), entries, |first, batch| {
             for (i, id) in ids.iter().enumerate() {
                 let blob = crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, &plaintext(i, first + i as u64));
@@ -77,7 +77,7 @@ impl Store {
 
     /// How many entries the log holds.
     pub fn tree_size(&self) -> u64 {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).tree.size().0
+        self.log.lock().size()
     }
 
     pub fn request(&self, id: &[u8; 16]) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
@@ -101,7 +101,7 @@ impl Store {
     /// Records that `client` received `records` at `at`: one row per record, keyed by record
     /// and sealed under the record's data key. Records erased meanwhile are skipped.
     pub fn record_disclosures(&self, records: &[RecordId], client: &str, at: Timestamp) -> Result<(), Error> {
-        let _not_erasing = self.erase_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _not_erasing = self.erase_lock.read();
         let mut batch = WriteBatch::default();
         let value = serde_json::to_vec(&Disclosure { client: client.into(), at }).expect("a disclosure serialises");
         for id in records {
@@ -158,7 +158,7 @@ impl Store {
     /// written to the write-ahead log, so a process crash loses nothing, and a power loss at most
     /// the last moments. `at` orders pruning.
     pub fn append_audit(&self, at: Timestamp, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, Error> {
-        let _order = self.audit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = self.audit_lock.lock();
         let seq = self.audit_seq.load(Ordering::Relaxed) + 1;
         let mut value = at.as_microsecond().to_be_bytes().to_vec();
         value.extend_from_slice(&encode(seq));

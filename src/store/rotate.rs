@@ -1,4 +1,4 @@
-//! Key-encryption-key rotation (../shared/DOMAIN.md §5): a new epoch, every live data key
+//! Key-encryption-key rotation: a new epoch, every live data key
 //! re-wrapped under it, the older KEKs destroyed, and the rotation logged.
 //!
 //! Backups and checkpoints taken before hold data keys wrapped under an older epoch: once that
@@ -42,16 +42,16 @@ impl Store {
     /// touches a sealed blob waits until the rotation is over, so the re-wrap pass never writes
     /// back a row that changed (or was erased) meanwhile.
     pub fn rotate_keys(&self) -> Result<Rotation, Error> {
-        let _rotation = self.rotation_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _no_writes = self.key_lock.write().unwrap_or_else(|p| p.into_inner());
+        let _rotation = self.rotation_lock.lock();
+        let _no_writes = self.key_lock.write();
         self.keys.add_epoch()?;
         self.finish_rotation()?.ok_or_else(|| Error::Corrupt("a rotation that was just started has no epoch".into()))
     }
 
     /// Finishes a rotation cut short (by a crash or a failed write), if any.
     pub fn resume_rotation(&self) -> Result<Option<Rotation>, Error> {
-        let _rotation = self.rotation_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _no_writes = self.key_lock.write().unwrap_or_else(|p| p.into_inner());
+        let _rotation = self.rotation_lock.lock();
+        let _no_writes = self.key_lock.write();
         self.finish_rotation()
     }
 

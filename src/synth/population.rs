@@ -22,7 +22,7 @@ use super::normal::Normal;
 use crate::record::{Jurisdiction, LegalBasis, Provenance, SourceKind};
 
 /// The shape of the score distributions. Defaults are calibrated to published ArcFace-class
-/// figures (genuine ≈ 0.70 ± 0.10, impostor ≈ 0 ± 0.075; see ../shared/DOMAIN.md §7).
+/// figures (genuine ≈ 0.70 ± 0.10, impostor ≈ 0 ± 0.075 cosine for 512-d templates).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ScoreModel {
     /// Decay length of the centroid spectrum, in dimensions (smaller: fewer effective

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::index::kernel;
+use crate::kernel;
 
 /// The false-match rates reported (1 in 100 to 1 in a million strangers accepted).
 pub const FMRS: [f64; 5] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6];

@@ -1,6 +1,10 @@
-//! The transparency log's pure parts: RFC 6962 tree math (and, through the open issue, signed
-//! checkpoints and receipts). No I/O here: storage goes through `store`, serving through `grpc`.
+//! The transparency log, storage-free: RFC 6962 tree math (`merkle`, `tree`), C2SP signed notes
+//! and checkpoints (`note`), log entries (`event`), the writer that sequences, signs and proves
+//! (`log`), receipts and their offline check (`receipt`), and a witness's verdict (`witness`).
+//! No I/O here: the rows go into the caller's write batch through `log::LogSink`, serving goes
+//! through `grpc`.
 pub mod event;
+pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod receipt;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use oubli::{
     embedding::Embedding,
-    engine::{Engine, IndexChoice, IndexConfig},
+    engine::{Engine, IndexChoice, IndexConfig, IndexUse, OpenOptions, Query},
     grpc::pb,
     index::{ExactIndex, HnswIndex, HnswParams, Index},
     record::{NewRecord, RecordId},
@@ -82,7 +82,7 @@ fn code_occurrences(memory: &[u8], vectors: &[&[f32]]) -> usize {
         .iter()
         .map(|v| {
             let mut codes = vec![0i8; v.len()];
-            oubli::index::kernel::quantize(v, &mut codes);
+            oubli::kernel::quantize(v, &mut codes);
             std::array::from_fn(|i| codes[i] as u8)
         })
         .collect();
@@ -176,7 +176,7 @@ fn hnsw_config() -> IndexConfig {
 }
 
 fn open(dirs: &Dirs, config: IndexConfig) -> Engine {
-    Engine::open_with(&dirs.data, &dirs.keys, None, None, config).expect("open engine")
+    Engine::open(&OpenOptions { index: config, ..OpenOptions::new(&dirs.data, &dirs.keys) }).expect("open engine")
 }
 
 /// Ids and scores of each probe's top 10, from whichever index the engine picks.
@@ -184,7 +184,7 @@ fn answers(engine: &Engine, probes: &[Embedding]) -> Vec<Vec<(RecordId, f32)>> {
     probes
         .iter()
         .map(|p| {
-            let result = engine.search(p, K, None).expect("search");
+            let result = engine.search(&Query::new(p, K)).expect("search");
             assert_eq!(result.index, "hnsw");
             result.hits.iter().map(|h| (h.id, h.score)).collect()
         })
@@ -213,15 +213,15 @@ fn restart_loads_the_graph(identities: usize, enrol_batch: usize) {
 
     // Unlink some records from the indexes only (the store still holds them): the next open
     // finds them missing from the graph and links them again.
-    let result = engine.search(&probes[0], 3, None).expect("search");
+    let result = engine.search(&Query::new(&probes[0], 3)).expect("search");
     for hit in &result.hits {
         assert!(engine.unindex(hit.id));
-        assert!(engine.search(&probes[0], K, None).expect("search").hits.iter().all(|h| h.id != hit.id));
+        assert!(engine.search(&Query::new(&probes[0], K)).expect("search").hits.iter().all(|h| h.id != hit.id));
     }
     drop(engine);
     let engine = open(&dirs, hnsw_config());
     assert_eq!(engine.graph_status(), oubli::engine::GraphStatus { loaded: true, linked: 3, dropped: 0 });
-    let found = engine.search(&probes[0], K, None).expect("search").hits;
+    let found = engine.search(&Query::new(&probes[0], K)).expect("search").hits;
     assert!(result.hits.iter().all(|h| found.iter().any(|f| f.id == h.id)), "re-linked records are found");
     drop(engine);
 
@@ -255,17 +255,18 @@ fn batched_exact_search_finds_every_match() {
     let engine = open(&dirs, hnsw_config());
     engine.enroll(&records(&population), &[]).expect("enrol");
     let probes: Vec<Embedding> = (0..7).map(|i| embedding(population.probe(i))).collect();
-    let batch = engine.search_exact_batch(&probes, threshold).expect("batch");
+    let batch = engine.match_exact(&probes, threshold).expect("batch").per_probe;
     assert_eq!(batch.len(), probes.len());
     let mut total = 0;
     for (probe, hits) in probes.iter().zip(&batch) {
-        let one = engine.search_with(probe, 1000, Some(threshold), true, true).expect("search");
+        let query = Query { min_score: Some(threshold), index: IndexUse::Exact, ..Query::new(probe, 1000) };
+        let one = engine.search(&query).expect("search");
         assert_eq!(one.index, "exact");
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), one.hits.iter().map(|h| h.id).collect::<Vec<_>>());
         total += hits.len();
     }
     assert!(total >= probes.len(), "the selfies match their people ({total} hits)");
-    assert!(engine.search_exact_batch(&probes, 1.5).is_err(), "a threshold above 1 is refused");
+    assert!(engine.match_exact(&probes, 1.5).is_err(), "a threshold above 1 is refused");
 }
 
 /// Over gRPC: the server says which index answered, `exact = true` forces the scan, and `auto`
@@ -326,7 +327,7 @@ fn searches_run_alongside_enrolments() {
         for _ in 0..2 {
             s.spawn(|| {
                 for probe in probes.iter().cycle().take(150) {
-                    let result = engine.search(probe, K, None).expect("search");
+                    let result = engine.search(&Query::new(probe, K)).expect("search");
                     assert_eq!(result.index, "hnsw");
                     assert!(result.hits.windows(2).all(|w| w[0].score >= w[1].score), "hits sorted");
                     for hit in &result.hits {

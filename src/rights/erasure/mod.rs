@@ -163,7 +163,7 @@ impl Rights {
         pipeline.plan = plan;
         pipeline.graph_slots = graph_slots;
         pipeline.step = Step::Planned;
-        pipeline.key_epoch = self.engine.store().key_epoch();
+        pipeline.key_epoch = self.engine.records().key_epoch();
         request.advance(State::Erasing, now);
         self.requests.save_logged(request, &entry, |r, leaf| r.pipeline.plan_leaf = leaf)?;
         info!(request_id = %request.id, records = request.pipeline.plan.len(), "erasure planned");
@@ -176,7 +176,7 @@ impl Rights {
     pub(super) fn erase_planned(&self, request: &mut ErasureRequest) -> Result<(), Error> {
         if request.pipeline.step == Step::Planned {
             let started = std::time::Instant::now();
-            let store = self.engine.store();
+            let store = self.engine.records();
             let plan = request.pipeline.plan.clone();
             let graph_slots = request.pipeline.graph_slots.clone();
             let held = store.erasure_inputs(&plan)?;
@@ -213,7 +213,7 @@ impl Rights {
                 faces: faces.as_deref().map(|f| f.as_slice()),
                 also: &also,
             };
-            let erased = store.erase(&deletion, &id, |erased| {
+            let erased = store.erase(&deletion, &id, &mut |erased| {
                 request.pipeline.notified = erased.recipients.iter().cloned().collect();
                 request.pipeline.erased = Some(erased.into());
                 request.encode()
@@ -239,7 +239,8 @@ impl Rights {
             }
             crate::failpoint::hit("erase.unindexed");
             let probes = probes_of(request)?;
-            let (hits, compared) = self.engine.match_all(&probes, self.settings.thresholds.strict);
+            let matches = self.engine.match_exact(&probes, self.settings.thresholds.strict)?;
+            let (hits, compared) = (matches.best(), matches.compared);
             let remaining = if probes.is_empty() { 0 } else { hits.len() as u64 };
             request.pipeline.post_check = Some((compared as u64, remaining));
             // The probes are biometric data: kept no longer than this check.
@@ -291,7 +292,7 @@ impl Rights {
             return Err(Error::InvalidRequest(format!("request {id} is an access request, not an erasure")));
         };
         let e = &request.pipeline;
-        let store = self.engine.store();
+        let store = self.engine.log();
         let facts = self.facts(e);
         let phase1 = match &e.phase1 {
             Some(p) => {
@@ -343,7 +344,7 @@ impl Rights {
             faces_kept: e.faces_kept,
             post_check: e.post_check.filter(|_| e.origin == Origin::Probes),
             key_epoch: e.key_epoch,
-            epoch_destroyed: self.engine.store().oldest_key_epoch() > e.key_epoch,
+            epoch_destroyed: self.engine.records().oldest_key_epoch() > e.key_epoch,
             deleted_at: e.deleted_at,
             rotation_due: e.deleted_at.and_then(|t| {
                 t.checked_add(SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days))).ok()

@@ -57,7 +57,7 @@ impl Rights {
 
     /// One purge for `batch`, its checks, and each request's next step logged with them.
     fn run_phase(&self, purge: Purge, batch: &mut [ErasureRequest]) -> Result<(), Error> {
-        let store = self.engine.store();
+        let store = self.engine.records();
         let mut evidence = store::Evidence::default();
         for erased in batch.iter().filter_map(|r| r.pipeline.erased.as_ref()) {
             evidence.extend(&erased.store_evidence());

@@ -10,6 +10,9 @@
 //!   panels keeps its running sums in registers, as a matrix multiplication kernel does. Every
 //!   panel kernel sums a row in element order with one fused multiply-add per element, so a
 //!   score is bit for bit the same from every panel kernel, alone or batched, on any CPU.
+//!
+//! A leaf: nothing here imports another module of the crate, so [`crate::embedding`] (below the
+//! indexes) and [`crate::index`] both use these kernels without a cycle.
 
 /// A dot-product kernel: both slices must have the same length.
 pub type DotFn = fn(&[f32], &[f32]) -> f32;

@@ -11,23 +11,26 @@
 //! `auto`), and is persisted through the store so a restart loads it instead of rebuilding.
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
-    sync::{Mutex, RwLock},
-    time::Instant,
+    sync::Arc,
 };
 
 use jiff::Timestamp;
+use parking_lot::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
-use zeroize::{Zeroize, Zeroizing};
+
+mod graph;
+mod query;
+
+pub use query::{IndexUse, Matches, OpenOptions, Query};
 
 use crate::{
     embedding::Embedding,
     index::{
-        ExactIndex, Hit, HnswIndex, HnswParams, Index,
+        ExactIndex, HnswIndex, HnswParams, Index,
         hnsw::{GraphChanges, HnswError},
     },
     record::{NewRecord, Provenance, Record, RecordId},
-    store::{self, Idempotency, Store},
+    store::{self, Idempotency, LogStore, RecordStore, RequestStore, Storage, Store},
 };
 
 /// The most hits one search returns.
@@ -128,7 +131,7 @@ pub struct Stats {
 }
 
 pub struct Engine {
-    store: Store,
+    store: Arc<dyn Storage>,
     index: RwLock<ExactIndex>,
     hnsw: Option<RwLock<HnswIndex>>,
     index_config: IndexConfig,
@@ -140,30 +143,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the store and rebuilds the index from it, with the default [`IndexConfig`].
-    pub fn open(
-        data_dir: &Path,
-        key_dir: &Path,
-        dimension: Option<usize>,
-        log_origin: Option<&str>,
-    ) -> Result<Self, Error> {
-        Self::open_with(data_dir, key_dir, dimension, log_origin, IndexConfig::default())
+    /// Opens the RocksDB store `options` names, rebuilds the exact index from it and, if the
+    /// index configuration keeps one, loads the HNSW graph (reconciled with the records) or
+    /// builds it on all cores.
+    #[instrument(skip_all)]
+    pub fn open(options: &OpenOptions) -> Result<Self, Error> {
+        let store =
+            Store::open(&options.data_dir, &options.key_dir, options.dimension, options.log_origin.as_deref())?;
+        Self::with_storage(Arc::new(store), options.index)
     }
 
-    /// Opens the store, rebuilds the exact index from it and, if `config` keeps one, loads the
-    /// HNSW graph (reconciled with the records) or builds it on all cores.
-    #[instrument(skip_all)]
-    pub fn open_with(
-        data_dir: &Path,
-        key_dir: &Path,
-        dimension: Option<usize>,
-        log_origin: Option<&str>,
-        config: IndexConfig,
-    ) -> Result<Self, Error> {
+    /// The engine over any storage: the RocksDB store, or the in-memory one in unit tests.
+    pub fn with_storage(store: Arc<dyn Storage>, config: IndexConfig) -> Result<Self, Error> {
         config.hnsw.check()?;
-        let store = Store::open(data_dir, key_dir, dimension, log_origin)?;
         let mut index = ExactIndex::new(store.dimension());
-        let count = store.for_each(|record| index.insert(record.id, &record.embedding))?;
+        let count = store.for_each(&mut |record| index.insert(record.id, &record.embedding))?;
         let quarantined: HashSet<RecordId> = store.quarantined()?.into_iter().map(|(id, _)| id).collect();
         info!(
             records = count,
@@ -178,7 +172,7 @@ impl Engine {
                 (None, GraphStatus::default())
             }
             IndexChoice::Hnsw | IndexChoice::Auto => {
-                let (hnsw, status) = open_graph(&store, &index, config.hnsw)?;
+                let (hnsw, status) = graph::open_graph(&*store, &index, config.hnsw)?;
                 (Some(RwLock::new(hnsw)), status)
             }
         };
@@ -212,7 +206,7 @@ impl Engine {
     /// On any error nothing is stored.
     #[instrument(skip_all, fields(items = records.len()))]
     pub fn enroll(&self, records: &[NewRecord], quarantine: &[Option<&str>]) -> Result<Vec<Enrolled>, Error> {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = self.writer.lock();
         let mut outcomes = Vec::with_capacity(records.len());
         let mut fresh: Vec<(RecordId, &NewRecord)> = Vec::with_capacity(records.len());
         // The position in `records` of each fresh record.
@@ -253,11 +247,11 @@ impl Engine {
                 .collect();
             self.store.insert(&fresh, Timestamp::now(), &held)?;
             if !held.is_empty() {
-                let mut q = self.quarantined.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut q = self.quarantined.write();
                 q.extend(held.iter().map(|(id, _)| *id));
             }
             {
-                let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut index = self.index.write();
                 for (id, record) in &fresh {
                     index.insert(*id, &record.embedding);
                 }
@@ -267,9 +261,9 @@ impl Engine {
                     fresh.iter().map(|(id, r)| (*id, r.embedding.as_slice())).collect();
                 // In slices, so that searches get the lock between them during a large stream.
                 for slice in items.chunks(GRAPH_SLICE) {
-                    hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert_batch(slice);
+                    hnsw.write().insert_batch(slice);
                 }
-                let changes = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take_changes();
+                let changes = hnsw.write().take_changes();
                 self.persist_graph(hnsw, changes);
             }
         }
@@ -283,41 +277,33 @@ impl Engine {
         self.store.get(id)?.ok_or(Error::NotFound(id))
     }
 
-    /// The `k` records most similar to `probe` with score at least `min_score`, best first,
-    /// from the index the configuration selects (quarantined records included).
-    pub fn search(&self, probe: &Embedding, k: usize, min_score: Option<f32>) -> Result<SearchResult, Error> {
-        self.search_with(probe, k, min_score, false, true)
-    }
-
-    /// As [`Engine::search`]; `exact` forces the exact scan (the ground truth), and
-    /// quarantined records are left out unless `include_quarantined`.
-    #[instrument(skip_all, fields(k, exact))]
-    pub fn search_with(
-        &self,
-        probe: &Embedding,
-        k: usize,
-        min_score: Option<f32>,
-        exact: bool,
-        include_quarantined: bool,
-    ) -> Result<SearchResult, Error> {
+    /// The `k` records most similar to the probe with score at least `min_score`, best first,
+    /// from the index the query names.
+    #[instrument(skip_all, fields(k = query.k, index = ?query.index))]
+    pub fn search(&self, query: &Query<'_>) -> Result<SearchResult, Error> {
+        let Query { probe, k, min_score, index: index_use, include_quarantined } = *query;
         if k == 0 || k > MAX_K {
             return Err(Error::InvalidK(k));
         }
         if let Some(s) = min_score.filter(|s| !(-1.0..=1.0).contains(s)) {
             return Err(Error::InvalidMinScore(s));
         }
-        let quarantined = self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let quarantined = self.quarantined.read();
         let hidden = if include_quarantined { 0 } else { quarantined.len() };
         // Ask for enough that k remain once quarantined records are dropped.
         let wanted = k + hidden;
-        let graph = self.hnsw.as_ref().filter(|_| !exact).map(|h| h.read().unwrap_or_else(|p| p.into_inner()));
+        let graph = self
+            .hnsw
+            .as_ref()
+            .filter(|_| index_use == IndexUse::Configured)
+            .map(|h| h.read());
         let (hits, candidates, index_name) = match graph.filter(|g| self.graph_answers(g.len())) {
             Some(graph) => {
                 let (hits, compared) = graph.search_counted(probe, wanted, min_score);
                 (hits, compared, graph.name())
             }
             None => {
-                let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let index = self.index.read();
                 (index.search(probe, wanted, min_score), index.len(), index.name())
             }
         };
@@ -346,44 +332,37 @@ impl Engine {
         Ok(SearchResult { hits: out, candidates, index: index_name })
     }
 
-    /// Every record scoring at least `min_score` against any of `probes`, with its best score,
-    /// best first, by the exact scan over every record held (quarantined ones included): rights
-    /// requests must find all of a person's records, so no approximate index and no `k` cap.
-    /// Returns the hits and how many records were compared.
+    /// Every record scoring at least `min_score` against each of `probes`, by the exact scan
+    /// over every record held (quarantined ones included), in one pass over the templates, with
+    /// no `k` cap: rights requests must find all of a person's records, which no approximate
+    /// index guarantees. A probe's scores have the same bits as in [`Engine::search`].
     #[instrument(skip_all, fields(probes = probes.len()))]
-    pub fn match_all(&self, probes: &[Embedding], min_score: f32) -> (Vec<Hit>, usize) {
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut best: HashMap<RecordId, f32> = HashMap::new();
-        // One pass over the templates for all probes, no k cap.
-        for hit in index.search_batch(probes, None, Some(min_score)).into_iter().flatten() {
-            let score = best.entry(hit.id).or_insert(hit.score);
-            *score = score.max(hit.score);
+    pub fn match_exact(&self, probes: &[Embedding], min_score: f32) -> Result<Matches, Error> {
+        if !(-1.0..=1.0).contains(&min_score) {
+            return Err(Error::InvalidMinScore(min_score));
         }
-        let mut hits: Vec<Hit> = best.into_iter().map(|(id, score)| Hit { id, score }).collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        (hits, index.len())
+        let index = self.index.read();
+        Ok(Matches { per_probe: index.search_batch(probes, None, Some(min_score)), compared: index.len() })
     }
 
     /// Whether the ingest policy quarantined `id`.
     pub fn is_quarantined(&self, id: RecordId) -> bool {
-        self.quarantined.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&id)
+        self.quarantined.read().contains(&id)
     }
 
-    /// The store: the public transparency log, and the rows of the rights workflows.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// All of the storage (records, request rows, log), for a workflow that writes to several.
+    pub fn store(&self) -> &dyn Storage {
+        &*self.store
     }
 
-    /// Every record scoring at least `min_score` against any of `probes`, by the exact scan
-    /// in one pass over the templates (one list per probe, best first). Access and erasure
-    /// requests use this: an approximate index could miss a record of the person.
-    #[instrument(skip_all, fields(probes = probes.len()))]
-    pub fn search_exact_batch(&self, probes: &[Embedding], min_score: f32) -> Result<Vec<Vec<Hit>>, Error> {
-        if !(-1.0..=1.0).contains(&min_score) {
-            return Err(Error::InvalidMinScore(min_score));
-        }
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(index.search_batch(probes, None, Some(min_score)))
+    /// Records and their keys: reads, recipients, erasure and key rotation.
+    pub fn records(&self) -> &dyn RecordStore {
+        &*self.store
+    }
+
+    /// The rights workflows' own rows (requests, the audit trail).
+    pub fn requests(&self) -> &dyn RequestStore {
+        &*self.store
     }
 
     /// Removes a record from every index (the exact matrix row and the graph node, their bytes
@@ -393,10 +372,10 @@ impl Engine {
     #[instrument(skip_all, fields(record_id = %id))]
     pub fn unindex(&self, id: RecordId) -> bool {
         // With the writers: graph changes must reach the store in the order they were made.
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let present = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+        let _writer = self.writer.lock();
+        let present = self.index.write().remove(id);
         if let Some(hnsw) = &self.hnsw {
-            let mut graph = hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut graph = hnsw.write();
             graph.remove(id);
             let changes = graph.take_changes();
             drop(graph);
@@ -408,7 +387,7 @@ impl Engine {
     /// The graph rows (slots) of `ids` that are in the HNSW graph.
     pub fn graph_slots(&self, ids: &[RecordId]) -> Vec<u32> {
         let Some(hnsw) = &self.hnsw else { return Vec::new() };
-        let graph = hnsw.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let graph = hnsw.read();
         ids.iter().filter_map(|id| graph.slot(*id)).collect()
     }
 
@@ -426,24 +405,24 @@ impl Engine {
     fn persist_graph(&self, hnsw: &RwLock<HnswIndex>, changes: GraphChanges) {
         if let Err(e) = self.store.write_graph(&changes.upserts, &changes.removed, &changes.meta) {
             warn!(error = %e, nodes = changes.upserts.len(), "graph write failed; it will be retried");
-            hnsw.write().unwrap_or_else(|poisoned| poisoned.into_inner()).restore_changes(&changes);
+            hnsw.write().restore_changes(&changes);
         }
     }
 
-    /// The transparency log, read-only: it is public.
-    pub fn log(&self) -> &Store {
-        &self.store
+    /// The transparency log.
+    pub fn log(&self) -> &dyn LogStore {
+        &*self.store
     }
 
     pub fn stats(&self) -> Result<Stats, Error> {
         let (record_count, mut index) = {
-            let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let index = self.index.read();
             (index.len() as u64, index.name())
         };
         if let Some(graph) = &self.hnsw
             && self.graph_answers(record_count as usize)
         {
-            index = graph.read().unwrap_or_else(|poisoned| poisoned.into_inner()).name();
+            index = graph.read().name();
         }
         let store = self.store.stats()?;
         Ok(Stats {
@@ -454,109 +433,4 @@ impl Engine {
             index,
         })
     }
-}
-
-/// Records waiting to be linked into the graph, with copies of their vectors: allocated once at
-/// full size (a growing `Vec` would free copies without zeroing them), zeroed after each link
-/// and on drop.
-struct LinkBatch {
-    dimension: usize,
-    ids: Vec<RecordId>,
-    vectors: Zeroizing<Vec<f32>>,
-}
-
-impl LinkBatch {
-    const RECORDS: usize = 1 << 16;
-
-    /// A batch for linking `records` records in all.
-    fn new(dimension: usize, records: usize) -> Self {
-        let capacity = records.min(Self::RECORDS);
-        LinkBatch {
-            dimension,
-            ids: Vec::with_capacity(capacity),
-            vectors: Zeroizing::new(Vec::with_capacity(capacity * dimension)),
-        }
-    }
-
-    /// Adds a record; returns whether the batch is full.
-    fn push(&mut self, id: RecordId, values: &[f32]) -> bool {
-        self.ids.push(id);
-        self.vectors.extend_from_slice(values);
-        self.ids.len() >= Self::RECORDS
-    }
-
-    /// Links the batch on all cores and empties it.
-    fn link(&mut self, graph: &mut HnswIndex) {
-        let items: Vec<(RecordId, &[f32])> =
-            self.ids.iter().copied().zip(self.vectors.chunks_exact(self.dimension)).collect();
-        graph.insert_batch(&items);
-        self.ids.clear();
-        self.vectors.zeroize();
-    }
-}
-
-/// Loads the stored graph and reconciles it with the records in `exact` (links what it lacks,
-/// unlinks what the store no longer has), or builds it on all cores when there is none or it
-/// cannot be used; then persists what changed.
-fn open_graph(store: &Store, exact: &ExactIndex, params: HnswParams) -> Result<(HnswIndex, GraphStatus), Error> {
-    let started = Instant::now();
-    let dimension = store.dimension();
-    let loaded = match store.load_graph()? {
-        None => None,
-        Some(stored) => {
-            match HnswIndex::from_stored(
-                dimension,
-                params,
-                &stored.meta,
-                stored.nodes.iter().map(|(s, r)| (*s, &r[..])),
-            ) {
-                Ok(graph) => Some(graph),
-                Err(e) => {
-                    warn!(error = %e, "stored graph not used");
-                    store.clear_graph()?;
-                    None
-                }
-            }
-        }
-    };
-    let mut status = GraphStatus { loaded: loaded.is_some(), ..Default::default() };
-    let mut graph = match loaded {
-        Some(g) => g,
-        None => HnswIndex::new(dimension, params)?,
-    };
-    let mut missing: HashSet<RecordId> = HashSet::new();
-    exact.for_each_vector(|id, values| {
-        if !graph.set_vector(id, values) {
-            missing.insert(id);
-        }
-    });
-    let gone: Vec<RecordId> = graph.ids().filter(|id| !exact.contains(*id)).collect();
-    for id in &gone {
-        graph.remove(*id);
-    }
-    // Linked in slices, so that a full build never holds a second copy of every vector.
-    if !missing.is_empty() {
-        let mut batch = LinkBatch::new(dimension, missing.len());
-        exact.for_each_vector(|id, values| {
-            if missing.contains(&id) && batch.push(id, values) {
-                batch.link(&mut graph);
-            }
-        });
-        batch.link(&mut graph);
-    }
-    status.linked = missing.len();
-    status.dropped = gone.len();
-    let changes = graph.take_changes();
-    if !status.loaded || !changes.is_empty() {
-        store.write_graph(&changes.upserts, &changes.removed, &changes.meta)?;
-    }
-    info!(
-        loaded = status.loaded,
-        linked = status.linked,
-        dropped = status.dropped,
-        nodes = graph.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "search graph ready"
-    );
-    Ok((graph, status))
 }

@@ -1,0 +1,166 @@
+//! The transparency log's rows in RocksDB: `log` (entries by index), `log_nodes` (every perfect
+//! subtree's hash) and the latest checkpoint in `meta`. The log itself (tree, signing, proofs,
+//! receipts) is [`LogWriter`]'s; this file only reads its rows at open and puts an append's rows
+//! into the same write batch as the change it records, so the log can never miss or invent one.
+use rocksdb::{DB, IteratorMode, WriteBatch};
+
+use super::{CF_LOG, CF_LOG_NODES, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store, synced};
+use crate::transparency::{
+    event::Entry,
+    log::{LogSink, LogWriter, Recovery},
+    merkle::Hash,
+    receipt::{self, Receipt},
+};
+
+impl Store {
+    /// Writes `batch` and the changes `fill` makes (given the first new leaf index) together with log
+    /// entries for `events` and the checkpoint that covers them, in one synced write: the log
+    /// can never miss or invent a change. Returns the first new leaf index.
+    pub(super) fn write_logged_with(
+        &self,
+        mut batch: WriteBatch,
+        events: &[Entry],
+        fill: impl FnOnce(u64, &mut WriteBatch),
+    ) -> Result<u64, Error> {
+        let mut log = self.log.lock();
+        fill(log.size(), &mut batch);
+        let staged = log.stage(events, &mut BatchSink { store: self, batch: &mut batch });
+        crate::failpoint::hit("log.signed");
+        let first = staged.first();
+        match self.db.write_opt(batch, &synced()) {
+            Ok(()) => {
+                log.commit(staged);
+                Ok(first)
+            }
+            Err(e) => {
+                log.roll_back(staged);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The latest signed checkpoint (a C2SP signed note).
+    pub fn checkpoint(&self) -> String {
+        self.log.lock().checkpoint().to_string()
+    }
+
+    /// The log's verifier key, `<origin>+<key id>+<key>`.
+    pub fn verifier_key(&self) -> String {
+        self.log.lock().verifier_key()
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves (`None`: the latest).
+    pub fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
+        Ok(self.log.lock().inclusion_proof(index, size)?)
+    }
+
+    /// The consistency proof between two tree sizes (`to`: `None` is the latest).
+    pub fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<(u64, Vec<Hash>), Error> {
+        Ok(self.log.lock().consistency_proof(from, to)?)
+    }
+
+    /// Log entries `start..end` (clamped to the log).
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let mut out = Vec::new();
+        let from = start.to_be_bytes();
+        let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_LOG), mode) {
+            let (key, value) = item?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| Error::Corrupt("log key".into()))?);
+            if index >= end {
+                break;
+            }
+            out.push((index, value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A signed receipt for log entry `index`, proven against the latest checkpoint, stating
+    /// what the entry alone shows (`transparency::statements::for_event`).
+    pub fn receipt(&self, index: u64) -> Result<Receipt, Error> {
+        self.receipt_with(index, None)
+    }
+
+    /// The log entry at `index`.
+    pub fn entry(&self, index: u64) -> Result<Entry, Error> {
+        let size = self.log.lock().size();
+        self.entry_bytes(index, size).map(|(entry, _)| entry)
+    }
+
+    fn entry_bytes(&self, index: u64, size: u64) -> Result<(Entry, Vec<u8>), Error> {
+        let bytes = self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?.ok_or(Error::NoEntry { index, size })?;
+        let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
+        Ok((entry, bytes))
+    }
+
+    /// A signed receipt for log entry `index` with `statements` (the workflow that wrote the
+    /// entry knows more than the entry: the checks it made, what is pending), or the defaults.
+    pub fn receipt_with(&self, index: u64, statements: Option<receipt::Statements>) -> Result<Receipt, Error> {
+        let log = self.log.lock();
+        let (entry, bytes) = self.entry_bytes(index, log.size())?;
+        let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
+        Ok(log.receipt(index, &bytes, &entry, statements)?)
+    }
+
+}
+
+/// Rebuilds the log's tree from its entries and checks it against the last signed checkpoint
+/// ([`LogWriter::recover`]); a new log gets its first (empty) checkpoint.
+pub(super) fn open_log(db: &DB, keys: &KeyRing, requested_origin: Option<&str>) -> Result<LogWriter, Error> {
+    let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    let origin = db.get_cf(meta, META_LOG_ORIGIN)?.ok_or_else(|| Error::Corrupt("no log origin".into()))?;
+    let origin = String::from_utf8(origin).map_err(|_| Error::Corrupt("log origin is not UTF-8".into()))?;
+    if let Some(requested) = requested_origin.filter(|r| *r != origin) {
+        return Err(Error::Corrupt(format!(
+            "this data dir's log is named {origin:?}, not {requested:?}; a log cannot be renamed"
+        )));
+    }
+    let signer = keys.log_signer(&origin)?;
+    let cf = db.cf_handle(CF_LOG).expect("column families are created at open");
+    let nodes = db.cf_handle(CF_LOG_NODES).expect("column families are created at open");
+    let checkpoint = match db.get_cf(meta, META_CHECKPOINT)? {
+        None => None,
+        Some(note) => Some(String::from_utf8(note).map_err(|_| Error::LogMismatch("checkpoint is not UTF-8".into()))?),
+    };
+    let leaves = db.iterator_cf(cf, IteratorMode::Start).map(|item| -> Result<(u64, Vec<u8>), Error> {
+        let (key, value) = item?;
+        let index = key.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| Error::Corrupt("log key".into()))?;
+        Ok((index, value.into_vec()))
+    });
+    let node = |level, i| -> Result<Option<Vec<u8>>, Error> { Ok(db.get_cf(nodes, node_key(level, i))?) };
+    let (log, first) = LogWriter::recover(origin, signer, leaves, node, checkpoint).map_err(|e| match e {
+        Recovery::Mismatch(why) => Error::LogMismatch(why),
+        Recovery::Storage(e) => e,
+    })?;
+    if let Some(first) = first {
+        db.put_cf_opt(meta, META_CHECKPOINT, first.as_bytes(), &synced())?;
+    }
+    Ok(log)
+}
+
+/// An append's rows, into the store's write batch.
+struct BatchSink<'a> {
+    store: &'a Store,
+    batch: &'a mut WriteBatch,
+}
+
+impl LogSink for BatchSink<'_> {
+    fn put_leaf(&mut self, index: u64, bytes: &[u8]) {
+        self.batch.put_cf(self.store.cf(CF_LOG), index.to_be_bytes(), bytes);
+    }
+    fn put_node(&mut self, level: u32, index: u64, hash: &Hash) {
+        self.batch.put_cf(self.store.cf(CF_LOG_NODES), node_key(level, index), hash);
+    }
+    fn put_checkpoint(&mut self, note: &str) {
+        self.batch.put_cf(self.store.cf(CF_META), META_CHECKPOINT, note.as_bytes());
+    }
+}
+
+/// The key of a perfect-subtree node: level, then index, so each level reads in order.
+fn node_key(level: u32, index: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = u8::try_from(level).expect("a tree of at most 2^64 leaves has at most 64 levels");
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
