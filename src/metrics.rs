@@ -3,7 +3,17 @@
 //! latency per RPC and status code, the erasure pipeline's step durations, and gauges read at
 //! scrape time (pending and overdue requests, records, log size). Names and labels only, never
 //! a value a client sent.
-use std::{collections::BTreeMap, fmt::Write, sync::Mutex, time::Duration};
+//!
+//! [`serve`] is the endpoint: plain HTTP/1.1, `GET /metrics` only. It knows nothing of what it
+//! serves: the server passes it the function that renders the page.
+use std::{
+    collections::BTreeMap,
+    fmt::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -91,6 +101,51 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         out
+    }
+}
+
+/// Renders the page (blocking: it may read the store), or the message of why it cannot.
+pub type Render = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Answers `GET /metrics` on `listener` with what `render` returns, in the Prometheus text
+/// format; anything else is 404. One request per connection: what a scraper needs and nothing
+/// more. Runs until the task is aborted.
+pub async fn serve(listener: TcpListener, render: Render) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let render = render.clone();
+        tokio::spawn(async move {
+            let mut head = vec![0u8; 4096];
+            let mut n = 0;
+            while !head[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < head.len() {
+                match conn.read(&mut head[n..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => n += k,
+                }
+            }
+            let text = String::from_utf8_lossy(&head[..n]);
+            let mut words = text.split_whitespace();
+            let (status, body) = match (words.next(), words.next()) {
+                (Some("GET"), Some("/metrics")) => match tokio::task::spawn_blocking(move || render()).await {
+                    Ok(Ok(body)) => ("200 OK", body),
+                    Ok(Err(message)) => ("500 Internal Server Error", format!("{message}\n")),
+                    Err(e) => {
+                        tracing::error!(error = %e, "request handler failed");
+                        (
+                            "500 Internal Server Error",
+                            "the request failed inside the server; it has been logged\n".to_string(),
+                        )
+                    }
+                },
+                _ => ("404 Not Found", "metrics are at GET /metrics\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+        });
     }
 }
 

@@ -47,65 +47,86 @@ pub enum RecordError {
     IdempotencyKeyTooLong(usize),
 }
 
-/// A record's id: 128 random bits, never derived from the template, the source or an identity.
-/// Serialised as its 32 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct RecordId([u8; 16]);
+/// Declares a 128-bit random id written as 32 hex digits: `random`, `from_bytes`, `as_bytes`,
+/// `Display`, `Debug`, `FromStr` (with the error the caller names) and serde as the hex string.
+/// Written once so that every id type of the crate parses, prints and stores alike.
+macro_rules! hex_id {
+    ($(#[$meta:meta])* $name:ident, $err:ty, $malformed:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(into = "String", try_from = "String")]
+        pub struct $name([u8; 16]);
 
-impl From<RecordId> for String {
-    fn from(id: RecordId) -> String {
-        id.to_string()
-    }
-}
+        impl $name {
+            /// A fresh id from the operating system's random number generator.
+            pub fn random() -> Self {
+                $name($crate::record::random_128())
+            }
 
-impl TryFrom<String> for RecordId {
-    type Error = RecordError;
-    fn try_from(s: String) -> Result<Self, RecordError> {
-        s.parse()
-    }
-}
+            pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+                $name(bytes)
+            }
 
-impl RecordId {
-    /// A fresh id from the operating system's random number generator.
-    pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).expect("the operating system's random number generator works");
-        RecordId(bytes)
-    }
-
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        RecordId(bytes)
-    }
-
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RecordId({self})")
-    }
-}
-
-impl FromStr for RecordId {
-    type Err = RecordError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut bytes = [0u8; 16];
-        match hex::decode_to_slice(s, &mut bytes) {
-            Ok(()) => Ok(RecordId(bytes)),
-            Err(_) => Err(RecordError::MalformedId(s.chars().take(64).collect())),
+            pub const fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
         }
-    }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $err;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let malformed: fn(&str) -> $err = $malformed;
+                let mut bytes = [0u8; 16];
+                match hex::decode_to_slice(s, &mut bytes) {
+                    Ok(()) => Ok($name(bytes)),
+                    Err(_) => Err(malformed(s)),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.to_string()
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $err;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    };
 }
+pub(crate) use hex_id;
+
+/// 128 bits from the operating system's random number generator.
+pub(crate) fn random_128() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator works");
+    bytes
+}
+
+hex_id!(
+    /// A record's id: 128 random bits, never derived from the template, the source or an
+    /// identity. Serialised as its 32 hex digits.
+    RecordId,
+    RecordError,
+    |s: &str| RecordError::MalformedId(s.chars().take(64).collect())
+);
 
 /// How a photo was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

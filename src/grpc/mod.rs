@@ -20,8 +20,10 @@ use crate::{
         Rights, Settings,
         auth::{AuthError, Role, Tokens},
         request::{Clock, SystemClock},
+        worker::Worker,
     },
 };
+use tonic::Status;
 
 pub use convert::{provenance_from_pb, provenance_to_pb, timestamp_to_pb};
 pub use templates::MAX_STREAM_ITEMS;
@@ -170,13 +172,8 @@ async fn serve(
         Arc::new(tokio::task::spawn_blocking(move || Rights::new(engine, settings, clock)).await??)
     };
     let tokens = Arc::new(load_tokens(&config)?);
-    let (worker, worker_task) = match config.process_requests {
-        true => {
-            let (tx, task) = start_worker(rights.clone());
-            (Some(tx), Some(task))
-        }
-        false => (None, None),
-    };
+    let worker = config.process_requests.then(|| Worker::spawn(rights.clone()));
+    let nudge = worker.as_ref().map(Worker::nudge).unwrap_or_default();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::templates_server::TemplatesServer<templates::TemplatesService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -195,9 +192,9 @@ async fn serve(
     let templates = pb::templates_server::TemplatesServer::new(templates::TemplatesService::new(rights.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rights_service =
-        pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), worker.clone()))
+        pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), nudge.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = pb::admin_server::AdminServer::new(rights::AdminService::new(rights.clone(), worker));
+    let admin = pb::admin_server::AdminServer::new(rights::AdminService::new(rights.clone(), nudge));
     let notifications =
         pb::notifications_server::NotificationsServer::new(rights::NotificationsService::new(rights.clone()));
     let transparency =
@@ -210,7 +207,12 @@ async fn serve(
             let listener = TcpListener::bind(at).await?;
             let bound = listener.local_addr()?;
             info!(addr = %bound, "serving metrics at /metrics");
-            Some((bound, tokio::spawn(serve_metrics(listener, rights.clone()))))
+            let rights = rights.clone();
+            // Gauges read the store: off the async threads, errors as a client would see them.
+            let render = move || {
+                rights.gauges().map(|g| rights.metrics().render(&g)).map_err(|e| Status::from(e).message().to_string())
+            };
+            Some((bound, tokio::spawn(crate::metrics::serve(listener, Arc::new(render)))))
         }
         None => None,
     };
@@ -233,10 +235,10 @@ async fn serve(
     if let Some((_, task)) = metrics {
         task.abort();
     }
-    // The services (and the worker's sender) are gone: once the worker has finished its
-    // current request, nothing else holds the store, and it closes here.
-    if let Some(task) = worker_task {
-        task.await?;
+    // The services (and their nudges) are gone: once the worker has finished its current
+    // round, nothing else holds the store, and it closes here.
+    if let Some(worker) = worker {
+        worker.shutdown().await?;
     }
     drop(rights);
     drop(engine);
@@ -295,120 +297,6 @@ fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::
         }
         Ok(conn)
     })
-}
-
-/// Runs request work in the background: requests submitted now, and any a restart left
-/// unfinished. One at a time, off the async threads.
-/// The worker ends when the server (which holds the sender) is gone.
-fn start_worker(
-    rights: Arc<Rights>,
-) -> (tokio::sync::mpsc::UnboundedSender<crate::rights::request::RequestId>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let resume = tx.clone();
-    let task = tokio::spawn(async move {
-        let pending = {
-            let rights = rights.clone();
-            blocking(move || rights.pending_work()).await
-        };
-        match pending {
-            Ok(ids) => {
-                if !ids.is_empty() {
-                    info!(requests = ids.len(), "resuming unfinished requests");
-                }
-                for id in ids {
-                    let _ = resume.send(id);
-                }
-            }
-            Err(e) => tracing::error!(error = %e.message(), "cannot list unfinished requests"),
-        }
-        drop(resume);
-        let mut failed = false;
-        loop {
-            // Timed work (the purge window, a due rotation, a retry): sleep until it is due, at
-            // most an hour (a clock change is noticed), at least 10 s after a failure (no spin),
-            // unless a request comes first.
-            let next = {
-                let rights = rights.clone();
-                blocking(move || rights.next_purge_at()).await.ok().flatten()
-            };
-            let wait = next.map(|at| {
-                let floor = if failed { 10.0 } else { 0.0 };
-                let secs = at.duration_since(rights.now()).as_secs_f64().clamp(floor, 3600.0);
-                std::time::Duration::from_secs_f64(secs)
-            });
-            let woken_by_time = tokio::select! {
-                id = rx.recv() => {
-                    let Some(id) = id else { break };
-                    // Everything queued now, then one purge for all of it (a sweep queues many).
-                    let mut ids = vec![id];
-                    while let Ok(more) = rx.try_recv() {
-                        ids.push(more);
-                    }
-                    for id in ids {
-                        let r = rights.clone();
-                        if let Err(e) = blocking(move || r.process(id)).await {
-                            tracing::error!(request_id = %id, error = %e.message(), "request processing failed; it is retried");
-                        }
-                    }
-                    false
-                }
-                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => true,
-            };
-            if woken_by_time {
-                // Requests whose last step failed are picked up again.
-                let r = rights.clone();
-                for id in blocking(move || r.pending_work()).await.unwrap_or_default() {
-                    let r = rights.clone();
-                    let _ = blocking(move || r.process(id)).await;
-                }
-            }
-            let r = rights.clone();
-            let purge = blocking(move || r.purge_due(false)).await;
-            let r = rights.clone();
-            let rotation = blocking(move || r.rotate_if_due()).await;
-            failed = purge.is_err() || rotation.is_err();
-            for e in [purge.err(), rotation.err()].into_iter().flatten() {
-                tracing::error!(error = %e.message(), "erasure purge or key rotation failed; it is retried");
-            }
-        }
-    });
-    (tx, task)
-}
-
-/// Answers `GET /metrics` with the Prometheus text format; anything else is 404. Plain HTTP/1.1,
-/// one request per connection: what a scraper needs and nothing more.
-async fn serve_metrics(listener: TcpListener, rights: Arc<Rights>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
-        let rights = rights.clone();
-        tokio::spawn(async move {
-            let mut head = vec![0u8; 4096];
-            let mut n = 0;
-            while !head[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < head.len() {
-                match conn.read(&mut head[n..]).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(k) => n += k,
-                }
-            }
-            let text = String::from_utf8_lossy(&head[..n]);
-            let mut words = text.split_whitespace();
-            let (status, body) = match (words.next(), words.next()) {
-                (Some("GET"), Some("/metrics")) => {
-                    match blocking(move || rights.gauges().map(|g| rights.metrics().render(&g))).await {
-                        Ok(body) => ("200 OK", body),
-                        Err(e) => ("500 Internal Server Error", format!("{}\n", e.message())),
-                    }
-                }
-                _ => ("404 Not Found", "metrics are at GET /metrics\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(response.as_bytes()).await;
-        });
-    }
 }
 
 /// Runs blocking core or rights work off the async threads.

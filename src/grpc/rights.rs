@@ -14,6 +14,7 @@ use crate::rights::{
     self, RequestView, Rights,
     auth::Role,
     request::{RequestId, State},
+    worker::Nudge,
 };
 
 /// The longest a `GetRequest` waits for the worker.
@@ -21,13 +22,19 @@ const MAX_WAIT_SECONDS: u32 = 30;
 
 pub struct RightsService {
     rights: Arc<Rights>,
-    worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>,
+    worker: Nudge,
 }
 
 impl RightsService {
-    pub fn new(rights: Arc<Rights>, worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>) -> Self {
+    pub fn new(rights: Arc<Rights>, worker: Nudge) -> Self {
         RightsService { rights, worker }
     }
+}
+
+/// The rate limit of public submissions, per caller address, checked before any work.
+fn admit<T>(rights: &Rights, request: &Request<T>) -> Result<(), Status> {
+    let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    Ok(rights.admit(&peer)?)
 }
 
 fn secret(s: &str) -> Option<&str> {
@@ -76,17 +83,14 @@ impl pb::rights_server::Rights for RightsService {
         &self,
         request: Request<pb::SubmitAccessRequestRequest>,
     ) -> Result<Response<pb::SubmitAccessRequestResponse>, Status> {
-        let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-        self.rights.admit(&peer).map_err(Status::from)?;
+        admit(&self.rights, &request)?;
         let req = request.into_inner();
         let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let submitted =
             blocking(move || rights.submit_access(probes, req.contact, claim, req.include_templates)).await?;
-        if let Some(worker) = &self.worker {
-            let _ = worker.send(submitted.id);
-        }
+        self.worker.nudge(submitted.id);
         tracing::info!(request_id = %submitted.id, "access request submitted");
         Ok(noted(
             pb::SubmitAccessRequestResponse {
@@ -173,10 +177,8 @@ impl pb::rights_server::Rights for RightsService {
         let approved = convert::record_ids(&req.approved_record_ids)?;
         let rights = self.rights.clone();
         let view = blocking(move || rights.review(&caller, id, approved, req.note)).await?;
-        if view.state == State::Erasing
-            && let Some(worker) = &self.worker
-        {
-            let _ = worker.send(id);
+        if view.state == State::Erasing {
+            self.worker.nudge(id);
         }
         Ok(noted(status_to_pb(&view), id))
     }
@@ -211,17 +213,14 @@ impl pb::rights_server::Rights for RightsService {
         &self,
         request: Request<pb::SubmitErasureRequestRequest>,
     ) -> Result<Response<pb::SubmitErasureRequestResponse>, Status> {
-        let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-        self.rights.admit(&peer).map_err(Status::from)?;
+        admit(&self.rights, &request)?;
         let mut req = request.into_inner();
         let target = convert::erasure_target(&mut req, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let keep = req.never_enrol_again;
         let submitted = blocking(move || rights.submit_erasure(target, req.contact, claim, keep)).await?;
-        if let Some(worker) = &self.worker {
-            let _ = worker.send(submitted.id);
-        }
+        self.worker.nudge(submitted.id);
         tracing::info!(request_id = %submitted.id, "erasure request submitted");
         Ok(noted(
             pb::SubmitErasureRequestResponse {
@@ -264,8 +263,7 @@ impl pb::rights_server::Rights for RightsService {
         &self,
         request: Request<pb::AttestNoMatchRequest>,
     ) -> Result<Response<pb::AttestNoMatchResponse>, Status> {
-        let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-        self.rights.admit(&peer).map_err(Status::from)?;
+        admit(&self.rights, &request)?;
         let req = request.into_inner();
         let id = convert::request_id(&req.request_id)?;
         let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
@@ -280,11 +278,11 @@ impl pb::rights_server::Rights for RightsService {
 
 pub struct AdminService {
     rights: Arc<Rights>,
-    worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>,
+    worker: Nudge,
 }
 
 impl AdminService {
-    pub fn new(rights: Arc<Rights>, worker: Option<tokio::sync::mpsc::UnboundedSender<RequestId>>) -> Self {
+    pub fn new(rights: Arc<Rights>, worker: Nudge) -> Self {
         AdminService { rights, worker }
     }
 
@@ -358,10 +356,8 @@ impl pb::admin_server::Admin for AdminService {
         let rule = convert::sweep_rule(&req.rule)?;
         let rights = self.rights.clone();
         let (matched, ids) = blocking(move || rights.sweep(&rule, req.dry_run)).await?;
-        if let Some(worker) = &self.worker {
-            for id in &ids {
-                let _ = worker.send(*id);
-            }
+        for id in &ids {
+            self.worker.nudge(*id);
         }
         Ok(Response::new(pb::SweepPolicyResponse {
             matched: matched as u64,

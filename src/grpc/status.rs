@@ -1,8 +1,28 @@
-//! The one mapping from domain errors to gRPC status codes. Exhaustive on purpose: a new error
-//! variant does not compile until someone decides what a client sees.
+//! The one mapping from domain errors to gRPC status codes: one exhaustive `match` per layer's
+//! error enum, no catch-all arm, so a new variant does not compile until someone decides what a
+//! client sees. Storage and corruption details stay in the operator's log.
+use std::fmt::Display;
+
 use tonic::{Code, Status};
 
-use crate::{embedding::EmbeddingError, engine, record::RecordError, rights, store};
+use crate::{
+    embedding::EmbeddingError,
+    engine,
+    record::RecordError,
+    rights::{self, auth::AuthError, policy::PolicyError},
+    store,
+};
+
+/// Paths and engine messages stay in the operator's log, not in the client's hands.
+fn internal(e: &impl Display) -> Status {
+    tracing::error!(error = %e, "storage failure");
+    Status::internal("internal storage error; the server's log has the details")
+}
+
+fn data_loss(e: &impl Display) -> Status {
+    tracing::error!(error = %e, "corrupt data");
+    Status::data_loss(e.to_string())
+}
 
 impl From<EmbeddingError> for Status {
     fn from(e: EmbeddingError) -> Self {
@@ -34,66 +54,74 @@ impl From<RecordError> for Status {
     }
 }
 
+impl From<store::Error> for Status {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::Corrupt(_) | store::Error::LogMismatch(_) => data_loss(&e),
+            store::Error::Proof(_) => Status::invalid_argument(e.to_string()),
+            store::Error::NoEntry { .. } => Status::not_found(e.to_string()),
+            store::Error::Unverified(_) => Status::unavailable(e.to_string()),
+            store::Error::Rocks(_)
+            | store::Error::Io { .. }
+            | store::Error::DimensionMismatch { .. }
+            | store::Error::InvalidDimension(_)
+            | store::Error::UnsupportedFormat { .. }
+            | store::Error::MissingKeys { .. }
+            | store::Error::WrongKeys { .. }
+            | store::Error::NestedDirs { .. }
+            | store::Error::KeyFile { .. } => internal(&e),
+        }
+    }
+}
+
 impl From<engine::Error> for Status {
     fn from(e: engine::Error) -> Self {
-        let code = match &e {
-            engine::Error::InvalidK(_) | engine::Error::InvalidMinScore(_) => Code::InvalidArgument,
-            engine::Error::NotFound(_) => Code::NotFound,
-            engine::Error::IdempotencyConflict { .. } => Code::FailedPrecondition,
+        match e {
+            engine::Error::InvalidK(_) | engine::Error::InvalidMinScore(_) => Status::invalid_argument(e.to_string()),
+            engine::Error::NotFound(_) => Status::not_found(e.to_string()),
+            engine::Error::IdempotencyConflict { .. } => Status::failed_precondition(e.to_string()),
+            engine::Error::Store(s) => Status::from(s),
             // Index parameters are the operator's, checked at start-up.
-            engine::Error::Index(_) => Code::Internal,
-            engine::Error::Store(s) => match s {
-                store::Error::Corrupt(_) | store::Error::LogMismatch(_) => Code::DataLoss,
-                store::Error::Proof(_) => Code::InvalidArgument,
-                store::Error::NoEntry { .. } => Code::NotFound,
-                store::Error::Unverified(_) => Code::Unavailable,
-                store::Error::Rocks(_)
-                | store::Error::Io { .. }
-                | store::Error::DimensionMismatch { .. }
-                | store::Error::InvalidDimension(_)
-                | store::Error::UnsupportedFormat { .. }
-                | store::Error::MissingKeys { .. }
-                | store::Error::WrongKeys { .. }
-                | store::Error::NestedDirs { .. }
-                | store::Error::KeyFile { .. } => Code::Internal,
-            },
-        };
-        match code {
-            // Paths and engine messages stay in the operator's log, not in the client's hands.
-            Code::Internal => {
-                tracing::error!(error = %e, "storage failure");
-                Status::internal("internal storage error; the server's log has the details")
+            engine::Error::Index(_) => internal(&e),
+        }
+    }
+}
+
+impl From<PolicyError> for Status {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            // The policy is the operator's; a client sees why its call cannot go ahead now.
+            PolicyError::File { .. } | PolicyError::Invalid { .. } | PolicyError::UnknownProfile(_) => {
+                Status::failed_precondition(e.to_string())
             }
-            Code::DataLoss => {
-                tracing::error!(error = %e, "corrupt data");
-                Status::data_loss(e.to_string())
-            }
-            _ => Status::new(code, e.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        match e {
+            // The tokens file is the operator's, and its path stays in the log.
+            AuthError::Io { .. } | AuthError::Invalid { .. } => internal(&e),
         }
     }
 }
 
 impl From<rights::Error> for Status {
     fn from(e: rights::Error) -> Self {
-        let code = match &e {
-            rights::Error::Engine(_) => Code::Unknown,
-            rights::Error::PolicyRefused { .. } | rights::Error::Policy(_) | rights::Error::WrongState { .. } => {
-                Code::FailedPrecondition
-            }
-            rights::Error::InvalidRequest(_) => Code::InvalidArgument,
-            rights::Error::NoRequest(_) | rights::Error::NoNotification(_) => Code::NotFound,
-            rights::Error::StillMatches { .. } => Code::FailedPrecondition,
-            rights::Error::WrongSecret(_) => Code::PermissionDenied,
-            rights::Error::RateLimited { .. } => Code::ResourceExhausted,
-            rights::Error::CorruptRequest(..) => Code::DataLoss,
-        };
         match e {
             rights::Error::Engine(inner) => Status::from(inner),
-            e => {
-                if code == Code::DataLoss {
-                    tracing::error!(error = %e, "corrupt request");
-                }
-                Status::new(code, e.to_string())
+            rights::Error::Policy(inner) => Status::from(inner),
+            rights::Error::PolicyRefused { .. }
+            | rights::Error::WrongState { .. }
+            | rights::Error::StillMatches { .. } => Status::failed_precondition(e.to_string()),
+            rights::Error::InvalidRequest(_) => Status::invalid_argument(e.to_string()),
+            rights::Error::NoRequest(_) | rights::Error::NoNotification(_) => Status::not_found(e.to_string()),
+            rights::Error::WrongSecret(_) => Status::permission_denied(e.to_string()),
+            rights::Error::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+            rights::Error::CorruptRequest(..) => {
+                tracing::error!(error = %e, "corrupt request");
+                Status::new(Code::DataLoss, e.to_string())
             }
         }
     }

@@ -1,10 +1,110 @@
 //! The access report (GDPR Art. 15): everything held about the person, in JSON, and the same
 //! as a readable Markdown page. No time window, no cap: every record found is in it.
+//!
+//! The legal text every report carries is here, as constants, so that what the controller tells
+//! people can be read and reviewed in one place; the access workflow supplies the facts.
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::{Thresholds, request::RequestId};
 use crate::store::Disclosure;
 
 pub const FORMAT: &str = "oubli-access-report/v1";
+
+/// The supervisory authority named to a person whose data were collected in France, or who
+/// says they live there.
+pub const CNIL: &str = "CNIL (Commission nationale de l'informatique et des libertés), 3 place de Fontenoy, \
+                        75007 Paris, https://www.cnil.fr/fr/plaintes";
+pub const METHOD: &str = "exact scan of every record held (no approximate index)";
+pub const PURPOSES: [&str; 1] =
+    ["identification of persons by face search on behalf of the operators listed as recipients"];
+pub const CATEGORIES: [&str; 3] = [
+    "biometric data (Art. 9): a face template computed from a photo",
+    "the photo's source address, collection time, declared legal basis and presumed jurisdiction",
+    "who searched for and received each record, and when",
+];
+pub const RETENTION: &str =
+    "until erased on request or by policy; no automatic expiry is configured in this demonstration";
+pub const YOUR_RIGHTS: [&str; 6] = [
+    "rectification (Art. 16)",
+    "erasure (Art. 17): submit an erasure request with your request secret or your photo",
+    "restriction of processing (Art. 18)",
+    "objection (Art. 21)",
+    "to be told the recipients of your data (Art. 19)",
+    "to ask again at any time, free of charge: there is no yearly limit",
+];
+pub const SOURCE: &str = "collected from the sources listed with each record, not from you";
+pub const AUTOMATED_DECISIONS: &str = "no decision producing legal effects is taken automatically by this system; operators receive ranked search \
+     results";
+pub const SCOPE: &str = "This report covers every record held about you, whatever its age, found by comparing your \
+                         photo with every record in the store.";
+
+/// The facts of one answer, from which [`Answer::into_report`] writes the report.
+pub struct Answer<'a> {
+    pub request_id: RequestId,
+    pub received_at: Timestamp,
+    pub answered_at: Timestamp,
+    pub due_at: Timestamp,
+    pub records: Vec<ReportRecord>,
+    /// Review-band matches not disclosed.
+    pub withheld: usize,
+    pub probes: usize,
+    pub compared: u64,
+    pub thresholds: Thresholds,
+    pub controller: &'a str,
+    pub recipients: Vec<String>,
+    pub supervisory_authority: &'a str,
+    pub answer_log: LogOpening,
+}
+
+impl Answer<'_> {
+    pub fn into_report(self) -> AccessReport {
+        let withheld = self.withheld;
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        AccessReport {
+            format: FORMAT.into(),
+            request_id: self.request_id.to_string(),
+            received_at: self.received_at.to_string(),
+            answered_at: self.answered_at.to_string(),
+            due_at: self.due_at.to_string(),
+            confirmation: if self.records.is_empty() {
+                "We hold no record that matches your face at or above the strict threshold.".into()
+            } else {
+                format!("We hold {} record(s) of your face, listed below in full.", self.records.len())
+            },
+            records: self.records,
+            erased_since: 0,
+            withheld_for_review: withheld,
+            review_note: if withheld == 0 {
+                "No possible match is withheld.".into()
+            } else {
+                format!(
+                    "{withheld} record(s) scored in the review band: they may be yours or a look-alike's. They are not \
+                     shown until the privacy desk confirms them, because showing a stranger's data would breach \
+                     their rights (GDPR Art. 15(4))."
+                )
+            },
+            matching: Matching {
+                method: METHOD.into(),
+                probes: self.probes,
+                records_compared: self.compared,
+                strict_threshold: self.thresholds.strict,
+                review_threshold: self.thresholds.review,
+            },
+            controller: self.controller.into(),
+            purposes: strings(&PURPOSES),
+            categories: strings(&CATEGORIES),
+            recipients: self.recipients,
+            retention: RETENTION.into(),
+            your_rights: strings(&YOUR_RIGHTS),
+            supervisory_authority: self.supervisory_authority.into(),
+            source: SOURCE.into(),
+            automated_decisions: AUTOMATED_DECISIONS.into(),
+            scope: SCOPE.into(),
+            answer_log: self.answer_log,
+        }
+    }
+}
 
 /// How the records were found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

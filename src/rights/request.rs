@@ -1,72 +1,33 @@
 //! Rights requests as persisted: ids, secrets, states, deadlines and the clock.
 //!
+//! A [`Request`] is one workflow's: an [`AccessRequest`] or an [`ErasureRequest`] (which alone
+//! has a pipeline), each around the [`Common`] part, so a request without the state its
+//! workflow needs cannot be built. Stored as the flat JSON of earlier versions.
+//!
 //! A request moves received → verifying → in progress → completed, needs review, or denied.
 //! Each state is persisted before the work of the next step starts, so a restart resumes any
 //! request not in a final state. Deadlines follow Art. 12(3): one calendar month from receipt,
 //! extendable by at most two more months with a recorded reason.
-use std::{fmt, str::FromStr, sync::Mutex};
+use std::{
+    fmt,
+    ops::{Deref, DerefMut},
+    sync::Mutex,
+};
 
 use jiff::{Span, Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::record::RecordId;
 
-/// A request's public id (128 random bits, hex).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct RequestId([u8; 16]);
-
-impl RequestId {
-    pub fn random() -> Self {
-        RequestId(random16())
-    }
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        RequestId(bytes)
-    }
-}
-
-fn random16() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the operating system's random number generator works");
-    b
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-impl fmt::Debug for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RequestId({self})")
-    }
-}
-impl FromStr for RequestId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        hex::decode(s)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .map(RequestId)
-            .ok_or_else(|| format!("{:?} is not a request id (32 hex digits)", s.chars().take(40).collect::<String>()))
-    }
-}
-impl From<RequestId> for String {
-    fn from(id: RequestId) -> String {
-        id.to_string()
-    }
-}
-impl TryFrom<String> for RequestId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
+crate::record::hex_id!(
+    /// A request's public id (128 random bits, hex).
+    RequestId,
+    String,
+    |s: &str| format!("{:?} is not a request id (32 hex digits)", s.chars().take(40).collect::<String>())
+);
 
 /// The secret that lets a person (who has no account) read their request: 128 random bits,
 /// shown once at submission. Only its digest is stored.
@@ -74,7 +35,7 @@ pub struct RequestSecret([u8; 16]);
 
 impl RequestSecret {
     pub fn random() -> Self {
-        RequestSecret(random16())
+        RequestSecret(crate::record::random_128())
     }
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -196,11 +157,10 @@ pub struct Review {
     pub note: String,
 }
 
-/// A rights request, as stored (encrypted: it holds probes and contact details).
+/// What every request holds, whatever its workflow.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct Request {
+pub struct Common {
     pub id: RequestId,
-    pub kind: Kind,
     pub state: State,
     #[serde(with = "hex_digest")]
     pub secret_digest: [u8; 32],
@@ -210,7 +170,6 @@ pub struct Request {
     /// How to reach the person. Never logged.
     pub contact: String,
     pub jurisdiction_claim: Option<String>,
-    pub include_templates: bool,
     /// The person's probe templates; dropped once matching is done (data minimisation).
     pub probes: Vec<Vec<f32>>,
     pub probe_count: usize,
@@ -221,24 +180,176 @@ pub struct Request {
     pub denial: Option<String>,
     /// State changes, oldest first.
     pub history: Vec<(State, Timestamp)>,
-    /// The report given to the person (JSON), once answered.
-    pub report: Option<String>,
-    /// The log leaf of the answer's receipt.
+    /// The log leaf of the answer's receipt (an erasure's: its phase-2 receipt).
     pub receipt_leaf: Option<u64>,
     /// How many records the exact scan compared.
     pub compared: u64,
-    /// Salt of the answer's commitment in the public log (hex), given in the report.
+    /// Salt of the request's commitments in the public log (hex), given in the report.
     pub log_salt: String,
-    /// An erasure's pipeline.
-    #[serde(default)]
-    pub erasure: Option<Erasure>,
+}
+
+/// An access request (Art. 15): the common part, and the answer once given.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AccessRequest {
+    #[serde(flatten)]
+    pub common: Common,
+    pub include_templates: bool,
+    /// The report given to the person (JSON), once answered.
+    pub report: Option<String>,
+}
+
+/// An erasure request (Art. 17): the common part and its pipeline.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ErasureRequest {
+    #[serde(flatten)]
+    pub common: Common,
+    /// Rows written before the pipeline existed may lack it (or hold null): they start from
+    /// the default one, as the planning step always did.
+    /// Boxed: the common part is what most code moves around.
+    #[serde(rename = "erasure", default, deserialize_with = "pipeline_or_default")]
+    pub pipeline: Box<Erasure>,
+}
+
+fn pipeline_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<Erasure>, D::Error> {
+    Ok(Option::<Box<Erasure>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A rights request, as stored (encrypted: it holds probes and contact details). The JSON is
+/// the flat shape of earlier versions, `kind` naming the workflow, so every stored row reads.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Request {
+    Access(AccessRequest),
+    Erasure(ErasureRequest),
+}
+
+/// Borrowed form of [`Request`] for writing one workflow's request without a copy.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum StoredRef<'a> {
+    Access(&'a AccessRequest),
+    Erasure(&'a ErasureRequest),
+}
+
+/// A request that can be written to its row.
+pub trait Stored {
+    fn id(&self) -> RequestId;
+    /// The row's plaintext (zeroed on drop: it holds probes and contact details).
+    fn encode(&self) -> Zeroizing<Vec<u8>>;
+}
+
+fn encode(r: StoredRef<'_>) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(serde_json::to_vec(&r).expect("a request serialises"))
+}
+
+impl Stored for AccessRequest {
+    fn id(&self) -> RequestId {
+        self.common.id
+    }
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        encode(StoredRef::Access(self))
+    }
+}
+
+impl Stored for ErasureRequest {
+    fn id(&self) -> RequestId {
+        self.common.id
+    }
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        encode(StoredRef::Erasure(self))
+    }
+}
+
+impl Stored for Request {
+    fn id(&self) -> RequestId {
+        self.common().id
+    }
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Request::Access(a) => a.encode(),
+            Request::Erasure(e) => e.encode(),
+        }
+    }
+}
+
+impl Request {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Request::Access(_) => Kind::Access,
+            Request::Erasure(_) => Kind::Erasure,
+        }
+    }
+
+    pub fn common(&self) -> &Common {
+        match self {
+            Request::Access(a) => &a.common,
+            Request::Erasure(e) => &e.common,
+        }
+    }
+
+    pub fn common_mut(&mut self) -> &mut Common {
+        match self {
+            Request::Access(a) => &mut a.common,
+            Request::Erasure(e) => &mut e.common,
+        }
+    }
+
+    /// The stored report, for an answered access request.
+    pub fn report(&self) -> Option<&str> {
+        match self {
+            Request::Access(a) => a.report.as_deref(),
+            Request::Erasure(_) => None,
+        }
+    }
+}
+
+// The workflows read and move the common part all the time; the variant matters only where
+// the workflow does.
+impl Deref for Request {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        self.common()
+    }
+}
+
+impl DerefMut for Request {
+    fn deref_mut(&mut self) -> &mut Common {
+        self.common_mut()
+    }
+}
+
+impl Deref for AccessRequest {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+impl DerefMut for AccessRequest {
+    fn deref_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
+}
+
+impl Deref for ErasureRequest {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+impl DerefMut for ErasureRequest {
+    fn deref_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
 }
 
 /// Why an erasure erases what it does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "by")]
 pub enum Origin {
     /// The person's probe faces, matched by the exact scan.
+    #[default]
     Probes,
     /// Records named in the person's access report, authorised by that request's secret.
     Records { access_request: RequestId },
@@ -247,10 +358,11 @@ pub enum Origin {
 }
 
 /// The erasure pipeline's steps, each persisted before the next starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// The record set is frozen and logged.
+    #[default]
     Planned,
     /// The rows are deleted, recipients' notices and suppression entries written (one write);
     /// the vectors are then removed from the indexes.
@@ -281,7 +393,7 @@ pub struct Phase {
 }
 
 /// An erasure request's pipeline state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Erasure {
     pub origin: Origin,
     pub step: Step,
@@ -292,7 +404,7 @@ pub struct Erasure {
     pub plan_leaf: u64,
     pub deleted_at: Option<Timestamp>,
     /// What the delete removed and where it was on disk.
-    pub erased: Option<crate::store::Erased>,
+    pub erased: Option<super::erasure::evidence::Erased>,
     /// Recipients sent an Art. 19 notice.
     pub notified: Vec<String>,
     /// Source addresses added to the suppression list.
@@ -316,7 +428,7 @@ impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("id", &self.id)
-            .field("kind", &self.kind)
+            .field("kind", &self.kind())
             .field("state", &self.state)
             .field("probes", &self.probes.len())
             .field("matched", &self.matched.len())
@@ -325,7 +437,7 @@ impl fmt::Debug for Request {
     }
 }
 
-impl Drop for Request {
+impl Drop for Common {
     fn drop(&mut self) {
         use zeroize::Zeroize;
         for p in &mut self.probes {
@@ -334,7 +446,31 @@ impl Drop for Request {
     }
 }
 
-impl Request {
+impl Common {
+    /// A request received `now`, due in one month, with a placeholder secret digest.
+    pub fn new(contact: String, jurisdiction_claim: Option<String>, probes: Vec<Vec<f32>>, now: Timestamp) -> Common {
+        Common {
+            id: RequestId::random(),
+            state: State::Received,
+            secret_digest: RequestSecret::random().digest(),
+            received_at: now,
+            due_at: add_months(now, 1),
+            extension: None,
+            contact,
+            jurisdiction_claim,
+            probe_count: probes.len(),
+            probes,
+            matched: Vec::new(),
+            review_band: Vec::new(),
+            review: None,
+            denial: None,
+            history: vec![(State::Received, now)],
+            receipt_leaf: None,
+            compared: 0,
+            log_salt: hex::encode(crate::record::random_128()),
+        }
+    }
+
     /// Moves to `state` at `now`, keeping the history.
     pub fn advance(&mut self, state: State, now: Timestamp) {
         self.state = state;
@@ -344,6 +480,11 @@ impl Request {
     /// Not final and past its (possibly extended) due date.
     pub fn is_overdue(&self, now: Timestamp) -> bool {
         !self.state.is_final() && now > self.due_at
+    }
+
+    /// The salt of the request's log commitments.
+    pub fn salt(&self) -> [u8; 16] {
+        hex::decode(&self.log_salt).ok().and_then(|b| b.try_into().ok()).unwrap_or([0; 16])
     }
 }
 
@@ -429,5 +570,80 @@ mod tests {
         let id = RequestId::random();
         assert_eq!(id.to_string().parse::<RequestId>(), Ok(id));
         assert!("abc".parse::<RequestId>().is_err());
+    }
+
+    /// An access request and an erasure request as earlier versions wrote them: one flat
+    /// struct, `kind` beside the fields, `erasure` null for access and the store's evidence
+    /// type inside an erasure.
+    const OLD_ACCESS: &str = r#"{"id":"000102030405060708090a0b0c0d0e0f","kind":"access","state":"completed",
+        "secret_digest":"1111111111111111111111111111111111111111111111111111111111111111",
+        "received_at":"2026-11-01T10:00:00Z","due_at":"2026-12-01T10:00:00Z","extension":null,
+        "contact":"me@example.org","jurisdiction_claim":"FR","include_templates":true,"probes":[],
+        "probe_count":1,"matched":[{"record_id":"aa000000000000000000000000000000","score":0.75}],
+        "review_band":[],"review":null,"denial":null,
+        "history":[["received","2026-11-01T10:00:00Z"],["completed","2026-11-01T10:00:01Z"]],
+        "report":"{}","receipt_leaf":7,"compared":42,"log_salt":"22222222222222222222222222222222",
+        "erasure":null}"#;
+
+    const OLD_ERASURE: &str = r#"{"id":"0f0e0d0c0b0a09080706050403020100","kind":"erasure","state":"erasing",
+        "secret_digest":"3333333333333333333333333333333333333333333333333333333333333333",
+        "received_at":"2026-11-01T10:00:00Z","due_at":"2026-12-01T10:00:00Z","extension":null,
+        "contact":"me@example.org","jurisdiction_claim":null,"include_templates":false,
+        "probes":[[0.5,0.5]],"probe_count":1,
+        "matched":[{"record_id":"bb000000000000000000000000000000","score":0.9}],"review_band":[],
+        "review":null,"denial":null,"history":[["received","2026-11-01T10:00:00Z"]],"report":null,
+        "receipt_leaf":null,"compared":3,"log_salt":"44444444444444444444444444444444",
+        "erasure":{"origin":{"by":"records","access_request":"000102030405060708090a0b0c0d0e0f"},
+          "step":"deleted","plan":["bb000000000000000000000000000000"],"graph_slots":[3],"plan_leaf":5,
+          "deleted_at":"2026-11-01T10:00:02Z",
+          "erased":{"records":1,"recipients":["police-a"],"rows":6,
+            "targets":[{"cf":"records","start":"bb","end":"bbff","absent":true}],
+            "evidence":{"key_files":["000012.sst"],"row_files":["000013.sst"],"wals":["000010.log"]}},
+          "notified":["police-a"],"suppressed":1,"post_check":[2,0],"key_epoch":1,
+          "phase1":{"at":"2026-11-01T10:00:03Z","leaf":6,"verified":["checked"]},"phase2":null,
+          "keep_face":false,"faces_kept":0}}"#;
+
+    #[test]
+    fn requests_stored_in_the_old_flat_shape_still_read() {
+        let access: Request = serde_json::from_str(OLD_ACCESS).unwrap();
+        let Request::Access(a) = &access else { panic!("an access request: {access:?}") };
+        assert_eq!(a.id.to_string(), "000102030405060708090a0b0c0d0e0f");
+        assert_eq!((a.state, a.include_templates, a.report.as_deref()), (State::Completed, true, Some("{}")));
+        assert_eq!((a.receipt_leaf, a.compared, a.matched.len(), a.history.len()), (Some(7), 42, 1, 2));
+        assert_eq!(a.salt(), [0x22; 16]);
+
+        let erasure: Request = serde_json::from_str(OLD_ERASURE).unwrap();
+        let Request::Erasure(e) = &erasure else { panic!("an erasure request: {erasure:?}") };
+        let p = &e.pipeline;
+        assert_eq!((e.state, e.probes.clone()), (State::Erasing, vec![vec![0.5, 0.5]]));
+        assert_eq!(p.origin, Origin::Records { access_request: a.id });
+        assert_eq!(
+            (p.step, p.plan_leaf, p.graph_slots.clone(), p.post_check),
+            (Step::Deleted, 5, vec![3], Some((2, 0)))
+        );
+        assert_eq!((p.keep_face, p.faces_kept, p.phase1.as_ref().map(|x| x.leaf)), (false, 0, Some(6)));
+        let erased = p.erased.as_ref().expect("the evidence is read");
+        assert_eq!((erased.records, erased.rows, erased.targets.len()), (1, 6, 1));
+        assert_eq!(erased.targets[0].start, vec![0xbb]);
+        assert!(erased.evidence.wals.contains("000010.log"));
+
+        // Written again, each reads back the same, in the same flat shape.
+        for (request, old) in [(access, OLD_ACCESS), (erasure, OLD_ERASURE)] {
+            let json: serde_json::Value = serde_json::from_slice(&request.encode()).unwrap();
+            let old: serde_json::Value = serde_json::from_str(old).unwrap();
+            for (key, value) in json.as_object().unwrap() {
+                assert_eq!(Some(value), old.get(key), "{key}");
+            }
+            let again: Request = serde_json::from_value(json).unwrap();
+            assert_eq!(again.encode().to_vec(), request.encode().to_vec());
+        }
+    }
+
+    #[test]
+    fn an_erasure_stored_without_a_pipeline_starts_from_the_default_one() {
+        let (head, _) = OLD_ERASURE.split_once(r#""erasure":"#).unwrap();
+        let json = head.trim_end().trim_end_matches(',').to_string() + "}";
+        let Request::Erasure(e) = serde_json::from_str::<Request>(&json).unwrap() else { panic!("an erasure") };
+        assert_eq!(*e.pipeline, Erasure::default());
     }
 }

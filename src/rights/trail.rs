@@ -2,8 +2,12 @@
 //! accountability (GDPR Art. 5(2)). The public transparency log proves *what* was done; this
 //! private trail shows *who* asked. It holds no template, source, contact detail or message
 //! text: only the caller's client name and roles, the method, and the status code.
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::{Error, Rights};
+use crate::store;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -37,5 +41,31 @@ impl AuditEvent {
     /// An event from its stored form.
     pub fn decode(bytes: &[u8]) -> Result<AuditEvent, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("audit row: {e}"))
+    }
+}
+
+impl Rights {
+    pub fn audit(&self, event: &AuditEvent) -> Result<u64, Error> {
+        let seq = self.engine.requests().append_audit(event.at, &mut |seq| event.encode(seq))?;
+        if seq % 10_000 == 0 {
+            self.prune_audit()?;
+        }
+        Ok(seq)
+    }
+
+    pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+        let rows = self.engine.requests().audit_events(after, limit)?;
+        rows.iter().map(|row| AuditEvent::decode(row).map_err(|e| Error::from(store::Error::Corrupt(e)))).collect()
+    }
+
+    /// Deletes the events past the retention period.
+    pub(super) fn prune_audit(&self) -> Result<(), Error> {
+        let keep = SignedDuration::from_hours(24 * i64::from(self.settings.audit_retention_days));
+        let cutoff = self.now().checked_sub(keep).unwrap_or(Timestamp::MIN);
+        let pruned = self.engine.requests().prune_audit(cutoff)?;
+        if pruned > 0 {
+            info!(pruned, "audit events past retention deleted");
+        }
+        Ok(())
     }
 }

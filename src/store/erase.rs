@@ -64,12 +64,11 @@ pub struct Target {
     pub absent: bool,
 }
 
-/// What one erasure removed, for the request that follows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What one erasure removed, for the request that follows it (which keeps its own copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Erased {
     pub records: usize,
     /// The recipients sent a notice.
-    #[serde(default)]
     pub recipients: BTreeSet<String>,
     pub rows: usize,
     pub targets: Vec<Target>,

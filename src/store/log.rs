@@ -4,9 +4,7 @@
 //! into the same write batch as the change it records, so the log can never miss or invent one.
 use rocksdb::{DB, IteratorMode, WriteBatch};
 
-use super::{
-    CF_LOG, CF_LOG_NODES, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store, default_statements, synced,
-};
+use super::{CF_LOG, CF_LOG_NODES, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store, synced};
 use crate::transparency::{
     event::Entry,
     log::{LogSink, LogWriter, Recovery},
@@ -78,7 +76,7 @@ impl Store {
     }
 
     /// A signed receipt for log entry `index`, proven against the latest checkpoint, stating
-    /// what the entry alone shows ([`default_statements`]).
+    /// what the entry alone shows (`transparency::statements::for_event`).
     pub fn receipt(&self, index: u64) -> Result<Receipt, Error> {
         self.receipt_with(index, None)
     }
@@ -100,7 +98,7 @@ impl Store {
     pub fn receipt_with(&self, index: u64, statements: Option<receipt::Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock();
         let (entry, bytes) = self.entry_bytes(index, log.size())?;
-        let statements = statements.unwrap_or_else(|| default_statements(&entry.event));
+        let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
         Ok(log.receipt(index, &bytes, &entry, statements)?)
     }
 

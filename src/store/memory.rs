@@ -540,7 +540,7 @@ impl LogStore for MemoryStore {
         let bytes =
             self.lock().log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
         let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
-        let statements = statements.unwrap_or_else(|| super::default_statements(&entry.event));
+        let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
         Ok(log.receipt(index, &bytes, &entry, statements)?)
     }
 }

@@ -50,7 +50,6 @@ use crate::{
     transparency::{
         event::{self, Entry, Event},
         log::LogWriter,
-        receipt,
     },
     embedding::{DEFAULT_DIMENSION, MAX_DIMENSION},
     record::{IdempotencyKey, NewRecord, Record, RecordId},
@@ -439,59 +438,6 @@ impl Drop for Store {
             tracing::warn!(error = %e, "flush at close failed; the write-ahead log will be replayed");
         }
     }
-}
-
-/// What a log entry shows by itself, for a receipt asked for by leaf index.
-fn default_statements(event: &Event) -> receipt::Statements {
-    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let (done, verified) = match event {
-        Event::Enrolled { .. } => (
-            s(&[
-                "template and provenance sealed under the record's own data key before their first write",
-                "record, wrapped key and this log entry written in one synced write",
-            ]),
-            Vec::new(),
-        ),
-        Event::AccessAnswered { disclosed, withheld, .. } => (
-            vec![
-                format!(
-                    "access report issued: {disclosed} record(s) at or above the strict match threshold, each with \
-                     its source, collection time, legal basis, jurisdiction and recipients"
-                ),
-                format!("{withheld} review-band match(es) withheld: they may be another person's (Art. 15(4))"),
-            ],
-            s(&["every record held was compared with every probe by the exact scan (no approximate index)"]),
-        ),
-        Event::ErasurePlanned { records, .. } => (
-            vec![format!("the set of {records} record(s) to erase was frozen; the entry holds its digest")],
-            Vec::new(),
-        ),
-        Event::ErasureKeysPurged { records, epoch, .. } => (
-            vec![format!(
-                "{records} record(s) deleted from the store and the search indexes; their data keys destroyed and \
-                 purged from disk while key epoch {epoch} was current"
-            )],
-            Vec::new(),
-        ),
-        Event::ErasureTemplatesPurged { records, .. } => {
-            (vec![format!("the encrypted templates of {records} record(s) purged from the table files")], Vec::new())
-        }
-        Event::KeysRotated { epoch, rewrapped, .. } => (
-            vec![
-                format!("a new key-encryption key (epoch {epoch}) made; {rewrapped} data key(s) re-wrapped under it"),
-                "every older key-encryption key file overwritten, removed, and its directory synced".into(),
-            ],
-            Vec::new(),
-        ),
-        Event::NoMatchAttested { tree_size, compared, threshold, .. } => (
-            Vec::new(),
-            vec![format!(
-                "when the log held {tree_size} entries, none of the {compared} record(s) held scored at or above \
-                 {threshold} against the probe(s), by the exact scan"
-            )],
-        ),
-    };
-    receipt::Statements { done, verified, pending: Vec::new() }
 }
 
 /// Refuses a key dir inside the data dir (or the reverse): a copy of one would carry the other.

@@ -8,6 +8,7 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
+pub mod statements;
 pub mod tree;
 pub mod witness;
 

@@ -1,0 +1,354 @@
+//! Erasure requests (GDPR Art. 17, 19): the pipeline from a frozen record set to two logged,
+//! signed receipts.
+//!
+//! Steps (each persisted before the next; each idempotent, so a restart resumes):
+//! 1. plan: the record set frozen, its digest logged (`erasure-planned`);
+//! 2. delete: one synced write removes every row of the records, writes the recipients'
+//!    notices (Art. 19) and the suppression entries, and moves the request on; the vectors are
+//!    then removed from the indexes (memory overwritten), and the person's probes re-checked;
+//! 3. phase 1 ([`Rights::purge_due`], batched over every request waiting): the data keys purged
+//!    from disk and checked; `erasure-phase-1` logged;
+//! 4. phase 2, once the purge window has passed since the oldest waiting phase 1: the rows
+//!    purged from the table files range by range and checked; `erasure-phase-2` logged.
+//!
+//! This file holds submission, planning, the delete and the receipts; [`phases`] the two
+//! purges; [`evidence`] what the delete leaves for them. Receipts state what was done, what was
+//! checked and what is pending, never more; their wording is `transparency::statements`.
+pub mod evidence;
+pub mod phases;
+
+use std::collections::BTreeSet;
+
+use jiff::SignedDuration;
+use tracing::{info, instrument};
+use zeroize::Zeroizing;
+
+pub use super::sweep::SweepRule;
+use super::{
+    Error, Rights, Submitted,
+    access::probes_of,
+    intake::check_contact,
+    report::AccessReport,
+    request::{Common, Erasure, ErasureRequest, Kind, Match, Origin, Request, RequestId, State, Step, Stored},
+};
+use crate::{
+    embedding::Embedding,
+    record::RecordId,
+    store,
+    transparency::{
+        event::{self, Entry, Event},
+        receipt::Receipt,
+        statements::{self, ErasureFacts},
+    },
+};
+
+/// What the person (or the privacy desk) sees of an erasure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErasureStatus {
+    pub format: &'static str,
+    pub request_id: String,
+    pub state: &'static str,
+    pub step: Option<&'static str>,
+    pub origin: Option<Origin>,
+    pub records: Vec<String>,
+    pub plan_leaf: Option<u64>,
+    pub plan_salt: String,
+    pub notified_recipients: usize,
+    pub suppressed_sources: usize,
+    /// Kept with the person's explicit consent (not erased).
+    pub retained_with_consent: Vec<String>,
+    pub phase1_leaf: Option<u64>,
+    pub phase2_leaf: Option<u64>,
+    pub not_claimed: Vec<&'static str>,
+}
+
+/// What the person asks to erase.
+pub enum ErasureTarget {
+    /// Whatever matches these probe faces.
+    Probes(Vec<Embedding>),
+    /// These records from an access report, with that request's id and secret.
+    Records { access_request: RequestId, secret: String, records: Vec<RecordId> },
+}
+
+/// What no receipt claims, whatever it says.
+const NOT_CLAIMED: [&str; 3] = [
+    "physical or forensic erasure of disk or flash blocks (storage devices remap them)",
+    "erasure of memory pages the allocator or the operating system kept after the process overwrote its copies",
+    "erasure of copies made outside this service (recipients, backups not yet past a key rotation)",
+];
+
+/// A new erasure request (state received) in the pipeline's first step.
+pub(super) fn new_erasure(common: Common, origin: Origin) -> ErasureRequest {
+    ErasureRequest { common, pipeline: Box::new(Erasure { origin, ..Erasure::default() }) }
+}
+
+impl Rights {
+    /// Stores a new erasure request (state received); the worker does the rest.
+    #[instrument(skip_all)]
+    pub fn submit_erasure(
+        &self,
+        target: ErasureTarget,
+        contact: String,
+        jurisdiction_claim: Option<String>,
+        never_enrol_again: bool,
+    ) -> Result<Submitted, Error> {
+        check_contact(&contact)?;
+        if never_enrol_again && !matches!(target, ErasureTarget::Probes(_)) {
+            return Err(Error::InvalidRequest(
+                "never_enrol_again keeps your probe templates to recognise your face: send probes".into(),
+            ));
+        }
+        let (probes, origin, plan) = match target {
+            ErasureTarget::Probes(probes) => {
+                self.intake.check_probe_count(probes.len())?;
+                (probes, Origin::Probes, Vec::new())
+            }
+            ErasureTarget::Records { access_request, secret, records } => {
+                let access = self.requests.load(access_request)?;
+                self.authorise(&access, Some(&secret), false)?;
+                if access.kind() != Kind::Access || access.state != State::Completed {
+                    return Err(self.wrong_state(&access, "records can be named only from a completed access request"));
+                }
+                let disclosed: BTreeSet<RecordId> = access
+                    .matched
+                    .iter()
+                    .map(|m| m.record_id)
+                    .chain(access.review.iter().flat_map(|r| r.approved.iter().copied()))
+                    .collect();
+                if records.is_empty() {
+                    return Err(Error::InvalidRequest("name at least one record_id from your access report".into()));
+                }
+                if let Some(stray) = records.iter().find(|id| !disclosed.contains(id)) {
+                    return Err(Error::InvalidRequest(format!(
+                        "record {stray} is not in access request {access_request}'s report"
+                    )));
+                }
+                (Vec::new(), Origin::Records { access_request }, records)
+            }
+        };
+        let jurisdiction_claim = self.intake.parse_claim(jurisdiction_claim)?;
+        let probes = probes.iter().map(|p| p.as_slice().to_vec()).collect();
+        let mut common = Common::new(contact, jurisdiction_claim, probes, self.now());
+        let secret = Self::new_secret(&mut common);
+        common.matched = plan.iter().map(|&record_id| Match { record_id, score: 1.0 }).collect();
+        let mut request = new_erasure(common, origin);
+        request.pipeline.keep_face = never_enrol_again;
+        let _guard = self.requests.lock();
+        self.requests.save(&request)?;
+        info!(request_id = %request.id, "erasure request received");
+        let request = Request::Erasure(request);
+        Ok(Submitted { id: request.id, view: self.view(&request, true), secret })
+    }
+
+    /// After matching (or review): freezes the record set and logs its digest, moving the
+    /// request to `erasing`.
+    pub(super) fn plan_erasure(&self, request: &mut ErasureRequest) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let approved: BTreeSet<RecordId> =
+            request.review.as_ref().map(|r| r.approved.iter().copied().collect()).unwrap_or_default();
+        let plan: Vec<RecordId> =
+            request.matched.iter().map(|m| m.record_id).chain(approved).collect::<BTreeSet<_>>().into_iter().collect();
+        let graph_slots = self.engine.graph_slots(&plan);
+        let salt = request.salt();
+        let now = self.now();
+        let entry = Entry {
+            time: now.round(jiff::Unit::Second).unwrap_or(now),
+            event: Event::ErasurePlanned {
+                commitment: event::request_commitment(&salt, request.id.as_bytes()),
+                records: plan.len() as u32,
+                plan: event::plan_digest(&salt, request.id.as_bytes(), &plan),
+            },
+        };
+        let pipeline = &mut request.pipeline;
+        pipeline.plan = plan;
+        pipeline.graph_slots = graph_slots;
+        pipeline.step = Step::Planned;
+        pipeline.key_epoch = self.engine.records().key_epoch();
+        request.advance(State::Erasing, now);
+        self.requests.save_logged(request, &entry, |r, leaf| r.pipeline.plan_leaf = leaf)?;
+        info!(request_id = %request.id, records = request.pipeline.plan.len(), "erasure planned");
+        self.metrics.record_step("plan", started.elapsed());
+        crate::failpoint::hit("erase.planned");
+        Ok(())
+    }
+
+    /// Step 2: the delete, the indexes, the notices and the suppression entries.
+    pub(super) fn erase_planned(&self, request: &mut ErasureRequest) -> Result<(), Error> {
+        if request.pipeline.step == Step::Planned {
+            let started = std::time::Instant::now();
+            let store = self.engine.records();
+            let plan = request.pipeline.plan.clone();
+            let graph_slots = request.pipeline.graph_slots.clone();
+            let held = store.erasure_inputs(&plan)?;
+            let now = self.now();
+            let notice = |id: RecordId| {
+                let body = serde_json::json!({
+                    "record_id": id.to_string(),
+                    "erased_at": now.to_string(),
+                    "reason": "erased at the request of the person concerned (GDPR Art. 17)",
+                    "action": "erase every copy of this record and of results derived from it that you hold (Art. 19)",
+                });
+                serde_json::to_vec(&body).expect("a notice serialises")
+            };
+            // Earlier access reports hold these records' sources (and maybe templates): they are
+            // part of what is erased, in the same write.
+            let also = self.without(&plan.iter().copied().collect(), request.id)?;
+            let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
+            // Only with the person's explicit consent: their probes, kept to refuse their face.
+            let faces = request.pipeline.keep_face.then(|| {
+                Zeroizing::new(request.probes.iter().flatten().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+            });
+            let faces_kept = if faces.is_some() { request.probes.len() } else { 0 };
+            let id = *request.id.as_bytes();
+            let pipeline = &mut request.pipeline;
+            pipeline.suppressed = suppress.len();
+            pipeline.deleted_at = Some(now);
+            pipeline.step = Step::Deleted;
+            pipeline.faces_kept = faces_kept;
+            let deletion = store::Deletion {
+                ids: &plan,
+                graph_slots: &graph_slots,
+                notice: &notice,
+                suppress: &suppress,
+                faces: faces.as_deref().map(|f| f.as_slice()),
+                also: &also,
+            };
+            let erased = store.erase(&deletion, &id, &mut |erased| {
+                request.pipeline.notified = erased.recipients.iter().cloned().collect();
+                request.pipeline.erased = Some(erased.into());
+                request.encode()
+            })?;
+            if faces_kept > 0 {
+                self.intake.keep_faces(&request.probes, self.engine.dimension());
+            }
+            info!(
+                request_id = %request.id,
+                records = erased.records,
+                recipients = erased.recipients.len(),
+                reports = also.len(),
+                "erasure: rows deleted"
+            );
+            self.metrics.record_step("delete", started.elapsed());
+            crate::failpoint::hit("erase.deleted");
+        }
+        // Idempotent: after a restart the indexes were rebuilt without these records anyway.
+        if request.pipeline.step == Step::Deleted && request.pipeline.post_check.is_none() {
+            let started = std::time::Instant::now();
+            for id in &request.pipeline.plan {
+                self.engine.unindex(*id);
+            }
+            crate::failpoint::hit("erase.unindexed");
+            let probes = probes_of(request)?;
+            let matches = self.engine.match_exact(&probes, self.settings.thresholds.strict)?;
+            let (hits, compared) = (matches.best(), matches.compared);
+            let remaining = if probes.is_empty() { 0 } else { hits.len() as u64 };
+            request.pipeline.post_check = Some((compared as u64, remaining));
+            // The probes are biometric data: kept no longer than this check.
+            request.probes.clear();
+            self.requests.save(&*request)?;
+            self.metrics.record_step("unindex_and_check", started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Every other access request that names one of `erased`, with those records removed
+    /// from its matches and its stored report, ready to be written with the delete.
+    fn without(&self, erased: &BTreeSet<RecordId>, except: RequestId) -> Result<Vec<store::StoredRequest>, Error> {
+        let mut out = Vec::new();
+        for r in self.requests.load_all()? {
+            let Request::Access(mut r) = r else { continue };
+            let names = |m: &Match| erased.contains(&m.record_id);
+            if r.id == except || !(r.matched.iter().any(names) || r.review_band.iter().any(names)) {
+                continue;
+            }
+            r.matched.retain(|m| !names(m));
+            r.review_band.retain(|m| !names(m));
+            if let Some(review) = r.review.as_mut() {
+                review.approved.retain(|id| !erased.contains(id));
+            }
+            if let Some(text) = &r.report {
+                let mut report: AccessReport =
+                    serde_json::from_str(text).map_err(|e| Error::CorruptRequest(r.id, e.to_string()))?;
+                let before = report.records.len();
+                report.records.retain(|rec| rec.record_id.parse().is_ok_and(|id| !erased.contains(&id)));
+                report.erased_since += before - report.records.len();
+                r.report = Some(serde_json::to_string(&report).expect("a report serialises"));
+            }
+            out.push((*r.id.as_bytes(), r.encode()));
+        }
+        Ok(out)
+    }
+
+    /// The signed receipts of an erasure's phases, with what they state.
+    pub fn erasure_receipts(
+        &self,
+        id: RequestId,
+        secret: Option<&str>,
+        desk: bool,
+    ) -> Result<(ErasureStatus, Option<Receipt>, Option<Receipt>), Error> {
+        let request = self.requests.load(id)?;
+        self.authorise(&request, secret, desk)?;
+        let Request::Erasure(request) = request else {
+            return Err(Error::InvalidRequest(format!("request {id} is an access request, not an erasure")));
+        };
+        let e = &request.pipeline;
+        let store = self.engine.log();
+        let facts = self.facts(e);
+        let phase1 = match &e.phase1 {
+            Some(p) => {
+                let phase2 = match &e.phase2 {
+                    Some(_) => statements::Phase2::Done,
+                    None => statements::Phase2::Due(p.at.checked_add(self.purge_window()).ok()),
+                };
+                Some(store.receipt_with(p.leaf, Some(statements::erasure_phase1(&facts, &p.verified, phase2)))?)
+            }
+            None => None,
+        };
+        let phase2 = match &e.phase2 {
+            Some(p) => Some(store.receipt_with(p.leaf, Some(statements::erasure_phase2(&facts, &p.verified)))?),
+            None => None,
+        };
+        let running = request.state == State::Erasing || request.state == State::Completed;
+        let status = ErasureStatus {
+            format: "oubli-erasure-status/v1",
+            request_id: id.to_string(),
+            state: request.state.name(),
+            step: running.then(|| e.step.name()),
+            origin: Some(e.origin.clone()),
+            records: e.plan.iter().map(|r| r.to_string()).collect(),
+            plan_leaf: running.then_some(e.plan_leaf),
+            plan_salt: request.log_salt.clone(),
+            notified_recipients: e.notified.len(),
+            suppressed_sources: e.suppressed,
+            retained_with_consent: (e.faces_kept > 0)
+                .then(|| format!("{} probe template(s), to refuse enrolling this face again", e.faces_kept))
+                .into_iter()
+                .collect(),
+            phase1_leaf: e.phase1.as_ref().map(|p| p.leaf),
+            phase2_leaf: e.phase2.as_ref().map(|p| p.leaf),
+            not_claimed: NOT_CLAIMED.to_vec(),
+        };
+        Ok((status, phase1, phase2))
+    }
+
+    /// What an erasure's receipts state, from its pipeline and the key epochs.
+    fn facts<'a>(&self, e: &'a Erasure) -> ErasureFacts<'a> {
+        ErasureFacts {
+            records: e.erased.as_ref().map_or(e.plan.len(), |x| x.records),
+            notified: e.notified.len(),
+            suppressed: e.suppressed,
+            sweep_rule: match &e.origin {
+                Origin::Sweep { rule } => Some(rule.as_str()),
+                Origin::Probes | Origin::Records { .. } => None,
+            },
+            faces_kept: e.faces_kept,
+            post_check: e.post_check.filter(|_| e.origin == Origin::Probes),
+            key_epoch: e.key_epoch,
+            epoch_destroyed: self.engine.records().oldest_key_epoch() > e.key_epoch,
+            deleted_at: e.deleted_at,
+            rotation_due: e.deleted_at.and_then(|t| {
+                t.checked_add(SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days))).ok()
+            }),
+        }
+    }
+}

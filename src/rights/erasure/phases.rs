@@ -1,0 +1,157 @@
+//! The erasure pipeline's two purges, batched over every request waiting for one (a purge
+//! costs the same for one record as for many): phase 1 purges the data keys, phase 2, once the
+//! purge window has passed, the rows themselves. Both run through [`Rights::run_phase`]: the
+//! store's purge and its checks, then every request of the batch moved on with its log entry
+//! in one synced write.
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::{info, instrument};
+
+use crate::{
+    record::RecordId,
+    rights::{
+        Error, Rights,
+        request::{ErasureRequest, Phase, Request, State, Step},
+    },
+    store,
+    transparency::event::{self, Entry, Event},
+};
+
+/// Which purge a phase runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purge {
+    /// Phase 1: the data keys.
+    Keys,
+    /// Phase 2: the rows, from the table files.
+    Rows,
+}
+
+impl Rights {
+    /// Phases 1 and 2 for every erasure waiting for them (batched: one purge serves many
+    /// requests). Returns whether anything was done.
+    #[instrument(skip_all)]
+    pub fn purge_due(&self, now_regardless_of_window: bool) -> Result<bool, Error> {
+        let _guard = self.requests.lock();
+        let mut did = false;
+        let mut phase1: Vec<ErasureRequest> =
+            self.erasing()?.filter(|r| r.pipeline.post_check.is_some() && r.pipeline.step == Step::Deleted).collect();
+        if !phase1.is_empty() {
+            self.run_phase(Purge::Keys, &mut phase1)?;
+            did = true;
+        }
+
+        let now = self.now();
+        let mut phase2: Vec<ErasureRequest> = self.erasing()?.filter(|r| r.pipeline.step == Step::KeysPurged).collect();
+        let oldest = phase2.iter().filter_map(|r| r.pipeline.phase1.as_ref().map(|p| p.at)).min();
+        let due = |at: Timestamp| at.checked_add(self.purge_window()).is_ok_and(|due| due <= now);
+        if oldest.is_some_and(|at| now_regardless_of_window || due(at)) {
+            self.run_phase(Purge::Rows, &mut phase2)?;
+            did = true;
+        }
+        if did {
+            self.requests.changed();
+        }
+        Ok(did)
+    }
+
+    /// One purge for `batch`, its checks, and each request's next step logged with them.
+    fn run_phase(&self, purge: Purge, batch: &mut [ErasureRequest]) -> Result<(), Error> {
+        let store = self.engine.records();
+        let mut evidence = store::Evidence::default();
+        for erased in batch.iter().filter_map(|r| r.pipeline.erased.as_ref()) {
+            evidence.extend(&erased.store_evidence());
+        }
+        let started = Instant::now();
+        let (verified, purged) = match purge {
+            Purge::Keys => {
+                let ids: Vec<RecordId> = batch.iter().flat_map(|r| r.pipeline.plan.iter().copied()).collect();
+                let verified = store.purge_keys(&ids, &evidence)?;
+                self.metrics.record_step("phase1_purge", started.elapsed());
+                crate::failpoint::hit("erase.keys-purged");
+                (verified, ids.len())
+            }
+            Purge::Rows => {
+                let targets: Vec<store::Target> = batch
+                    .iter()
+                    .filter_map(|r| r.pipeline.erased.as_ref())
+                    .flat_map(|erased| erased.store_targets())
+                    .collect();
+                let verified = store.purge_rows(&targets, &evidence)?;
+                self.metrics.record_step("phase2_purge", started.elapsed());
+                crate::failpoint::hit("erase.rows-purged");
+                (verified, targets.len())
+            }
+        };
+        let now = self.now();
+        let epoch = store.key_epoch();
+        let entries: Vec<Entry> = batch
+            .iter()
+            .map(|r| {
+                let commitment = event::request_commitment(&r.salt(), r.id.as_bytes());
+                let records = r.pipeline.plan.len() as u32;
+                Entry {
+                    time: now.round(jiff::Unit::Second).unwrap_or(now),
+                    event: match purge {
+                        Purge::Keys => Event::ErasureKeysPurged { commitment, records, epoch },
+                        Purge::Rows => Event::ErasureTemplatesPurged { commitment, records },
+                    },
+                }
+            })
+            .collect();
+        self.requests.save_all_logged(batch, &entries, |r, leaf| {
+            let phase = Some(Phase { at: now, leaf, verified: verified.clone() });
+            match purge {
+                Purge::Keys => {
+                    r.pipeline.step = Step::KeysPurged;
+                    r.pipeline.key_epoch = epoch;
+                    r.pipeline.phase1 = phase;
+                }
+                Purge::Rows => {
+                    r.pipeline.step = Step::TemplatesPurged;
+                    r.pipeline.phase2 = phase;
+                    r.receipt_leaf = Some(leaf);
+                    r.advance(State::Completed, now);
+                }
+            }
+        })?;
+        match purge {
+            Purge::Keys => {
+                info!(requests = batch.len(), records = purged, "erasure phase 1: data keys purged and checked");
+                crate::failpoint::hit("erase.phase1-logged");
+            }
+            Purge::Rows => info!(requests = batch.len(), ranges = purged, "erasure phase 2: rows purged and checked"),
+        }
+        Ok(())
+    }
+
+    /// When the worker next has timed work: phase 2 at the end of the purge window, a key
+    /// rotation when due, or soon for a step that failed (a purge check, a write) and is retried.
+    pub fn next_purge_at(&self) -> Result<Option<Timestamp>, Error> {
+        let erasing: Vec<ErasureRequest> = self.erasing()?.collect();
+        // Work that failed (a purge check, a write): retried soon.
+        let retry = erasing
+            .iter()
+            .any(|r| r.pipeline.step == Step::Deleted)
+            .then(|| self.now().checked_add(SignedDuration::from_secs(10)).ok())
+            .flatten();
+        let window = erasing
+            .iter()
+            .filter_map(|r| r.pipeline.phase1.as_ref().map(|p| p.at))
+            .min()
+            .and_then(|at| at.checked_add(self.purge_window()).ok());
+        Ok(retry.into_iter().chain(window).chain(self.next_rotation_at()?).min())
+    }
+
+    pub(in crate::rights) fn purge_window(&self) -> SignedDuration {
+        SignedDuration::try_from(self.settings.purge_window).unwrap_or(SignedDuration::MAX)
+    }
+
+    /// The erasure requests whose pipeline is running.
+    fn erasing(&self) -> Result<impl Iterator<Item = ErasureRequest>, Error> {
+        Ok(self.requests.load_all()?.into_iter().filter_map(|r| match r {
+            Request::Erasure(e) if e.state == State::Erasing => Some(e),
+            Request::Erasure(_) | Request::Access(_) => None,
+        }))
+    }
+}

@@ -1,0 +1,231 @@
+//! Intake: what is let in. The ingest policy (and its reload), the never-enrol-again lists
+//! (erased sources, faces kept with consent), the refusal counters, the per-address rate limit
+//! on public submissions, and the checks every submission's fields pass. It owns that state
+//! and nothing else: it neither stores records nor touches requests.
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::{
+    Error, Settings,
+    policy::{Decision, Policy},
+};
+use crate::{
+    embedding::Embedding,
+    record::{Jurisdiction, NewRecord},
+    store::RecordStore,
+};
+
+const MAX_CONTACT_BYTES: usize = 256;
+/// The longest reason or note the privacy desk may give.
+pub const MAX_REASON_BYTES: usize = 1000;
+
+pub struct Intake {
+    settings: Settings,
+    policy: RwLock<Arc<Policy>>,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Tokens left and when last filled, per address.
+    limiter: Mutex<HashMap<String, (f64, Timestamp)>>,
+    /// Faces whose owners asked, with consent, never to be enrolled again.
+    suppressed_faces: RwLock<Vec<Embedding>>,
+}
+
+impl Intake {
+    pub fn new(settings: &Settings) -> Result<Intake, Error> {
+        let policy = settings.policy.load()?;
+        info!(policy = policy.name(), "ingest policy loaded");
+        Ok(Intake {
+            settings: settings.clone(),
+            policy: RwLock::new(Arc::new(policy)),
+            refusals: Mutex::default(),
+            limiter: Mutex::default(),
+            suppressed_faces: RwLock::default(),
+        })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the policy from its source; on error the current one stays.
+    pub fn reload_policy(&self) -> Result<Arc<Policy>, Error> {
+        let policy = Arc::new(self.settings.policy.load()?);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+        info!(policy = policy.name(), "ingest policy reloaded");
+        Ok(policy)
+    }
+
+    /// Refusals per rule since start.
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refused(&self, rule: &'static str) {
+        *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(rule).or_default() += 1;
+    }
+
+    /// Whether the policy lets every one of `records` in: for each, `None` or the rule that
+    /// quarantines it. The first refusal ends the check (nothing is stored then).
+    pub fn admit_records(
+        &self,
+        store: &dyn RecordStore,
+        records: &[NewRecord],
+    ) -> Result<Vec<Option<&'static str>>, Error> {
+        let policy = self.policy();
+        let mut quarantine = Vec::with_capacity(records.len());
+        for (item, record) in records.iter().enumerate() {
+            if store.is_suppressed(record.provenance.source_uri())? {
+                let rule = "erased-source";
+                self.refused(rule);
+                warn!(rule, item, "enrolment refused: the source was erased on request");
+                return Err(Error::PolicyRefused {
+                    item,
+                    policy: policy.name().into(),
+                    rule,
+                    reason: "this source was erased at the request of the person concerned; it may not be enrolled \
+                             again"
+                        .into(),
+                });
+            }
+            if self.is_suppressed_face(&record.embedding) {
+                let rule = "erased-face";
+                self.refused(rule);
+                warn!(rule, item, "enrolment refused: the person asked never to be enrolled again");
+                return Err(Error::PolicyRefused {
+                    item,
+                    policy: policy.name().into(),
+                    rule,
+                    reason: "this face matches a person who asked, when erased, never to be enrolled again".into(),
+                });
+            }
+            match policy.decide(&record.provenance) {
+                Decision::Allow => quarantine.push(None),
+                Decision::Quarantine { rule } => quarantine.push(Some(rule)),
+                Decision::Deny { rule, reason } => {
+                    self.refused(rule);
+                    warn!(policy = policy.name(), rule, item, "enrolment refused by the ingest policy");
+                    return Err(Error::PolicyRefused { item, policy: policy.name().into(), rule, reason });
+                }
+            }
+        }
+        let held = quarantine.iter().flatten().count();
+        if held > 0 {
+            info!(quarantined = held, "records quarantined by the ingest policy");
+        }
+        Ok(quarantine)
+    }
+
+    /// Adds faces to the never-enrol-again list (in memory; the store keeps them sealed).
+    pub fn keep_faces(&self, probes: &[Vec<f32>], dimension: usize) {
+        let mut faces = self.suppressed_faces.write().unwrap_or_else(|p| p.into_inner());
+        faces.extend(probes.iter().filter_map(|p| Embedding::new(p.clone(), dimension).ok()));
+    }
+
+    /// Loads the faces the store keeps sealed (at start).
+    pub fn load_faces(&self, store: &dyn RecordStore, dimension: usize) -> Result<(), Error> {
+        for bytes in store.suppressed_faces()? {
+            let values: Vec<f32> =
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+            self.keep_faces(&values.chunks(dimension).map(<[f32]>::to_vec).collect::<Vec<_>>(), dimension);
+        }
+        Ok(())
+    }
+
+    fn is_suppressed_face(&self, template: &Embedding) -> bool {
+        let faces = self.suppressed_faces.read().unwrap_or_else(|p| p.into_inner());
+        let strict = self.settings.thresholds.strict;
+        faces.iter().any(|f| crate::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
+    }
+
+    /// Takes a token from `peer`'s bucket at `now`, or says when to come back.
+    pub fn admit(&self, peer: &str, now: Timestamp) -> Result<(), Error> {
+        let rate = f64::from(self.settings.submissions_per_minute.max(1)) / 60.0;
+        let burst = f64::from(self.settings.submissions_per_minute.max(1));
+        let mut buckets = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 100_000 {
+            buckets.clear();
+        }
+        let (tokens, at) = buckets.entry(peer.to_string()).or_insert((burst, now));
+        let elapsed = now.duration_since(*at).as_secs_f64().max(0.0);
+        *tokens = (*tokens + elapsed * rate).min(burst);
+        *at = now;
+        if *tokens < 1.0 {
+            return Err(Error::RateLimited { retry_after_secs: ((1.0 - *tokens) / rate).ceil() as u64 });
+        }
+        *tokens -= 1.0;
+        Ok(())
+    }
+
+    pub fn check_probe_count(&self, n: usize) -> Result<(), Error> {
+        if n == 0 || n > self.settings.max_probes {
+            return Err(Error::InvalidRequest(format!(
+                "a request carries 1 to {} probe templates, not {n}",
+                self.settings.max_probes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The jurisdiction a person claims, normalised (empty: none).
+    pub fn parse_claim(&self, claim: Option<String>) -> Result<Option<String>, Error> {
+        match claim.filter(|j| !j.is_empty()) {
+            None => Ok(None),
+            Some(j) => Ok(Some(
+                j.parse::<Jurisdiction>()
+                    .map_err(|e| Error::InvalidRequest(format!("jurisdiction_claim: {e}")))?
+                    .to_string(),
+            )),
+        }
+    }
+}
+
+pub fn check_contact(contact: &str) -> Result<(), Error> {
+    if contact.trim().is_empty() || contact.len() > MAX_CONTACT_BYTES {
+        return Err(Error::InvalidRequest(format!(
+            "contact is required (how to reach you, at most {MAX_CONTACT_BYTES} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// A reason the person will read: required, and not too long.
+pub fn check_reason(reason: &str) -> Result<(), Error> {
+    if reason.trim().is_empty() || reason.len() > MAX_REASON_BYTES {
+        return Err(Error::InvalidRequest(format!("give a reason, at most {MAX_REASON_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_gets_its_burst_then_waits_for_its_rate() {
+        let settings = Settings { submissions_per_minute: 2, ..Settings::default() };
+        let intake = Intake::new(&settings).unwrap();
+        let t0: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        assert!(intake.admit("10.0.0.1", t0).is_ok());
+        assert!(intake.admit("10.0.0.1", t0).is_ok());
+        assert!(matches!(intake.admit("10.0.0.1", t0), Err(Error::RateLimited { retry_after_secs: 30 })));
+        assert!(intake.admit("10.0.0.2", t0).is_ok(), "another address has its own bucket");
+        let later = t0.checked_add(jiff::SignedDuration::from_secs(30)).unwrap();
+        assert!(intake.admit("10.0.0.1", later).is_ok(), "one token back after 30 s at 2 a minute");
+    }
+
+    #[test]
+    fn submissions_fields_are_checked() {
+        let intake = Intake::new(&Settings::default()).unwrap();
+        assert!(intake.check_probe_count(0).is_err() && intake.check_probe_count(11).is_err());
+        assert!(intake.check_probe_count(10).is_ok());
+        assert_eq!(intake.parse_claim(Some("fr".into())).unwrap().as_deref(), Some("FR"));
+        assert_eq!(intake.parse_claim(Some(String::new())).unwrap(), None);
+        assert!(intake.parse_claim(Some("France".into())).is_err());
+        assert!(check_contact(" ").is_err() && check_contact("me@example.org").is_ok());
+        assert!(check_reason("").is_err() && check_reason(&"x".repeat(MAX_REASON_BYTES + 1)).is_err());
+    }
+}
