@@ -1,6 +1,7 @@
 # Oubli: two commands on a fresh machine.
 #   make demo   installs what is missing, builds, and runs the narrated demo (ARGS=--fast: smaller)
-#   make test   installs what is missing, builds, checks formatting and lints, runs every test
+#   make test   installs what is missing, builds, checks formatting and lints (the Rust code and
+#               the API), runs every test
 #
 # RocksDB's C++ is compiled once per machine into ~/.cache/oubli (scripts/rocksdb-cache.sh, about
 # 13 minutes on 2 cores) and linked from there by every cargo call (scripts/cargo).
@@ -9,7 +10,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
 ARGS ?=
 
-.PHONY: deps rocksdb build test test-heavy crash-test load resources demo bench bench-peers bench-erase fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-erase fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -37,11 +38,24 @@ fmt: deps
 clippy: rocksdb
 	$(CARGO) clippy --locked --all-targets --features failpoints -- -D warnings
 
-test: fmt clippy python-deps
+test: lint fmt clippy python-deps
 	$(CARGO) test --locked --features failpoints
 
 demo: build
 	target/release/oubli demo $(ARGS)
+
+# The API against buf's STANDARD lint rules (buf.yaml): the protobuf ecosystem's conventions for
+# service and message names. buf comes from npm, pinned, under target/buf: nothing is installed
+# system-wide, and it is installed again only when BUF_VERSION changes.
+BUF_VERSION := 1.75.0
+BUF_STAMP := target/buf/.installed-$(BUF_VERSION)
+lint: $(BUF_STAMP)
+	target/buf/node_modules/.bin/buf lint
+
+$(BUF_STAMP):
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js (it brings npm) to lint the API"; exit 1; }
+	npm install --prefix target/buf --ignore-scripts --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
+	touch $@
 
 # The Python example's packages and its gRPC stubs (grpcio-tools), under target/python: nothing
 # is installed system-wide. The stubs are regenerated when a .proto changes.

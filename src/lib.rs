@@ -8,7 +8,7 @@
 //! - [`store`]: encrypted RocksDB storage (the only module that knows RocksDB);
 //! - [`engine`]: the store and the index kept in step (sync);
 //! - [`rights`]: roles, ingest policy, recipients log, audit trail, access requests (sync);
-//! - [`synth`]: seeded synthetic templates and provenance;
+//! - [`synth`]: seeded synthetic templates and provenance (the `synth` feature, on by default);
 //! - [`grpc`]: the tonic services and `run`, the server as a library function.
 pub mod transparency;
 pub mod embedding;
@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod record;
 pub mod rights;
 pub mod store;
+#[cfg(feature = "synth")]
 pub mod synth;
 
 pub use grpc::{Config, run};

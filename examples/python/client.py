@@ -63,9 +63,9 @@ def main():
     token = Path(args.token_file).read_text().strip()
     operator = [("authorization", f"Bearer {token}")]
     channel = grpc.insecure_channel(args.server)
-    templates = templates_pb2_grpc.TemplatesStub(channel)
-    rights = rights_pb2_grpc.RightsStub(channel)
-    log = transparency_pb2_grpc.TransparencyStub(channel)
+    templates = templates_pb2_grpc.TemplatesServiceStub(channel)
+    rights = rights_pb2_grpc.RightsServiceStub(channel)
+    log = transparency_pb2_grpc.TransparencyServiceStub(channel)
 
     # 1. Enrol: one person photographed three times, among 17 others (as an operator).
     rng = random.Random(args.seed)
@@ -87,7 +87,7 @@ def main():
     deadline = time.monotonic() + 60
     while True:
         status = rights.GetRequest(rights_pb2.GetRequestRequest(
-            request_id=request[0], request_secret=request[1], wait_seconds=10))
+            request_id=request[0], request_secret=request[1], wait_seconds=10)).status
         if status.state == "completed" or time.monotonic() > deadline:
             break
     print(f"access request {status.request_id}: {status.state}, {status.matched} records disclosed")

@@ -37,35 +37,35 @@ use Role::{Admin, Auditor, Operator, PrivacyDesk};
 /// are public here because the request secret opens them; the handler checks the secret or
 /// the privacy-desk role.
 pub const METHODS: &[(&str, Access)] = &[
-    ("/oubli.v1.Templates/Enroll", Access::Roles(&[Operator])),
-    ("/oubli.v1.Templates/EnrollStream", Access::Roles(&[Operator])),
-    ("/oubli.v1.Templates/Get", Access::Roles(&[Operator])),
-    ("/oubli.v1.Templates/Search", Access::Roles(&[Operator])),
-    ("/oubli.v1.Templates/Stats", Access::Roles(&[Auditor, Admin])),
-    ("/oubli.v1.Transparency/GetCheckpoint", Access::Public),
-    ("/oubli.v1.Transparency/GetVerifierKey", Access::Public),
-    ("/oubli.v1.Transparency/GetInclusionProof", Access::Public),
-    ("/oubli.v1.Transparency/GetConsistencyProof", Access::Public),
-    ("/oubli.v1.Transparency/GetEntries", Access::Public),
-    ("/oubli.v1.Transparency/GetReceipt", Access::Public),
-    ("/oubli.v1.Rights/SubmitAccessRequest", Access::Public),
-    ("/oubli.v1.Rights/GetRequest", Access::Public),
-    ("/oubli.v1.Rights/GetAccessReport", Access::Public),
-    ("/oubli.v1.Rights/ListRequests", Access::Roles(&[PrivacyDesk, Auditor])),
-    ("/oubli.v1.Rights/ReviewRequest", Access::Roles(&[PrivacyDesk])),
-    ("/oubli.v1.Rights/DenyRequest", Access::Roles(&[PrivacyDesk])),
-    ("/oubli.v1.Rights/ExtendRequest", Access::Roles(&[PrivacyDesk])),
-    ("/oubli.v1.Rights/SubmitErasureRequest", Access::Public),
-    ("/oubli.v1.Rights/GetErasureReceipts", Access::Public),
-    ("/oubli.v1.Rights/AttestNoMatch", Access::Public),
-    ("/oubli.v1.Notifications/ListNotifications", Access::Roles(&[Operator])),
-    ("/oubli.v1.Notifications/AckNotification", Access::Roles(&[Operator])),
-    ("/oubli.v1.Admin/ListAuditEvents", Access::Roles(&[Auditor])),
-    ("/oubli.v1.Admin/GetPolicy", Access::Roles(&[Admin, Auditor])),
-    ("/oubli.v1.Admin/ReloadPolicy", Access::Roles(&[Admin])),
-    ("/oubli.v1.Admin/SweepPolicy", Access::Roles(&[Admin])),
-    ("/oubli.v1.Admin/RotateKeys", Access::Roles(&[Admin])),
-    ("/oubli.v1.Admin/RunPurge", Access::Roles(&[Admin])),
+    ("/oubli.v1.TemplatesService/Enroll", Access::Roles(&[Operator])),
+    ("/oubli.v1.TemplatesService/EnrollStream", Access::Roles(&[Operator])),
+    ("/oubli.v1.TemplatesService/Get", Access::Roles(&[Operator])),
+    ("/oubli.v1.TemplatesService/Search", Access::Roles(&[Operator])),
+    ("/oubli.v1.TemplatesService/Stats", Access::Roles(&[Auditor, Admin])),
+    ("/oubli.v1.TransparencyService/GetCheckpoint", Access::Public),
+    ("/oubli.v1.TransparencyService/GetVerifierKey", Access::Public),
+    ("/oubli.v1.TransparencyService/GetInclusionProof", Access::Public),
+    ("/oubli.v1.TransparencyService/GetConsistencyProof", Access::Public),
+    ("/oubli.v1.TransparencyService/GetEntries", Access::Public),
+    ("/oubli.v1.TransparencyService/GetReceipt", Access::Public),
+    ("/oubli.v1.RightsService/SubmitAccessRequest", Access::Public),
+    ("/oubli.v1.RightsService/GetRequest", Access::Public),
+    ("/oubli.v1.RightsService/GetAccessReport", Access::Public),
+    ("/oubli.v1.RightsService/ListRequests", Access::Roles(&[PrivacyDesk, Auditor])),
+    ("/oubli.v1.RightsService/ReviewRequest", Access::Roles(&[PrivacyDesk])),
+    ("/oubli.v1.RightsService/DenyRequest", Access::Roles(&[PrivacyDesk])),
+    ("/oubli.v1.RightsService/ExtendRequest", Access::Roles(&[PrivacyDesk])),
+    ("/oubli.v1.RightsService/SubmitErasureRequest", Access::Public),
+    ("/oubli.v1.RightsService/GetErasureReceipts", Access::Public),
+    ("/oubli.v1.RightsService/AttestNoMatch", Access::Public),
+    ("/oubli.v1.NotificationsService/ListNotifications", Access::Roles(&[Operator])),
+    ("/oubli.v1.NotificationsService/AckNotification", Access::Roles(&[Operator])),
+    ("/oubli.v1.AdminService/ListAuditEvents", Access::Roles(&[Auditor])),
+    ("/oubli.v1.AdminService/GetPolicy", Access::Roles(&[Admin, Auditor])),
+    ("/oubli.v1.AdminService/ReloadPolicy", Access::Roles(&[Admin])),
+    ("/oubli.v1.AdminService/SweepPolicy", Access::Roles(&[Admin])),
+    ("/oubli.v1.AdminService/RotateKeys", Access::Roles(&[Admin])),
+    ("/oubli.v1.AdminService/RunPurge", Access::Roles(&[Admin])),
 ];
 
 fn access(path: &str) -> Option<Access> {
@@ -259,6 +259,6 @@ mod tests {
         table.sort();
         assert_eq!(api, table);
         assert_eq!(access("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(access("/oubli.v1.Templates/Search"), Some(Access::Roles(&[Operator])));
+        assert_eq!(access("/oubli.v1.TemplatesService/Search"), Some(Access::Roles(&[Operator])));
     }
 }

@@ -175,7 +175,9 @@ async fn serve(
     let worker = config.process_requests.then(|| Worker::spawn(rights.clone()));
     let nudge = worker.as_ref().map(Worker::nudge).unwrap_or_default();
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<pb::templates_server::TemplatesServer<templates::TemplatesService>>().await;
+    health_reporter
+        .set_serving::<pb::templates_service_server::TemplatesServiceServer<templates::TemplatesService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -187,19 +189,22 @@ async fn serve(
         .build_v1alpha()
         .expect("the compiled-in descriptor sets are valid");
     health_reporter
-        .set_serving::<pb::transparency_server::TransparencyServer<transparency::TransparencyService>>()
+        .set_serving::<pb::transparency_service_server::TransparencyServiceServer<transparency::TransparencyService>>()
         .await;
-    let templates = pb::templates_server::TemplatesServer::new(templates::TemplatesService::new(rights.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let templates =
+        pb::templates_service_server::TemplatesServiceServer::new(templates::TemplatesService::new(rights.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rights_service =
-        pb::rights_server::RightsServer::new(rights::RightsService::new(rights.clone(), nudge.clone()))
+        pb::rights_service_server::RightsServiceServer::new(rights::RightsService::new(rights.clone(), nudge.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = pb::admin_server::AdminServer::new(rights::AdminService::new(rights.clone(), nudge));
-    let notifications =
-        pb::notifications_server::NotificationsServer::new(rights::NotificationsService::new(rights.clone()));
-    let transparency =
-        pb::transparency_server::TransparencyServer::new(transparency::TransparencyService::new(engine.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = pb::admin_service_server::AdminServiceServer::new(rights::AdminService::new(rights.clone(), nudge));
+    let notifications = pb::notifications_service_server::NotificationsServiceServer::new(
+        rights::NotificationsService::new(rights.clone()),
+    );
+    let transparency = pb::transparency_service_server::TransparencyServiceServer::new(
+        transparency::TransparencyService::new(engine.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let addr = listener.local_addr().ok();
     let metrics = match config.metrics_listen {

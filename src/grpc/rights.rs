@@ -1,4 +1,4 @@
-//! `oubli.v1.Rights` (access requests) and `oubli.v1.Admin` (audit trail, ingest policy).
+//! `oubli.v1.RightsService` (access requests) and `oubli.v1.AdminService` (audit trail, ingest policy).
 //! Roles are checked by the gate; the request secret is checked here, by the workflows.
 use std::{sync::Arc, time::Duration};
 
@@ -77,7 +77,7 @@ pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
 }
 
 #[tonic::async_trait]
-impl pb::rights_server::Rights for RightsService {
+impl pb::rights_service_server::RightsService for RightsService {
     #[instrument(skip_all, name = "SubmitAccessRequest")]
     async fn submit_access_request(
         &self,
@@ -106,7 +106,7 @@ impl pb::rights_server::Rights for RightsService {
     async fn get_request(
         &self,
         request: Request<pb::GetRequestRequest>,
-    ) -> Result<Response<pb::RequestStatus>, Status> {
+    ) -> Result<Response<pb::GetRequestResponse>, Status> {
         let desk = gate::caller(&request).has(Role::PrivacyDesk);
         let req = request.into_inner();
         let id = convert::request_id(&req.request_id)?;
@@ -119,7 +119,7 @@ impl pb::rights_server::Rights for RightsService {
             let s = req.request_secret.clone();
             let view = blocking(move || rights.request(id, secret(&s), desk)).await?;
             if !view.worker_busy() || tokio::time::Instant::now() >= deadline {
-                return Ok(noted(status_to_pb(&view), id));
+                return Ok(noted(pb::GetRequestResponse { status: Some(status_to_pb(&view)) }, id));
             }
             if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
                 continue; // one last read at the deadline
@@ -170,7 +170,7 @@ impl pb::rights_server::Rights for RightsService {
     async fn review_request(
         &self,
         request: Request<pb::ReviewRequestRequest>,
-    ) -> Result<Response<pb::RequestStatus>, Status> {
+    ) -> Result<Response<pb::ReviewRequestResponse>, Status> {
         let caller = gate::caller(&request);
         let req = request.into_inner();
         let id = convert::request_id(&req.request_id)?;
@@ -180,32 +180,32 @@ impl pb::rights_server::Rights for RightsService {
         if view.state == State::Erasing {
             self.worker.nudge(id);
         }
-        Ok(noted(status_to_pb(&view), id))
+        Ok(noted(pb::ReviewRequestResponse { status: Some(status_to_pb(&view)) }, id))
     }
 
     #[instrument(skip_all, name = "DenyRequest", fields(request_id))]
     async fn deny_request(
         &self,
         request: Request<pb::DenyRequestRequest>,
-    ) -> Result<Response<pb::RequestStatus>, Status> {
+    ) -> Result<Response<pb::DenyRequestResponse>, Status> {
         let req = request.into_inner();
         let id = convert::request_id(&req.request_id)?;
         let rights = self.rights.clone();
         let view = blocking(move || rights.deny(id, req.reason)).await?;
-        Ok(noted(status_to_pb(&view), id))
+        Ok(noted(pb::DenyRequestResponse { status: Some(status_to_pb(&view)) }, id))
     }
 
     #[instrument(skip_all, name = "ExtendRequest", fields(request_id))]
     async fn extend_request(
         &self,
         request: Request<pb::ExtendRequestRequest>,
-    ) -> Result<Response<pb::RequestStatus>, Status> {
+    ) -> Result<Response<pb::ExtendRequestResponse>, Status> {
         let req = request.into_inner();
         let id = convert::request_id(&req.request_id)?;
         let months = u8::try_from(req.months).unwrap_or(u8::MAX);
         let rights = self.rights.clone();
         let view = blocking(move || rights.extend(id, months, req.reason)).await?;
-        Ok(noted(status_to_pb(&view), id))
+        Ok(noted(pb::ExtendRequestResponse { status: Some(status_to_pb(&view)) }, id))
     }
 
     #[instrument(skip_all, name = "SubmitErasureRequest")]
@@ -286,8 +286,8 @@ impl AdminService {
         AdminService { rights, worker }
     }
 
-    fn policy_response(&self, policy: &rights::policy::Policy) -> pb::PolicyResponse {
-        pb::PolicyResponse {
+    fn policy_response(&self, policy: &rights::policy::Policy) -> pb::PolicyStatus {
+        pb::PolicyStatus {
             name: policy.name().into(),
             toml: policy.to_toml(),
             refusals: self.rights.refusals().into_iter().map(|(rule, n)| (rule.to_string(), n)).collect(),
@@ -296,7 +296,7 @@ impl AdminService {
 }
 
 #[tonic::async_trait]
-impl pb::admin_server::Admin for AdminService {
+impl pb::admin_service_server::AdminService for AdminService {
     #[instrument(skip_all, name = "ListAuditEvents")]
     async fn list_audit_events(
         &self,
@@ -333,18 +333,18 @@ impl pb::admin_server::Admin for AdminService {
     async fn get_policy(
         &self,
         _request: Request<pb::GetPolicyRequest>,
-    ) -> Result<Response<pb::PolicyResponse>, Status> {
-        Ok(Response::new(self.policy_response(&self.rights.policy())))
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        Ok(Response::new(pb::GetPolicyResponse { policy: Some(self.policy_response(&self.rights.policy())) }))
     }
 
     #[instrument(skip_all, name = "ReloadPolicy")]
     async fn reload_policy(
         &self,
         _request: Request<pb::ReloadPolicyRequest>,
-    ) -> Result<Response<pb::PolicyResponse>, Status> {
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
         let rights = self.rights.clone();
         let policy = blocking(move || rights.reload_policy()).await?;
-        Ok(Response::new(self.policy_response(&policy)))
+        Ok(Response::new(pb::ReloadPolicyResponse { policy: Some(self.policy_response(&policy)) }))
     }
 
     #[instrument(skip_all, name = "SweepPolicy")]
@@ -396,7 +396,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
-/// `oubli.v1.Notifications`: each operator reads and acknowledges its own notices.
+/// `oubli.v1.NotificationsService`: each operator reads and acknowledges its own notices.
 pub struct NotificationsService {
     rights: Arc<Rights>,
 }
@@ -408,7 +408,7 @@ impl NotificationsService {
 }
 
 #[tonic::async_trait]
-impl pb::notifications_server::Notifications for NotificationsService {
+impl pb::notifications_service_server::NotificationsService for NotificationsService {
     #[instrument(skip_all, name = "ListNotifications")]
     async fn list_notifications(
         &self,

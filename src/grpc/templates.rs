@@ -1,4 +1,4 @@
-//! `oubli.v1.Templates`: enrolment, lookup and search.
+//! `oubli.v1.TemplatesService`: enrolment, lookup and search.
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -24,7 +24,7 @@ impl TemplatesService {
 }
 
 #[tonic::async_trait]
-impl pb::templates_server::Templates for TemplatesService {
+impl pb::templates_service_server::TemplatesService for TemplatesService {
     #[instrument(skip_all, name = "Enroll")]
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
         let caller = gate::caller(&request);
@@ -39,7 +39,7 @@ impl pb::templates_server::Templates for TemplatesService {
     #[instrument(skip_all, name = "EnrollStream", fields(items))]
     async fn enroll_stream(
         &self,
-        request: Request<Streaming<pb::EnrollRequest>>,
+        request: Request<Streaming<pb::EnrollStreamRequest>>,
     ) -> Result<Response<pb::EnrollStreamResponse>, Status> {
         let caller = gate::caller(&request);
         let mut stream = request.into_inner();
@@ -53,7 +53,9 @@ impl pb::templates_server::Templates for TemplatesService {
                     "a stream holds at most {MAX_STREAM_ITEMS} items; send the rest in another stream"
                 )));
             }
-            let record = convert::new_record(item, dimension, now).map_err(|s| status::for_item(records.len(), s))?;
+            // An item without its enrolment fails the required-field checks, as an empty Enroll does.
+            let record = convert::new_record(item.item.unwrap_or_default(), dimension, now)
+                .map_err(|s| status::for_item(records.len(), s))?;
             records.push(record);
         }
         tracing::Span::current().record("items", records.len());

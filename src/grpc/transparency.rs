@@ -1,4 +1,4 @@
-//! `oubli.v1.Transparency`: the public, read-only face of the transparency log.
+//! `oubli.v1.TransparencyService`: the public, read-only face of the transparency log.
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -26,7 +26,7 @@ fn latest_if_zero(size: u64) -> Option<u64> {
 }
 
 #[tonic::async_trait]
-impl pb::transparency_server::Transparency for TransparencyService {
+impl pb::transparency_service_server::TransparencyService for TransparencyService {
     #[instrument(skip_all, name = "GetCheckpoint")]
     async fn get_checkpoint(
         &self,

@@ -5,13 +5,13 @@
 use std::collections::BTreeSet;
 
 use oubli::grpc::pb::{
-    self, admin_client::AdminClient, rights_client::RightsClient, templates_client::TemplatesClient,
-    transparency_client::TransparencyClient,
+    self, admin_service_client::AdminServiceClient, rights_service_client::RightsServiceClient,
+    templates_service_client::TemplatesServiceClient, transparency_service_client::TransparencyServiceClient,
 };
 use rand::{Rng, SeedableRng};
 use tonic::Code;
 
-use crate::harness::{Dirs, Process, assert_log_extends, events, seeded};
+use crate::harness::{Dirs, Process, assert_log_extends, events, seeded, stream_of};
 
 const BATCH: usize = 40;
 
@@ -28,10 +28,10 @@ struct Told {
 /// Enrols `BATCH`-sized batches of `requests` until the server dies (or all are sent),
 /// recording every acknowledged id and the checkpoint after each batch.
 async fn enrol_until_killed(server: &Process, dirs: &Dirs, requests: &[pb::EnrollRequest], told: &mut Told) {
-    let mut templates = TemplatesClient::new(server.channel(dirs).await);
-    let mut log = TransparencyClient::new(server.channel(dirs).await);
+    let mut templates = TemplatesServiceClient::new(server.channel(dirs).await);
+    let mut log = TransparencyServiceClient::new(server.channel(dirs).await);
     for batch in requests.chunks(BATCH) {
-        match templates.enroll_stream(tokio_stream::iter(batch.to_vec())).await {
+        match templates.enroll_stream(stream_of(batch.to_vec())).await {
             Ok(r) => told.acknowledged.extend(r.into_inner().record_ids),
             Err(_) => return,
         }
@@ -44,7 +44,7 @@ async fn enrol_until_killed(server: &Process, dirs: &Dirs, requests: &[pb::Enrol
 
 /// Erases the first enrolled record's face (by its own template) and waits for both phases.
 async fn erase_one(server: &Process, dirs: &Dirs, values: &[f32], told: &mut Told) {
-    let mut rights = RightsClient::new(server.channel(dirs).await);
+    let mut rights = RightsServiceClient::new(server.channel(dirs).await);
     let r = rights
         .submit_erasure_request(pb::SubmitErasureRequestRequest {
             probes: vec![pb::Embedding { values: values.to_vec() }],
@@ -65,9 +65,11 @@ async fn erase_one(server: &Process, dirs: &Dirs, values: &[f32], told: &mut Tol
             .await
             .unwrap()
             .into_inner()
+            .status
+            .unwrap()
             .state;
         if state != "completed" {
-            AdminClient::new(server.channel(dirs).await).run_purge(pb::RunPurgeRequest {}).await.unwrap();
+            AdminServiceClient::new(server.channel(dirs).await).run_purge(pb::RunPurgeRequest {}).await.unwrap();
         }
     }
     let receipts = rights
@@ -85,7 +87,7 @@ async fn erase_one(server: &Process, dirs: &Dirs, values: &[f32], told: &mut Tol
 /// After a restart: every acknowledged record is there, the batch in flight is all there or
 /// not at all, nothing erased came back, and the log extends every checkpoint handed out.
 async fn check(server: &Process, dirs: &Dirs, told: &mut Told, what: &str) {
-    let mut templates = TemplatesClient::new(server.channel(dirs).await);
+    let mut templates = TemplatesServiceClient::new(server.channel(dirs).await);
     let erased: BTreeSet<&String> = told.erased.iter().collect();
     for id in &told.acknowledged {
         let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
@@ -160,8 +162,8 @@ async fn a_bulk_enrolment_killed_at_random_moments_loses_nothing_and_resurrects_
         enrol_until_killed(&server, &dirs, &requests[next..end], &mut told).await;
         next = end;
         let in_flight = requests[next.min(requests.len() - BATCH)..][..BATCH].to_vec();
-        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
-        let sent = tokio::spawn(async move { templates.enroll_stream(tokio_stream::iter(in_flight)).await });
+        let mut templates = TemplatesServiceClient::new(server.channel(&dirs).await);
+        let sent = tokio::spawn(async move { templates.enroll_stream(stream_of(in_flight)).await });
         // Let the stream start for a random number of scheduler turns, then pull the plug.
         for _ in 0..rng.random_range(0..200) {
             tokio::task::yield_now().await;
@@ -194,7 +196,7 @@ async fn erasures_killed_at_random_moments_finish_once_and_resurrect_nothing() {
     let mut left: Vec<usize> = (0..requests.len()).collect();
     let mut submitted = Vec::new();
     for round in 0..rounds {
-        let mut rights = RightsClient::new(server.channel(&dirs).await);
+        let mut rights = RightsServiceClient::new(server.channel(&dirs).await);
         let first = submitted.len();
         for _ in 0..rng.random_range(1..=3) {
             let i = left.swap_remove(rng.random_range(0..left.len()));
@@ -214,13 +216,13 @@ async fn erasures_killed_at_random_moments_finish_once_and_resurrect_nothing() {
         }
         kill(server);
         server = Process::spawn(&dirs, None);
-        let mut rights = RightsClient::new(server.channel(&dirs).await);
+        let mut rights = RightsServiceClient::new(server.channel(&dirs).await);
         let at_restart: Vec<String> = {
             let mut states = Vec::new();
             for (id, secret) in &submitted[first..] {
                 let now =
                     pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 0 };
-                let status = rights.get_request(now).await.expect("status").into_inner();
+                let status = rights.get_request(now).await.expect("status").into_inner().status.unwrap();
                 states.push(format!("{}/{}", status.state, status.erasure_step));
             }
             states
@@ -230,7 +232,7 @@ async fn erasures_killed_at_random_moments_finish_once_and_resurrect_nothing() {
             loop {
                 let wait =
                     pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 30 };
-                match rights.get_request(wait).await.expect("status").into_inner().state.as_str() {
+                match rights.get_request(wait).await.expect("status").into_inner().status.unwrap().state.as_str() {
                     "completed" => break,
                     // A look-alike in the review band: the desk erases nothing more than the match.
                     "needs_review" => {
@@ -240,7 +242,10 @@ async fn erasures_killed_at_random_moments_finish_once_and_resurrect_nothing() {
                     }
                     _ => {}
                 }
-                AdminClient::new(server.channel(&dirs).await).run_purge(pb::RunPurgeRequest {}).await.expect("purge");
+                AdminServiceClient::new(server.channel(&dirs).await)
+                    .run_purge(pb::RunPurgeRequest {})
+                    .await
+                    .expect("purge");
             }
         }
         told.erased.clear();
@@ -285,7 +290,7 @@ async fn a_key_rotation_killed_half_way_is_finished_at_restart() {
     let mut told = Told::default();
     let server = Process::spawn(&dirs, Some("rotate.rewrapped"));
     enrol_until_killed(&server, &dirs, &requests, &mut told).await;
-    let mut admin = AdminClient::new(server.channel(&dirs).await);
+    let mut admin = AdminServiceClient::new(server.channel(&dirs).await);
     assert!(admin.rotate_keys(pb::RotateKeysRequest {}).await.is_err(), "killed during the rotation");
     server.wait_for("failpoint rotate.rewrapped reached");
     kill(server);
@@ -309,8 +314,8 @@ async fn a_panicking_request_fails_alone_and_the_server_goes_on() {
     for point in ["search", "get"] {
         let dirs = Dirs::new();
         let server = Process::spawn_with(&dirs, None, &[("OUBLI_PANIC", point)]);
-        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
-        let ids = templates.enroll_stream(tokio_stream::iter(requests.clone())).await.unwrap().into_inner().record_ids;
+        let mut templates = TemplatesServiceClient::new(server.channel(&dirs).await);
+        let ids = templates.enroll_stream(stream_of(requests.clone())).await.unwrap().into_inner().record_ids;
         let failed = match point {
             "search" => templates
                 .search(pb::SearchRequest {
@@ -327,7 +332,7 @@ async fn a_panicking_request_fails_alone_and_the_server_goes_on() {
         };
         assert!(failed.is_err(), "{point}: the panicking call fails");
         // Other calls, on a fresh connection and on the same one, are still answered.
-        let mut again = TemplatesClient::new(server.channel(&dirs).await);
+        let mut again = TemplatesServiceClient::new(server.channel(&dirs).await);
         assert_eq!(again.stats(pb::StatsRequest {}).await.unwrap().into_inner().record_count, BATCH as u64);
         templates.enroll(requests[0].clone()).await.unwrap();
         let mut child = server.child;

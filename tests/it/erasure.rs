@@ -4,18 +4,19 @@
 use std::collections::BTreeSet;
 
 use oubli::{
-    transparency::{event::Event, note::VerifierKey, receipt},
     engine::IndexChoice,
     grpc::pb::{
-        self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient,
-        templates_client::TemplatesClient, transparency_client::TransparencyClient,
+        self, admin_service_client::AdminServiceClient, notifications_service_client::NotificationsServiceClient,
+        rights_service_client::RightsServiceClient, templates_service_client::TemplatesServiceClient,
+        transparency_service_client::TransparencyServiceClient,
     },
     store::Store,
+    transparency::{event::Event, note::VerifierKey, receipt},
 };
 use tonic::Code;
 
 #[cfg(feature = "failpoints")]
-use crate::harness::{Process, log_key};
+use crate::harness::{Process, log_key, stream_of};
 use crate::{
     harness::{Dirs, Server, assert_log_extends, events, files_under, oubli},
     rights::{enrol, tokens, wait, with_tokens},
@@ -23,7 +24,7 @@ use crate::{
 
 const STRICT: f32 = 0.602;
 
-type Rights = RightsClient<oubli::grpc::AuthChannel>;
+type Rights = RightsServiceClient<oubli::grpc::AuthChannel>;
 
 async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) {
     let r = rights
@@ -78,8 +79,8 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     let samples: Vec<usize> = (0..world.ids.len()).filter(|i| erased.contains(&world.ids[*i])).collect();
 
     // Two agencies search for the face; police-b sees only the top hit.
-    let mut police_a = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
-    let mut police_b = TemplatesClient::new(server.channel_as(Some(&t.operator_b)).await);
+    let mut police_a = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut police_b = TemplatesServiceClient::new(server.channel_as(Some(&t.operator_b)).await);
     let search = |values: &[f32], k, exact| pb::SearchRequest {
         probe: Some(pb::Embedding { values: values.to_vec() }),
         k,
@@ -103,13 +104,13 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         }
     }
     let server = Server::start_with(dirs, configure).await;
-    let mut police_a = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
-    let mut log = TransparencyClient::new(server.channel().await);
+    let mut police_a = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut log = TransparencyServiceClient::new(server.channel().await);
     let before = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
 
     // The person first asks what is held (the report lists the records), then for erasure
     // with a selfie. Phase 1 runs at once.
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (earlier, earlier_secret) = crate::rights::submit(&mut rights, &probe).await;
     wait(&mut rights, &earlier, &earlier_secret).await;
     assert_eq!(crate::rights::report(&mut rights, &earlier, &earlier_secret).await.0.records.len(), erased.len());
@@ -132,7 +133,7 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     assert!(!text.contains("forensic") || text.contains("not"), "never claims forensic erasure");
 
     // An administrator runs the purge without waiting for the window: phase 2.
-    let mut admin = AdminClient::new(server.channel_as(Some(&t.admin)).await);
+    let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.admin)).await);
     assert!(admin.run_purge(pb::RunPurgeRequest {}).await.unwrap().into_inner().purged);
     let status = wait(&mut rights, &id, &secret).await;
     assert_eq!((status.state.as_str(), status.erasure_step.as_str()), ("completed", "templates_purged"));
@@ -169,14 +170,14 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     assert!(report.records.is_empty(), "the access report is empty after the erasure");
 
     // The recipients were told (Art. 19): police-a of every record, police-b of its one.
-    let mut notices_a = NotificationsClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut notices_a = NotificationsServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let list = notices_a.list_notifications(pb::ListNotificationsRequest {}).await.unwrap().into_inner().notifications;
     let told: BTreeSet<String> = list
         .iter()
         .map(|n| serde_json::from_str::<serde_json::Value>(&n.body_json).unwrap()["record_id"].as_str().unwrap().into())
         .collect();
     assert_eq!(told, erased);
-    let mut notices_b = NotificationsClient::new(server.channel_as(Some(&t.operator_b)).await);
+    let mut notices_b = NotificationsServiceClient::new(server.channel_as(Some(&t.operator_b)).await);
     let list_b =
         notices_b.list_notifications(pb::ListNotificationsRequest {}).await.unwrap().into_inner().notifications;
     assert_eq!(list_b.len(), 1);
@@ -257,10 +258,10 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_a_key_rotation() {
     let keys = dirs.keys.clone();
     let server = Server::start_with(dirs, configure).await;
 
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (id, secret) = submit_erasure(&mut rights, &probe).await;
     assert_eq!(wait(&mut rights, &id, &secret).await.erasure_step, "keys_purged");
-    let mut admin = AdminClient::new(server.channel_as(Some(&t.admin)).await);
+    let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.admin)).await);
     admin.run_purge(pb::RunPurgeRequest {}).await.unwrap();
     assert_eq!(wait(&mut rights, &id, &secret).await.state, "completed");
     assert!(holding(&server.dirs.data, &sealed).is_empty(), "the live data dir no longer holds it");
@@ -284,7 +285,7 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_a_key_rotation() {
     assert!(phase1.pending.iter().any(|p| p.what.starts_with("none: backups") && p.due == "done"), "{:?}", phase1);
     // Everything else is still readable under the new epoch, after a restart too.
     let server = server.restart().await;
-    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut templates = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let kept = world.ids.iter().find(|i| !erased.contains(i)).unwrap();
     templates.get(pb::GetRequest { record_id: kept.clone(), include_embedding: true }).await.unwrap();
     let kinds = events(server.channel().await).await;
@@ -303,7 +304,7 @@ async fn a_policy_sweep_erases_exactly_the_french_records_each_with_its_receipts
         .collect();
     assert!(!french.is_empty() && french.len() < world.ids.len());
 
-    let mut admin = AdminClient::new(server.channel_as(Some(&t.admin)).await);
+    let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.admin)).await);
     let bad = admin.sweep_policy(pb::SweepPolicyRequest { rule: "colour=blue".into(), dry_run: true }).await;
     assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
     let dry = admin
@@ -319,14 +320,14 @@ async fn a_policy_sweep_erases_exactly_the_french_records_each_with_its_receipts
         .into_inner();
     assert_eq!(sweep.request_ids.len(), french.len(), "one erasure request per record");
 
-    let mut desk = RightsClient::new(server.channel_as(Some(&t.desk)).await);
+    let mut desk = RightsServiceClient::new(server.channel_as(Some(&t.desk)).await);
     for id in &sweep.request_ids {
         let s = wait(&mut desk, id, "").await;
         assert_eq!(s.erasure_step, "keys_purged", "{s:?}");
     }
     assert!(admin.run_purge(pb::RunPurgeRequest {}).await.unwrap().into_inner().purged);
 
-    let mut log = TransparencyClient::new(server.channel().await);
+    let mut log = TransparencyServiceClient::new(server.channel().await);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
     let key = VerifierKey::parse(&key).unwrap();
     let mut erased = BTreeSet::new();
@@ -341,7 +342,7 @@ async fn a_policy_sweep_erases_exactly_the_french_records_each_with_its_receipts
         }
     }
     assert_eq!(erased, french, "exactly the French records");
-    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut templates = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     for id in &world.ids {
         let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
         assert_eq!(got.is_ok(), !french.contains(id), "record {id}");
@@ -356,7 +357,7 @@ async fn records_named_in_an_access_report_can_be_erased_with_its_secret_only() 
     let world = enrol(&server, &t.operator).await;
     let person = world.clear_cut(0);
     let probe = world.population.probe(person).to_vec();
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (access, access_secret) = crate::rights::submit(&mut rights, &probe).await;
     wait(&mut rights, &access, &access_secret).await;
     let (report, _) = crate::rights::report(&mut rights, &access, &access_secret).await;
@@ -383,7 +384,7 @@ async fn records_named_in_an_access_report_can_be_erased_with_its_secret_only() 
     let r =
         rights.submit_erasure_request(by_records(&access_secret, vec![mine[0].clone()])).await.unwrap().into_inner();
     assert_eq!(wait(&mut rights, &r.request_id, &r.request_secret).await.erasure_step, "keys_purged");
-    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut templates = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let get = |id: &str| pb::GetRequest { record_id: id.into(), include_embedding: false };
     assert_eq!(templates.get(get(&mine[0])).await.unwrap_err().code(), Code::NotFound);
     for other in mine.iter().skip(1).chain([&stranger]) {
@@ -406,8 +407,8 @@ async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() 
     for failpoint in oubli::failpoint::ALL.iter().filter(|f| f.starts_with("erase.")) {
         let dirs = Dirs::new();
         let server = Process::spawn(&dirs, Some(failpoint));
-        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
-        let ids = templates.enroll_stream(tokio_stream::iter(requests.clone())).await.unwrap().into_inner().record_ids;
+        let mut templates = TemplatesServiceClient::new(server.channel(&dirs).await);
+        let ids = templates.enroll_stream(stream_of(requests.clone())).await.unwrap().into_inner().record_ids;
         let world = crate::rights::World { population: population.clone(), ids };
         let person = world.clear_cut(0);
         let probe = world.population.probe(person).to_vec();
@@ -419,10 +420,10 @@ async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() 
             exact: false,
         };
         assert_eq!(templates.search(search.clone()).await.unwrap().into_inner().hits.len(), erased.len());
-        let mut log = TransparencyClient::new(server.channel(&dirs).await);
+        let mut log = TransparencyServiceClient::new(server.channel(&dirs).await);
         let before = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
 
-        let mut rights = RightsClient::new(server.channel(&dirs).await);
+        let mut rights = RightsServiceClient::new(server.channel(&dirs).await);
         let (id, secret) = submit_erasure(&mut rights, &probe).await;
         server.wait_for(&format!("failpoint {failpoint} reached"));
         let mut child = server.child;
@@ -430,14 +431,14 @@ async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() 
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{failpoint}: SIGKILL");
 
         let server = Process::spawn(&dirs, None);
-        let mut rights = RightsClient::new(server.channel(&dirs).await);
-        let mut admin = AdminClient::new(server.channel(&dirs).await);
+        let mut rights = RightsServiceClient::new(server.channel(&dirs).await);
+        let mut admin = AdminServiceClient::new(server.channel(&dirs).await);
         let mut state = wait(&mut rights, &id, &secret).await;
         while state.state != "completed" {
             admin.run_purge(pb::RunPurgeRequest {}).await.unwrap();
             state = wait(&mut rights, &id, &secret).await;
         }
-        let mut templates = TemplatesClient::new(server.channel(&dirs).await);
+        let mut templates = TemplatesServiceClient::new(server.channel(&dirs).await);
         for record in &erased {
             let got = templates.get(pb::GetRequest { record_id: record.clone(), include_embedding: false }).await;
             assert_eq!(got.unwrap_err().code(), Code::NotFound, "{failpoint}");
@@ -482,16 +483,16 @@ async fn an_erasure_waits_for_the_desk_on_look_alikes_and_erases_only_what_it_ap
     let probe = world.population.probe(person).to_vec();
     let own: Vec<String> = world.scored(person, STRICT, 2.0).into_iter().map(|(id, _)| id).collect();
 
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (id, secret) = submit_erasure(&mut rights, &probe).await;
     let status = wait(&mut rights, &id, &secret).await;
     assert_eq!(status.state, "needs_review", "nothing is erased while a stranger may be in the set");
-    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut templates = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let get = |id: &str| pb::GetRequest { record_id: id.into(), include_embedding: false };
     templates.get(get(&own[0])).await.unwrap();
 
     // The desk confirms none of the band: the person's certain records go, the stranger stays.
-    let mut desk = RightsClient::new(server.channel_as(Some(&t.desk)).await);
+    let mut desk = RightsServiceClient::new(server.channel_as(Some(&t.desk)).await);
     let reviewed = desk
         .review_request(pb::ReviewRequestRequest {
             request_id: id.clone(),
@@ -500,7 +501,9 @@ async fn an_erasure_waits_for_the_desk_on_look_alikes_and_erases_only_what_it_ap
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(reviewed.state, "erasing");
     assert_eq!(wait(&mut rights, &id, &secret).await.erasure_step, "keys_purged");
     for record in &own {
@@ -523,7 +526,7 @@ async fn a_person_who_consents_is_never_enrolled_again_even_from_a_new_photo() {
     let person = world.clear_cut(0);
     let other = world.clear_cut(person + 1);
     let probe = world.population.probe(person).to_vec();
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let submit =
         |never_enrol_again, probes: Vec<pb::Embedding>, records: Vec<String>| pb::SubmitErasureRequestRequest {
             probes,
@@ -550,7 +553,7 @@ async fn a_person_who_consents_is_never_enrolled_again_even_from_a_new_photo() {
 
     // A new photo of the same face, from a source never seen: refused, after a restart too.
     let server = server.restart().await;
-    let mut templates = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut templates = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let fresh = |values: Vec<f32>, uri: &str| crate::harness::request(values, uri);
     let err = templates.enroll(fresh(probe.clone(), "https://new.example/selfie.jpg")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -587,15 +590,15 @@ async fn metrics_count_calls_time_erasure_steps_and_show_the_backlog() {
     let person = world.clear_cut(0);
     let probe = world.population.probe(person).to_vec();
     let erased = world.scored(person, STRICT, 2.0).len();
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (id, secret) = submit_erasure(&mut rights, &probe).await;
     wait(&mut rights, &id, &secret).await;
     let addr = server.metrics_addr().expect("metrics are served");
     let (status, body) = scrape(addr, "/metrics").await;
     assert!(status.contains("200"), "{status}");
     for expected in [
-        "oubli_rpc_calls_total{method=\"/oubli.v1.Templates/EnrollStream\",code=\"Ok\"} 1",
-        "oubli_rpc_duration_seconds_count{method=\"/oubli.v1.Rights/SubmitErasureRequest\"} 1",
+        "oubli_rpc_calls_total{method=\"/oubli.v1.TemplatesService/EnrollStream\",code=\"Ok\"} 1",
+        "oubli_rpc_duration_seconds_count{method=\"/oubli.v1.RightsService/SubmitErasureRequest\"} 1",
         "oubli_erasure_step_duration_seconds_count{step=\"phase1_purge\"} 1",
         "oubli_erasure_step_duration_seconds_count{step=\"delete\"} 1",
         "oubli_erasures_in_progress 1",

@@ -5,17 +5,20 @@ use std::{
 };
 
 use oubli::{
+    grpc::{
+        AuthChannel, Bearer, Embedded,
+        pb::{
+            self, templates_service_client::TemplatesServiceClient,
+            transparency_service_client::TransparencyServiceClient,
+        },
+    },
+    synth::{Population, PopulationConfig},
     transparency::{
         event::{Entry, Event},
         merkle::{self, Hash, TreeSize},
         note::VerifierKey,
         receipt,
     },
-    grpc::{
-        AuthChannel, Bearer, Embedded,
-        pb::{self, templates_client::TemplatesClient, transparency_client::TransparencyClient},
-    },
-    synth::{Population, PopulationConfig},
 };
 use tempfile::TempDir;
 use tonic::transport::Channel;
@@ -66,8 +69,8 @@ impl Server {
     }
 
     /// A client with the local all-roles token.
-    pub async fn client(&self) -> TemplatesClient<AuthChannel> {
-        TemplatesClient::new(self.channel().await)
+    pub async fn client(&self) -> TemplatesServiceClient<AuthChannel> {
+        TemplatesServiceClient::new(self.channel().await)
     }
 
     /// A connection with the local all-roles token.
@@ -118,6 +121,13 @@ pub fn request(values: Vec<f32>, source_uri: &str) -> pb::EnrollRequest {
     }
 }
 
+/// The items of an `EnrollStream` call, one per enrolment request.
+pub fn stream_of(
+    requests: impl IntoIterator<Item = pb::EnrollRequest>,
+) -> impl tokio_stream::Stream<Item = pb::EnrollStreamRequest> {
+    tokio_stream::iter(requests.into_iter().map(|r| pb::EnrollStreamRequest { item: Some(r) }))
+}
+
 /// `n` seeded synthetic enrolment requests (one sample of each of `n` identities), and their
 /// unit-length vectors.
 pub fn seeded(n: usize, seed: u64) -> (Vec<pb::EnrollRequest>, Vec<Vec<f32>>) {
@@ -142,7 +152,7 @@ pub fn requests(population: &Population) -> (Vec<pb::EnrollRequest>, Vec<Vec<f32
         .unzip()
 }
 
-pub async fn record_count(client: &mut TemplatesClient<AuthChannel>) -> u64 {
+pub async fn record_count(client: &mut TemplatesServiceClient<AuthChannel>) -> u64 {
     client.stats(pb::StatsRequest {}).await.expect("stats").into_inner().record_count
 }
 
@@ -183,7 +193,7 @@ pub fn oubli(args: &[&str]) -> (bool, String) {
 
 /// The log now extends the checkpoint `before` (consistency proof checked).
 pub async fn assert_log_extends(server_channel: oubli::grpc::AuthChannel, before: &str) -> u64 {
-    let mut log = TransparencyClient::new(server_channel);
+    let mut log = TransparencyServiceClient::new(server_channel);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
     let key = VerifierKey::parse(&key).unwrap();
     let now = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
@@ -201,7 +211,7 @@ pub async fn assert_log_extends(server_channel: oubli::grpc::AuthChannel, before
 
 /// Every log entry's event.
 pub async fn events(server_channel: oubli::grpc::AuthChannel) -> Vec<Event> {
-    let mut log = TransparencyClient::new(server_channel);
+    let mut log = TransparencyServiceClient::new(server_channel);
     let mut out = Vec::new();
     loop {
         let start = out.len() as u64;
@@ -291,7 +301,7 @@ impl Process {
 
 #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 pub async fn log_key(channel: oubli::grpc::AuthChannel) -> VerifierKey {
-    let mut log = TransparencyClient::new(channel);
+    let mut log = TransparencyServiceClient::new(channel);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
     VerifierKey::parse(&key).unwrap()
 }

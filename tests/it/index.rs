@@ -18,7 +18,7 @@ use oubli::{
 use rand::{SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
-use crate::harness::Dirs;
+use crate::harness::{Dirs, stream_of};
 
 const K: usize = 10;
 
@@ -292,10 +292,10 @@ async fn search_says_which_index_answered() {
             min_score: None,
             exact,
         };
-        client.enroll_stream(tokio_stream::iter(requests[..100].to_vec())).await.expect("enrol");
+        client.enroll_stream(stream_of(requests[..100].to_vec())).await.expect("enrol");
         let response = client.search(search(false)).await.expect("search").into_inner();
         assert_eq!(response.index, below, "{choice:?} at 100 records");
-        client.enroll_stream(tokio_stream::iter(requests[100..].to_vec())).await.expect("enrol");
+        client.enroll_stream(stream_of(requests[100..].to_vec())).await.expect("enrol");
         let response = client.search(search(false)).await.expect("search").into_inner();
         assert_eq!(response.index, above, "{choice:?} at 300 records");
         assert!((response.hits[0].score - 1.0).abs() < 1e-5, "a record's own vector finds it first");

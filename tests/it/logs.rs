@@ -9,7 +9,7 @@ use std::{
 
 use oubli::grpc::pb;
 
-use crate::harness::{Dirs, Server, seeded};
+use crate::harness::{Dirs, Server, seeded, stream_of};
 
 #[derive(Clone)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -46,7 +46,7 @@ async fn trace_logs_hold_no_template_source_or_key() {
     }
     requests[0].idempotency_key = canary_key.into();
     let id = client.enroll(requests[0].clone()).await.expect("enrol").into_inner().record_id;
-    client.enroll_stream(tokio_stream::iter(requests[1..].to_vec())).await.expect("stream");
+    client.enroll_stream(stream_of(requests[1..].to_vec())).await.expect("stream");
     let probe = pb::Embedding { values: vectors[0].clone() };
     client.search(pb::SearchRequest { probe: Some(probe), k: 3, min_score: None, exact: false }).await.expect("search");
     client.get(pb::GetRequest { record_id: id.clone(), include_embedding: true }).await.expect("get");
@@ -56,7 +56,7 @@ async fn trace_logs_hold_no_template_source_or_key() {
 
     // The rights workflows too: an access request, an erasure with its purges, an attestation.
     let canary_contact = "contact-canary-51d0@example.org";
-    let mut rights = pb::rights_client::RightsClient::new(server.channel().await);
+    let mut rights = pb::rights_service_client::RightsServiceClient::new(server.channel().await);
     let access = rights
         .submit_access_request(pb::SubmitAccessRequestRequest {
             probes: vec![pb::Embedding { values: vectors[1].clone() }],
@@ -83,8 +83,13 @@ async fn trace_logs_hold_no_template_source_or_key() {
         wait_seconds: 30,
     };
     rights.get_request(wait(&access.request_id, &access.request_secret)).await.expect("answered");
-    let status =
-        rights.get_request(wait(&erasure.request_id, &erasure.request_secret)).await.expect("phase 1").into_inner();
+    let status = rights
+        .get_request(wait(&erasure.request_id, &erasure.request_secret))
+        .await
+        .expect("phase 1")
+        .into_inner()
+        .status
+        .unwrap();
     if status.state == "needs_review" {
         // A look-alike relative in the review band: the desk keeps it out of the erasure.
         let review = pb::ReviewRequestRequest {
@@ -95,7 +100,7 @@ async fn trace_logs_hold_no_template_source_or_key() {
         rights.review_request(review).await.expect("reviewed");
         rights.get_request(wait(&erasure.request_id, &erasure.request_secret)).await.expect("phase 1");
     }
-    pb::admin_client::AdminClient::new(server.channel().await)
+    pb::admin_service_client::AdminServiceClient::new(server.channel().await)
         .run_purge(pb::RunPurgeRequest {})
         .await
         .expect("phase 2");

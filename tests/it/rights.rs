@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use oubli::{
-    grpc::pb::{self, admin_client::AdminClient, rights_client::RightsClient, templates_client::TemplatesClient},
+    grpc::pb::{
+        self, admin_service_client::AdminServiceClient, rights_service_client::RightsServiceClient,
+        templates_service_client::TemplatesServiceClient,
+    },
     rights::{
         auth::{Role, Tokens},
         request::ManualClock,
@@ -13,7 +16,7 @@ use oubli::{
 };
 use tonic::Code;
 
-use crate::harness::{Configure, Dirs, Server, files_under, oubli};
+use crate::harness::{Configure, Dirs, Server, files_under, oubli, stream_of};
 
 /// One token per role, in a tokens file in the temp dir.
 pub struct Tokens4 {
@@ -66,7 +69,7 @@ async fn every_method_answers_each_role_as_the_role_table_says() {
     let server = Server::start_with(dirs, with_tokens(path, |_| {})).await;
     let table_len = check_role_table(&server, &t).await;
     // Every one of those calls is in the audit trail with its caller and outcome.
-    let mut admin = AdminClient::new(server.channel_as(Some(&t.auditor)).await);
+    let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.auditor)).await);
     // (Each listing is itself audited: read up to the calls above, no further.)
     let calls = (table_len * 6) as u64;
     let mut events = Vec::new();
@@ -80,7 +83,7 @@ async fn every_method_answers_each_role_as_the_role_table_says() {
     let refused = events
         .iter()
         .filter(|e| {
-            e.caller == "police-a" && e.method == "/oubli.v1.Rights/ListRequests" && e.code == "PermissionDenied"
+            e.caller == "police-a" && e.method == "/oubli.v1.RightsService/ListRequests" && e.code == "PermissionDenied"
         })
         .count();
     assert_eq!(refused, 1);
@@ -105,7 +108,7 @@ async fn the_role_table_holds_under_load() {
         let (server, token, stop) = (server.clone(), t.operator.clone(), stop.clone());
         let (slice, probes) = (slice.to_vec(), probes.to_vec());
         load.spawn(async move {
-            let mut client = TemplatesClient::new(server.channel_as(Some(&token)).await);
+            let mut client = TemplatesServiceClient::new(server.channel_as(Some(&token)).await);
             let mut ids = Vec::new();
             for (request, probe) in slice.into_iter().zip(probes).cycle() {
                 let stopped = stop.load(std::sync::atomic::Ordering::Relaxed);
@@ -126,7 +129,7 @@ async fn the_role_table_holds_under_load() {
     {
         let (server, stop, probe) = (server.clone(), stop.clone(), values[0].clone());
         load.spawn(async move {
-            let mut rights = RightsClient::new(server.channel_as(None).await);
+            let mut rights = RightsServiceClient::new(server.channel_as(None).await);
             for _ in 0..200 {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
@@ -144,7 +147,7 @@ async fn the_role_table_holds_under_load() {
         acknowledged.extend(ids.expect("no load task failed"));
     }
     assert!(acknowledged.len() >= 240);
-    let mut client = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut client = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     for id in acknowledged {
         client
             .get(pb::GetRequest { record_id: id, ..Default::default() })
@@ -161,35 +164,35 @@ async fn check_role_table(server: &Server, t: &Tokens4) -> usize {
     // The expected table, written out independently of the server's.
     let public: &[Role] = &[];
     let table: &[(&'static str, Option<&[Role]>)] = &[
-        ("/oubli.v1.Templates/Enroll", Some(&[Operator])),
-        ("/oubli.v1.Templates/EnrollStream", Some(&[Operator])),
-        ("/oubli.v1.Templates/Get", Some(&[Operator])),
-        ("/oubli.v1.Templates/Search", Some(&[Operator])),
-        ("/oubli.v1.Templates/Stats", Some(&[Auditor, Admin])),
-        ("/oubli.v1.Transparency/GetCheckpoint", None),
-        ("/oubli.v1.Transparency/GetVerifierKey", None),
-        ("/oubli.v1.Transparency/GetInclusionProof", None),
-        ("/oubli.v1.Transparency/GetConsistencyProof", None),
-        ("/oubli.v1.Transparency/GetEntries", None),
-        ("/oubli.v1.Transparency/GetReceipt", None),
-        ("/oubli.v1.Rights/SubmitAccessRequest", None),
-        ("/oubli.v1.Rights/GetRequest", None),
-        ("/oubli.v1.Rights/GetAccessReport", None),
-        ("/oubli.v1.Rights/ListRequests", Some(&[PrivacyDesk, Auditor])),
-        ("/oubli.v1.Rights/ReviewRequest", Some(&[PrivacyDesk])),
-        ("/oubli.v1.Rights/DenyRequest", Some(&[PrivacyDesk])),
-        ("/oubli.v1.Rights/ExtendRequest", Some(&[PrivacyDesk])),
-        ("/oubli.v1.Rights/SubmitErasureRequest", None),
-        ("/oubli.v1.Rights/GetErasureReceipts", None),
-        ("/oubli.v1.Rights/AttestNoMatch", None),
-        ("/oubli.v1.Notifications/ListNotifications", Some(&[Operator])),
-        ("/oubli.v1.Notifications/AckNotification", Some(&[Operator])),
-        ("/oubli.v1.Admin/ListAuditEvents", Some(&[Auditor])),
-        ("/oubli.v1.Admin/GetPolicy", Some(&[Admin, Auditor])),
-        ("/oubli.v1.Admin/ReloadPolicy", Some(&[Admin])),
-        ("/oubli.v1.Admin/SweepPolicy", Some(&[Admin])),
-        ("/oubli.v1.Admin/RotateKeys", Some(&[Admin])),
-        ("/oubli.v1.Admin/RunPurge", Some(&[Admin])),
+        ("/oubli.v1.TemplatesService/Enroll", Some(&[Operator])),
+        ("/oubli.v1.TemplatesService/EnrollStream", Some(&[Operator])),
+        ("/oubli.v1.TemplatesService/Get", Some(&[Operator])),
+        ("/oubli.v1.TemplatesService/Search", Some(&[Operator])),
+        ("/oubli.v1.TemplatesService/Stats", Some(&[Auditor, Admin])),
+        ("/oubli.v1.TransparencyService/GetCheckpoint", None),
+        ("/oubli.v1.TransparencyService/GetVerifierKey", None),
+        ("/oubli.v1.TransparencyService/GetInclusionProof", None),
+        ("/oubli.v1.TransparencyService/GetConsistencyProof", None),
+        ("/oubli.v1.TransparencyService/GetEntries", None),
+        ("/oubli.v1.TransparencyService/GetReceipt", None),
+        ("/oubli.v1.RightsService/SubmitAccessRequest", None),
+        ("/oubli.v1.RightsService/GetRequest", None),
+        ("/oubli.v1.RightsService/GetAccessReport", None),
+        ("/oubli.v1.RightsService/ListRequests", Some(&[PrivacyDesk, Auditor])),
+        ("/oubli.v1.RightsService/ReviewRequest", Some(&[PrivacyDesk])),
+        ("/oubli.v1.RightsService/DenyRequest", Some(&[PrivacyDesk])),
+        ("/oubli.v1.RightsService/ExtendRequest", Some(&[PrivacyDesk])),
+        ("/oubli.v1.RightsService/SubmitErasureRequest", None),
+        ("/oubli.v1.RightsService/GetErasureReceipts", None),
+        ("/oubli.v1.RightsService/AttestNoMatch", None),
+        ("/oubli.v1.NotificationsService/ListNotifications", Some(&[Operator])),
+        ("/oubli.v1.NotificationsService/AckNotification", Some(&[Operator])),
+        ("/oubli.v1.AdminService/ListAuditEvents", Some(&[Auditor])),
+        ("/oubli.v1.AdminService/GetPolicy", Some(&[Admin, Auditor])),
+        ("/oubli.v1.AdminService/ReloadPolicy", Some(&[Admin])),
+        ("/oubli.v1.AdminService/SweepPolicy", Some(&[Admin])),
+        ("/oubli.v1.AdminService/RotateKeys", Some(&[Admin])),
+        ("/oubli.v1.AdminService/RunPurge", Some(&[Admin])),
     ];
     let callers: [(Option<Role>, &str); 4] = [
         (Some(Operator), &t.operator),
@@ -241,8 +244,8 @@ pub fn population() -> Population {
 pub async fn enrol(server: &Server, token: &str) -> World {
     let population = population();
     let (requests, _) = crate::harness::requests(&population);
-    let mut client = TemplatesClient::new(server.channel_as(Some(token)).await);
-    let ids = client.enroll_stream(tokio_stream::iter(requests)).await.unwrap().into_inner().record_ids;
+    let mut client = TemplatesServiceClient::new(server.channel_as(Some(token)).await);
+    let ids = client.enroll_stream(stream_of(requests)).await.unwrap().into_inner().record_ids;
     World { population, ids }
 }
 
@@ -279,7 +282,7 @@ impl World {
     }
 }
 
-pub async fn submit(rights: &mut RightsClient<oubli::grpc::AuthChannel>, probe: &[f32]) -> (String, String) {
+pub async fn submit(rights: &mut RightsServiceClient<oubli::grpc::AuthChannel>, probe: &[f32]) -> (String, String) {
     let r = rights
         .submit_access_request(pb::SubmitAccessRequestRequest {
             probes: vec![pb::Embedding { values: probe.to_vec() }],
@@ -293,16 +296,22 @@ pub async fn submit(rights: &mut RightsClient<oubli::grpc::AuthChannel>, probe: 
     (r.request_id, r.request_secret)
 }
 
-pub async fn wait(rights: &mut RightsClient<oubli::grpc::AuthChannel>, id: &str, secret: &str) -> pb::RequestStatus {
+pub async fn wait(
+    rights: &mut RightsServiceClient<oubli::grpc::AuthChannel>,
+    id: &str,
+    secret: &str,
+) -> pb::RequestStatus {
     rights
         .get_request(pb::GetRequestRequest { request_id: id.into(), request_secret: secret.into(), wait_seconds: 30 })
         .await
         .unwrap()
         .into_inner()
+        .status
+        .unwrap()
 }
 
 pub async fn report(
-    rights: &mut RightsClient<oubli::grpc::AuthChannel>,
+    rights: &mut RightsServiceClient<oubli::grpc::AuthChannel>,
     id: &str,
     secret: &str,
 ) -> (oubli::rights::report::AccessReport, String) {
@@ -327,8 +336,8 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
         world.scored(person, strict, 2.0).into_iter().map(|(id, _)| id).collect();
 
     // Two agencies search for the face; police-b only sees the top hit.
-    let mut police_a = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
-    let mut police_b = TemplatesClient::new(server.channel_as(Some(&t.operator_b)).await);
+    let mut police_a = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut police_b = TemplatesServiceClient::new(server.channel_as(Some(&t.operator_b)).await);
     let search = |k| pb::SearchRequest {
         probe: Some(pb::Embedding { values: probe.clone() }),
         k,
@@ -338,7 +347,7 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
     police_a.search(search(10)).await.unwrap();
     let top = police_b.search(search(1)).await.unwrap().into_inner().hits[0].record_id.clone();
 
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let mut answers = Vec::new();
     for _ in 0..3 {
         // The same person asks three times the same day: three full answers.
@@ -366,7 +375,7 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
     let dir = tempfile::tempdir().unwrap();
     let receipt_path = dir.path().join("receipt.json");
     std::fs::write(&receipt_path, &answers[0].2).unwrap();
-    let mut log = pb::transparency_client::TransparencyClient::new(server.channel_as(None).await);
+    let mut log = pb::transparency_service_client::TransparencyServiceClient::new(server.channel_as(None).await);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
     let key_path = dir.path().join("log.vkey");
     std::fs::write(&key_path, key).unwrap();
@@ -383,17 +392,19 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), Code::PermissionDenied);
-    let mut desk = RightsClient::new(server.channel_as(Some(&t.desk)).await);
+    let mut desk = RightsServiceClient::new(server.channel_as(Some(&t.desk)).await);
     let seen = desk
         .get_request(pb::GetRequestRequest { request_id: answers[0].0.clone(), ..Default::default() })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(seen.contact, "jeanne@example.org", "the desk sees the contact");
 
     // No contact detail, source URI or template value is in the audit trail, nor in clear
     // anywhere in the data dir (requests and recipients are encrypted).
-    let mut admin = AdminClient::new(server.channel_as(Some(&t.auditor)).await);
+    let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.auditor)).await);
     let trail = format!(
         "{:?}",
         admin
@@ -405,7 +416,7 @@ async fn an_access_request_answers_exactly_the_person_s_records_with_sources_and
     );
     let source = world.population.provenance[0].source_uri().to_string();
     assert!(!trail.contains("jeanne@") && !trail.contains(&source));
-    assert!(trail.contains("police-b") && trail.contains("/oubli.v1.Rights/SubmitAccessRequest"));
+    assert!(trail.contains("police-b") && trail.contains("/oubli.v1.RightsService/SubmitAccessRequest"));
     let dirs = server.stop().await;
     let data = dirs.data.clone();
     let needle_bytes: Vec<u8> = probe[..4].iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -440,7 +451,7 @@ async fn a_look_alike_s_records_are_withheld_until_the_desk_approves_them() {
         .map(|(id, _)| id)
         .collect();
 
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (id, secret) = submit(&mut rights, &probe).await;
     let status = wait(&mut rights, &id, &secret).await;
     assert_eq!(status.state, "needs_review");
@@ -450,12 +461,14 @@ async fn a_look_alike_s_records_are_withheld_until_the_desk_approves_them() {
     assert!(partial.records.iter().all(|r| r.record_id != stranger_record), "never disclosed before review");
 
     // The desk sees the band, confirms the person's own records only.
-    let mut desk = RightsClient::new(server.channel_as(Some(&t.desk)).await);
+    let mut desk = RightsServiceClient::new(server.channel_as(Some(&t.desk)).await);
     let band = desk
         .get_request(pb::GetRequestRequest { request_id: id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
+        .status
+        .unwrap()
         .review_band;
     assert!(band.iter().any(|c| c.record_id == stranger_record));
     let done = desk
@@ -466,7 +479,9 @@ async fn a_look_alike_s_records_are_withheld_until_the_desk_approves_them() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(done.state, "completed");
     let (fin, receipt) = report(&mut rights, &id, &secret).await;
     assert!(!receipt.is_empty());
@@ -491,17 +506,19 @@ async fn a_request_survives_a_restart_mid_way_and_completes() {
     let held = with_tokens(path.clone(), |c| c.process_requests = false);
     let server = Server::start_with(dirs, held).await;
     let world = enrol(&server, &t.operator).await;
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (id, secret) = submit(&mut rights, world.population.probe(0)).await;
     let status = rights
         .get_request(pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 0 })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(status.state, "received", "the worker is off: the server stops with the request unanswered");
 
     let server = server.restart_with(with_tokens(path, |_| {})).await;
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let status = wait(&mut rights, &id, &secret).await;
     assert!(matches!(status.state.as_str(), "completed" | "needs_review"), "{}", status.state);
     assert!(status.matched >= 1, "the person's records were found after the restart");
@@ -525,7 +542,7 @@ async fn deadlines_and_the_overdue_list_follow_the_calendar() {
         }),
     )
     .await;
-    let mut public = RightsClient::new(server.channel_as(None).await);
+    let mut public = RightsServiceClient::new(server.channel_as(None).await);
     let probe = population().probe(0).to_vec();
     let (first, _) = submit(&mut public, &probe).await;
     let (second, _) = submit(&mut public, &probe).await;
@@ -542,13 +559,15 @@ async fn deadlines_and_the_overdue_list_follow_the_calendar() {
     clock.set("2026-01-31T12:01:00Z".parse().unwrap());
     submit(&mut public, &probe).await;
 
-    let mut desk = RightsClient::new(server.channel_as(Some(&t.desk)).await);
+    let mut desk = RightsServiceClient::new(server.channel_as(Some(&t.desk)).await);
     let due = |s: &pb::RequestStatus| Timestamp::new(s.due_at.unwrap().seconds, 0).unwrap().to_string();
     let status = desk
         .get_request(pb::GetRequestRequest { request_id: first.clone(), ..Default::default() })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(due(&status), "2026-02-28T12:00:00Z", "31 January + one month");
 
     // The desk extends the second request by a month, with a reason, before the deadline.
@@ -561,7 +580,9 @@ async fn deadlines_and_the_overdue_list_follow_the_calendar() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(due(&extended), "2026-03-31T12:00:00Z");
     clock.set("2026-02-28T12:00:00Z".parse().unwrap());
     assert!(overdue(&mut desk).await.is_empty(), "due at that very second: not yet overdue");
@@ -587,7 +608,7 @@ async fn deadlines_and_the_overdue_list_follow_the_calendar() {
     server.stop().await;
 }
 
-async fn overdue(desk: &mut RightsClient<oubli::grpc::AuthChannel>) -> Vec<String> {
+async fn overdue(desk: &mut RightsServiceClient<oubli::grpc::AuthChannel>) -> Vec<String> {
     desk.list_requests(pb::ListRequestsRequest { overdue_only: true, state: String::new() })
         .await
         .unwrap()
@@ -607,7 +628,7 @@ async fn the_lawful_policy_refuses_scraped_faces_by_rule_and_quarantines_unknown
         with_tokens(path, |c| c.rights.policy = oubli::rights::PolicySource::Profile("lawful".into())),
     )
     .await;
-    let mut op = TemplatesClient::new(server.channel_as(Some(&t.operator)).await);
+    let mut op = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let values = population().sample(0).to_vec();
     let scraped = crate::harness::request(values.clone(), "https://social.example/p/1.jpg");
     let refused = op.enroll(scraped).await.unwrap_err();
@@ -638,12 +659,12 @@ async fn the_lawful_policy_refuses_scraped_faces_by_rule_and_quarantines_unknown
         .hits;
     assert_eq!(hits.len(), 1, "only the record with a known jurisdiction");
     // The admin sees the refusal counted.
-    let mut admin = AdminClient::new(server.channel_as(Some(&t.admin)).await);
-    let policy = admin.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner();
+    let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.admin)).await);
+    let policy = admin.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner().policy.unwrap();
     assert_eq!(policy.name, "lawful");
     assert_eq!(policy.refusals.get("legal-basis"), Some(&1));
     // ...and a rights request still finds both records (completeness).
-    let mut rights = RightsClient::new(server.channel_as(None).await);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (id, secret) = submit(&mut rights, &values).await;
     let status = wait(&mut rights, &id, &secret).await;
     assert_eq!(status.matched, 2);
@@ -701,7 +722,7 @@ async fn the_cli_submits_follows_and_reports_an_access_request() {
     let (ok, out) = oubli(&["--server", &addr, "--token-file", "/nonexistent", "requests", "list"]);
     assert!(!ok && out.contains("Unauthenticated"), "{out}");
     let (ok, out) = oubli(&["--server", &addr, "--token", &t.auditor, "audit", "tail", "-n", "50"]);
-    assert!(ok && out.contains("/oubli.v1.Rights/SubmitAccessRequest") && out.contains("anonymous"), "{out}");
+    assert!(ok && out.contains("/oubli.v1.RightsService/SubmitAccessRequest") && out.contains("anonymous"), "{out}");
     let (ok, out) = oubli(&["--server", &addr, "--token", &t.admin, "policy", "show"]);
     assert!(ok && out.contains("name = \"permissive\""), "{out}");
     let lines = tmp.path().join("provenance.jsonl");

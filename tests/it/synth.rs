@@ -5,7 +5,7 @@ use oubli::{
     synth::{Population, PopulationConfig, files, stats::Scores},
 };
 
-use crate::harness::{Dirs, Server, requests};
+use crate::harness::{Dirs, Server, requests, stream_of};
 
 fn config(seed: u64, identities: usize, samples: usize) -> PopulationConfig {
     PopulationConfig { seed, identities, samples_per_identity: samples, probes_per_identity: 1, ..Default::default() }
@@ -122,7 +122,7 @@ async fn probes_find_their_identity_as_the_statistics_predict() {
     let (enrol, _) = requests(&population);
     let mut ids = Vec::new();
     for chunk in enrol.chunks(5000) {
-        let response = client.enroll_stream(tokio_stream::iter(chunk.to_vec())).await.expect("enrol").into_inner();
+        let response = client.enroll_stream(stream_of(chunk.to_vec())).await.expect("enrol").into_inner();
         ids.extend(response.record_ids);
     }
     let label_of: std::collections::HashMap<&str, u32> =

@@ -3,14 +3,14 @@
 use oubli::grpc::pb;
 use tonic::Code;
 
-use crate::harness::{Dirs, Server, files_under, record_count, request, seeded};
+use crate::harness::{Dirs, Server, files_under, record_count, request, seeded, stream_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolled_records_are_found_and_survive_restart() {
     let server = Server::start(Dirs::new()).await;
     let mut client = server.client().await;
     let (requests, vectors) = seeded(1000, 42);
-    let response = client.enroll_stream(tokio_stream::iter(requests)).await.expect("enrol").into_inner();
+    let response = client.enroll_stream(stream_of(requests)).await.expect("enrol").into_inner();
     assert_eq!(response.record_ids.len(), 1000);
     assert_eq!(response.created, 1000);
     let ids = response.record_ids;
@@ -88,7 +88,7 @@ async fn idempotent_retries_return_the_same_record() {
     // Within a stream, and across a restart.
     let server = server.restart().await;
     let mut client = server.client().await;
-    let stream = client.enroll_stream(tokio_stream::iter(vec![first.clone(), first.clone()])).await.expect("stream");
+    let stream = client.enroll_stream(stream_of(vec![first.clone(), first.clone()])).await.expect("stream");
     let stream = stream.into_inner();
     assert_eq!(stream.record_ids, vec![a.record_id.clone(), a.record_id.clone()]);
     assert_eq!(stream.created, 0);
@@ -228,7 +228,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     // A stream with one bad item in the middle stores nothing at all.
     let (mut items, _) = seeded(5, 2);
     items[2].provenance.as_mut().expect("provenance").legal_basis = 0;
-    let err = client.enroll_stream(tokio_stream::iter(items)).await.expect_err("bad stream");
+    let err = client.enroll_stream(stream_of(items)).await.expect_err("bad stream");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("item 2: "), "{}", err.message());
     assert_eq!(record_count(&mut client).await, 1);
@@ -279,7 +279,7 @@ async fn no_template_or_source_reaches_the_disk_in_clear() {
     let (mut requests, vectors) = seeded(200, 99);
     let secret_uri = "https://very-distinctive-photo-host.example/alice/selfie-2019.jpg";
     requests[17].provenance.as_mut().expect("provenance").source_uri = secret_uri.into();
-    client.enroll_stream(tokio_stream::iter(requests)).await.expect("enrol");
+    client.enroll_stream(stream_of(requests)).await.expect("enrol");
     // A single enrolment too, so the log holds one write of each kind.
     client.enroll(request(vectors[17].iter().map(|v| -v).collect(), secret_uri)).await.expect("enrol");
 
@@ -332,7 +332,7 @@ async fn health_and_reflection_are_served() {
     let server = Server::start(Dirs::new()).await;
     let channel = server.channel().await;
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "oubli.v1.Templates"] {
+    for service in ["", "oubli.v1.TemplatesService"] {
         let status = health.check(HealthCheckRequest { service: service.into() }).await.expect("health");
         assert_eq!(status.into_inner().status(), ServingStatus::Serving, "{service:?}");
     }
@@ -348,7 +348,7 @@ async fn health_and_reflection_are_served() {
         panic!("unexpected reflection response");
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"oubli.v1.Templates"), "{names:?}");
+    assert!(names.contains(&"oubli.v1.TemplatesService"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 
     // The older v1alpha protocol, which many tools still speak, serves the same descriptors.
@@ -356,7 +356,7 @@ async fn health_and_reflection_are_served() {
     let request = alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-            "oubli.v1.Templates".into(),
+            "oubli.v1.TemplatesService".into(),
         )),
     };
     let mut client = alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);

@@ -2,16 +2,16 @@
 //! proofs verify, receipts verify offline with the server stopped, and a store whose log was
 //! altered refuses to open.
 use oubli::{
+    grpc::pb::{self, transparency_service_client::TransparencyServiceClient},
     transparency::{
         event::{Entry, Event},
         merkle::{self, Hash, LeafIndex, TreeSize},
         note::VerifierKey,
         receipt::{self, Newer},
     },
-    grpc::pb::{self, transparency_client::TransparencyClient},
 };
 
-use crate::harness::{Server, seeded};
+use crate::harness::{Server, seeded, stream_of};
 
 fn hashes(raw: Vec<Vec<u8>>) -> Vec<Hash> {
     raw.into_iter().map(|h| h.try_into().expect("32-byte hash")).collect()
@@ -21,14 +21,14 @@ fn hashes(raw: Vec<Vec<u8>>) -> Vec<Hash> {
 async fn enrolments_are_logged_proven_and_receipted() {
     let server = Server::start(crate::harness::Dirs::new()).await;
     let mut templates = server.client().await;
-    let mut log = TransparencyClient::new(server.channel().await);
+    let mut log = TransparencyServiceClient::new(server.channel().await);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.expect("key").into_inner().verifier_key;
     let key = VerifierKey::parse(&key).expect("a valid verifier key");
     let empty = log.get_checkpoint(pb::GetCheckpointRequest {}).await.expect("checkpoint").into_inner().checkpoint;
     assert_eq!(receipt::open_checkpoint(&empty, &key).expect("signed").size, 0, "a new log starts empty, signed");
 
     let (requests, _) = seeded(11, 5);
-    let ids = templates.enroll_stream(tokio_stream::iter(requests[..10].to_vec())).await.expect("enrol");
+    let ids = templates.enroll_stream(stream_of(requests[..10].to_vec())).await.expect("enrol");
     let ids = ids.into_inner().record_ids;
     let at_ten = log.get_checkpoint(pb::GetCheckpointRequest {}).await.expect("checkpoint").into_inner().checkpoint;
     let ten = receipt::open_checkpoint(&at_ten, &key).expect("signed");
@@ -110,7 +110,7 @@ async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
     use crate::harness::{copy_dir, oubli};
     let server = Server::start(crate::harness::Dirs::new()).await;
     let (requests, _) = seeded(11, 8);
-    server.client().await.enroll_stream(tokio_stream::iter(requests[..5].to_vec())).await.expect("enrol");
+    server.client().await.enroll_stream(stream_of(requests[..5].to_vec())).await.expect("enrol");
     let addr = server.addr.to_string();
     let work = tempfile::tempdir().expect("tmp");
     let (key_file, state, receipt_file) =
@@ -136,7 +136,7 @@ async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
 
     let server = Server::start(dirs).await;
     let addr = server.addr.to_string();
-    server.client().await.enroll_stream(tokio_stream::iter(requests[5..8].to_vec())).await.expect("enrol");
+    server.client().await.enroll_stream(stream_of(requests[5..8].to_vec())).await.expect("enrol");
     let (ok, out) = witness(&addr);
     assert!(ok && out.contains("grew from 5 to 8"), "{out}");
     let dirs = server.stop().await;
@@ -149,7 +149,7 @@ async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
     let (ok, out) = witness(&addr);
     assert!(!ok && out.contains("ROLLBACK"), "{out}");
     // And rewrites history from there: 8 leaves again, but not the same 8.
-    server.client().await.enroll_stream(tokio_stream::iter(requests[8..11].to_vec())).await.expect("enrol");
+    server.client().await.enroll_stream(stream_of(requests[8..11].to_vec())).await.expect("enrol");
     let (ok, out) = witness(&addr);
     assert!(!ok && out.contains("FORK"), "{out}");
     server.stop().await;
@@ -161,8 +161,8 @@ async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
 async fn python_checks_a_receipt_from_the_docs_alone() {
     let server = Server::start(crate::harness::Dirs::new()).await;
     let (requests, _) = seeded(7, 9);
-    server.client().await.enroll_stream(tokio_stream::iter(requests)).await.expect("enrol");
-    let mut log = TransparencyClient::new(server.channel().await);
+    server.client().await.enroll_stream(stream_of(requests)).await.expect("enrol");
+    let mut log = TransparencyServiceClient::new(server.channel().await);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.expect("key").into_inner().verifier_key;
     let receipt = log.get_receipt(pb::GetReceiptRequest { leaf_index: 5 }).await.expect("receipt").into_inner().receipt;
     server.stop().await;

@@ -1,5 +1,10 @@
 //! `oubli demo`: an embedded server on a local data dir, driven over real gRPC, narrated.
+//!
+//! The story is ten steps, one function each. They share a [`Demo`] (the population, its ground
+//! truth and the thresholds measured on it) and talk to a [`Live`] server; a step that restarts
+//! the server takes the running one and returns the next.
 use std::{
+    collections::HashMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -8,13 +13,17 @@ use anyhow::{Context, Result};
 use oubli::{
     grpc::{
         AuthChannel, Embedded,
-        pb::{self, templates_client::TemplatesClient},
+        pb::{
+            self, admin_service_client::AdminServiceClient, notifications_service_client::NotificationsServiceClient,
+            rights_service_client::RightsServiceClient, templates_service_client::TemplatesServiceClient,
+            transparency_service_client::TransparencyServiceClient,
+        },
     },
     rights::Thresholds,
     synth::{Population, PopulationConfig, stats::Scores},
 };
 
-use super::{enroll_all, provenance_line, status_error};
+use super::{enroll_all, provenance_line, rights::answered, status_error};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,7 +50,142 @@ const STRICT_FMR: f64 = 1e-6;
 const PERMISSIVE: &str = "permissive";
 const LAWFUL: &str = "lawful";
 
-/// A server on `data` (the live data dir, or a restored copy) with the demo's key dir.
+pub async fn run(args: Args) -> Result<()> {
+    prepare(&args.out)?;
+    outln!(
+        "Oubli demo: every face here is synthetic (seed {}). Data dir: {}",
+        args.seed,
+        args.out.join("data").display()
+    );
+    let (demo, mut live) = collection(&args).await?;
+    stored_record(&demo, &mut live).await?;
+    search_by_face(&demo, &mut live).await?;
+    encrypted_at_rest(&demo)?;
+    let mut live = durable(&demo, live).await?;
+    access_request(&demo, &mut live).await?;
+    erasure_request(&demo, &mut live).await?;
+    let live = regulator_order(&demo, live).await?;
+    let key = public_log(&demo, live).await?;
+    restored_backup(&demo, &key).await?;
+    outln!("\nDone. Every artifact is in {}. Next: README.md, docs/usage.md, docs/educators.md.", demo.out.display());
+    Ok(())
+}
+
+/// What every step reads: where the demo writes, the synthetic population with its ground truth
+/// (which the service never sees), and the operating points measured on it.
+struct Demo {
+    out: PathBuf,
+    population: Population,
+    /// `review` is the search threshold (FMR 1e-4), `strict` the rights requests' (1e-6).
+    thresholds: Thresholds,
+    /// The enrolled records' ids, in sample order.
+    ids: Vec<String>,
+    /// Whose photo each record is.
+    who: HashMap<String, u32>,
+    /// The person the story follows: the one whose selfie is the first probe.
+    person: u32,
+}
+
+impl Demo {
+    /// A server on the live data dir under `policy`.
+    async fn start(&self, policy: &str) -> Result<Live> {
+        Live::start(&self.out, &self.out.join("data"), policy, self.thresholds).await
+    }
+
+    /// The auditor's witness, keeping its state in the demo's directory.
+    fn witness(&self, key: &str) -> super::log::WitnessArgs {
+        super::log::WitnessArgs { state: self.out.join("witness.note"), verifier_key: key.to_string() }
+    }
+
+    /// An exact search by `probe` at the search threshold: how many hits are the person's own
+    /// records (by the ground truth), and how many are someone else's.
+    async fn matches_of(
+        &self,
+        client: &mut TemplatesServiceClient<AuthChannel>,
+        probe: &[f32],
+    ) -> Result<(usize, usize)> {
+        let hits = client
+            .search(pb::SearchRequest {
+                probe: Some(pb::Embedding { values: probe.to_vec() }),
+                k: 10,
+                min_score: Some(self.thresholds.review),
+                exact: true,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .hits;
+        let own = hits.iter().filter(|h| self.who.get(h.record_id.as_str()) == Some(&self.person)).count();
+        Ok((own, hits.len() - own))
+    }
+
+    /// The privacy desk's decision on a request waiting in the review band: a person compares
+    /// the photos. The demo plays the desk with the ground truth: it approves the person's own
+    /// records and leaves the look-alikes' out. Returns the request's status once the worker
+    /// has moved on.
+    async fn desk_review(
+        &self,
+        rights: &mut RightsServiceClient<AuthChannel>,
+        status: pb::RequestStatus,
+        narrate: bool,
+    ) -> Result<pb::RequestStatus> {
+        if status.state != "needs_review" {
+            return Ok(status);
+        }
+        let person = self.person;
+        let (own, others): (Vec<_>, Vec<_>) =
+            status.review_band.iter().partition(|c| self.who.get(c.record_id.as_str()) == Some(&person));
+        if narrate {
+            outln!(
+                "The privacy desk compares the photos of the {} withheld match(es): {} are person #{person}'s own",
+                status.review_band.len(),
+                own.len()
+            );
+            outln!("(approved), {} are someone else's, a look-alike's (never disclosed, never erased).", others.len());
+        }
+        let id = status.request_id.clone();
+        rights
+            .review_request(pb::ReviewRequestRequest {
+                request_id: id.clone(),
+                approved_record_ids: own.iter().map(|c| c.record_id.clone()).collect(),
+                note: "compared the photos".into(),
+            })
+            .await
+            .map_err(status_error)?;
+        let status = rights.get_request(wait(&id, "")).await.map_err(status_error)?.into_inner();
+        answered(status.status)
+    }
+}
+
+/// A running server and the clients the steps call it with.
+struct Live {
+    server: Embedded,
+    templates: TemplatesServiceClient<AuthChannel>,
+    rights: RightsServiceClient<AuthChannel>,
+    admin: AdminServiceClient<AuthChannel>,
+}
+
+impl Live {
+    /// A server on `data` (the live data dir, or a restored copy) with the demo's key dir.
+    async fn start(out: &Path, data: &Path, policy: &str, thresholds: Thresholds) -> Result<Live> {
+        let server = start_on(out, data, policy, thresholds).await?;
+        Ok(Live {
+            templates: TemplatesServiceClient::new(channel(&server, out).await?),
+            rights: RightsServiceClient::new(channel(&server, out).await?),
+            admin: AdminServiceClient::new(channel(&server, out).await?),
+            server,
+        })
+    }
+
+    /// Closes the clients' connections, then stops the server.
+    async fn stop(self) -> Result<()> {
+        let Live { server, templates, rights, admin } = self;
+        drop((templates, rights, admin));
+        stop(server).await
+    }
+}
+
+/// The server alone, for a start that may fail.
 async fn start_on(out: &Path, data: &Path, policy: &str, thresholds: Thresholds) -> Result<Embedded> {
     let mut config = oubli::Config::new(data.to_path_buf(), out.join("keys"));
     config.rights.policy = oubli::rights::PolicySource::Profile(policy.into());
@@ -49,11 +193,7 @@ async fn start_on(out: &Path, data: &Path, policy: &str, thresholds: Thresholds)
     Embedded::start(config).await.context("the embedded server did not start")
 }
 
-/// A client with the local token the embedded server wrote into the demo's key dir.
-async fn connect(server: &Embedded, out: &Path) -> Result<TemplatesClient<AuthChannel>> {
-    Ok(TemplatesClient::new(channel(server, out).await?))
-}
-
+/// A connection with the local token the embedded server wrote into the demo's key dir.
 async fn channel(server: &Embedded, out: &Path) -> Result<AuthChannel> {
     let path = out.join("keys").join(oubli::grpc::LOCAL_TOKEN_FILE);
     let token = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -65,34 +205,32 @@ async fn stop(server: Embedded) -> Result<()> {
 }
 
 fn step(n: u32, title: &str) {
-    println!("\n== {n}. {title}");
+    outln!("\n== {n}. {title}");
 }
 
-pub async fn run(args: Args) -> Result<()> {
-    let people = if args.fast { 300 } else { 1500 };
-    // The demo resets only a directory it made itself (marked), never one it was pointed at.
-    let marker = args.out.join(".oubli-demo");
-    if args.out.exists() && !marker.exists() && fs::read_dir(&args.out)?.next().is_some() {
-        anyhow::bail!(
-            "{} exists and was not made by `oubli demo`; choose another --out or remove it",
-            args.out.display()
-        );
+/// Empties the demo's directory of a previous run. The demo resets only a directory it made
+/// itself (marked), never one it was pointed at.
+fn prepare(out: &Path) -> Result<()> {
+    let marker = out.join(".oubli-demo");
+    if out.exists() && !marker.exists() && fs::read_dir(out)?.next().is_some() {
+        anyhow::bail!("{} exists and was not made by `oubli demo`; choose another --out or remove it", out.display());
     }
     for dir in ["data", "keys", "backup"] {
-        let path = args.out.join(dir);
+        let path = out.join(dir);
         if path.exists() {
             fs::remove_dir_all(&path).with_context(|| format!("cannot reset {}", path.display()))?;
         }
     }
-    fs::create_dir_all(&args.out)?;
+    fs::create_dir_all(out)?;
     fs::write(&marker, "made by `oubli demo`; it deletes data/ and keys/ here when it runs again\n")?;
-    println!(
-        "Oubli demo: every face here is synthetic (seed {}). Data dir: {}",
-        args.seed,
-        args.out.join("data").display()
-    );
+    Ok(())
+}
 
+/// Step 1: a crawler scrapes the synthetic population into a permissive server; the thresholds
+/// are measured on the population first.
+async fn collection(args: &Args) -> Result<(Demo, Live)> {
     step(1, "Collection");
+    let people = if args.fast { 300 } else { 1500 };
     let config = PopulationConfig {
         seed: args.seed,
         identities: people,
@@ -109,62 +247,65 @@ pub async fn run(args: Args) -> Result<()> {
     // FMR 1e-6, and the review band from the search threshold up.
     let strict = scores.threshold_at(STRICT_FMR).context("enough impostor pairs for FMR 1e-6")?;
     let thresholds = Thresholds { strict, review: threshold };
-    let live = args.out.join("data");
-    let start = |policy: &'static str| start_on(&args.out, &live, policy, thresholds);
-    let server = start(PERMISSIVE).await?;
-    let mut client = connect(&server, &args.out).await?;
+    let mut live = Live::start(&args.out, &args.out.join("data"), PERMISSIVE, thresholds).await?;
     let summary = scores.summary();
     oubli::synth::plot::det(&args.out, &scores, &summary)?;
     oubli::synth::plot::histogram(&args.out, &scores, &summary)?;
-    let first_source = population.provenance[0].source_uri().to_string();
     let requests: Vec<pb::EnrollRequest> = (0..population.len()).map(|i| requests_for(&population, i)).collect();
-    println!(
+    outln!(
         "A crawler 'scrapes' {} photos of {people} synthetic people ({SAMPLES} each) from sites under .example,",
         requests.len()
     );
-    println!("turns each face into a 512-number template, and enrols it with where and when it was found.");
+    outln!("turns each face into a 512-number template, and enrols it with where and when it was found.");
     let mut ids = Vec::new();
-    enroll_all(&mut client, requests, 1500, true, &mut |batch| {
+    enroll_all(&mut live.templates, requests, 1500, true, &mut |batch| {
         ids.extend_from_slice(batch);
         Ok(())
     })
     .await?;
-    println!("Stored {} records. Each got a random 128-bit id that says nothing about the person:", ids.len());
-    println!("  first record: {}", ids[0]);
-    println!(
+    outln!("Stored {} records. Each got a random 128-bit id that says nothing about the person:", ids.len());
+    outln!("  first record: {}", ids[0]);
+    outln!(
         "How often a face matcher errs on this population, at every threshold: {} (DET curve), {}.",
         args.out.join("det.png").display(),
         args.out.join("scores.png").display()
     );
-    println!(
-        "Measured on it: a search matches from {threshold:.3} (one wrong match in 10,000 pairs); a rights request"
-    );
-    println!(
+    outln!("Measured on it: a search matches from {threshold:.3} (one wrong match in 10,000 pairs); a rights request");
+    outln!(
         "hands a record over from {strict:.3} (one in a million) and leaves {threshold:.3} to {strict:.3} to a human."
     );
+    // The demo knows who everyone is (the population's ground truth); the service does not.
+    let who = ids.iter().cloned().zip(population.labels.iter().copied()).collect();
+    let person = population.probe_labels[0];
+    Ok((Demo { out: args.out.clone(), population, thresholds, ids, who, person }, live))
+}
 
+/// Step 2: one record's provenance, and why its template is not returned by default.
+async fn stored_record(demo: &Demo, live: &mut Live) -> Result<()> {
     step(2, "What is stored for one record");
-    let record = client
-        .get(pb::GetRequest { record_id: ids[0].clone(), include_embedding: false })
+    let record = live
+        .templates
+        .get(pb::GetRequest { record_id: demo.ids[0].clone(), include_embedding: false })
         .await
         .map_err(status_error)?
         .into_inner()
         .record
         .context("no record")?;
-    println!("  {}", provenance_line(record.provenance.as_ref()));
-    println!("The template itself is only returned when a caller asks for it explicitly: it can be");
-    println!("inverted into a recognisable face, so it is as sensitive as the photo.");
+    outln!("  {}", provenance_line(record.provenance.as_ref()));
+    outln!("The template itself is only returned when a caller asks for it explicitly: it can be");
+    outln!("inverted into a recognisable face, so it is as sensitive as the photo.");
+    Ok(())
+}
 
+/// Step 3: a customer searches a new photo of the person; who the hits really are.
+async fn search_by_face(demo: &Demo, live: &mut Live) -> Result<()> {
     step(3, "Search by face");
-    // The demo knows who everyone is (the population's ground truth); the service does not.
-    let who: std::collections::HashMap<&str, u32> =
-        ids.iter().map(String::as_str).zip(population.labels.iter().copied()).collect();
-    let person = population.probe_labels[0];
+    let (population, person, threshold) = (&demo.population, demo.person, demo.thresholds.review);
     let family = population.families[person as usize];
-    let selfie = population.probe(0).to_vec();
-    let response = client
+    let response = live
+        .templates
         .search(pb::SearchRequest {
-            probe: Some(pb::Embedding { values: selfie.clone() }),
+            probe: Some(pb::Embedding { values: population.probe(0).to_vec() }),
             k: 10,
             min_score: None,
             exact: false,
@@ -172,10 +313,10 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    println!("A new photo of person #{person} (never enrolled) is compared with all {} records:", response.candidates);
+    outln!("A new photo of person #{person} (never enrolled) is compared with all {} records:", response.candidates);
     let (mut own, mut relatives_matched, mut best_stranger) = (0, 0, f32::MIN);
     for h in &response.hits {
-        let label = who.get(h.record_id.as_str()).copied();
+        let label = demo.who.get(h.record_id.as_str()).copied();
         let kind = match label {
             Some(l) if l == person => "the same person",
             Some(l) if population.families[l as usize] == family => "a look-alike relative",
@@ -188,46 +329,55 @@ pub async fn run(args: Args) -> Result<()> {
             ("a stranger", _) => best_stranger = best_stranger.max(h.score),
             _ => {}
         }
-        println!("  {:>6.3}  {:<8}  {kind:<21}  {}", h.score, if matched { "MATCH" } else { "no match" }, h.record_id);
+        outln!("  {:>6.3}  {:<8}  {kind:<21}  {}", h.score, if matched { "MATCH" } else { "no match" }, h.record_id);
     }
-    println!("The threshold, {threshold:.3}, was measured on this population: there, one pair of photos of two");
-    println!("different people in 10,000 is wrongly matched. {own} of person #{person}'s {SAMPLES} photos pass it.");
+    outln!("The threshold, {threshold:.3}, was measured on this population: there, one pair of photos of two");
+    outln!("different people in 10,000 is wrongly matched. {own} of person #{person}'s {SAMPLES} photos pass it.");
     if relatives_matched > 0 {
-        println!(
+        outln!(
             "{relatives_matched} photo(s) of a look-alike relative pass it too: to a face matcher, close relatives can look like"
         );
-        println!("the same person. That is a false match, and a rights request must not hand over their data.");
+        outln!("the same person. That is a false match, and a rights request must not hand over their data.");
     }
     if best_stranger > f32::MIN {
-        println!("The best-scoring stranger among the hits scores {best_stranger:.3}.");
+        outln!("The best-scoring stranger among the hits scores {best_stranger:.3}.");
     }
-    println!("Where to put the threshold trades wrong matches against missed ones; with billions of faces,");
-    println!("even a rare wrong match happens many times a day. Every hit handed to a customer is written to");
-    println!("the recipients log (which customer received which record, when): step 6 shows it to the person.");
+    outln!("Where to put the threshold trades wrong matches against missed ones; with billions of faces,");
+    outln!("even a rare wrong match happens many times a day. Every hit handed to a customer is written to");
+    outln!("the recipients log (which customer received which record, when): step 6 shows it to the person.");
+    Ok(())
+}
 
+/// Step 4: the data dir does not hold a source URL in clear.
+fn encrypted_at_rest(demo: &Demo) -> Result<()> {
     step(4, "Encrypted at rest");
-    let data_dir = args.out.join("data");
+    let data_dir = demo.out.join("data");
+    let first_source = demo.population.provenance[0].source_uri().to_string();
     let (files, found) = scan_for(&data_dir, first_source.as_bytes())?;
-    println!("Scanned {files} files in {} for person #0's source URL: found {} times.", data_dir.display(), found);
-    println!("Each record is sealed under its own random key (XChaCha20-Poly1305), itself wrapped by a key");
-    println!(
+    outln!("Scanned {files} files in {} for person #0's source URL: found {} times.", data_dir.display(), found);
+    outln!("Each record is sealed under its own random key (XChaCha20-Poly1305), itself wrapped by a key");
+    outln!(
         "kept in {}. Destroying a record's key makes every copy unreadable: that is how a later step",
-        args.out.join("keys").display()
+        demo.out.join("keys").display()
     );
-    println!("of this demo will erase a face (crypto-shredding).");
+    outln!("of this demo will erase a face (crypto-shredding).");
+    Ok(())
+}
 
+/// Step 5: a restart keeps every record; the operator copies the data dir as a backup, which
+/// step 10 comes back to.
+async fn durable(demo: &Demo, mut live: Live) -> Result<Live> {
     step(5, "Durable");
-    let before = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
-    drop(client);
-    stop(server).await?;
-    // The operator also keeps a backup, as every operator does: step 10 comes back to it.
-    copy_dir(&args.out.join("data"), &args.out.join("backup"))?;
-    let server = start(PERMISSIVE).await?;
-    let mut client = connect(&server, &args.out).await?;
-    let after = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
-    let again = client
+    let threshold = demo.thresholds.review;
+    let before = live.templates.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
+    live.stop().await?;
+    copy_dir(&demo.out.join("data"), &demo.out.join("backup"))?;
+    let mut live = demo.start(PERMISSIVE).await?;
+    let after = live.templates.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
+    let again = live
+        .templates
         .search(pb::SearchRequest {
-            probe: Some(pb::Embedding { values: selfie }),
+            probe: Some(pb::Embedding { values: demo.population.probe(0).to_vec() }),
             k: 6,
             min_score: Some(threshold),
             exact: false,
@@ -235,27 +385,37 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    println!(
+    outln!(
         "Server restarted: {} records before, {} after; {} bytes on disk in {} table files.",
-        before.record_count, after.record_count, after.bytes_on_disk, after.sst_file_count
+        before.record_count,
+        after.record_count,
+        after.bytes_on_disk,
+        after.sst_file_count
     );
-    println!("The same selfie still finds the same {} records at or above {threshold:.3}.", again.hits.len());
-    println!("The operator also copied the data dir to {}, as a backup.", args.out.join("backup").display());
+    outln!("The same selfie still finds the same {} records at or above {threshold:.3}.", again.hits.len());
+    outln!("The operator also copied the data dir to {}, as a backup.", demo.out.join("backup").display());
+    Ok(live)
+}
 
+/// Step 6: the person's access request, answered in full, twice the same day.
+async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
     step(6, "A person asks what is held about them (GDPR Art. 15)");
-    let mut rights = pb::rights_client::RightsClient::new(channel(&server, &args.out).await?);
-    let (submitted, status) = ask_access(&mut rights, population.probe(0)).await?;
-    println!(
+    let person = demo.person;
+    let (submitted, status) = ask_access(&mut live.rights, demo.population.probe(0)).await?;
+    outln!(
         "Person #{person} sends one selfie, with no account. Request {} is {}: {} record(s) disclosed,",
-        submitted.request_id, status.state, status.matched
+        submitted.request_id,
+        status.state,
+        status.matched
     );
-    println!("{} possible match(es) withheld for the privacy desk: they might be a look-alike's.", status.withheld);
+    outln!("{} possible match(es) withheld for the privacy desk: they might be a look-alike's.", status.withheld);
     let reviewed = status.state == "needs_review";
-    let status = desk_review(&mut rights, status, &who, person, true).await?;
+    let status = demo.desk_review(&mut live.rights, status, true).await?;
     if reviewed {
-        println!("The request is {}: {} record(s) in the report.", status.state, status.matched);
+        outln!("The request is {}: {} record(s) in the report.", status.state, status.matched);
     }
-    let report = rights
+    let report = live
+        .rights
         .get_access_report(pb::GetAccessReportRequest {
             request_id: submitted.request_id.clone(),
             request_secret: submitted.request_secret.clone(),
@@ -265,21 +425,15 @@ pub async fn run(args: Args) -> Result<()> {
         .into_inner();
     if !report.report_json.is_empty() {
         let parsed: oubli::rights::report::AccessReport = serde_json::from_str(&report.report_json)?;
-        fs::write(args.out.join("access-report.json"), serde_json::to_string_pretty(&parsed)? + "\n")?;
-        fs::write(args.out.join("access-report.md"), parsed.to_markdown())?;
+        fs::write(demo.out.join("access-report.json"), serde_json::to_string_pretty(&parsed)? + "\n")?;
+        fs::write(demo.out.join("access-report.md"), parsed.to_markdown())?;
         for r in parsed.records.iter().take(3) {
             let mut times = std::collections::BTreeMap::<&str, usize>::new();
             for d in &r.recipients {
                 *times.entry(d.client.as_str()).or_default() += 1;
             }
             let who: Vec<_> = times.iter().map(|(client, n)| format!("{client} ({n} search results)")).collect();
-            println!(
-                "  {:.3}  {}  collected {}  received by: {}",
-                r.score,
-                r.source_uri,
-                r.collected_at,
-                who.join(", ")
-            );
+            outln!("  {:.3}  {}  collected {}  received by: {}", r.score, r.source_uri, r.collected_at, who.join(", "));
         }
         let year_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(365 * 24);
         let recent = parsed
@@ -287,28 +441,37 @@ pub async fn run(args: Args) -> Result<()> {
             .iter()
             .filter(|r| r.collected_at.parse::<jiff::Timestamp>().is_ok_and(|t| t >= year_ago))
             .count();
-        println!("Every source and every recipient. Report: {}", args.out.join("access-report.md").display());
-        println!("CNIL found that Clearview answered only for the last 12 months, and twice a year: that would have");
-        println!(
+        outln!("Every source and every recipient. Report: {}", demo.out.join("access-report.md").display());
+        outln!("CNIL found that Clearview answered only for the last 12 months, and twice a year: that would have");
+        outln!(
             "shown {recent} of these {} records, collected over three years, and refused the next request.",
             parsed.records.len()
         );
     }
     if !report.receipt_json.is_empty() {
-        fs::write(args.out.join("access-receipt.json"), &report.receipt_json)?;
+        fs::write(demo.out.join("access-receipt.json"), &report.receipt_json)?;
     }
-    let (_, again) = ask_access(&mut rights, population.probe(0)).await?;
-    let again = desk_review(&mut rights, again, &who, person, false).await?;
-    println!(
+    let (_, again) = ask_access(&mut live.rights, demo.population.probe(0)).await?;
+    let again = demo.desk_review(&mut live.rights, again, false).await?;
+    outln!(
         "The same person asks again the same day: request {} is {}, with the same {} record(s). No cap,",
-        again.request_id, again.state, again.matched
+        again.request_id,
+        again.state,
+        again.matched
     );
-    println!("no window: the right of access (Art. 15) has neither.");
+    outln!("no window: the right of access (Art. 15) has neither.");
+    Ok(())
+}
 
+/// Step 7: the person's erasure, its two phases and receipts, the no-match attestation, the
+/// recipients' notices, and the photo refused when scraped again.
+async fn erasure_request(demo: &Demo, live: &mut Live) -> Result<()> {
     step(7, "The same person asks to be forgotten (GDPR Art. 17)");
-    let erasure = rights
+    let (person, threshold) = (demo.person, demo.thresholds.review);
+    let erasure = live
+        .rights
         .submit_erasure_request(pb::SubmitErasureRequestRequest {
-            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
+            probes: vec![pb::Embedding { values: demo.population.probe(0).to_vec() }],
             contact: "person@example.org".into(),
             jurisdiction_claim: "FR".into(),
             ..Default::default()
@@ -316,35 +479,37 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let wait = |id: &str, secret: &str| pb::GetRequestRequest {
-        request_id: id.into(),
-        request_secret: secret.into(),
-        wait_seconds: 30,
-    };
-    let status = rights
+    let status = live
+        .rights
         .get_request(wait(&erasure.request_id, &erasure.request_secret))
         .await
         .map_err(status_error)?
         .into_inner();
+    let status = answered(status.status)?;
     if status.state == "needs_review" {
-        println!("The erasure matches like the access request, so the same photos wait for the privacy desk:");
+        outln!("The erasure matches like the access request, so the same photos wait for the privacy desk:");
     }
-    let status = desk_review(&mut rights, status, &who, person, true).await?;
-    println!(
+    let status = demo.desk_review(&mut live.rights, status, true).await?;
+    outln!(
         "Erasure request {} is {} ({}): {} record(s) deleted in one write, removed from the search",
-        erasure.request_id, status.state, status.erasure_step, status.matched
+        erasure.request_id,
+        status.state,
+        status.erasure_step,
+        status.matched
     );
-    println!("indexes, and their data keys purged from disk and checked. That is phase 1.");
-    let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
-    admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?;
-    let status = rights
+    outln!("indexes, and their data keys purged from disk and checked. That is phase 1.");
+    live.admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?;
+    let status = live
+        .rights
         .get_request(wait(&erasure.request_id, &erasure.request_secret))
         .await
         .map_err(status_error)?
         .into_inner();
-    println!("Phase 2 (batched hourly; run now by the administrator): the encrypted templates compacted out of");
-    println!("the table files and checked. The request is {}.", status.state);
-    let receipts = rights
+    let status = answered(status.status)?;
+    outln!("Phase 2 (batched hourly; run now by the administrator): the encrypted templates compacted out of");
+    outln!("the table files and checked. The request is {}.", status.state);
+    let receipts = live
+        .rights
         .get_erasure_receipts(pb::GetErasureReceiptsRequest {
             request_id: erasure.request_id.clone(),
             request_secret: erasure.request_secret.clone(),
@@ -352,48 +517,49 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    fs::write(args.out.join("erasure.json"), receipts.erasure_json.clone() + "\n")?;
+    fs::write(demo.out.join("erasure.json"), receipts.erasure_json.clone() + "\n")?;
     for (name, json) in [
         ("erasure-receipt-phase1.json", &receipts.phase1_receipt_json),
         ("erasure-receipt-phase2.json", &receipts.phase2_receipt_json),
     ] {
         if !json.is_empty() {
-            fs::write(args.out.join(name), json)?;
+            fs::write(demo.out.join(name), json)?;
         }
     }
     if !receipts.phase1_receipt_json.is_empty() {
         let r: oubli::transparency::receipt::Receipt = serde_json::from_str(&receipts.phase1_receipt_json)?;
         let body: oubli::transparency::receipt::Body = serde_json::from_str(&r.body)?;
-        println!("The phase-1 receipt (signed, in the public log at leaf {}) says:", body.leaf_index);
+        outln!("The phase-1 receipt (signed, in the public log at leaf {}) says:", body.leaf_index);
         for v in &body.verified {
-            println!("  verified: {v}");
+            outln!("  verified: {v}");
         }
         for p in &body.pending {
-            println!("  pending:  {} (due: {})", p.what, p.due);
+            outln!("  pending:  {} (due: {})", p.what, p.due);
         }
-        println!("It never says \"forensically erased\": flash remaps blocks and copies outside cannot be checked.");
+        outln!("It never says \"forensically erased\": flash remaps blocks and copies outside cannot be checked.");
     }
-    let (own_left, others) = matches_of(&mut client, population.probe(0), threshold, &who, person).await?;
-    println!("The same selfie now finds {own_left} of person #{person}'s records.");
+    let (own_left, others) = demo.matches_of(&mut live.templates, demo.population.probe(0)).await?;
+    outln!("The same selfie now finds {own_left} of person #{person}'s records.");
     if others > 0 {
-        println!(
+        outln!(
             "({others} look-alike record(s) still score above the search threshold {threshold:.3}: not the person's, and"
         );
-        println!("below the stricter threshold rights requests use.)");
+        outln!("below the stricter threshold rights requests use.)");
     }
-    let attested = rights
+    let attested = live
+        .rights
         .attest_no_match(pb::AttestNoMatchRequest {
             request_id: erasure.request_id.clone(),
             request_secret: erasure.request_secret.clone(),
-            probes: vec![pb::Embedding { values: population.probe(0).to_vec() }],
+            probes: vec![pb::Embedding { values: demo.population.probe(0).to_vec() }],
         })
         .await
         .map_err(status_error)?
         .into_inner();
-    fs::write(args.out.join("no-match-attestation.json"), &attested.receipt_json)?;
-    println!("The person asks for a signed statement that nothing held matches their face any more: logged at");
-    println!("leaf {}, saved to {}.", attested.leaf_index, args.out.join("no-match-attestation.json").display());
-    let mut notices = pb::notifications_client::NotificationsClient::new(channel(&server, &args.out).await?);
+    fs::write(demo.out.join("no-match-attestation.json"), &attested.receipt_json)?;
+    outln!("The person asks for a signed statement that nothing held matches their face any more: logged at");
+    outln!("leaf {}, saved to {}.", attested.leaf_index, demo.out.join("no-match-attestation.json").display());
+    let mut notices = NotificationsServiceClient::new(channel(&live.server, &demo.out).await?);
     let told = notices
         .list_notifications(pb::ListNotificationsRequest {})
         .await
@@ -401,49 +567,52 @@ pub async fn run(args: Args) -> Result<()> {
         .into_inner()
         .notifications
         .len();
-    println!("The operator that searched for this face has {told} notice(s) to erase its copies (Art. 19).");
+    outln!("The operator that searched for this face has {told} notice(s) to erase its copies (Art. 19).");
     let status_json: serde_json::Value = serde_json::from_str(&receipts.erasure_json)?;
     let erased: Vec<&str> =
         status_json["records"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-    if let Some(i) = ids.iter().position(|id| erased.contains(&id.as_str())) {
-        match client.enroll(requests_for(&population, i)).await {
-            Err(status) => println!("Re-scraping one of the erased photos is refused: {}", status.message()),
-            Ok(_) => println!("(the erased source could be enrolled again: unexpected)"),
+    if let Some(i) = demo.ids.iter().position(|id| erased.contains(&id.as_str())) {
+        match live.templates.enroll(requests_for(&demo.population, i)).await {
+            Err(status) => outln!("Re-scraping one of the erased photos is refused: {}", status.message()),
+            Ok(_) => outln!("(the erased source could be enrolled again: unexpected)"),
         }
     }
+    Ok(())
+}
 
+/// Step 8: the regulator's order. The server restarts under the lawful policy, which refuses
+/// the crawler; the administrator sweeps every French record.
+async fn regulator_order(demo: &Demo, live: Live) -> Result<Live> {
     step(8, "The regulator's order: stop collecting, erase everyone in France (CNIL, 2021)");
-    drop((client, rights, admin, notices));
-    stop(server).await?;
-    let server = start(LAWFUL).await?;
-    let mut client = connect(&server, &args.out).await?;
-    let mut rights = pb::rights_client::RightsClient::new(channel(&server, &args.out).await?);
-    let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
-    println!("The operator restarts under the `lawful` policy: consent only, no scraping, unknown jurisdictions");
-    println!("quarantined. The crawler's next photo:");
-    match client.enroll(requests_for(&population, population.len() - 1)).await {
-        Err(status) => println!("  refused: {}", status.message()),
-        Ok(_) => println!("  accepted (unexpected under the lawful policy)"),
+    live.stop().await?;
+    let mut live = demo.start(LAWFUL).await?;
+    outln!("The operator restarts under the `lawful` policy: consent only, no scraping, unknown jurisdictions");
+    outln!("quarantined. The crawler's next photo:");
+    match live.templates.enroll(requests_for(&demo.population, demo.population.len() - 1)).await {
+        Err(status) => outln!("  refused: {}", status.message()),
+        Ok(_) => outln!("  accepted (unexpected under the lawful policy)"),
     }
     let sweep = |dry_run| pb::SweepPolicyRequest { rule: "jurisdiction=FR".into(), dry_run };
-    let french = admin.sweep_policy(sweep(true)).await.map_err(status_error)?.into_inner().matched;
-    let unknown = admin
+    let french = live.admin.sweep_policy(sweep(true)).await.map_err(status_error)?.into_inner().matched;
+    let unknown = live
+        .admin
         .sweep_policy(pb::SweepPolicyRequest { rule: "jurisdiction=unknown".into(), dry_run: true })
         .await
         .map_err(status_error)?
         .into_inner()
         .matched;
-    println!("CNIL ordered the deletion of the data of people in France. {french} records say their photo was");
-    println!("taken there. The administrator sweeps them: one erasure request per record, each with its receipts.");
-    let swept = admin.sweep_policy(sweep(false)).await.map_err(status_error)?.into_inner();
+    outln!("CNIL ordered the deletion of the data of people in France. {french} records say their photo was");
+    outln!("taken there. The administrator sweeps them: one erasure request per record, each with its receipts.");
+    let swept = live.admin.sweep_policy(sweep(false)).await.map_err(status_error)?.into_inner();
     for id in &swept.request_ids {
         // Phase 1 runs batched over all of them; wait for each to reach it.
-        rights.get_request(wait(id, "")).await.map_err(status_error)?;
+        live.rights.get_request(wait(id, "")).await.map_err(status_error)?;
     }
-    admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?;
+    live.admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?;
     let mut receipted = 0;
     for id in &swept.request_ids {
-        let r = rights
+        let r = live
+            .rights
             .get_erasure_receipts(pb::GetErasureReceiptsRequest {
                 request_id: id.clone(),
                 request_secret: String::new(),
@@ -453,121 +622,102 @@ pub async fn run(args: Args) -> Result<()> {
             .into_inner();
         receipted += usize::from(!r.phase1_receipt_json.is_empty() && !r.phase2_receipt_json.is_empty());
     }
-    println!(
+    outln!(
         "{} erasure requests; {receipted} have both receipts (phase 1 and phase 2) in the log.",
         swept.request_ids.len()
     );
-    println!("But {unknown} records carry no jurisdiction at all: a face does not say where its owner lives, which is");
-    println!("what Clearview argued. A sweep cannot reach them; only collection rules can (the default `lawful`");
-    println!("policy quarantines them: stored, hidden from searches, found by every access or erasure request).");
+    outln!("But {unknown} records carry no jurisdiction at all: a face does not say where its owner lives, which is");
+    outln!("what Clearview argued. A sweep cannot reach them; only collection rules can (the default `lawful`");
+    outln!("policy quarantines them: stored, hidden from searches, found by every access or erasure request).");
+    Ok(live)
+}
 
+/// Step 9: the public log, a witness's first look at it, and the receipts checked offline once
+/// the server is stopped. Returns the log's verifier key.
+async fn public_log(demo: &Demo, live: Live) -> Result<String> {
     step(9, "A public log of what was done");
-    let mut log = pb::transparency_client::TransparencyClient::new(channel(&server, &args.out).await?);
+    let mut log = TransparencyServiceClient::new(channel(&live.server, &demo.out).await?);
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(status_error)?.into_inner().verifier_key;
     let checkpoint =
         log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner().checkpoint;
     let receipt =
         log.get_receipt(pb::GetReceiptRequest { leaf_index: 0 }).await.map_err(status_error)?.into_inner().receipt;
-    let key_file = args.out.join("log.vkey");
+    let key_file = demo.out.join("log.vkey");
     fs::write(&key_file, format!("{key}\n"))?;
-    fs::write(args.out.join("checkpoint.note"), &checkpoint)?;
-    fs::write(args.out.join("receipt-leaf-0.json"), &receipt)?;
-    println!("Every enrolment, answer and erasure phase was appended to a Merkle log (RFC 6962) in the same");
-    println!("write as the change itself. A leaf holds a salted commitment, never a record id; the latest");
-    println!("signed checkpoint:");
+    fs::write(demo.out.join("checkpoint.note"), &checkpoint)?;
+    fs::write(demo.out.join("receipt-leaf-0.json"), &receipt)?;
+    outln!("Every enrolment, answer and erasure phase was appended to a Merkle log (RFC 6962) in the same");
+    outln!("write as the change itself. A leaf holds a salted commitment, never a record id; the latest");
+    outln!("signed checkpoint:");
     for line in checkpoint.lines() {
-        println!("  | {line}");
+        outln!("  | {line}");
     }
-    let witness_state = args.out.join("witness.note");
-    let _ = fs::remove_file(&witness_state);
-    let witness = || super::log::WitnessArgs { state: witness_state.clone(), verifier_key: key.clone() };
-    print!("An auditor's witness fetches it, checks its signature and saves it: ");
-    super::log::witness(witness(), &server.addr.to_string()).await?;
-    drop((client, log, rights, admin));
-    stop(server).await?;
-    let key = oubli::transparency::note::VerifierKey::parse(&key)?;
-    println!("The server is stopped. Anyone can check the receipts offline, with the log's key alone:");
+    let witness = demo.witness(&key);
+    let _ = fs::remove_file(&witness.state);
+    out!("An auditor's witness fetches it, checks its signature and saves it: ");
+    super::log::witness(witness, &live.server.addr.to_string()).await?;
+    drop(log);
+    live.stop().await?;
+    let verifier = oubli::transparency::note::VerifierKey::parse(&key)?;
+    outln!("The server is stopped. Anyone can check the receipts offline, with the log's key alone:");
     for (what, name) in [
         ("the first enrolment", "receipt-leaf-0.json"),
         ("the erasure, phase 1", "erasure-receipt-phase1.json"),
         ("the erasure, phase 2", "erasure-receipt-phase2.json"),
         ("the no-match attestation", "no-match-attestation.json"),
     ] {
-        let Ok(json) = fs::read_to_string(args.out.join(name)) else { continue };
-        let checks = oubli::transparency::receipt::verify(&json, &key, None);
+        let Ok(json) = fs::read_to_string(demo.out.join(name)) else { continue };
+        let checks = oubli::transparency::receipt::verify(&json, &verifier, None);
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         let verdict = if failed.is_empty() { "every check passes".to_string() } else { format!("FAILED {failed:?}") };
-        println!("  {what:<26} {:<30} {} checks: {verdict}", name, checks.len());
+        outln!("  {what:<26} {:<30} {} checks: {verdict}", name, checks.len());
     }
-    println!(
+    outln!(
         "Re-check one yourself: oubli verify {} --verifier-key {}",
-        args.out.join("erasure-receipt-phase1.json").display(),
+        demo.out.join("erasure-receipt-phase1.json").display(),
         key_file.display()
     );
+    Ok(key)
+}
 
+/// Step 10: the step-5 backup, restored, brings the erased records back; the witness catches
+/// the rolled-back log, and rotating the keys makes the backup unreadable.
+async fn restored_backup(demo: &Demo, key: &str) -> Result<()> {
     step(10, "A restored backup brings erased faces back, and the witness catches it");
-    let backup = args.out.join("backup");
-    let server = start_on(&args.out, &backup, PERMISSIVE, thresholds).await?;
-    let mut client = connect(&server, &args.out).await?;
-    let (resurrected, _) = matches_of(&mut client, population.probe(0), threshold, &who, person).await?;
-    println!("The operator quietly restores the backup from step 5. Person #{person}'s erased records are back:");
-    println!("the same selfie finds {resurrected} of them again. The erasure receipt listed backups as pending, so it");
-    println!("promised nothing false. But the log cannot be restored with the store. The auditor's witness:");
-    match super::log::witness(witness(), &server.addr.to_string()).await {
-        Ok(()) => println!("  (the witness accepted the restored log: unexpected)"),
-        Err(e) => println!("  {e:#}"),
+    let person = demo.person;
+    let backup = demo.out.join("backup");
+    let mut live = Live::start(&demo.out, &backup, PERMISSIVE, demo.thresholds).await?;
+    let (resurrected, _) = demo.matches_of(&mut live.templates, demo.population.probe(0)).await?;
+    outln!("The operator quietly restores the backup from step 5. Person #{person}'s erased records are back:");
+    outln!("the same selfie finds {resurrected} of them again. The erasure receipt listed backups as pending, so it");
+    outln!("promised nothing false. But the log cannot be restored with the store. The auditor's witness:");
+    match super::log::witness(demo.witness(key), &live.server.addr.to_string()).await {
+        Ok(()) => outln!("  (the witness accepted the restored log: unexpected)"),
+        Err(e) => outln!("  {e:#}"),
     }
-    drop(client);
-    stop(server).await?;
-    println!("The honest fix is the one the receipt names: destroy the key epoch the backup's keys are wrapped");
-    println!("under. The administrator rotates the keys on the live server:");
-    let server = start(LAWFUL).await?;
-    let mut admin = pb::admin_client::AdminClient::new(channel(&server, &args.out).await?);
-    let rotated = admin.rotate_keys(pb::RotateKeysRequest {}).await.map_err(status_error)?.into_inner();
-    println!("  key epoch {} destroyed, epoch {} in use.", rotated.epoch.saturating_sub(1), rotated.epoch);
-    drop(admin);
-    stop(server).await?;
-    match start_on(&args.out, &backup, PERMISSIVE, thresholds).await {
+    live.stop().await?;
+    outln!("The honest fix is the one the receipt names: destroy the key epoch the backup's keys are wrapped");
+    outln!("under. The administrator rotates the keys on the live server:");
+    let mut live = demo.start(LAWFUL).await?;
+    let rotated = live.admin.rotate_keys(pb::RotateKeysRequest {}).await.map_err(status_error)?.into_inner();
+    outln!("  key epoch {} destroyed, epoch {} in use.", rotated.epoch.saturating_sub(1), rotated.epoch);
+    live.stop().await?;
+    match start_on(&demo.out, &backup, PERMISSIVE, demo.thresholds).await {
         Ok(server) => {
-            println!("  the backup still opens (unexpected)");
+            outln!("  the backup still opens (unexpected)");
             stop(server).await?;
         }
         Err(e) => {
-            println!("  and the backup no longer opens: its data keys are wrapped under the destroyed epoch.");
-            println!("  (the server says: {})", e.root_cause());
+            outln!("  and the backup no longer opens: its data keys are wrapped under the destroyed epoch.");
+            outln!("  (the server says: {})", e.root_cause());
         }
     }
-    println!("\nDone. Every artifact is in {}. Next: README.md, docs/usage.md, docs/educators.md.", args.out.display());
     Ok(())
-}
-
-/// An exact search by `probe` at `threshold`: how many hits are `person`'s own records (by the
-/// population's ground truth, which the service never sees), and how many are someone else's.
-async fn matches_of(
-    client: &mut TemplatesClient<AuthChannel>,
-    probe: &[f32],
-    threshold: f32,
-    who: &std::collections::HashMap<&str, u32>,
-    person: u32,
-) -> Result<(usize, usize)> {
-    let hits = client
-        .search(pb::SearchRequest {
-            probe: Some(pb::Embedding { values: probe.to_vec() }),
-            k: 10,
-            min_score: Some(threshold),
-            exact: true,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .hits;
-    let own = hits.iter().filter(|h| who.get(h.record_id.as_str()) == Some(&person)).count();
-    Ok((own, hits.len() - own))
 }
 
 /// The person's access request by one selfie, and its status once the worker has answered.
 async fn ask_access(
-    rights: &mut pb::rights_client::RightsClient<AuthChannel>,
+    rights: &mut RightsServiceClient<AuthChannel>,
     probe: &[f32],
 ) -> Result<(pb::SubmitAccessRequestResponse, pb::RequestStatus)> {
     let submitted = rights
@@ -581,56 +731,16 @@ async fn ask_access(
         .map_err(status_error)?
         .into_inner();
     let status = rights
-        .get_request(pb::GetRequestRequest {
-            request_id: submitted.request_id.clone(),
-            request_secret: submitted.request_secret.clone(),
-            wait_seconds: 30,
-        })
+        .get_request(wait(&submitted.request_id, &submitted.request_secret))
         .await
         .map_err(status_error)?
         .into_inner();
-    Ok((submitted, status))
+    Ok((submitted, answered(status.status)?))
 }
 
-/// The privacy desk's decision on a request waiting in the review band: a person compares the
-/// photos. The demo plays the desk with the population's ground truth (which the service never
-/// sees): it approves the person's own records and leaves the look-alikes' out. Returns the
-/// request's status once the worker has moved on.
-async fn desk_review(
-    rights: &mut pb::rights_client::RightsClient<AuthChannel>,
-    status: pb::RequestStatus,
-    who: &std::collections::HashMap<&str, u32>,
-    person: u32,
-    narrate: bool,
-) -> Result<pb::RequestStatus> {
-    if status.state != "needs_review" {
-        return Ok(status);
-    }
-    let (own, others): (Vec<_>, Vec<_>) =
-        status.review_band.iter().partition(|c| who.get(c.record_id.as_str()) == Some(&person));
-    if narrate {
-        println!(
-            "The privacy desk compares the photos of the {} withheld match(es): {} are person #{person}'s own",
-            status.review_band.len(),
-            own.len()
-        );
-        println!("(approved), {} are someone else's, a look-alike's (never disclosed, never erased).", others.len());
-    }
-    let id = status.request_id.clone();
-    rights
-        .review_request(pb::ReviewRequestRequest {
-            request_id: id.clone(),
-            approved_record_ids: own.iter().map(|c| c.record_id.clone()).collect(),
-            note: "compared the photos".into(),
-        })
-        .await
-        .map_err(status_error)?;
-    let status = rights
-        .get_request(pb::GetRequestRequest { request_id: id, request_secret: String::new(), wait_seconds: 30 })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    Ok(status)
+/// A status read that waits up to 30 s for the worker.
+fn wait(id: &str, secret: &str) -> pb::GetRequestRequest {
+    pb::GetRequestRequest { request_id: id.into(), request_secret: secret.into(), wait_seconds: 30 }
 }
 
 /// Copies a directory tree (the data dir, with the server stopped).

@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use oubli::grpc::pb::{
-    self, admin_client::AdminClient, notifications_client::NotificationsClient, rights_client::RightsClient,
+    self, admin_service_client::AdminServiceClient, notifications_service_client::NotificationsServiceClient,
+    rights_service_client::RightsServiceClient,
 };
 
 use super::{
     channel,
-    rights::{print_status, submitted_status},
+    rights::{answered, print_status, submitted_status},
     status_error,
 };
 
@@ -105,12 +106,12 @@ fn probes(file: &Path, rows: &[usize]) -> Result<Vec<pb::Embedding>> {
 
 pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
     if let Erase::Purge = command {
-        let mut admin = AdminClient::new(channel(server).await?);
+        let mut admin = AdminServiceClient::new(channel(server).await?);
         let r = admin.run_purge(pb::RunPurgeRequest {}).await.map_err(status_error)?.into_inner();
-        println!("{}", if r.purged { "erasures moved on" } else { "nothing was waiting" });
+        outln!("{}", if r.purged { "erasures moved on" } else { "nothing was waiting" });
         return Ok(());
     }
-    let mut client = RightsClient::new(channel(server).await?);
+    let mut client = RightsServiceClient::new(channel(server).await?);
     match command {
         Erase::Submit {
             probe,
@@ -150,15 +151,15 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
             )
             .await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"request_id": response.request_id, "request_secret": response.request_secret,
                         "state": status.state, "erasure_step": status.erasure_step})
                 );
             } else {
-                println!("request id:     {}", response.request_id);
-                println!("request secret: {}  (keep it: only it opens your request)", response.request_secret);
-                println!("state:          {} {}", status.state, status.erasure_step);
+                outln!("request id:     {}", response.request_id);
+                outln!("request secret: {}  (keep it: only it opens your request)", response.request_secret);
+                outln!("state:          {} {}", status.state, status.erasure_step);
             }
         }
         Erase::Status { request_id, secret, wait } => {
@@ -167,9 +168,10 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let s = answered(s.status)?;
             print_status(&s, json);
             if !json && !s.erasure_step.is_empty() {
-                println!("step:      {}", s.erasure_step);
+                outln!("step:      {}", s.erasure_step);
             }
         }
         Erase::Receipt { request_id, secret, out } => {
@@ -190,26 +192,26 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
                 }
             }
             if json {
-                println!("{}", r.erasure_json);
+                outln!("{}", r.erasure_json);
                 return Ok(());
             }
-            println!("{}", r.erasure_json);
+            outln!("{}", r.erasure_json);
             for (phase, body) in [("phase 1", &r.phase1_receipt_json), ("phase 2", &r.phase2_receipt_json)] {
                 if body.is_empty() {
-                    println!("{phase}: not logged yet");
+                    outln!("{phase}: not logged yet");
                     continue;
                 }
                 let receipt: oubli::transparency::receipt::Receipt = serde_json::from_str(body)?;
                 let b: oubli::transparency::receipt::Body = serde_json::from_str(&receipt.body)?;
-                println!("{phase}: {} at leaf {} ({})", b.event, b.leaf_index, b.logged_at);
+                outln!("{phase}: {} at leaf {} ({})", b.event, b.leaf_index, b.logged_at);
                 for d in &b.done {
-                    println!("  done:     {d}");
+                    outln!("  done:     {d}");
                 }
                 for v in &b.verified {
-                    println!("  verified: {v}");
+                    outln!("  verified: {v}");
                 }
                 for p in &b.pending {
-                    println!("  pending:  {} (due: {})", p.what, p.due);
+                    outln!("  pending:  {} (due: {})", p.what, p.due);
                 }
             }
         }
@@ -219,7 +221,7 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
 }
 
 pub async fn attest(args: AttestArgs, server: &str) -> Result<()> {
-    let mut client = RightsClient::new(channel(server).await?);
+    let mut client = RightsServiceClient::new(channel(server).await?);
     let r = client
         .attest_no_match(pb::AttestNoMatchRequest {
             request_id: args.request,
@@ -235,21 +237,23 @@ pub async fn attest(args: AttestArgs, server: &str) -> Result<()> {
     }
     let receipt: oubli::transparency::receipt::Receipt = serde_json::from_str(&r.receipt_json)?;
     let body: oubli::transparency::receipt::Body = serde_json::from_str(&receipt.body)?;
-    println!("no-match attestation logged at leaf {}", r.leaf_index);
+    outln!("no-match attestation logged at leaf {}", r.leaf_index);
     for v in body.verified {
-        println!("  verified: {v}");
+        outln!("  verified: {v}");
     }
     Ok(())
 }
 
 pub async fn keys(command: Keys, server: &str) -> Result<()> {
-    let mut admin = AdminClient::new(channel(server).await?);
+    let mut admin = AdminServiceClient::new(channel(server).await?);
     match command {
         Keys::Rotate => {
             let r = admin.rotate_keys(pb::RotateKeysRequest {}).await.map_err(status_error)?.into_inner();
-            println!(
+            outln!(
                 "key epoch {}: {} key(s) re-wrapped, older key-encryption keys destroyed; logged at leaf {}",
-                r.epoch, r.rewrapped, r.leaf_index
+                r.epoch,
+                r.rewrapped,
+                r.leaf_index
             );
         }
     }
@@ -257,28 +261,28 @@ pub async fn keys(command: Keys, server: &str) -> Result<()> {
 }
 
 pub async fn notifications(command: Notifications, server: &str, json: bool) -> Result<()> {
-    let mut client = NotificationsClient::new(channel(server).await?);
+    let mut client = NotificationsServiceClient::new(channel(server).await?);
     match command {
         Notifications::List => {
             let list =
                 client.list_notifications(pb::ListNotificationsRequest {}).await.map_err(status_error)?.into_inner();
             for n in &list.notifications {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"id": n.id, "body": serde_json::from_str::<serde_json::Value>(&n.body_json).unwrap_or_default()})
                     );
                 } else {
-                    println!("{}  {}", n.id, n.body_json);
+                    outln!("{}  {}", n.id, n.body_json);
                 }
             }
             if !json {
-                println!("{} notification(s)", list.notifications.len());
+                outln!("{} notification(s)", list.notifications.len());
             }
         }
         Notifications::Ack { id } => {
             client.ack_notification(pb::AckNotificationRequest { id: id.clone() }).await.map_err(status_error)?;
-            println!("acknowledged {id}");
+            outln!("acknowledged {id}");
         }
     }
     Ok(())

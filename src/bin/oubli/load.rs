@@ -14,14 +14,14 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use oubli::{
-    transparency::{merkle, note::VerifierKey, receipt},
     grpc::{
         AuthChannel, Embedded,
         pb::{
-            self, admin_client::AdminClient, rights_client::RightsClient, templates_client::TemplatesClient,
-            transparency_client::TransparencyClient,
+            self, admin_service_client::AdminServiceClient, rights_service_client::RightsServiceClient,
+            templates_service_client::TemplatesServiceClient, transparency_service_client::TransparencyServiceClient,
         },
     },
+    transparency::{merkle, note::VerifierKey, receipt},
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -134,7 +134,7 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         }
     };
 
-    let mut log = TransparencyClient::new(connect().await?);
+    let mut log = TransparencyServiceClient::new(connect().await?);
     let before = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(super::status_error)?.into_inner();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let deadline = Instant::now() + Duration::from_secs(args.duration);
@@ -153,9 +153,9 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
 
     // Consistency: what the clients were told against what the server holds.
     let channel = connect().await?;
-    AdminClient::new(channel.clone()).run_purge(pb::RunPurgeRequest {}).await.map_err(super::status_error)?;
+    AdminServiceClient::new(channel.clone()).run_purge(pb::RunPurgeRequest {}).await.map_err(super::status_error)?;
     let ledger = std::mem::take(&mut *ledger.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut templates = TemplatesClient::new(channel.clone());
+    let mut templates = TemplatesServiceClient::new(channel.clone());
     let (mut lost, mut resurrected) = (Vec::new(), Vec::new());
     for id in &ledger.acknowledged {
         let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
@@ -189,9 +189,15 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
             .is_ok()
         });
 
-    println!(
+    outln!(
         "{:<8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>7}",
-        "op", "count", "per s", "p50 ms", "p99 ms", "p999 ms", "errors"
+        "op",
+        "count",
+        "per s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "errors"
     );
     let mut errors = 0;
     for (op, _) in &mix {
@@ -200,7 +206,7 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         let q = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).map_or(0.0, ms);
         let e = ledger.errors.get(op).map_or(0, Vec::len);
         errors += e;
-        println!(
+        outln!(
             "{:<8} {:>8} {:>9.1} {:>10.2} {:>10.2} {:>10.2} {:>7}",
             op.name(),
             l.len(),
@@ -216,7 +222,7 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
             eprintln!("  {} error: {e}", op.name());
         }
     }
-    println!(
+    outln!(
         "consistency: {} acknowledged, {} erased; {} lost, {} resurrected; log {} -> {} leaves {}",
         ledger.acknowledged.len(),
         ledger.erased.len(),
@@ -275,8 +281,8 @@ async fn client(
     deadline: Instant,
 ) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut templates = TemplatesClient::new(channel.clone());
-    let mut rights = RightsClient::new(channel);
+    let mut templates = TemplatesServiceClient::new(channel.clone());
+    let mut rights = RightsServiceClient::new(channel);
     let total: u32 = mix.iter().map(|(_, w)| w).sum();
     let mut i = 0u64;
     while Instant::now() < deadline {
@@ -363,7 +369,11 @@ async fn client(
 
 /// An access or erasure request by `probe`, until answered (access) or phase 1 (erasure).
 /// Returns the records an erasure removed.
-async fn request(rights: &mut RightsClient<AuthChannel>, op: Op, probe: Vec<f32>) -> Result<Vec<String>, String> {
+async fn request(
+    rights: &mut RightsServiceClient<AuthChannel>,
+    op: Op,
+    probe: Vec<f32>,
+) -> Result<Vec<String>, String> {
     let probes = vec![pb::Embedding { values: probe }];
     let contact = "load@example.org".to_string();
     let (id, secret) = if op == Op::Access {
@@ -390,7 +400,9 @@ async fn request(rights: &mut RightsClient<AuthChannel>, op: Op, probe: Vec<f32>
         .get_request(pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 30 })
         .await
         .map_err(|e| e.message().to_string())?
-        .into_inner();
+        .into_inner()
+        .status
+        .ok_or_else(|| format!("request {id}: the server's answer holds no status"))?;
     let done = match op {
         Op::Erase => matches!(status.erasure_step.as_str(), "keys_purged" | "templates_purged"),
         _ => status.state == "completed",

@@ -3,12 +3,12 @@ use std::{fs, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
 use base64::{Engine, engine::general_purpose::STANDARD};
+use oubli::grpc::pb::{self, transparency_service_client::TransparencyServiceClient};
 use oubli::transparency::{
     merkle::Hash,
     note::VerifierKey,
     receipt::{self, Newer},
 };
-use oubli::grpc::pb::{self, transparency_client::TransparencyClient};
 
 use super::{channel, status_error};
 
@@ -61,13 +61,13 @@ pub struct VerifyArgs {
     checkpoint: Option<PathBuf>,
 }
 
-async fn client(server: &str) -> Result<TransparencyClient<oubli::grpc::AuthChannel>> {
-    Ok(TransparencyClient::new(channel(server).await?))
+async fn client(server: &str) -> Result<TransparencyServiceClient<oubli::grpc::AuthChannel>> {
+    Ok(TransparencyServiceClient::new(channel(server).await?))
 }
 
 /// The consistency proof between two tree sizes, from the server.
 async fn consistency_proof(
-    log: &mut TransparencyClient<oubli::grpc::AuthChannel>,
+    log: &mut TransparencyServiceClient<oubli::grpc::AuthChannel>,
     from: u64,
     to: u64,
 ) -> Result<Vec<Hash>> {
@@ -88,11 +88,11 @@ pub async fn run(command: Command, server: &str) -> Result<()> {
     match command {
         Command::Checkpoint => {
             let r = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner();
-            print!("{}", r.checkpoint);
+            out!("{}", r.checkpoint);
         }
         Command::VerifierKey => {
             let r = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.map_err(status_error)?.into_inner();
-            println!("{}", r.verifier_key);
+            outln!("{}", r.verifier_key);
         }
         Command::Entries { start, end } => {
             let r = log.get_entries(pb::GetEntriesRequest { start, end }).await.map_err(status_error)?.into_inner();
@@ -100,7 +100,7 @@ pub async fn run(command: Command, server: &str) -> Result<()> {
                 let decoded = oubli::transparency::event::Entry::decode(&e.data)
                     .map(|d| format!("{} at {}", d.event.name(), d.time))
                     .unwrap_or_else(|err| format!("undecodable: {err}"));
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "index": e.index, "data": STANDARD.encode(&e.data), "event": decoded })
                 );
@@ -114,7 +114,7 @@ pub async fn run(command: Command, server: &str) -> Result<()> {
                 .into_inner();
             let json =
                 serde_json::json!({ "leaf_index": r.leaf_index, "tree_size": r.tree_size, "hashes": b64(&r.hashes) });
-            println!("{json}");
+            outln!("{json}");
         }
         Command::Consistency { from, to } => {
             let r = log
@@ -123,12 +123,12 @@ pub async fn run(command: Command, server: &str) -> Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             let json = serde_json::json!({ "from_size": r.from_size, "to_size": r.to_size, "hashes": b64(&r.hashes) });
-            println!("{json}");
+            outln!("{json}");
         }
         Command::Receipt { leaf } => {
             let r =
                 log.get_receipt(pb::GetReceiptRequest { leaf_index: leaf }).await.map_err(status_error)?.into_inner();
-            print!("{}", r.receipt);
+            out!("{}", r.receipt);
         }
     }
     Ok(())
@@ -164,12 +164,12 @@ pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
     }
     let checks = receipt::verify(&receipt_json, &key, newer_note.as_deref().map(|note| Newer { note, proof: &proof }));
     for c in &checks {
-        println!("{} {:<40} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+        outln!("{} {:<40} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
     }
     if checks.is_empty() || checks.iter().any(|c| !c.ok) {
         bail!("the receipt does not verify");
     }
-    println!("every check passed");
+    outln!("every check passed");
     Ok(())
 }
 
@@ -211,9 +211,9 @@ pub async fn witness(args: WitnessArgs, server: &str) -> Result<()> {
     fs::write(&tmp, &latest).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &args.state).with_context(|| format!("cannot write {}", args.state.display()))?;
     match verdict {
-        Verdict::First { size } => println!("first checkpoint: {size} leaves, trusted on first use and saved"),
-        Verdict::Unchanged { size } => println!("unchanged: {size} leaves"),
-        Verdict::Grew { from, to } => println!("consistent: the log grew from {from} to {to} leaves"),
+        Verdict::First { size } => outln!("first checkpoint: {size} leaves, trusted on first use and saved"),
+        Verdict::Unchanged { size } => outln!("unchanged: {size} leaves"),
+        Verdict::Grew { from, to } => outln!("consistent: the log grew from {from} to {to} leaves"),
     }
     Ok(())
 }

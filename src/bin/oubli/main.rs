@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use oubli::grpc::{
     AuthChannel, Bearer, MAX_STREAM_ITEMS,
-    pb::{self, templates_client::TemplatesClient},
+    pb::{self, templates_service_client::TemplatesServiceClient},
 };
 use oubli::synth::files::{ProvenanceLine, read_jsonl, read_matrix};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 /// The token every connection sends, set once from the command line.
 static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+#[macro_use]
+mod output;
 mod demo;
 mod erase;
 mod load;
@@ -188,10 +190,10 @@ async fn main() -> Result<()> {
                     let json = cli.json;
                     enroll_all(&mut client, requests, batch, !json, &mut |ids| {
                         if json {
-                            println!("{}", serde_json::json!({ "record_ids": ids }));
+                            outln!("{}", serde_json::json!({ "record_ids": ids }));
                         } else {
                             for id in ids {
-                                println!("{id}");
+                                outln!("{id}");
                             }
                         }
                         Ok(())
@@ -219,7 +221,7 @@ async fn main() -> Result<()> {
                 Command::Stats => {
                     let s = client.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
                     if cli.json {
-                        println!(
+                        outln!(
                             "{}",
                             serde_json::json!({
                                 "record_count": s.record_count, "dimension": s.dimension,
@@ -228,11 +230,11 @@ async fn main() -> Result<()> {
                             })
                         );
                     } else {
-                        println!("records:       {}", s.record_count);
-                        println!("dimension:     {}", s.dimension);
-                        println!("bytes on disk: {}", s.bytes_on_disk);
-                        println!("SST files:     {}", s.sst_file_count);
-                        println!("index:         {}", s.index);
+                        outln!("records:       {}", s.record_count);
+                        outln!("dimension:     {}", s.dimension);
+                        outln!("bytes on disk: {}", s.bytes_on_disk);
+                        outln!("SST files:     {}", s.sst_file_count);
+                        outln!("index:         {}", s.index);
                     }
                 }
                 Command::Demo(_)
@@ -274,8 +276,8 @@ pub async fn channel_with(server: &str, token: Option<&str>) -> Result<AuthChann
     Ok(tonic::service::interceptor::InterceptedService::new(channel, bearer))
 }
 
-pub async fn connect(server: &str) -> Result<TemplatesClient<AuthChannel>> {
-    Ok(TemplatesClient::new(channel(server).await?))
+pub async fn connect(server: &str) -> Result<TemplatesServiceClient<AuthChannel>> {
+    Ok(TemplatesServiceClient::new(channel(server).await?))
 }
 
 /// A gRPC error as the user should read it.
@@ -346,7 +348,7 @@ pub fn read_probe(file: &Path, row: usize) -> Result<Vec<f32>> {
 /// bar, handing each stream's ids to `committed` as soon as the server acknowledges them: if a
 /// later stream fails, the records already stored are not lost to the caller.
 pub async fn enroll_all(
-    client: &mut TemplatesClient<AuthChannel>,
+    client: &mut TemplatesServiceClient<AuthChannel>,
     requests: Vec<pb::EnrollRequest>,
     batch: usize,
     progress: bool,
@@ -367,7 +369,8 @@ pub async fn enroll_all(
     while requests.peek().is_some() {
         let chunk: Vec<_> = requests.by_ref().take(batch).collect();
         let n = chunk.len();
-        let response = client.enroll_stream(tokio_stream::iter(chunk)).await.map_err(|s| {
+        let items = chunk.into_iter().map(|item| pb::EnrollStreamRequest { item: Some(item) });
+        let response = client.enroll_stream(tokio_stream::iter(items)).await.map_err(|s| {
             status_error(s).context(format!(
                 "the stream of records {done} to {} was refused; records before it were stored",
                 done + n - 1
@@ -424,11 +427,11 @@ fn print_search(response: &pb::SearchResponse, json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "hits": hits, "candidates": response.candidates, "index": response.index }));
+        outln!("{}", serde_json::json!({ "hits": hits, "candidates": response.candidates, "index": response.index }));
     } else {
-        println!("{} hits from {} records ({} search)", response.hits.len(), response.candidates, response.index);
+        outln!("{} hits from {} records ({} search)", response.hits.len(), response.candidates, response.index);
         for h in &response.hits {
-            println!("{:>7.4}  {}  {}", h.score, h.record_id, provenance_line(h.provenance.as_ref()));
+            outln!("{:>7.4}  {}  {}", h.score, h.record_id, provenance_line(h.provenance.as_ref()));
         }
     }
 }
@@ -444,13 +447,13 @@ fn print_record(record: &pb::Record, json: bool) {
         if let Some(e) = embedding {
             value["embedding"] = serde_json::json!(e);
         }
-        println!("{value}");
+        outln!("{value}");
     } else {
-        println!("record:      {}", record.record_id);
-        println!("enrolled at: {}", time_text(record.enrolled_at.as_ref()));
-        println!("provenance:  {}", provenance_line(record.provenance.as_ref()));
+        outln!("record:      {}", record.record_id);
+        outln!("enrolled at: {}", time_text(record.enrolled_at.as_ref()));
+        outln!("provenance:  {}", provenance_line(record.provenance.as_ref()));
         if let Some(e) = embedding {
-            println!("embedding:   {e:?}");
+            outln!("embedding:   {e:?}");
         }
     }
 }

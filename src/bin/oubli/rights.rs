@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use oubli::{
-    grpc::pb::{self, admin_client::AdminClient, rights_client::RightsClient},
+    grpc::pb::{self, admin_service_client::AdminServiceClient, rights_service_client::RightsServiceClient},
     rights::{
         auth::{Role, Tokens},
         policy::{Decision, Policy},
@@ -142,7 +142,7 @@ pub enum TokensCommand {
 
 pub fn print_status(s: &pb::RequestStatus, json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "request_id": s.request_id, "state": s.state, "received_at": time_text(s.received_at.as_ref()),
@@ -155,28 +155,34 @@ pub fn print_status(s: &pb::RequestStatus, json: bool) {
         );
         return;
     }
-    println!("request:   {}", s.request_id);
-    println!("state:     {}{}", s.state, if s.overdue { "  (OVERDUE)" } else { "" });
-    println!("received:  {}", time_text(s.received_at.as_ref()));
-    println!("due:       {}", time_text(s.due_at.as_ref()));
+    outln!("request:   {}", s.request_id);
+    outln!("state:     {}{}", s.state, if s.overdue { "  (OVERDUE)" } else { "" });
+    outln!("received:  {}", time_text(s.received_at.as_ref()));
+    outln!("due:       {}", time_text(s.due_at.as_ref()));
     if s.extension_months > 0 {
-        println!("extended:  {} month(s): {}", s.extension_months, s.extension_reason);
+        outln!("extended:  {} month(s): {}", s.extension_months, s.extension_reason);
     }
-    println!("matched:   {}   withheld for review: {}", s.matched, s.withheld);
+    outln!("matched:   {}   withheld for review: {}", s.matched, s.withheld);
     for c in &s.review_band {
-        println!("  review:  {}  score {:.3}", c.record_id, c.score);
+        outln!("  review:  {}  score {:.3}", c.record_id, c.score);
     }
     if !s.denial_reason.is_empty() {
-        println!("denied:    {}", s.denial_reason);
+        outln!("denied:    {}", s.denial_reason);
     }
     if let Some(leaf) = s.receipt_leaf_index {
-        println!("receipt:   log leaf {leaf}");
+        outln!("receipt:   log leaf {leaf}");
     }
+}
+
+/// The status a rights call answered with: every answer holds one, so a missing one is the
+/// server's fault, reported rather than shown as an empty request.
+pub fn answered(status: Option<pb::RequestStatus>) -> Result<pb::RequestStatus> {
+    status.context("the server's answer holds no request status")
 }
 
 /// A new request's status: as submitted, or (with `wait`) after up to 30 s of the worker.
 pub async fn submitted_status(
-    client: &mut RightsClient<oubli::grpc::AuthChannel>,
+    client: &mut RightsServiceClient<oubli::grpc::AuthChannel>,
     id: &str,
     secret: &str,
     submitted: Option<pb::RequestStatus>,
@@ -186,11 +192,11 @@ pub async fn submitted_status(
         return Ok(submitted.unwrap_or_default());
     }
     let request = pb::GetRequestRequest { request_id: id.into(), request_secret: secret.into(), wait_seconds: 30 };
-    Ok(client.get_request(request).await.map_err(status_error)?.into_inner())
+    answered(client.get_request(request).await.map_err(status_error)?.into_inner().status)
 }
 
 pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
-    let mut client = RightsClient::new(channel(server).await?);
+    let mut client = RightsServiceClient::new(channel(server).await?);
     match command {
         Access::Submit { probe, rows, contact, jurisdiction, include_templates, wait } => {
             let probes = rows
@@ -216,15 +222,15 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
             )
             .await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"request_id": response.request_id, "request_secret": response.request_secret, "state": status.state})
                 );
             } else {
-                println!("request id:     {}", response.request_id);
-                println!("request secret: {}  (keep it: only it opens your request)", response.request_secret);
-                println!("state:          {}", status.state);
-                println!("due:            {}", time_text(status.due_at.as_ref()));
+                outln!("request id:     {}", response.request_id);
+                outln!("request secret: {}  (keep it: only it opens your request)", response.request_secret);
+                outln!("state:          {}", status.state);
+                outln!("due:            {}", time_text(status.due_at.as_ref()));
             }
         }
         Access::Status { request_id, secret, wait } => {
@@ -233,6 +239,7 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let s = answered(s.status)?;
             print_status(&s, json);
         }
         Access::Report { request_id, secret, format, out } => {
@@ -256,8 +263,8 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
                 }
             }
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Markdown => print!("{}", report.to_markdown()),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Markdown => out!("{}", report.to_markdown()),
             }
         }
     }
@@ -265,7 +272,7 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
 }
 
 pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()> {
-    let mut client = RightsClient::new(channel(server).await?);
+    let mut client = RightsServiceClient::new(channel(server).await?);
     match command {
         Requests::List { overdue, state } => {
             let list = client
@@ -278,9 +285,9 @@ pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()>
                     print_status(s, true);
                 }
             } else {
-                println!("{:<32}  {:<12}  {:<20}  {:<20}  matched  withheld", "request", "state", "received", "due");
+                outln!("{:<32}  {:<12}  {:<20}  {:<20}  matched  withheld", "request", "state", "received", "due");
                 for s in &list.requests {
-                    println!(
+                    outln!(
                         "{:<32}  {:<12}  {:<20}  {:<20}  {:>7}  {:>8}{}",
                         s.request_id,
                         s.state,
@@ -291,7 +298,7 @@ pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()>
                         if s.overdue { "  OVERDUE" } else { "" }
                     );
                 }
-                println!("{} request(s)", list.requests.len());
+                outln!("{} request(s)", list.requests.len());
             }
         }
         Requests::Review { request_id, approve, note } => {
@@ -300,6 +307,7 @@ pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()>
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let s = answered(s.status)?;
             print_status(&s, json);
         }
         Requests::Deny { request_id, reason } => {
@@ -308,6 +316,7 @@ pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()>
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let s = answered(s.status)?;
             print_status(&s, json);
         }
         Requests::Extend { request_id, months, reason } => {
@@ -316,6 +325,7 @@ pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()>
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let s = answered(s.status)?;
             print_status(&s, json);
         }
     }
@@ -325,18 +335,18 @@ pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()>
 pub async fn policy(command: PolicyCommand, server: &str) -> Result<()> {
     match command {
         PolicyCommand::Show | PolicyCommand::Reload => {
-            let mut client = AdminClient::new(channel(server).await?);
+            let mut client = AdminServiceClient::new(channel(server).await?);
             let p = if matches!(command, PolicyCommand::Show) {
-                client.get_policy(pb::GetPolicyRequest {}).await
+                client.get_policy(pb::GetPolicyRequest {}).await.map(|r| r.into_inner().policy)
             } else {
-                client.reload_policy(pb::ReloadPolicyRequest {}).await
+                client.reload_policy(pb::ReloadPolicyRequest {}).await.map(|r| r.into_inner().policy)
             }
             .map_err(status_error)?
-            .into_inner();
-            print!("{}", p.toml);
+            .context("the server's answer holds no policy")?;
+            out!("{}", p.toml);
             let mut refusals: Vec<_> = p.refusals.into_iter().collect();
             refusals.sort();
-            println!(
+            outln!(
                 "# refusals since start: {}",
                 if refusals.is_empty() {
                     "none".into()
@@ -346,17 +356,17 @@ pub async fn policy(command: PolicyCommand, server: &str) -> Result<()> {
             );
         }
         PolicyCommand::Sweep { rule, dry_run } => {
-            let mut client = AdminClient::new(channel(server).await?);
+            let mut client = AdminServiceClient::new(channel(server).await?);
             let r = client
                 .sweep_policy(pb::SweepPolicyRequest { rule: rule.clone(), dry_run })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             if dry_run {
-                println!("{} record(s) match {rule}", r.matched);
+                outln!("{} record(s) match {rule}", r.matched);
             } else {
                 for id in &r.request_ids {
-                    println!("{id}");
+                    outln!("{id}");
                 }
                 eprintln!("{} record(s) match {rule}: one erasure request each, queued", r.matched);
             }
@@ -364,7 +374,7 @@ pub async fn policy(command: PolicyCommand, server: &str) -> Result<()> {
         PolicyCommand::Check { policy, provenance } => {
             let path = PathBuf::from(&policy);
             let policy = if path.exists() { Policy::load(&path)? } else { Policy::profile(&policy)? };
-            println!("policy {:?} is valid", policy.name());
+            outln!("policy {:?} is valid", policy.name());
             if let Some(file) = provenance {
                 let lines: Vec<ProvenanceLine> = read_jsonl(&file)?;
                 let now = jiff::Timestamp::now();
@@ -375,15 +385,15 @@ pub async fn policy(command: PolicyCommand, server: &str) -> Result<()> {
                         Decision::Allow => allowed += 1,
                         Decision::Quarantine { rule } => {
                             held += 1;
-                            println!("line {}: quarantined by rule {rule}", n + 1);
+                            outln!("line {}: quarantined by rule {rule}", n + 1);
                         }
                         Decision::Deny { rule, reason } => {
                             refused += 1;
-                            println!("line {}: refused by rule {rule}: {reason}", n + 1);
+                            outln!("line {}: refused by rule {rule}: {reason}", n + 1);
                         }
                     }
                 }
-                println!("{allowed} allowed, {held} quarantined, {refused} refused");
+                outln!("{allowed} allowed, {held} quarantined, {refused} refused");
             }
         }
     }
@@ -391,7 +401,7 @@ pub async fn policy(command: PolicyCommand, server: &str) -> Result<()> {
 }
 
 pub async fn audit(command: Audit, server: &str, json: bool) -> Result<()> {
-    let mut client = AdminClient::new(channel(server).await?);
+    let mut client = AdminServiceClient::new(channel(server).await?);
     match command {
         Audit::Tail { n } => {
             let head = client
@@ -411,14 +421,14 @@ pub async fn audit(command: Audit, server: &str, json: bool) -> Result<()> {
                 .events;
             for e in events {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"seq": e.seq, "at": time_text(e.at.as_ref()), "call_id": e.call_id,
                             "caller": e.caller, "roles": e.roles, "method": e.method, "code": e.code,
                             "rights_request": e.rights_request})
                     );
                 } else {
-                    println!(
+                    outln!(
                         "{:>6}  {}  {:<18}  {:<40}  {}{}",
                         e.seq,
                         time_text(e.at.as_ref()),
@@ -449,7 +459,7 @@ pub fn tokens(command: TokensCommand) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let token = Tokens::add(&file, &client, &roles)?;
-            println!("{token}");
+            outln!("{token}");
             eprintln!("added {client:?} to {} (restart the server to load it)", file.display());
         }
     }

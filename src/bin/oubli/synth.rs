@@ -137,7 +137,7 @@ pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
             written.extend(plot::det(&out, &scores, &summary)?);
             written.extend(plot::histogram(&out, &scores, &summary)?);
             if json {
-                println!("{}", serde_json::to_string(&summary)?);
+                outln!("{}", serde_json::to_string(&summary)?);
             } else {
                 print_summary(&summary);
             }
@@ -151,21 +151,25 @@ pub async fn run(command: Command, server: &str, json: bool) -> Result<()> {
 }
 
 fn print_summary(s: &Summary) {
-    println!(
+    outln!(
         "genuine pairs (same person):   {:>9}  mean {:.3}  std {:.3}",
-        s.genuine.pairs, s.genuine.mean, s.genuine.std
+        s.genuine.pairs,
+        s.genuine.mean,
+        s.genuine.std
     );
-    println!(
+    outln!(
         "impostor pairs (two people):   {:>9}  mean {:.3}  std {:.3}",
-        s.impostor.pairs, s.impostor.mean, s.impostor.std
+        s.impostor.pairs,
+        s.impostor.mean,
+        s.impostor.std
     );
-    println!("equal error rate: {:.2}% at threshold {:.3}", s.eer * 100.0, s.eer_threshold);
-    println!();
-    println!("false match rate   threshold   false non-match rate");
+    outln!("equal error rate: {:.2}% at threshold {:.3}", s.eer * 100.0, s.eer_threshold);
+    outln!();
+    outln!("false match rate   threshold   false non-match rate");
     for p in &s.operating_points {
         match (p.threshold, p.fnmr) {
-            (Some(t), Some(fnmr)) => println!("{:>16.0e}   {t:>9.3}   {:>19.2}%", p.fmr, fnmr * 100.0),
-            _ => println!("{:>16.0e}   (too few impostor pairs sampled to measure)", p.fmr),
+            (Some(t), Some(fnmr)) => outln!("{:>16.0e}   {t:>9.3}   {:>19.2}%", p.fmr, fnmr * 100.0),
+            _ => outln!("{:>16.0e}   (too few impostor pairs sampled to measure)", p.fmr),
         }
     }
 }
