@@ -10,7 +10,6 @@
 //! - [`rights`]: roles, ingest policy, recipients log, audit trail, access requests (sync);
 //! - [`synth`]: seeded synthetic templates and provenance (the `synth` feature, on by default);
 //! - [`grpc`]: the tonic services and `run`, the server as a library function.
-pub mod transparency;
 pub mod embedding;
 pub mod engine;
 pub mod failpoint;
@@ -23,5 +22,6 @@ pub mod rights;
 pub mod store;
 #[cfg(feature = "synth")]
 pub mod synth;
+pub mod transparency;
 
 pub use grpc::{Config, run};

@@ -6,13 +6,9 @@
 //!
 //! [`serve`] is the endpoint: plain HTTP/1.1, `GET /metrics` only. It knows nothing of what it
 //! serves: the server passes it the function that renders the page.
-use std::{
-    collections::BTreeMap,
-    fmt::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt::Write, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -65,18 +61,13 @@ pub struct Metrics {
 impl Metrics {
     /// One call of `method` (a gRPC path) that ended with `code` after `took`.
     pub fn record_call(&self, method: &str, code: &'static str, took: Duration) {
-        *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry((method.to_string(), code)).or_default() += 1;
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(method.to_string())
-            .or_default()
-            .observe(took.as_secs_f64());
+        *self.calls.lock().entry((method.to_string(), code)).or_default() += 1;
+        self.latency.lock().entry(method.to_string()).or_default().observe(took.as_secs_f64());
     }
 
     /// One run of an erasure pipeline step.
     pub fn record_step(&self, step: &'static str, took: Duration) {
-        self.steps.lock().unwrap_or_else(|p| p.into_inner()).entry(step).or_default().observe(took.as_secs_f64());
+        self.steps.lock().entry(step).or_default().observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition (format 0.0.4) of everything, with `gauges`.
@@ -84,17 +75,17 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP oubli_rpc_calls_total gRPC calls by method and status code.\n");
         out.push_str("# TYPE oubli_rpc_calls_total counter\n");
-        for ((method, code), n) in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for ((method, code), n) in self.calls.lock().iter() {
             let _ = writeln!(out, "oubli_rpc_calls_total{{method=\"{method}\",code=\"{code}\"}} {n}");
         }
         out.push_str("# HELP oubli_rpc_duration_seconds gRPC call latency by method.\n");
         out.push_str("# TYPE oubli_rpc_duration_seconds histogram\n");
-        for (method, h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (method, h) in self.latency.lock().iter() {
             h.render(&mut out, "oubli_rpc_duration_seconds", &format!("method=\"{method}\""));
         }
         out.push_str("# HELP oubli_erasure_step_duration_seconds Duration of each erasure pipeline step.\n");
         out.push_str("# TYPE oubli_erasure_step_duration_seconds histogram\n");
-        for (step, h) in self.steps.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (step, h) in self.steps.lock().iter() {
             h.render(&mut out, "oubli_erasure_step_duration_seconds", &format!("step=\"{step}\""));
         }
         for (name, help, value) in gauges {

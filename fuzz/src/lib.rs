@@ -6,15 +6,15 @@
 //! seed corpus: valid inputs of every variant, for the fuzzer to start from.
 use jiff::Timestamp;
 use oubli::{
+    grpc::{convert, pb},
+    record::{IdempotencyKey, Jurisdiction, RecordId},
+    rights::request::RequestId,
     transparency::{
         event::Entry,
         merkle::{self, Hash, LeafIndex, TreeSize},
         note::{self, Checkpoint, SignerKey, VerifierKey},
         receipt::{self, Body, Receipt},
     },
-    grpc::{convert, pb},
-    record::{IdempotencyKey, Jurisdiction, RecordId},
-    rights::request::RequestId,
 };
 use prost::Message;
 

@@ -55,7 +55,11 @@ impl LinkBatch {
 /// Loads the stored graph and reconciles it with the records in `exact` (links what it lacks,
 /// unlinks what the store no longer has), or builds it on all cores when there is none or it
 /// cannot be used; then persists what changed.
-pub(super) fn open_graph(store: &dyn Storage, exact: &ExactIndex, params: HnswParams) -> Result<(HnswIndex, GraphStatus), Error> {
+pub(super) fn open_graph(
+    store: &dyn Storage,
+    exact: &ExactIndex,
+    params: HnswParams,
+) -> Result<(HnswIndex, GraphStatus), Error> {
     let started = Instant::now();
     let dimension = store.dimension();
     let loaded = match store.load_graph()? {

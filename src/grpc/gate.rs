@@ -14,12 +14,10 @@ use std::{
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
-use crate::{
-    rights::{
-        Rights,
-        auth::{Caller, Role, Tokens},
-        trail::AuditEvent,
-    },
+use crate::rights::{
+    Rights,
+    auth::{Caller, Role, Tokens},
+    trail::AuditEvent,
 };
 
 /// Who may call a method.

@@ -4,10 +4,11 @@
 //! and nothing else: it neither stores records nor touches requests.
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
 };
 
 use jiff::Timestamp;
+use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
 use super::{
@@ -48,24 +49,24 @@ impl Intake {
     }
 
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.policy.read().clone()
     }
 
     /// Re-reads the policy from its source; on error the current one stays.
     pub fn reload_policy(&self) -> Result<Arc<Policy>, Error> {
         let policy = Arc::new(self.settings.policy.load()?);
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+        *self.policy.write() = policy.clone();
         info!(policy = policy.name(), "ingest policy reloaded");
         Ok(policy)
     }
 
     /// Refusals per rule since start.
     pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.refusals.lock().clone()
     }
 
     fn refused(&self, rule: &'static str) {
-        *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(rule).or_default() += 1;
+        *self.refusals.lock().entry(rule).or_default() += 1;
     }
 
     /// Whether the policy lets every one of `records` in: for each, `None` or the rule that
@@ -121,7 +122,7 @@ impl Intake {
 
     /// Adds faces to the never-enrol-again list (in memory; the store keeps them sealed).
     pub fn keep_faces(&self, probes: &[Vec<f32>], dimension: usize) {
-        let mut faces = self.suppressed_faces.write().unwrap_or_else(|p| p.into_inner());
+        let mut faces = self.suppressed_faces.write();
         faces.extend(probes.iter().filter_map(|p| Embedding::new(p.clone(), dimension).ok()));
     }
 
@@ -136,7 +137,7 @@ impl Intake {
     }
 
     fn is_suppressed_face(&self, template: &Embedding) -> bool {
-        let faces = self.suppressed_faces.read().unwrap_or_else(|p| p.into_inner());
+        let faces = self.suppressed_faces.read();
         let strict = self.settings.thresholds.strict;
         faces.iter().any(|f| crate::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
     }
@@ -145,7 +146,7 @@ impl Intake {
     pub fn admit(&self, peer: &str, now: Timestamp) -> Result<(), Error> {
         let rate = f64::from(self.settings.submissions_per_minute.max(1)) / 60.0;
         let burst = f64::from(self.settings.submissions_per_minute.max(1));
-        let mut buckets = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.limiter.lock();
         if buckets.len() > 100_000 {
             buckets.clear();
         }

@@ -195,9 +195,8 @@ fn denial_and_extension_are_transitions_with_their_limits() {
 
 /// Submits an erasure of the person's face; returns the request and its secret.
 fn erase_person(rights: &Rights) -> (RequestId, String) {
-    let sub = rights
-        .submit_erasure(ErasureTarget::Probes(vec![face(0, 0.1)]), "me@example.org".into(), None, false)
-        .unwrap();
+    let sub =
+        rights.submit_erasure(ErasureTarget::Probes(vec![face(0, 0.1)]), "me@example.org".into(), None, false).unwrap();
     (sub.id, sub.secret.to_hex())
 }
 
@@ -237,9 +236,7 @@ fn erasure_by_probe_goes_through_review_plan_delete_and_both_purges() {
     );
     assert_erased(&rights, &people, id, &secret);
     // The same face is now erased: nothing left to match.
-    let again = rights
-        .submit_access(vec![face(0, -0.3)], "me@example.org".into(), None, false)
-        .unwrap();
+    let again = rights.submit_access(vec![face(0, -0.3)], "me@example.org".into(), None, false).unwrap();
     assert_eq!(drive(&rights, again.id).unwrap(), State::Completed);
     assert_eq!(rights.request(again.id, None, true).unwrap().matched, 0);
 }

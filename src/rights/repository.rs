@@ -2,7 +2,9 @@
 //! JSON rows in the store), the lock that serialises their state changes (worker, privacy desk,
 //! submissions), and the change counter callers wait on. Workflows load a request, move it on,
 //! and save it (or save it with its log entry in one write); they never touch rows themselves.
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use super::{
     Error,
@@ -25,7 +27,7 @@ impl Repository {
 
     /// Held while a request is read, moved on and written.
     pub fn lock(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        self.lock.lock()
     }
 
     /// Tells the subscribers that a request changed.

@@ -11,10 +11,10 @@
 use std::{
     fmt,
     ops::{Deref, DerefMut},
-    sync::Mutex,
 };
 
 use jiff::{Span, Timestamp, tz::TimeZone};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -536,13 +536,13 @@ impl ManualClock {
         ManualClock(Mutex::new(at))
     }
     pub fn set(&self, at: Timestamp) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        *self.0.lock() = at;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *self.0.lock()
     }
 }
 

@@ -27,7 +27,12 @@ impl RecordStore for Store {
         Store::idempotency(self, key, record)
     }
 
-    fn insert(&self, records: &[(RecordId, &NewRecord)], enrolled_at: Timestamp, quarantined: &[(RecordId, &str)],) -> Result<(), Error> {
+    fn insert(
+        &self,
+        records: &[(RecordId, &NewRecord)],
+        enrolled_at: Timestamp,
+        quarantined: &[(RecordId, &str)],
+    ) -> Result<(), Error> {
         Store::insert(self, records, enrolled_at, quarantined)
     }
 
@@ -87,7 +92,11 @@ impl RecordStore for Store {
         Store::erasure_inputs(self, ids)
     }
 
-    fn erase(&self, deletion: &Deletion<'_>, request_id: &[u8; 16], request: &mut dyn FnMut(&Erased) -> Zeroizing<Vec<u8>>,
+    fn erase(
+        &self,
+        deletion: &Deletion<'_>,
+        request_id: &[u8; 16],
+        request: &mut dyn FnMut(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
         Store::erase(self, deletion, request_id, request)
     }
@@ -130,12 +139,20 @@ impl RequestStore for Store {
         Store::put_request(self, id, plaintext)
     }
 
-    fn put_request_logged(&self, id: &[u8; 16], entry: &Entry, plaintext: &mut dyn FnMut(u64) -> Zeroizing<Vec<u8>>,
+    fn put_request_logged(
+        &self,
+        id: &[u8; 16],
+        entry: &Entry,
+        plaintext: &mut dyn FnMut(u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         Store::put_request_logged(self, id, entry, plaintext)
     }
 
-    fn put_requests_logged(&self, ids: &[[u8; 16]], entries: &[Entry], plaintext: &mut dyn FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
+    fn put_requests_logged(
+        &self,
+        ids: &[[u8; 16]],
+        entries: &[Entry],
+        plaintext: &mut dyn FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         Store::put_requests_logged(self, ids, entries, plaintext)
     }
@@ -202,4 +219,3 @@ impl LogStore for Store {
         Store::receipt_with(self, index, statements)
     }
 }
-

@@ -101,7 +101,6 @@ impl Store {
         let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
         Ok(log.receipt(index, &bytes, &entry, statements)?)
     }
-
 }
 
 /// Rebuilds the log's tree from its entries and checks it against the last signed checkpoint
@@ -163,4 +162,3 @@ fn node_key(level: u32, index: u64) -> [u8; 9] {
     key[1..].copy_from_slice(&index.to_be_bytes());
     key
 }
-

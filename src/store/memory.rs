@@ -122,11 +122,17 @@ impl MemoryStore {
         let rows = self.lock();
         let leaves = rows.log.iter().map(|(i, b)| Ok::<_, Error>((*i, b.clone())));
         let node = |level, i| Ok(rows.log_nodes.get(&(level, i)).map(|h| h.to_vec()));
-        let (log, _) = LogWriter::recover(self.origin.clone(), Self::signer(&self.origin, &self.seed)?, leaves, node, rows.checkpoint.clone())
-            .map_err(|e| match e {
-                Recovery::Mismatch(why) => Error::LogMismatch(why),
-                Recovery::Storage(e) => e,
-            })?;
+        let (log, _) = LogWriter::recover(
+            self.origin.clone(),
+            Self::signer(&self.origin, &self.seed)?,
+            leaves,
+            node,
+            rows.checkpoint.clone(),
+        )
+        .map_err(|e| match e {
+            Recovery::Mismatch(why) => Error::LogMismatch(why),
+            Recovery::Storage(e) => e,
+        })?;
         *writer = log;
         Ok(())
     }
@@ -216,7 +222,8 @@ impl RecordStore for MemoryStore {
         for (id, _) in records {
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).expect("the operating system's random number generator works");
-            entries.push(Entry { time: logged_at, event: Event::Enrolled { commitment: event::commitment(&salt, *id) } });
+            entries
+                .push(Entry { time: logged_at, event: Event::Enrolled { commitment: event::commitment(&salt, *id) } });
             salts.push(salt);
         }
         self.logged(&entries, |rows, first| {
@@ -296,10 +303,10 @@ impl RecordStore for MemoryStore {
 
     fn load_graph(&self) -> Result<Option<StoredGraph>, Error> {
         let rows = self.lock();
-        Ok(rows.graph_meta.clone().map(|meta| StoredGraph {
-            meta,
-            nodes: rows.graph_nodes.iter().map(|(s, r)| (*s, r.clone())).collect(),
-        }))
+        Ok(rows
+            .graph_meta
+            .clone()
+            .map(|meta| StoredGraph { meta, nodes: rows.graph_nodes.iter().map(|(s, r)| (*s, r.clone())).collect() }))
     }
 
     fn clear_graph(&self) -> Result<(), Error> {
@@ -537,8 +544,7 @@ impl LogStore for MemoryStore {
 
     fn receipt_with(&self, index: u64, statements: Option<Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock();
-        let bytes =
-            self.lock().log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
+        let bytes = self.lock().log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
         let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
         let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
         Ok(log.receipt(index, &bytes, &entry, statements)?)

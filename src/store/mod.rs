@@ -37,8 +37,8 @@ mod graph;
 mod impls;
 mod log;
 mod memory;
-mod rows;
 mod rotate;
+mod rows;
 mod traits;
 
 use std::path::{Path, PathBuf};
@@ -47,19 +47,19 @@ use jiff::Timestamp;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::{
+    embedding::{DEFAULT_DIMENSION, MAX_DIMENSION},
+    record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
         event::{self, Entry, Event},
         log::LogWriter,
     },
-    embedding::{DEFAULT_DIMENSION, MAX_DIMENSION},
-    record::{IdempotencyKey, NewRecord, Record, RecordId},
 };
 use crypto::KeyRing;
 pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
 pub use memory::MemoryStore;
-pub use rows::{Disclosure, StoredRequest};
 pub use rotate::Rotation;
+pub use rows::{Disclosure, StoredRequest};
 pub use traits::{LogStore, RecordStore, RequestStore, Storage};
 
 /// The log's origin (and signing key name) when a data dir is created without one.

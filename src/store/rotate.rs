@@ -20,8 +20,8 @@ use super::{
     crypto, synced,
 };
 use crate::{
-    transparency::event::{self, Entry, Event},
     record::RecordId,
+    transparency::event::{self, Entry, Event},
 };
 
 const META_ROTATION: &[u8] = b"rotation";

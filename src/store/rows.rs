@@ -10,10 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{CF_AUDIT, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_RECIPIENTS, CF_REQUESTS, Error, Store, crypto};
-use crate::{
-    transparency::event::Entry,
-    record::RecordId,
-};
+use crate::{record::RecordId, transparency::event::Entry};
 
 pub(super) const REQUEST_DOMAIN: &str = "request";
 

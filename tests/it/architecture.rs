@@ -163,7 +163,9 @@ fn layers_and_boundaries_hold() {
 
 #[test]
 fn the_checker_sees_what_it_must() {
-    let code = code_of("use crate::{\n    store::{self, Store},\n    index::Hit, // crate::grpc in a comment\n};\nlet s = \"crate::rights\";\nrocksdb::DB::open();");
+    let code = code_of(
+        "use crate::{\n    store::{self, Store},\n    index::Hit, // crate::grpc in a comment\n};\nlet s = \"crate::rights\";\nrocksdb::DB::open();",
+    );
     assert_eq!(crate_modules(&code), BTreeSet::from(["index".to_string(), "store".to_string()]));
     assert!(names_crate(&code, "rocksdb"));
     assert!(!names_crate("use oubli::store; let x = my_rocksdb::f();", "rocksdb"));

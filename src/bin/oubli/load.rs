@@ -8,7 +8,7 @@
 //! erased one must be gone, and the log must extend the checkpoint taken before the run.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -23,6 +23,7 @@ use oubli::{
     },
     transparency::{merkle, note::VerifierKey, receipt},
 };
+use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -154,7 +155,7 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
     // Consistency: what the clients were told against what the server holds.
     let channel = connect().await?;
     AdminServiceClient::new(channel.clone()).run_purge(pb::RunPurgeRequest {}).await.map_err(super::status_error)?;
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap_or_else(|p| p.into_inner()));
+    let ledger = std::mem::take(&mut *ledger.lock());
     let mut templates = TemplatesServiceClient::new(channel.clone());
     let (mut lost, mut resurrected) = (Vec::new(), Vec::new());
     for id in &ledger.acknowledged {
@@ -312,7 +313,7 @@ async fn client(
                 match templates.enroll(request).await {
                     Ok(r) => {
                         let id = r.into_inner().record_id;
-                        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut l = ledger.lock();
                         l.acknowledged.insert(id.clone());
                         l.pool.push((id, values));
                         Ok(())
@@ -322,7 +323,7 @@ async fn client(
             }
             Op::Search => {
                 let probe = {
-                    let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    let l = ledger.lock();
                     (!l.pool.is_empty()).then(|| l.pool[rng.random_range(0..l.pool.len())].1.clone())
                 }
                 .unwrap_or_else(|| unit(&mut rng, d));
@@ -336,7 +337,7 @@ async fn client(
             }
             Op::Access | Op::Erase => {
                 let picked = {
-                    let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut l = ledger.lock();
                     if l.pool.is_empty() {
                         None
                     } else {
@@ -348,7 +349,7 @@ async fn client(
                 match picked {
                     None => continue,
                     Some((id, probe)) => request(&mut rights, op, probe).await.map(|erased| {
-                        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut l = ledger.lock();
                         l.erased.extend(erased);
                         if op == Op::Erase {
                             l.erased.insert(id);
@@ -358,7 +359,7 @@ async fn client(
             }
         };
         let took = started.elapsed();
-        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = ledger.lock();
         match outcome {
             Ok(()) => l.latencies.entry(op).or_default().push(took),
             Err(e) => l.errors.entry(op).or_default().push(e),
