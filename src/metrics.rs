@@ -147,20 +147,24 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_and_counters_add_up() {
         let m = Metrics::default();
-        m.record_call("/oubli.v1.Templates/Search", "Ok", Duration::from_millis(3));
-        m.record_call("/oubli.v1.Templates/Search", "Ok", Duration::from_millis(30));
-        m.record_call("/oubli.v1.Templates/Search", "NotFound", Duration::from_secs(20));
+        m.record_call("/oubli.v1.TemplatesService/Search", "Ok", Duration::from_millis(3));
+        m.record_call("/oubli.v1.TemplatesService/Search", "Ok", Duration::from_millis(30));
+        m.record_call("/oubli.v1.TemplatesService/Search", "NotFound", Duration::from_secs(20));
         m.record_step("phase1", Duration::from_millis(100));
         let text = m.render(&[("oubli_log_entries", "Leaves in the transparency log.", 7.0)]);
-        assert!(text.contains("oubli_rpc_calls_total{method=\"/oubli.v1.Templates/Search\",code=\"Ok\"} 2"));
+        assert!(text.contains("oubli_rpc_calls_total{method=\"/oubli.v1.TemplatesService/Search\",code=\"Ok\"} 2"));
+        assert!(text.contains(
+            "oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.TemplatesService/Search\",le=\"0.005\"} 1"
+        ));
         assert!(
-            text.contains("oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.Templates/Search\",le=\"0.005\"} 1")
+            text.contains(
+                "oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.TemplatesService/Search\",le=\"0.05\"} 2"
+            )
         );
         assert!(
-            text.contains("oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.Templates/Search\",le=\"0.05\"} 2")
-        );
-        assert!(
-            text.contains("oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.Templates/Search\",le=\"+Inf\"} 3")
+            text.contains(
+                "oubli_rpc_duration_seconds_bucket{method=\"/oubli.v1.TemplatesService/Search\",le=\"+Inf\"} 3"
+            )
         );
         assert!(text.contains("oubli_erasure_step_duration_seconds_count{step=\"phase1\"} 1"));
         assert!(text.contains("oubli_log_entries 7"));

@@ -9,7 +9,7 @@ use crate::{
     record::{IdempotencyKey, LegalBasis, NewRecord, Provenance, RecordError, RecordId, SourceKind},
     rights::{
         erasure::{ErasureTarget, SweepRule},
-        request::RequestId,
+        request::{RequestId, State},
     },
 };
 
@@ -32,6 +32,47 @@ pub fn request_id(id: &str) -> Result<RequestId, Status> {
 
 pub fn probes(list: Vec<pb::Embedding>, dimension: usize) -> Result<Vec<Embedding>, Status> {
     list.into_iter().enumerate().map(|(i, p)| embedding(Some(p), &format!("probes[{i}]"), dimension)).collect()
+}
+
+/// A request-state filter by name; empty: any state.
+pub fn state_filter(name: &str) -> Result<Option<State>, Status> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    State::from_name(name).map(Some).ok_or_else(|| {
+        let names: Vec<_> = State::ALL.iter().map(|s| s.name()).collect();
+        Status::invalid_argument(format!("state {name:?} is unknown; use one of {}", names.join(", ")))
+    })
+}
+
+/// How many audit events one call returns: 1 to 1000, 0 for the default of 100.
+pub fn audit_limit(limit: u32) -> Result<usize, Status> {
+    match limit {
+        0 => Ok(100),
+        n @ 1..=1000 => Ok(n as usize),
+        n => Err(Status::invalid_argument(format!("limit is {n}; ask for 1 to 1000 events"))),
+    }
+}
+
+/// The older size of a consistency proof: a proof from the empty tree proves nothing.
+pub fn consistency_from(from_size: u64) -> Result<u64, Status> {
+    match from_size {
+        0 => Err(Status::invalid_argument("from_size is 0: a proof from the empty tree proves nothing")),
+        n => Ok(n),
+    }
+}
+
+/// The most log entries one call returns.
+pub const MAX_ENTRIES: u64 = 1000;
+
+/// A range of log entries, `start..end`, of 1 to [`MAX_ENTRIES`].
+pub fn entry_range(start: u64, end: u64) -> Result<(), Status> {
+    if end <= start || end - start > MAX_ENTRIES {
+        return Err(Status::invalid_argument(format!(
+            "ask for 1 to {MAX_ENTRIES} entries: start {start} must be below end {end}"
+        )));
+    }
+    Ok(())
 }
 
 pub fn sweep_rule(rule: &str) -> Result<SweepRule, Status> {

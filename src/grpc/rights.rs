@@ -154,13 +154,7 @@ impl pb::rights_service_server::RightsService for RightsService {
         request: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
         let req = request.into_inner();
-        let state = match req.state.as_str() {
-            "" => None,
-            name => Some(State::from_name(name).ok_or_else(|| {
-                let names: Vec<_> = State::ALL.iter().map(|s| s.name()).collect();
-                Status::invalid_argument(format!("state {name:?} is unknown; use one of {}", names.join(", ")))
-            })?),
-        };
+        let state = convert::state_filter(&req.state)?;
         let rights = self.rights.clone();
         let views = blocking(move || rights.list(state, req.overdue_only)).await?;
         Ok(Response::new(pb::ListRequestsResponse { requests: views.iter().map(status_to_pb).collect() }))
@@ -303,11 +297,7 @@ impl pb::admin_service_server::AdminService for AdminService {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let req = request.into_inner();
-        let limit = match req.limit {
-            0 => 100,
-            n @ 1..=1000 => n as usize,
-            n => return Err(Status::invalid_argument(format!("limit is {n}; ask for 1 to 1000 events"))),
-        };
+        let limit = convert::audit_limit(req.limit)?;
         let rights = self.rights.clone();
         let events = blocking(move || rights.audit_events(req.after, limit)).await?;
         let head = self.rights.engine().requests().audit_head();

@@ -4,11 +4,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{blocking, pb};
+use super::{blocking, convert, pb};
 use crate::engine::Engine;
-
-/// The most entries one `GetEntries` call returns.
-pub const MAX_ENTRIES: u64 = 1000;
 
 pub struct TransparencyService {
     engine: Arc<Engine>,
@@ -72,9 +69,7 @@ impl pb::transparency_service_server::TransparencyService for TransparencyServic
     ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
         let req = request.into_inner();
         tracing::Span::current().record("from_size", req.from_size).record("to_size", req.to_size);
-        if req.from_size == 0 {
-            return Err(Status::invalid_argument("from_size is 0: a proof from the empty tree proves nothing"));
-        }
+        convert::consistency_from(req.from_size)?;
         let engine = self.engine.clone();
         let (to, hashes) = blocking(move || {
             engine
@@ -97,12 +92,7 @@ impl pb::transparency_service_server::TransparencyService for TransparencyServic
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
         let req = request.into_inner();
         tracing::Span::current().record("start", req.start).record("end", req.end);
-        if req.end <= req.start || req.end - req.start > MAX_ENTRIES {
-            return Err(Status::invalid_argument(format!(
-                "ask for 1 to {MAX_ENTRIES} entries: start {} must be below end {}",
-                req.start, req.end
-            )));
-        }
+        convert::entry_range(req.start, req.end)?;
         let engine = self.engine.clone();
         let entries =
             blocking(move || engine.log().entries(req.start, req.end).map_err(crate::engine::Error::from)).await?;

@@ -21,7 +21,7 @@ pub struct AuditEvent {
     pub caller: String,
     /// The caller's roles, comma-separated.
     pub roles: String,
-    /// The full gRPC method, "/oubli.v1.Templates/Search".
+    /// The full gRPC method, "/oubli.v1.TemplatesService/Search".
     pub method: String,
     /// The gRPC status code name ("Ok", "PermissionDenied", ...).
     pub code: String,
