@@ -282,6 +282,20 @@ impl Provenance {
         Ok(Provenance { source_uri, collected_at, source_kind, legal_basis, jurisdiction })
     }
 
+    /// A scraped photo's provenance with nothing declared (no legal basis, jurisdiction
+    /// unknown), collected and recorded at `at`: what a crawler knows, and what the tests,
+    /// benches and examples enrol.
+    pub fn scraped(source_uri: String, at: Timestamp) -> Result<Self, RecordError> {
+        Provenance::new(
+            source_uri,
+            at,
+            SourceKind::PublicWebScrape,
+            LegalBasis::NoneDeclared,
+            Jurisdiction::Unknown,
+            at,
+        )
+    }
+
     /// Rebuilds provenance that was validated when it was stored (no clock check).
     pub(crate) fn from_stored(
         source_uri: String,

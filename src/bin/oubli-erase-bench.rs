@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use oubli::{
     embedding::Embedding,
     engine::{Engine, IndexChoice, IndexConfig, OpenOptions},
-    record::{Jurisdiction, LegalBasis, NewRecord, Provenance, SourceKind},
+    record::{NewRecord, Provenance},
     rights::{
         PolicySource, Rights, Settings,
         auth::{Caller, Role},
@@ -71,14 +71,7 @@ fn main() -> Result<()> {
                 if probes.len() < args.erasures && i % (args.records / args.erasures.max(1)).max(1) == 0 {
                     probes.push(embedding.clone());
                 }
-                let provenance = Provenance::new(
-                    format!("https://photos.example/{i}.jpg"),
-                    now,
-                    SourceKind::PublicWebScrape,
-                    LegalBasis::NoneDeclared,
-                    Jurisdiction::Unknown,
-                    now,
-                )?;
+                let provenance = Provenance::scraped(format!("https://photos.example/{i}.jpg"), now)?;
                 Ok(NewRecord { embedding, provenance, idempotency_key: None })
             })
             .collect::<Result<_>>()?;

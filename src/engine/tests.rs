@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use super::{Engine, Error, IndexChoice, IndexConfig, IndexUse, Query};
 use crate::{
     embedding::Embedding,
-    record::{IdempotencyKey, Jurisdiction, LegalBasis, NewRecord, Provenance, SourceKind},
+    record::{IdempotencyKey, NewRecord, Provenance},
     store::MemoryStore,
 };
 
@@ -29,15 +29,7 @@ fn record(seed: u64, key: Option<&str>) -> NewRecord {
     let now = Timestamp::from_second(1_800_000_000).unwrap();
     NewRecord {
         embedding: template(seed),
-        provenance: Provenance::new(
-            format!("https://photos.example/{seed}.jpg"),
-            now,
-            SourceKind::PublicWebScrape,
-            LegalBasis::NoneDeclared,
-            Jurisdiction::Unknown,
-            now,
-        )
-        .unwrap(),
+        provenance: Provenance::scraped(format!("https://photos.example/{seed}.jpg"), now).unwrap(),
         idempotency_key: key.map(|k| IdempotencyKey::parse(k.into()).unwrap().unwrap()),
     }
 }

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     embedding::Embedding,
     engine::{Engine, IndexChoice, IndexConfig},
-    record::{Jurisdiction, LegalBasis, NewRecord, Provenance, RecordId, SourceKind},
+    record::{NewRecord, Provenance, RecordId},
     store::MemoryStore,
     transparency::{event::Entry, note::VerifierKey, receipt},
 };
@@ -33,15 +33,7 @@ fn record(face: Embedding, n: usize) -> NewRecord {
     let now = Timestamp::now();
     NewRecord {
         embedding: face,
-        provenance: Provenance::new(
-            format!("https://photos.example/{n}.jpg"),
-            now,
-            SourceKind::PublicWebScrape,
-            LegalBasis::NoneDeclared,
-            Jurisdiction::Unknown,
-            now,
-        )
-        .unwrap(),
+        provenance: Provenance::scraped(format!("https://photos.example/{n}.jpg"), now).unwrap(),
         idempotency_key: None,
     }
 }

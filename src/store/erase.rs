@@ -454,7 +454,7 @@ mod tests {
     use super::*;
     use crate::{
         embedding::Embedding,
-        record::{IdempotencyKey, Jurisdiction, LegalBasis, NewRecord, Provenance, SourceKind},
+        record::{IdempotencyKey, NewRecord, Provenance},
     };
 
     fn record(i: usize) -> NewRecord {
@@ -464,15 +464,7 @@ mod tests {
         v[(i + 1) % 8] = i as f32 / 100.0;
         NewRecord {
             embedding: Embedding::new(v, 8).unwrap(),
-            provenance: Provenance::new(
-                format!("https://photos.example/{i}.jpg"),
-                now,
-                SourceKind::PublicWebScrape,
-                LegalBasis::NoneDeclared,
-                Jurisdiction::Unknown,
-                now,
-            )
-            .unwrap(),
+            provenance: Provenance::scraped(format!("https://photos.example/{i}.jpg"), now).unwrap(),
             idempotency_key: Some(IdempotencyKey::parse(format!("k{i}")).unwrap().unwrap()),
         }
     }

@@ -498,24 +498,13 @@ fn dir_size(dir: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        embedding::Embedding,
-        record::{Jurisdiction, LegalBasis, Provenance, SourceKind},
-    };
+    use crate::{embedding::Embedding, record::Provenance};
 
     fn record(seed: f32, key: Option<&str>) -> NewRecord {
         let now = Timestamp::now();
         NewRecord {
             embedding: Embedding::new(vec![seed, 1.0, 2.0, 3.0], 4).unwrap(),
-            provenance: Provenance::new(
-                "https://photos.example/1.jpg".into(),
-                now,
-                SourceKind::PublicWebScrape,
-                LegalBasis::NoneDeclared,
-                Jurisdiction::Unknown,
-                now,
-            )
-            .unwrap(),
+            provenance: Provenance::scraped("https://photos.example/1.jpg".into(), now).unwrap(),
             idempotency_key: key.map(|k| IdempotencyKey::parse(k.into()).unwrap().unwrap()),
         }
     }
