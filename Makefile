@@ -23,6 +23,9 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
+	@# `make lint` runs buf from npm; Debian's npm when the machine has none.
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
 	@# The independent receipt check in the tests is Python with the `cryptography` package.
 	@python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
 
@@ -49,7 +52,7 @@ demo: build
 # system-wide, and it is installed again only when BUF_VERSION changes.
 BUF_VERSION := 1.75.0
 BUF_STAMP := target/buf/.installed-$(BUF_VERSION)
-lint: $(BUF_STAMP)
+lint: deps $(BUF_STAMP)
 	target/buf/node_modules/.bin/buf lint
 
 $(BUF_STAMP):
