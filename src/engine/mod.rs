@@ -351,11 +351,6 @@ impl Engine {
         self.quarantined.read().contains(&id)
     }
 
-    /// All of the storage (records, request rows, log), for a workflow that writes to several.
-    pub fn store(&self) -> &dyn Storage {
-        &*self.store
-    }
-
     /// Records and their keys: reads, recipients, erasure and key rotation.
     pub fn records(&self) -> &dyn RecordStore {
         &*self.store
