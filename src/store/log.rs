@@ -77,10 +77,6 @@ impl Store {
 
     /// A signed receipt for log entry `index`, proven against the latest checkpoint, stating
     /// what the entry alone shows (`transparency::statements::for_event`).
-    pub fn receipt(&self, index: u64) -> Result<Receipt, Error> {
-        self.receipt_with(index, None)
-    }
-
     /// The log entry at `index`.
     pub fn entry(&self, index: u64) -> Result<Entry, Error> {
         let size = self.log.lock().size();
@@ -89,17 +85,15 @@ impl Store {
 
     fn entry_bytes(&self, index: u64, size: u64) -> Result<(Entry, Vec<u8>), Error> {
         let bytes = self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?.ok_or(Error::NoEntry { index, size })?;
-        let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
-        Ok((entry, bytes))
+        Ok((decode_entry(index, &bytes)?, bytes))
     }
 
     /// A signed receipt for log entry `index` with `statements` (the workflow that wrote the
     /// entry knows more than the entry: the checks it made, what is pending), or the defaults.
     pub fn receipt_with(&self, index: u64, statements: Option<receipt::Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock();
-        let (entry, bytes) = self.entry_bytes(index, log.size())?;
-        let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
-        Ok(log.receipt(index, &bytes, &entry, statements)?)
+        let bytes = self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?;
+        receipt_of(&log, index, &bytes.ok_or(Error::NoEntry { index, size: log.size() })?, statements)
     }
 }
 
@@ -127,14 +121,39 @@ pub(super) fn open_log(db: &DB, keys: &KeyRing, requested_origin: Option<&str>) 
         Ok((index, value.into_vec()))
     });
     let node = |level, i| -> Result<Option<Vec<u8>>, Error> { Ok(db.get_cf(nodes, node_key(level, i))?) };
-    let (log, first) = LogWriter::recover(origin, signer, leaves, node, checkpoint).map_err(|e| match e {
-        Recovery::Mismatch(why) => Error::LogMismatch(why),
-        Recovery::Storage(e) => e,
-    })?;
+    let (log, first) = LogWriter::recover(origin, signer, leaves, node, checkpoint)?;
     if let Some(first) = first {
         db.put_cf_opt(meta, META_CHECKPOINT, first.as_bytes(), &synced())?;
     }
     Ok(log)
+}
+
+/// The stored entry at `index`, decoded.
+pub(super) fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, Error> {
+    Entry::decode(bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))
+}
+
+/// A signed receipt for the stored entry `bytes` at `index`, with the workflow's `statements`
+/// (it knows the checks it made and what is pending) or what the entry alone shows.
+pub(super) fn receipt_of(
+    log: &LogWriter,
+    index: u64,
+    bytes: &[u8],
+    statements: Option<receipt::Statements>,
+) -> Result<Receipt, Error> {
+    let entry = decode_entry(index, bytes)?;
+    let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
+    Ok(log.receipt(index, bytes, &entry, statements)?)
+}
+
+impl From<Recovery<Error>> for Error {
+    /// A stored log that does not check out, or the storage under it failing.
+    fn from(e: Recovery<Error>) -> Self {
+        match e {
+            Recovery::Mismatch(why) => Error::LogMismatch(why),
+            Recovery::Storage(e) => e,
+        }
+    }
 }
 
 /// An append's rows, into the store's write batch.

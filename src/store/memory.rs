@@ -28,8 +28,8 @@ use super::{
 use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
-        event::{self, Entry, Event},
-        log::{LogSink, LogWriter, Recovery},
+        event::{Entry, Event},
+        log::{LogSink, LogWriter},
         merkle::Hash,
         note::SignerKey,
         receipt::{Receipt, Statements},
@@ -109,11 +109,6 @@ impl MemoryStore {
         self.writes.load(Ordering::SeqCst)
     }
 
-    /// Whether a planned crash has happened (a write was refused).
-    pub fn crashed(&self) -> bool {
-        self.writes_left.load(Ordering::SeqCst) == 0
-    }
-
     /// The process restarts: writes are accepted again and the log is rebuilt from its rows
     /// (and checked against its checkpoint), as the RocksDB store does at open.
     pub fn restart(&self) -> Result<(), Error> {
@@ -128,11 +123,7 @@ impl MemoryStore {
             leaves,
             node,
             rows.checkpoint.clone(),
-        )
-        .map_err(|e| match e {
-            Recovery::Mismatch(why) => Error::LogMismatch(why),
-            Recovery::Storage(e) => e,
-        })?;
+        )?;
         *writer = log;
         Ok(())
     }
@@ -216,16 +207,8 @@ impl RecordStore for MemoryStore {
         enrolled_at: Timestamp,
         quarantined: &[(RecordId, &str)],
     ) -> Result<(), Error> {
-        let logged_at = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
-        let mut salts = Vec::with_capacity(records.len());
-        let mut entries = Vec::with_capacity(records.len());
-        for (id, _) in records {
-            let mut salt = [0u8; 16];
-            getrandom::fill(&mut salt).expect("the operating system's random number generator works");
-            entries
-                .push(Entry { time: logged_at, event: Event::Enrolled { commitment: event::commitment(&salt, *id) } });
-            salts.push(salt);
-        }
+        let (salts, entries): (Vec<[u8; 16]>, Vec<Entry>) =
+            records.iter().map(|(id, _)| super::enrolment(*id, enrolled_at)).unzip();
         self.logged(&entries, |rows, first| {
             for (i, ((id, record), salt)) in records.iter().zip(&salts).enumerate() {
                 rows.records.insert(
@@ -539,14 +522,12 @@ impl LogStore for MemoryStore {
     fn entry(&self, index: u64) -> Result<Entry, Error> {
         let size = self.tree_size();
         let bytes = self.lock().log.get(&index).cloned().ok_or(Error::NoEntry { index, size })?;
-        Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))
+        super::log::decode_entry(index, &bytes)
     }
 
     fn receipt_with(&self, index: u64, statements: Option<Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock();
         let bytes = self.lock().log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
-        let entry = Entry::decode(&bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))?;
-        let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
-        Ok(log.receipt(index, &bytes, &entry, statements)?)
+        super::log::receipt_of(&log, index, &bytes, statements)
     }
 }

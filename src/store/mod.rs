@@ -334,13 +334,10 @@ impl Store {
         let _keys = self.key_lock.read();
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(records.len());
-        let logged_at = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
         for (id, record) in records {
             let dek = crypto::random_secret();
-            let mut salt = [0u8; 16];
-            getrandom::fill(&mut salt).expect("the operating system's random number generator works");
-            events
-                .push(Entry { time: logged_at, event: Event::Enrolled { commitment: event::commitment(&salt, *id) } });
+            let (salt, entry) = enrolment(*id, enrolled_at);
+            events.push(entry);
             let plaintext = codec::encode(&record.provenance, &record.embedding, enrolled_at, &salt);
             batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), crypto::seal_record(&dek, *id, &plaintext));
             batch.put_cf(self.cf(CF_DATA_KEYS), id.as_bytes(), self.keys.wrap(*id, &dek));
@@ -438,6 +435,15 @@ impl Drop for Store {
             tracing::warn!(error = %e, "flush at close failed; the write-ahead log will be replayed");
         }
     }
+}
+
+/// A fresh commitment salt for record `id` and the log entry of its enrolment, which names the
+/// record only through that salted commitment, at the second.
+fn enrolment(id: RecordId, enrolled_at: Timestamp) -> ([u8; 16], Entry) {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the operating system's random number generator works");
+    let time = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
+    (salt, Entry { time, event: Event::Enrolled { commitment: event::commitment(&salt, id) } })
 }
 
 /// Refuses a key dir inside the data dir (or the reverse): a copy of one would carry the other.
