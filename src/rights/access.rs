@@ -227,8 +227,7 @@ impl Rights {
 
     /// A request, for its holder (`secret`) or the privacy desk (`desk`).
     pub fn request(&self, id: RequestId, secret: Option<&str>, desk: bool) -> Result<RequestView, Error> {
-        let request = self.requests.load(id)?;
-        self.authorise(&request, secret, desk)?;
+        let request = self.load_authorised(id, secret, desk)?;
         Ok(self.view(&request, desk))
     }
 
@@ -239,8 +238,7 @@ impl Rights {
         secret: Option<&str>,
         desk: bool,
     ) -> Result<(RequestView, Option<String>, Option<Receipt>), Error> {
-        let request = self.requests.load(id)?;
-        self.authorise(&request, secret, desk)?;
+        let request = self.load_authorised(id, secret, desk)?;
         let receipt = match request.receipt_leaf {
             Some(leaf) => Some(self.engine.log().receipt(leaf)?),
             None => None,

@@ -316,9 +316,12 @@ impl Rights {
         Error::WrongState { id: request.id, state: request.state.name(), what: what.into() }
     }
 
-    fn authorise(&self, request: &Request, secret: Option<&str>, desk: bool) -> Result<(), Error> {
+    /// Request `id`, for its holder (`secret`, compared in constant time) or the privacy desk
+    /// (`desk`); anyone else gets [`Error::WrongSecret`].
+    fn load_authorised(&self, id: RequestId, secret: Option<&str>, desk: bool) -> Result<Request, Error> {
+        let request = self.requests.load(id)?;
         if desk || secret.is_some_and(|s| request::secret_matches(s, &request.secret_digest)) {
-            Ok(())
+            Ok(request)
         } else {
             Err(Error::WrongSecret(request.id))
         }

@@ -104,8 +104,7 @@ impl Rights {
                 (probes, Origin::Probes, Vec::new())
             }
             ErasureTarget::Records { access_request, secret, records } => {
-                let access = self.requests.load(access_request)?;
-                self.authorise(&access, Some(&secret), false)?;
+                let access = self.load_authorised(access_request, Some(&secret), false)?;
                 if access.kind() != Kind::Access || access.state != State::Completed {
                     return Err(self.wrong_state(&access, "records can be named only from a completed access request"));
                 }
@@ -286,8 +285,7 @@ impl Rights {
         secret: Option<&str>,
         desk: bool,
     ) -> Result<(ErasureStatus, Option<Receipt>, Option<Receipt>), Error> {
-        let request = self.requests.load(id)?;
-        self.authorise(&request, secret, desk)?;
+        let request = self.load_authorised(id, secret, desk)?;
         let Request::Erasure(request) = request else {
             return Err(Error::InvalidRequest(format!("request {id} is an access request, not an erasure")));
         };
