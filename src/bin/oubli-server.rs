@@ -93,6 +93,38 @@ struct Args {
     /// HNSW candidates kept while searching (more: slower, fewer misses).
     #[arg(long, env = "OUBLI_HNSW_EF_SEARCH", default_value_t = HnswParams::default().ef_search)]
     hnsw_ef_search: usize,
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+/// Identity before disclosure, the no-match attestation and the never-enrol-again list.
+#[derive(clap::Args, Debug)]
+struct IdentityArgs {
+    /// The capture applications trusted to establish a requester's identity (see `oubli
+    /// capture-keys add`), re-read at each capture; default: capture-keys.toml in the key dir.
+    /// Without one, every request by selfie waits for the privacy desk.
+    #[arg(long, env = "OUBLI_CAPTURE_KEYS")]
+    capture_keys: Option<PathBuf>,
+    /// Days a request by selfie waits for its sender's identity before it is denied.
+    #[arg(long, env = "OUBLI_IDENTITY_DAYS", default_value_t = 30)]
+    identity_days: u32,
+    /// No-match attestations a completed erasure may ask for.
+    #[arg(long, env = "OUBLI_ATTESTATIONS_PER_ERASURE", default_value_t = 1)]
+    attestations_per_erasure: u32,
+    /// Days after the delete during which they may be asked (the erasure's probes are kept,
+    /// sealed, that long at most).
+    #[arg(long, env = "OUBLI_ATTESTATION_DAYS", default_value_t = 7)]
+    attestation_days: u32,
+    /// Days a face kept with `never_enrol_again` is refused for.
+    #[arg(long, env = "OUBLI_FACE_RETENTION_DAYS", default_value_t = 365)]
+    face_retention_days: u32,
+    /// Faces kept with `never_enrol_again`, at most, over all requests.
+    #[arg(long, env = "OUBLI_MAX_FACES", default_value_t = 10_000)]
+    max_faces: usize,
+    /// Days a final rights request keeps its contact, probes, matches and report; then only
+    /// its id, dates, states, identity method and log leaves are kept.
+    #[arg(long, env = "OUBLI_REQUEST_RETENTION_DAYS", default_value_t = 365)]
+    request_retention_days: u32,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -149,6 +181,16 @@ async fn main() -> anyhow::Result<()> {
     config.rights.purge_window = std::time::Duration::from_secs(args.purge_window_secs);
     config.metrics_listen = args.metrics_listen;
     config.rights.rotation_days = args.rotation_days.max(1);
+    let identity = args.identity;
+    if let Some(path) = identity.capture_keys {
+        config.rights.capture_keys = Some(path);
+    }
+    config.rights.identity_days = identity.identity_days.max(1);
+    config.rights.attestations_per_erasure = identity.attestations_per_erasure;
+    config.rights.attestation_days = identity.attestation_days;
+    config.rights.face_retention_days = identity.face_retention_days;
+    config.rights.max_faces = identity.max_faces;
+    config.rights.request_retention_days = identity.request_retention_days.max(1);
     let index = IndexConfig {
         choice: match args.index {
             IndexArg::Exact => IndexChoice::Exact,

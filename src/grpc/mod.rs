@@ -68,13 +68,14 @@ pub struct Config {
 impl Config {
     /// The defaults for a data dir and a key dir.
     pub fn new(data_dir: impl Into<PathBuf>, key_dir: impl Into<PathBuf>) -> Config {
+        let key_dir = key_dir.into();
         Config {
             data_dir: data_dir.into(),
-            key_dir: key_dir.into(),
             dimension: None,
             log_origin: None,
             tokens_file: None,
-            rights: Settings::default(),
+            rights: Settings { capture_keys: Some(key_dir.join(CAPTURE_KEYS_FILE)), ..Settings::default() },
+            key_dir,
             clock: Arc::new(SystemClock),
             process_requests: true,
             index: IndexConfig::default(),
@@ -107,6 +108,8 @@ pub type AuthChannel = tonic::service::interceptor::InterceptedService<tonic::tr
 
 /// The file holding the local all-roles token made on first start, in the key dir.
 pub const LOCAL_TOKEN_FILE: &str = "local.token";
+/// The trusted capture applications, in the key dir unless configured elsewhere.
+pub const CAPTURE_KEYS_FILE: &str = "capture-keys.toml";
 
 /// Loads the tokens file; the default one is created on first start with a local token.
 fn load_tokens(config: &Config) -> Result<Tokens, AuthError> {

@@ -9,7 +9,7 @@ use crate::{
     embedding::EmbeddingError,
     engine,
     record::RecordError,
-    rights::{self, auth::AuthError, policy::PolicyError},
+    rights::{self, auth::AuthError, identity::CaptureError, policy::PolicyError},
     store,
 };
 
@@ -119,10 +119,26 @@ impl From<rights::Error> for Status {
             rights::Error::NoRequest(_) | rights::Error::NoNotification(_) => Status::not_found(e.to_string()),
             rights::Error::WrongSecret(_) => Status::permission_denied(e.to_string()),
             rights::Error::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+            rights::Error::Capture(inner) => Status::from(inner),
             rights::Error::CorruptRequest(..) => {
                 tracing::error!(error = %e, "corrupt request");
                 Status::new(Code::DataLoss, e.to_string())
             }
+        }
+    }
+}
+
+impl From<CaptureError> for Status {
+    fn from(e: CaptureError) -> Self {
+        match e {
+            CaptureError::UnknownChallenge
+            | CaptureError::ExpiredChallenge
+            | CaptureError::UsedChallenge
+            | CaptureError::UnknownKey(_)
+            | CaptureError::BadSignature(_) => Status::permission_denied(e.to_string()),
+            CaptureError::SignatureCount { .. } => Status::invalid_argument(e.to_string()),
+            CaptureError::TooManyChallenges { .. } => Status::resource_exhausted(e.to_string()),
+            CaptureError::KeysFile { .. } => internal(&e),
         }
     }
 }

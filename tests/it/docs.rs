@@ -141,6 +141,12 @@ async fn the_python_example_runs_against_a_live_server() {
     );
     let server = Server::start(Dirs::new()).await;
     let token_file = server.dirs.keys.join(oubli::grpc::LOCAL_TOKEN_FILE);
+    // The Python example plays the capture application the test servers trust.
+    let key_dir = tempfile::tempdir().expect("temp dir");
+    let capture_key = key_dir.path().join("capture.key");
+    let seed = hex::encode(crate::harness::capture_key().to_bytes());
+    std::fs::write(&capture_key, format!("name = \"{}\"\nsecret_key = \"{seed}\"\n", crate::harness::CAPTURE_APP))
+        .expect("key file");
     let addr = server.addr.to_string();
     let path = format!("{}:{}", python.join("deps").display(), python.join("stubs").display());
     let script = repo.join("examples/python/client.py");
@@ -149,6 +155,8 @@ async fn the_python_example_runs_against_a_live_server() {
             .arg(script)
             .args(["--server", &addr, "--token-file"])
             .arg(token_file)
+            .arg("--capture-key")
+            .arg(capture_key)
             .env("PYTHONPATH", path)
             .output()
             .expect("python3 runs")

@@ -7,6 +7,7 @@ mod docs;
 mod erasure;
 mod fuzz;
 mod harness;
+mod identity;
 mod index;
 mod logs;
 mod rights;

@@ -21,6 +21,7 @@ use oubli::{
             templates_service_client::TemplatesServiceClient, transparency_service_client::TransparencyServiceClient,
         },
     },
+    rights::{identity::Terms, request::Kind},
     transparency::{merkle, note::VerifierKey, receipt},
 };
 use parking_lot::Mutex;
@@ -48,6 +49,11 @@ pub struct Args {
     /// Template dimension (the server's).
     #[arg(long, default_value_t = 512)]
     dimension: usize,
+    /// A capture application the server trusts (its key file, from `oubli capture-keys add
+    /// --generate`): access and erasure requests are signed with it, so they are answered.
+    /// With --embedded, a new one is made and trusted.
+    #[arg(long)]
+    capture_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -122,6 +128,15 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
     } else {
         (None, None)
     };
+    let app = match (&args.capture_key, &_tmp) {
+        (Some(path), _) => Some(super::capture::App::load(path)?),
+        (None, Some(tmp)) => Some(super::capture::App::trusted_by(
+            &tmp.path().join("keys").join(oubli::grpc::CAPTURE_KEYS_FILE),
+            "oubli-load",
+        )?),
+        (None, None) => None,
+    };
+    let app = Arc::new(app);
     let address = embedded.as_ref().map_or_else(|| server.to_string(), |(s, _)| s.addr.to_string());
     let token = embedded.as_ref().map(|(_, t)| t.clone());
     let connect = || {
@@ -143,9 +158,9 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let channel = connect().await?;
-        let (ledger, mix) = (ledger.clone(), mix.clone());
+        let (ledger, mix, app) = (ledger.clone(), mix.clone(), app.clone());
         let (seed, d) = (args.seed.wrapping_mul(1000).wrapping_add(c as u64), args.dimension);
-        tasks.push(tokio::spawn(async move { client(c, channel, ledger, &mix, seed, d, deadline).await }));
+        tasks.push(tokio::spawn(async move { client(c, channel, ledger, &mix, app, seed, d, deadline).await }));
     }
     for t in tasks {
         t.await??;
@@ -277,6 +292,7 @@ async fn client(
     channel: AuthChannel,
     ledger: Arc<Mutex<Ledger>>,
     mix: &[(Op, u32)],
+    app: Arc<Option<super::capture::App>>,
     seed: u64,
     d: usize,
     deadline: Instant,
@@ -348,7 +364,7 @@ async fn client(
                 };
                 match picked {
                     None => continue,
-                    Some((id, probe)) => request(&mut rights, op, probe).await.map(|erased| {
+                    Some((id, probe)) => request(&mut rights, app.as_ref().as_ref(), op, probe).await.map(|erased| {
                         let mut l = ledger.lock();
                         l.erased.extend(erased);
                         if op == Op::Erase {
@@ -372,11 +388,19 @@ async fn client(
 /// Returns the records an erasure removed.
 async fn request(
     rights: &mut RightsServiceClient<AuthChannel>,
+    app: Option<&super::capture::App>,
     op: Op,
     probe: Vec<f32>,
 ) -> Result<Vec<String>, String> {
     let probes = vec![pb::Embedding { values: probe }];
     let contact = "load@example.org".to_string();
+    let kind = if op == Op::Access { Kind::Access } else { Kind::Erasure };
+    let terms =
+        Terms { kind, contact: &contact, jurisdiction_claim: "", include_templates: false, never_enrol_again: false };
+    let capture = match app {
+        Some(app) => Some(app.sign(rights, &terms, &probes).await.map_err(|e| e.to_string())?.0),
+        None => None,
+    };
     let (id, secret) = if op == Op::Access {
         let r = rights
             .submit_access_request(pb::SubmitAccessRequestRequest {
@@ -384,6 +408,7 @@ async fn request(
                 contact,
                 jurisdiction_claim: String::new(),
                 include_templates: false,
+                capture,
             })
             .await
             .map_err(|e| e.message().to_string())?
@@ -391,7 +416,7 @@ async fn request(
         (r.request_id, r.request_secret)
     } else {
         let r = rights
-            .submit_erasure_request(pb::SubmitErasureRequestRequest { probes, contact, ..Default::default() })
+            .submit_erasure_request(pb::SubmitErasureRequestRequest { probes, contact, capture, ..Default::default() })
             .await
             .map_err(|e| e.message().to_string())?
             .into_inner();

@@ -22,6 +22,7 @@ static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 #[macro_use]
 mod output;
+mod capture;
 mod demo;
 mod erase;
 mod load;
@@ -119,6 +120,13 @@ enum Command {
     /// Manage a tokens file (offline).
     #[command(subcommand)]
     Tokens(rights::TokensCommand),
+    /// The capture applications the server trusts to establish a person's identity (offline).
+    #[command(subcommand)]
+    CaptureKeys(capture::CaptureKeysCommand),
+    /// Play a trusted capture application: sign the person's probes for one request, under a
+    /// fresh challenge from the server, into a capture file for `access submit --capture` or
+    /// `erase submit --capture`.
+    Capture(capture::CaptureArgs),
     /// Erasure requests (GDPR Art. 17): submit one, follow it, get its receipts.
     #[command(subcommand)]
     Erase(erase::Erase),
@@ -176,6 +184,8 @@ async fn main() -> Result<()> {
         Command::Policy(c) => rights::policy(c, &cli.server).await,
         Command::Audit(c) => rights::audit(c, &cli.server, cli.json).await,
         Command::Tokens(c) => rights::tokens(c),
+        Command::CaptureKeys(c) => capture::capture_keys(c),
+        Command::Capture(args) => capture::capture(args, &cli.server).await,
         Command::Erase(c) => erase::erase(c, &cli.server, cli.json).await,
         Command::Attest(args) => erase::attest(args, &cli.server).await,
         Command::Keys(c) => erase::keys(c, &cli.server).await,
@@ -247,6 +257,8 @@ async fn main() -> Result<()> {
                 | Command::Policy(_)
                 | Command::Audit(_)
                 | Command::Tokens(_)
+                | Command::CaptureKeys(_)
+                | Command::Capture(_)
                 | Command::Erase(_)
                 | Command::Attest(_)
                 | Command::Keys(_)
