@@ -24,9 +24,9 @@ use crate::{
 
 const STRICT: f32 = 0.602;
 
-type Rights = RightsServiceClient<oubli::grpc::AuthChannel>;
+pub type Rights = RightsServiceClient<oubli::grpc::AuthChannel>;
 
-async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) {
+pub async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) {
     let r = rights
         .submit_erasure_request(pb::SubmitErasureRequestRequest {
             probes: vec![pb::Embedding { values: probe.to_vec() }],
@@ -40,7 +40,7 @@ async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) 
     (r.request_id, r.request_secret)
 }
 
-async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasureReceiptsResponse {
+pub async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasureReceiptsResponse {
     rights
         .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id: id.into(), request_secret: secret.into() })
         .await
@@ -48,7 +48,7 @@ async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasure
         .into_inner()
 }
 
-fn body(receipt_json: &str) -> receipt::Body {
+pub fn body(receipt_json: &str) -> receipt::Body {
     let r: receipt::Receipt = serde_json::from_str(receipt_json).expect("a receipt");
     serde_json::from_str(&r.body).expect("a receipt body")
 }

@@ -12,4 +12,5 @@ mod logs;
 mod rights;
 mod synth;
 mod templates;
+mod tls;
 mod transparency;
