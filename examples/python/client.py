@@ -9,6 +9,9 @@ from `oubli capture-keys add --generate`); this example plays that application.
     PYTHONPATH=target/python/deps:target/python/stubs \\
       python3 examples/python/client.py --server 127.0.0.1:50051 --token-file oubli-keys/local.token
 
+Against a server started with --tls-cert/--tls-key, add --ca-cert FILE (the CA certificate, PEM,
+that signed the server's): the channel is then TLS, the certificate checked for --server's host.
+
 The gRPC stubs are generated from proto/ by grpcio-tools (`make python-deps` writes them to
 target/python/stubs). The receipt is checked with examples/python/check_receipt.py: the standard
 library and the `cryptography` package, not Oubli's code. Every face here is synthetic."""
@@ -86,13 +89,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="127.0.0.1:50051")
     parser.add_argument("--token-file", required=True, help="an operator's bearer token")
+    parser.add_argument("--ca-cert", help="connect over TLS, trusting this CA certificate (PEM)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--capture-key", required=True,
                         help="a trusted capture application's key file (oubli capture-keys add --generate)")
     args = parser.parse_args()
     token = Path(args.token_file).read_text().strip()
     operator = [("authorization", f"Bearer {token}")]
-    channel = grpc.insecure_channel(args.server)
+    if args.ca_cert:
+        credentials = grpc.ssl_channel_credentials(root_certificates=Path(args.ca_cert).read_bytes())
+        channel = grpc.secure_channel(args.server, credentials)
+    else:
+        channel = grpc.insecure_channel(args.server)
     templates = templates_pb2_grpc.TemplatesServiceStub(channel)
     rights = rights_pb2_grpc.RightsServiceStub(channel)
     log = transparency_pb2_grpc.TransparencyServiceStub(channel)

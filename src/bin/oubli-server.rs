@@ -22,9 +22,20 @@ struct Args {
     /// the data dir: whoever holds both can read every template.
     #[arg(long, env = "OUBLI_KEY_DIR", default_value = "./oubli-keys")]
     key_dir: PathBuf,
-    /// Address to listen on.
+    /// Address to listen on. Off loopback the server needs --tls-cert and --tls-key (or
+    /// --insecure-plaintext).
     #[arg(long, env = "OUBLI_LISTEN", default_value = "127.0.0.1:50051")]
     listen: String,
+    /// Serve over TLS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, env = "OUBLI_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, env = "OUBLI_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Serve in clear on a non-loopback address anyway (only behind something that encrypts,
+    /// such as a TLS-terminating proxy on the same host or a private tunnel).
+    #[arg(long, env = "OUBLI_INSECURE_PLAINTEXT", conflicts_with = "tls_cert")]
+    insecure_plaintext: bool,
     /// Template dimension of a new data dir (an existing one keeps its own; a different value
     /// is refused).
     #[arg(long, env = "OUBLI_DIMENSION")]
@@ -150,9 +161,18 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => subscriber.json().init(),
     }
 
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(oubli::grpc::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both (or neither, on loopback)"),
+    };
+    if tls.is_none() && !args.insecure_plaintext {
+        refuse_plaintext_off_loopback(&args.listen).await?;
+    }
     let listener =
         TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let mut config = oubli::Config::new(args.data_dir, args.key_dir);
+    config.tls = tls;
     config.dimension = args.dimension;
     config.log_origin = args.log_origin;
     config.tokens_file = args.tokens;
@@ -208,6 +228,23 @@ async fn main() -> anyhow::Result<()> {
     index.hnsw.check().context("invalid HNSW settings")?;
     config.index = index;
     oubli::run(listener, config, shutdown_signal()).await.context("oubli-server failed")?;
+    Ok(())
+}
+
+/// Refuses, before anything is bound, to serve in clear on an address that is not loopback.
+async fn refuse_plaintext_off_loopback(listen: &str) -> anyhow::Result<()> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("--listen {listen} is not an address to listen on (use host:port)"))?
+        .collect();
+    if let Some(open) = addrs.iter().find(|a| !a.ip().to_canonical().is_loopback()) {
+        anyhow::bail!(
+            "refusing to serve in clear on {open} (--listen {listen}), which is not a loopback address: rights \
+             requests carry biometric templates and request secrets, and tokens travel with every call. \
+             Give --tls-cert FILE and --tls-key FILE to serve over TLS, or --insecure-plaintext if something \
+             else encrypts the traffic (a TLS-terminating proxy on this host, a private tunnel)"
+        );
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub mod gate;
 mod rights;
 mod status;
 mod templates;
+mod tls;
 mod transparency;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
@@ -27,6 +28,7 @@ use tonic::Status;
 
 pub use convert::{provenance_from_pb, provenance_to_pb, timestamp_to_pb};
 pub use templates::MAX_STREAM_ITEMS;
+pub use tls::{TlsError, TlsFiles};
 
 /// Code generated from `proto/oubli/v1`.
 #[allow(clippy::all, missing_docs)]
@@ -63,6 +65,9 @@ pub struct Config {
     pub index: IndexConfig,
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); `None`: not served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the API over TLS with this certificate and key; `None`: plaintext (the binary
+    /// allows that only on loopback unless told `--insecure-plaintext`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -80,6 +85,7 @@ impl Config {
             process_requests: true,
             index: IndexConfig::default(),
             metrics_listen: None,
+            tls: None,
         }
     }
 }
@@ -141,6 +147,8 @@ pub enum ServeError {
     Listen(#[from] std::io::Error),
     #[error("tokens: {0}")]
     Tokens(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Opens the store in `config` and serves the API on `listener` until `shutdown` completes,
@@ -156,6 +164,8 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     ready: Option<tokio::sync::oneshot::Sender<Option<std::net::SocketAddr>>>,
 ) -> Result<(), ServeError> {
+    // Checked first: a bad certificate is refused before the store is opened.
+    let tls = config.tls.as_ref().map(TlsFiles::server_config).transpose()?;
     let engine = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -224,11 +234,15 @@ async fn serve(
         }
         None => None,
     };
-    info!(?addr, "serving oubli.v1");
+    info!(?addr, tls = tls.is_some(), "serving oubli.v1");
     if let Some(ready) = ready {
         let _ = ready.send(metrics.as_ref().map(|(a, _)| *a));
     }
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .layer(gate::GateLayer { tokens, rights: rights.clone() })
         .add_service(health)
         .add_service(reflection_v1)

@@ -24,10 +24,10 @@ use crate::{
 
 const STRICT: f32 = 0.602;
 
-type Rights = RightsServiceClient<oubli::grpc::AuthChannel>;
+pub type Rights = RightsServiceClient<oubli::grpc::AuthChannel>;
 
 /// An erasure by `probe`, signed by the trusted test capture application.
-async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) {
+pub async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) {
     let request = pb::SubmitErasureRequestRequest {
         probes: vec![pb::Embedding { values: probe.to_vec() }],
         contact: "jeanne@example.org".into(),
@@ -39,7 +39,7 @@ async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) 
     (r.request_id, r.request_secret)
 }
 
-async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasureReceiptsResponse {
+pub async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasureReceiptsResponse {
     rights
         .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id: id.into(), request_secret: secret.into() })
         .await
@@ -47,7 +47,7 @@ async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasure
         .into_inner()
 }
 
-fn body(receipt_json: &str) -> receipt::Body {
+pub fn body(receipt_json: &str) -> receipt::Body {
     let r: receipt::Receipt = serde_json::from_str(receipt_json).expect("a receipt");
     serde_json::from_str(&r.body).expect("a receipt body")
 }

@@ -123,6 +123,8 @@ pub struct Server {
     embedded: Embedded,
     pub dirs: Dirs,
     configure: Configure,
+    /// The CA certificate (PEM) every connection verifies the server with, if it serves TLS.
+    tls_ca: Option<Vec<u8>>,
 }
 
 /// Changes a test makes to the default configuration (kept for restarts).
@@ -140,7 +142,17 @@ impl Server {
         config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
         configure(&mut config);
         let embedded = Embedded::start(config).await.expect("server starts");
-        Server { addr: embedded.addr, embedded, dirs, configure }
+        Server { addr: embedded.addr, embedded, dirs, configure, tls_ca: None }
+    }
+
+    /// As [`Server::start_with`], serving TLS with `files`; every connection made through this
+    /// value ([`Server::channel`], [`Server::channel_as`], ...) is TLS, verified with `ca_pem`.
+    pub async fn start_tls(dirs: Dirs, configure: Configure, files: oubli::grpc::TlsFiles, ca_pem: Vec<u8>) -> Server {
+        let configure: Configure = std::sync::Arc::new(move |c: &mut oubli::Config| {
+            configure(c);
+            c.tls = Some(files.clone());
+        });
+        Server { tls_ca: Some(ca_pem), ..Server::start_with(dirs, configure).await }
     }
 
     /// Where the server serves metrics, if configured to.
@@ -166,7 +178,19 @@ impl Server {
     }
 
     pub async fn raw_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect")
+        match &self.tls_ca {
+            Some(ca) => self.channel_tls(ca).await.expect("connect over TLS"),
+            None => {
+                Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect")
+            }
+        }
+    }
+
+    /// A TLS connection that trusts only `ca_pem` (the server's CA, or another to be refused).
+    pub async fn channel_tls(&self, ca_pem: &[u8]) -> Result<Channel, tonic::transport::Error> {
+        let tls =
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+        Channel::from_shared(format!("https://{}", self.addr)).expect("url").tls_config(tls)?.connect().await
     }
 
     /// Stops the server, waits until the store is closed, and hands the dirs back.
@@ -176,8 +200,8 @@ impl Server {
     }
 
     pub async fn restart(self) -> Server {
-        let configure = self.configure.clone();
-        Server::start_with(self.stop().await, configure).await
+        let (configure, tls_ca) = (self.configure.clone(), self.tls_ca.clone());
+        Server { tls_ca, ..Server::start_with(self.stop().await, configure).await }
     }
 
     /// Restarts with a different configuration from now on.

@@ -13,4 +13,5 @@ mod logs;
 mod rights;
 mod synth;
 mod templates;
+mod tls;
 mod transparency;
