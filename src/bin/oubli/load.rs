@@ -136,7 +136,7 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         )?),
         (None, None) => None,
     };
-    let app = Arc::new(app);
+    let work = Arc::new(Work { mix: mix.clone(), app });
     let address = embedded.as_ref().map_or_else(|| server.to_string(), |(s, _)| s.addr.to_string());
     let token = embedded.as_ref().map(|(_, t)| t.clone());
     let connect = || {
@@ -158,9 +158,9 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let channel = connect().await?;
-        let (ledger, mix, app) = (ledger.clone(), mix.clone(), app.clone());
+        let (ledger, work) = (ledger.clone(), work.clone());
         let (seed, d) = (args.seed.wrapping_mul(1000).wrapping_add(c as u64), args.dimension);
-        tasks.push(tokio::spawn(async move { client(c, channel, ledger, &mix, app, seed, d, deadline).await }));
+        tasks.push(tokio::spawn(async move { client(c, channel, ledger, &work, seed, d, deadline).await }));
     }
     for t in tasks {
         t.await??;
@@ -287,12 +287,18 @@ fn ms(d: &Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// What every client does: the mix of operations, and the capture application that signs its
+/// rights requests.
+struct Work {
+    mix: Vec<(Op, u32)>,
+    app: Option<super::capture::App>,
+}
+
 async fn client(
     n: usize,
     channel: AuthChannel,
     ledger: Arc<Mutex<Ledger>>,
-    mix: &[(Op, u32)],
-    app: Arc<Option<super::capture::App>>,
+    work: &Work,
     seed: u64,
     d: usize,
     deadline: Instant,
@@ -300,6 +306,7 @@ async fn client(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut templates = TemplatesServiceClient::new(channel.clone());
     let mut rights = RightsServiceClient::new(channel);
+    let mix = &work.mix;
     let total: u32 = mix.iter().map(|(_, w)| w).sum();
     let mut i = 0u64;
     while Instant::now() < deadline {
@@ -364,7 +371,7 @@ async fn client(
                 };
                 match picked {
                     None => continue,
-                    Some((id, probe)) => request(&mut rights, app.as_ref().as_ref(), op, probe).await.map(|erased| {
+                    Some((id, probe)) => request(&mut rights, work.app.as_ref(), op, probe).await.map(|erased| {
                         let mut l = ledger.lock();
                         l.erased.extend(erased);
                         if op == Op::Erase {
