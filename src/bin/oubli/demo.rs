@@ -418,10 +418,12 @@ async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
     step(6, "A person asks what is held about them (GDPR Art. 15)");
     let person = demo.person;
     // A stranger first: someone holding a photo of the person (scraped, like the crawler's).
+    // Anonymous, as anyone on the internet: no token.
+    let mut anyone = RightsServiceClient::new(super::channel_with(&live.server.addr.to_string(), None).await?);
     let photo = demo.population.sample(demo.ids_of_person()[0]).to_vec();
-    let (stalker, seen) = ask_access(&mut live.rights, &photo, None).await?;
+    let (stalker, seen) = ask_access(&mut anyone, &photo, None).await?;
     let unknown_face: Vec<f32> = photo.iter().map(|v| -v).collect();
-    let (_, seen_unknown) = ask_access(&mut live.rights, &unknown_face, None).await?;
+    let (_, seen_unknown) = ask_access(&mut anyone, &unknown_face, None).await?;
     outln!("A stalker found one of person #{person}'s photos online and sends it as an access request, with no");
     outln!(
         "capture. Request {} is {}: {} record(s), {} withheld, no report, no receipt.",
@@ -441,13 +443,7 @@ async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
     let (submitted, status) = ask_access(&mut live.rights, demo.population.probe(0), Some(demo)).await?;
     outln!("Person #{person} uses the capture application the controller trusts: it checks that a live person is");
     outln!("in front of it, then signs the fresh selfie for this request under a one-time challenge.");
-    outln!(
-        "Request {} ({}) is {}: {} record(s) disclosed,",
-        submitted.request_id,
-        status.identity,
-        status.state,
-        status.matched
-    );
+    outln!("Request {} is {}: {} record(s) disclosed,", submitted.request_id, status.state, status.matched);
     outln!("{} possible match(es) withheld for the privacy desk: they might be a look-alike's.", status.withheld);
     let reviewed = status.state == "needs_review";
     let status = demo.desk_review(&mut live.rights, status, true).await?;
