@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::{
     Error, Rights,
-    request::{Origin, Request, State},
+    request::{Origin, Request, State, Stored},
 };
 
 fn days(n: u32) -> SignedDuration {
@@ -24,6 +24,8 @@ enum Due {
     DropProbes,
     /// Only the accountability record kept.
     Minimise,
+    /// The faces kept under `never_enrol_again` deleted.
+    ForgetFaces,
 }
 
 impl Rights {
@@ -42,12 +44,20 @@ impl Rights {
             let finished = request.history.last().map_or(request.received_at, |(_, at)| *at);
             after(finished, self.settings.request_retention_days).map(|t| (t, Due::Minimise))
         });
+        let faces = match request {
+            Request::Erasure(e) if e.pipeline.faces_kept > 0 => e
+                .pipeline
+                .deleted_at
+                .and_then(|t| after(t, self.settings.face_retention_days))
+                .map(|t| (t, Due::ForgetFaces)),
+            _ => None,
+        };
         let sweep = matches!(request, Request::Erasure(e) if matches!(e.pipeline.origin, Origin::Sweep { .. }));
         // A sweep's erasure has no sender to identify.
         let identity =
             (!sweep && request.identity.is_none() && !request.state.is_final() && request.state != State::Erasing)
                 .then(|| after(request.received_at, self.settings.identity_days).map(|t| (t, Due::Deny)));
-        [probes, retention.flatten(), identity.flatten()].into_iter().flatten().min_by_key(|(t, _)| *t)
+        [probes, faces, retention.flatten(), identity.flatten()].into_iter().flatten().min_by_key(|(t, _)| *t)
     }
 
     /// The soonest expiry of any request.
@@ -77,6 +87,13 @@ impl Rights {
                     Due::DropProbes => {
                         request.probes.clear();
                         info!(request_id = %request.id, "erasure probes deleted: the attestation period is over");
+                    }
+                    Due::ForgetFaces => {
+                        if let Request::Erasure(e) = &mut request {
+                            e.pipeline.faces_kept = 0;
+                            self.engine.records().forget_faces(e.id.as_bytes(), &e.encode())?;
+                        }
+                        info!(request_id = %request.id, "kept faces deleted: their period is over");
                     }
                     Due::Minimise => {
                         minimise(&mut request);

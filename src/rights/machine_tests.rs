@@ -586,3 +586,57 @@ fn an_answered_request_keeps_its_report_for_the_retention_period_only() {
     let at = rights.next_expiry_at().unwrap().expect("the retention period");
     assert_eq!(at, rights.now().checked_add(jiff::SignedDuration::from_hours(24 * 365)).unwrap());
 }
+
+#[test]
+fn kept_faces_and_attestation_probes_expire() {
+    use super::identity::{Signed, Terms, sign_capture};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut keys = super::identity::CaptureKeys::default();
+    keys.add("app", key.verifying_key()).unwrap();
+    let path = dir.path().join("capture-keys.toml");
+    std::fs::write(&path, keys.to_toml()).unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
+    let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
+    let engine = Engine::with_storage(store.clone(), config).unwrap();
+    let settings = Settings {
+        policy: PolicySource::Profile("permissive".into()),
+        purge_window: Duration::ZERO,
+        capture_keys: Some(path),
+        ..Settings::default()
+    };
+    let rights = Rights::new(Arc::new(engine), settings, clock.clone()).unwrap();
+    enrol(&rights);
+    let probe = face(0, -0.3);
+    let terms = Terms {
+        kind: super::request::Kind::Erasure,
+        contact: "me@example.org",
+        jurisdiction_claim: "",
+        include_templates: false,
+        never_enrol_again: true,
+    };
+    let (challenge, _) = rights.begin_capture().unwrap();
+    let signed = Signed {
+        capture: sign_capture(&key, "app", challenge, &terms, &[probe.as_slice()]),
+        sent: vec![probe.as_slice().to_vec()],
+    };
+    let sub =
+        rights.submit_erasure(ErasureTarget::Probes(vec![probe]), "me@example.org".into(), None, true, Some(signed));
+    let sub = sub.unwrap();
+    assert_eq!(drive(&rights, sub.id).unwrap(), State::Completed);
+    assert_eq!(store.suppressed_faces().unwrap().len(), 1);
+    let start = rights.now();
+    let later = |days: i64| start.checked_add(jiff::SignedDuration::from_hours(24 * days)).unwrap();
+    clock.set(later(7));
+    assert_eq!(rights.expire_due().unwrap(), 1);
+    assert!(rights.requests.load(sub.id).unwrap().probes.is_empty(), "the attestation probes after 7 days");
+    assert!(rights.attest_no_match(sub.id, &sub.secret.to_hex()).is_err());
+    clock.set(later(365));
+    let new_face = record(face(0, -0.29), 99);
+    let operator = Caller { client: "op".into(), roles: vec![Role::Operator] };
+    assert!(rights.enroll(&operator, std::slice::from_ref(&new_face)).is_ok(), "the kept face expired: enrolled");
+    assert_eq!(rights.expire_due().unwrap(), 2, "the faces deleted, and the request minimised");
+    assert!(store.suppressed_faces().unwrap().is_empty(), "the kept face's row is deleted");
+    assert!(rights.requests.load(sub.id).unwrap().minimised);
+}

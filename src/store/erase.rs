@@ -136,6 +136,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes the faces kept for request `request_id` (their period is over) and stores the
+    /// request's next state (`request`, plaintext) in the same synced write.
+    pub fn forget_faces(&self, request_id: &[u8; 16], request: &[u8]) -> Result<(), Error> {
+        let _keys = self.key_lock.read();
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_SUPPRESSED_FACES), request_id);
+        let blob = crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, request_id, request);
+        batch.put_cf(self.cf(super::CF_REQUESTS), request_id, blob);
+        self.db.write_opt(batch, &super::synced())?;
+        Ok(())
+    }
+
     /// For each of `ids` still held: its source's keyed hash.
     pub fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         let mut out = Vec::with_capacity(ids.len());

@@ -88,6 +88,10 @@ impl RecordStore for Store {
         Store::suppressed_faces(self)
     }
 
+    fn forget_faces(&self, request_id: &[u8; 16], request: &[u8]) -> Result<(), Error> {
+        Store::forget_faces(self, request_id, request)
+    }
+
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         Store::erasure_inputs(self, ids)
     }

@@ -312,6 +312,14 @@ impl RecordStore for MemoryStore {
         Ok(self.lock().faces.values().map(|f| Zeroizing::new(f.clone())).collect())
     }
 
+    fn forget_faces(&self, request_id: &[u8; 16], request: &[u8]) -> Result<(), Error> {
+        self.write()?;
+        let mut rows = self.lock();
+        rows.faces.remove(request_id);
+        rows.requests.insert(*request_id, request.to_vec());
+        Ok(())
+    }
+
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {

@@ -82,6 +82,9 @@ pub trait RecordStore: Send + Sync {
     /// Every face kept (with consent) to refuse re-enrolment.
     fn suppressed_faces(&self) -> Result<Vec<Zeroizing<Vec<u8>>>, Error>;
 
+    /// Deletes the faces kept for `request_id` and stores its next state, in one durable write.
+    fn forget_faces(&self, request_id: &[u8; 16], request: &[u8]) -> Result<(), Error>;
+
     /// For each of `ids` still held: its source's keyed hash.
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error>;
 
