@@ -118,13 +118,23 @@ impl From<rights::Error> for Status {
             rights::Error::InvalidRequest(_) => Status::invalid_argument(e.to_string()),
             rights::Error::NoRequest(_) | rights::Error::NoNotification(_) => Status::not_found(e.to_string()),
             rights::Error::WrongSecret(_) => Status::permission_denied(e.to_string()),
-            rights::Error::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+            rights::Error::RateLimited { retry_after_secs } | rights::Error::QueueFull { retry_after_secs } => {
+                retry_later(&e, retry_after_secs)
+            }
             rights::Error::CorruptRequest(..) => {
                 tracing::error!(error = %e, "corrupt request");
                 Status::new(Code::DataLoss, e.to_string())
             }
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED, with when to retry in the message and in `retry-after` (seconds, as
+/// in HTTP) for programs.
+fn retry_later(e: &rights::Error, retry_after_secs: u64) -> Status {
+    let mut status = Status::resource_exhausted(e.to_string());
+    status.metadata_mut().insert("retry-after", retry_after_secs.into());
+    status
 }
 
 /// Prefixes a status message with the stream item it is about.
