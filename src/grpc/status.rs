@@ -69,7 +69,8 @@ impl From<store::Error> for Status {
             | store::Error::MissingKeys { .. }
             | store::Error::WrongKeys { .. }
             | store::Error::NestedDirs { .. }
-            | store::Error::KeyFile { .. } => internal(&e),
+            | store::Error::KeyFile { .. }
+            | store::Error::Private(_) => internal(&e),
         }
     }
 }
@@ -102,7 +103,7 @@ impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         match e {
             // The tokens file is the operator's, and its path stays in the log.
-            AuthError::Io { .. } | AuthError::Invalid { .. } => internal(&e),
+            AuthError::Io { .. } | AuthError::Invalid { .. } | AuthError::Private(_) => internal(&e),
         }
     }
 }
