@@ -8,6 +8,7 @@ mod erasure;
 mod fuzz;
 mod harness;
 mod index;
+mod limits;
 mod logs;
 mod rights;
 mod synth;
