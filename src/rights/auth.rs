@@ -106,6 +106,10 @@ fn read_file(path: &Path) -> Result<Option<String>, AuthError> {
     Ok(Some(text))
 }
 
+fn not_found(path: &Path) -> AuthError {
+    AuthError::Io { path: path.into(), source: std::io::ErrorKind::NotFound.into() }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
@@ -138,10 +142,7 @@ impl Tokens {
     /// Reads a tokens file (TOML: `[[token]]` tables with `client`, `roles`, `sha256`),
     /// refused if it is not the server user's alone.
     pub fn load(path: &Path) -> Result<Tokens, AuthError> {
-        let text = read_file(path)?.ok_or_else(|| AuthError::Io {
-            path: path.into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no tokens file here"),
-        })?;
+        let text = read_file(path)?.ok_or_else(|| not_found(path))?;
         Tokens::parse(&text).map_err(|reason| AuthError::Invalid { path: path.into(), reason })
     }
 

@@ -24,7 +24,7 @@ use tokio::sync::{
     Notify,
     mpsc::{Receiver, Sender, error::TrySendError},
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info};
 
 use super::{Error, Rights, request::RequestId};
 
@@ -70,7 +70,8 @@ impl Nudge {
     pub fn has_room(&self) -> Result<(), Error> {
         match &self.0 {
             Some((_, shared)) if shared.pending.load(Ordering::SeqCst) >= shared.capacity => {
-                warn!(capacity = shared.capacity, "worker queue full: a public submission is refused");
+                // Per refused call: debug, or a flood would flood the log too.
+                debug!(capacity = shared.capacity, "worker queue full: a public submission is refused");
                 Err(Error::QueueFull { retry_after_secs: QUEUE_FULL_RETRY_SECS })
             }
             _ => Ok(()),
