@@ -7,7 +7,8 @@
 # 13 minutes on 2 cores) and linked from there by every cargo call (scripts/cargo).
 
 CARGO := scripts/cargo
-APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev
+# (openssl: docs/usage.md, which runs as a test, makes a TLS certificate with it.)
+APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl
 ARGS ?=
 
 .PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-erase fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example

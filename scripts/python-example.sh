@@ -16,5 +16,9 @@ done
 cat <&3 >/dev/null &
 [ -n "$addr" ] || { echo "the server did not start"; exit 1; }
 echo "oubli-server on $addr (data in $work)"
+# The controller trusts one capture application: the example plays it.
+"$repo/target/release/oubli" capture-keys add --file "$work/keys/capture-keys.toml" --name python-example \
+  --generate "$work/capture.key" >/dev/null
 PYTHONPATH="$repo/target/python/deps:$repo/target/python/stubs" \
-  python3 "$repo/examples/python/client.py" --server "$addr" --token-file "$work/keys/local.token"
+  python3 "$repo/examples/python/client.py" --server "$addr" --token-file "$work/keys/local.token" \
+  --capture-key "$work/capture.key"

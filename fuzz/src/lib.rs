@@ -301,6 +301,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         contact: "person@example.org".into(),
         jurisdiction_claim: "fr".into(),
         include_templates: true,
+        capture: None,
     };
     let by_records = pb::SubmitErasureRequestRequest {
         access_request_id: "00112233445566778899aabbccddeeff".into(),

@@ -21,6 +21,7 @@ use oubli::{
         PolicySource, Rights, Settings,
         auth::{Caller, Role},
         erasure::ErasureTarget,
+        identity::Method,
         request::SystemClock,
     },
 };
@@ -54,6 +55,7 @@ fn main() -> Result<()> {
     let settings = Settings { policy: PolicySource::Profile("permissive".into()), ..Settings::default() };
     let rights = Rights::new(engine.clone(), settings, Arc::new(SystemClock))?;
     let operator = Caller { client: "bench".into(), roles: vec![Role::Operator] };
+    let desk = Caller { client: "bench-desk".into(), roles: vec![Role::PrivacyDesk] };
 
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let now = Timestamp::now();
@@ -84,7 +86,13 @@ fn main() -> Result<()> {
     let (mut process_ms, mut phase1_ms) = (Vec::new(), Vec::new());
     for probe in probes {
         let submitted =
-            rights.submit_erasure(ErasureTarget::Probes(vec![probe]), "bench@example.org".into(), None, false)?;
+            rights.submit_erasure(ErasureTarget::Probes(vec![probe]), "bench@example.org".into(), None, false, None)?;
+        rights.verify_identity(
+            &desk,
+            submitted.id,
+            Method::IdDocument,
+            "benchmark: identity taken as checked".into(),
+        )?;
         let t = Instant::now();
         rights.process(submitted.id)?;
         process_ms.push(t.elapsed().as_secs_f64() * 1e3);

@@ -22,9 +22,20 @@ struct Args {
     /// the data dir: whoever holds both can read every template.
     #[arg(long, env = "OUBLI_KEY_DIR", default_value = "./oubli-keys")]
     key_dir: PathBuf,
-    /// Address to listen on.
+    /// Address to listen on. Off loopback the server needs --tls-cert and --tls-key (or
+    /// --insecure-plaintext).
     #[arg(long, env = "OUBLI_LISTEN", default_value = "127.0.0.1:50051")]
     listen: String,
+    /// Serve over TLS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, env = "OUBLI_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, env = "OUBLI_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Serve in clear on a non-loopback address anyway (only behind something that encrypts,
+    /// such as a TLS-terminating proxy on the same host or a private tunnel).
+    #[arg(long, env = "OUBLI_INSECURE_PLAINTEXT", conflicts_with = "tls_cert")]
+    insecure_plaintext: bool,
     /// Template dimension of a new data dir (an existing one keeps its own; a different value
     /// is refused).
     #[arg(long, env = "OUBLI_DIMENSION")]
@@ -104,6 +115,38 @@ struct Args {
     /// HNSW candidates kept while searching (more: slower, fewer misses).
     #[arg(long, env = "OUBLI_HNSW_EF_SEARCH", default_value_t = HnswParams::default().ef_search)]
     hnsw_ef_search: usize,
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+/// Identity before disclosure, the no-match attestation and the never-enrol-again list.
+#[derive(clap::Args, Debug)]
+struct IdentityArgs {
+    /// The capture applications trusted to establish a requester's identity (see `oubli
+    /// capture-keys add`), re-read at each capture; default: capture-keys.toml in the key dir.
+    /// Without one, every request by selfie waits for the privacy desk.
+    #[arg(long, env = "OUBLI_CAPTURE_KEYS")]
+    capture_keys: Option<PathBuf>,
+    /// Days a request by selfie waits for its sender's identity before it is denied.
+    #[arg(long, env = "OUBLI_IDENTITY_DAYS", default_value_t = 30)]
+    identity_days: u32,
+    /// No-match attestations a completed erasure may ask for.
+    #[arg(long, env = "OUBLI_ATTESTATIONS_PER_ERASURE", default_value_t = 1)]
+    attestations_per_erasure: u32,
+    /// Days after the delete during which they may be asked (the erasure's probes are kept,
+    /// sealed, that long at most).
+    #[arg(long, env = "OUBLI_ATTESTATION_DAYS", default_value_t = 7)]
+    attestation_days: u32,
+    /// Days a face kept with `never_enrol_again` is refused for.
+    #[arg(long, env = "OUBLI_FACE_RETENTION_DAYS", default_value_t = 365)]
+    face_retention_days: u32,
+    /// Faces kept with `never_enrol_again`, at most, over all requests.
+    #[arg(long, env = "OUBLI_MAX_FACES", default_value_t = 10_000)]
+    max_faces: usize,
+    /// Days a final rights request keeps its contact, probes, matches and report; then only
+    /// its id, dates, states, identity method and log leaves are kept.
+    #[arg(long, env = "OUBLI_REQUEST_RETENTION_DAYS", default_value_t = 365)]
+    request_retention_days: u32,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,9 +172,18 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => subscriber.json().init(),
     }
 
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(oubli::grpc::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both (or neither, on loopback)"),
+    };
+    if tls.is_none() && !args.insecure_plaintext {
+        refuse_plaintext_off_loopback(&args.listen).await?;
+    }
     let listener =
         TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let mut config = oubli::Config::new(args.data_dir, args.key_dir);
+    config.tls = tls;
     config.dimension = args.dimension;
     config.log_origin = args.log_origin;
     config.tokens_file = args.tokens;
@@ -163,6 +215,16 @@ async fn main() -> anyhow::Result<()> {
     config.rights.purge_window = std::time::Duration::from_secs(args.purge_window_secs);
     config.metrics_listen = args.metrics_listen;
     config.rights.rotation_days = args.rotation_days.max(1);
+    let identity = args.identity;
+    if let Some(path) = identity.capture_keys {
+        config.rights.capture_keys = Some(path);
+    }
+    config.rights.identity_days = identity.identity_days.max(1);
+    config.rights.attestations_per_erasure = identity.attestations_per_erasure;
+    config.rights.attestation_days = identity.attestation_days;
+    config.rights.face_retention_days = identity.face_retention_days;
+    config.rights.max_faces = identity.max_faces;
+    config.rights.request_retention_days = identity.request_retention_days.max(1);
     let index = IndexConfig {
         choice: match args.index {
             IndexArg::Exact => IndexChoice::Exact,
@@ -180,6 +242,23 @@ async fn main() -> anyhow::Result<()> {
     index.hnsw.check().context("invalid HNSW settings")?;
     config.index = index;
     oubli::run(listener, config, shutdown_signal()).await.context("oubli-server failed")?;
+    Ok(())
+}
+
+/// Refuses, before anything is bound, to serve in clear on an address that is not loopback.
+async fn refuse_plaintext_off_loopback(listen: &str) -> anyhow::Result<()> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("--listen {listen} is not an address to listen on (use host:port)"))?
+        .collect();
+    if let Some(open) = addrs.iter().find(|a| !a.ip().to_canonical().is_loopback()) {
+        anyhow::bail!(
+            "refusing to serve in clear on {open} (--listen {listen}), which is not a loopback address: rights \
+             requests carry biometric templates and request secrets, and tokens travel with every call. \
+             Give --tls-cert FILE and --tls-key FILE to serve over TLS, or --insecure-plaintext if something \
+             else encrypts the traffic (a TLS-terminating proxy on this host, a private tunnel)"
+        );
+    }
     Ok(())
 }
 

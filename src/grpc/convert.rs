@@ -9,6 +9,7 @@ use crate::{
     record::{IdempotencyKey, LegalBasis, NewRecord, Provenance, RecordError, RecordId, SourceKind},
     rights::{
         erasure::{ErasureTarget, SweepRule},
+        identity::{Capture, Method, Signed},
         request::{RequestId, State},
     },
 };
@@ -32,6 +33,39 @@ pub fn request_id(id: &str) -> Result<RequestId, Status> {
 
 pub fn probes(list: Vec<pb::Embedding>, dimension: usize) -> Result<Vec<Embedding>, Status> {
     list.into_iter().enumerate().map(|(i, p)| embedding(Some(p), &format!("probes[{i}]"), dimension)).collect()
+}
+
+/// A request's signed capture, with the probes' values as sent (what was signed).
+pub fn capture(capture: Option<pb::Capture>, probes: &[pb::Embedding]) -> Result<Option<Signed>, Status> {
+    let Some(c) = capture else { return Ok(None) };
+    let challenge: [u8; 32] = c
+        .challenge
+        .as_slice()
+        .try_into()
+        .map_err(|_| Status::invalid_argument("capture.challenge: 32 bytes, as BeginCapture returned it"))?;
+    let signatures = c
+        .signatures
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            <[u8; 64]>::try_from(s.as_slice()).map_err(|_| {
+                Status::invalid_argument(format!("capture.signatures[{i}]: an Ed25519 signature is 64 bytes"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if c.key.is_empty() || c.key.len() > 64 {
+        return Err(Status::invalid_argument("capture.key: the capture key's name (1 to 64 bytes)"));
+    }
+    let sent = probes.iter().map(|p| p.values.clone()).collect();
+    Ok(Some(Signed { capture: Capture { challenge, key: c.key, signatures }, sent }))
+}
+
+/// How the privacy desk checked an identity, by name.
+pub fn identity_method(name: &str) -> Result<Method, Status> {
+    Method::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+        Status::invalid_argument(format!("method {name:?} is unknown; use one of {}", names.join(", ")))
+    })
 }
 
 /// A request-state filter by name; empty: any state.

@@ -6,6 +6,7 @@ pub mod gate;
 mod rights;
 mod status;
 mod templates;
+mod tls;
 mod transparency;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
@@ -27,6 +28,7 @@ use tonic::Status;
 
 pub use convert::{provenance_from_pb, provenance_to_pb, timestamp_to_pb};
 pub use templates::MAX_STREAM_ITEMS;
+pub use tls::{TlsError, TlsFiles};
 
 /// Code generated from `proto/oubli/v1`.
 #[allow(clippy::all, missing_docs)]
@@ -63,22 +65,27 @@ pub struct Config {
     pub index: IndexConfig,
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); `None`: not served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the API over TLS with this certificate and key; `None`: plaintext (the binary
+    /// allows that only on loopback unless told `--insecure-plaintext`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
     /// The defaults for a data dir and a key dir.
     pub fn new(data_dir: impl Into<PathBuf>, key_dir: impl Into<PathBuf>) -> Config {
+        let key_dir = key_dir.into();
         Config {
             data_dir: data_dir.into(),
-            key_dir: key_dir.into(),
             dimension: None,
             log_origin: None,
             tokens_file: None,
-            rights: Settings::default(),
+            rights: Settings { capture_keys: Some(key_dir.join(CAPTURE_KEYS_FILE)), ..Settings::default() },
+            key_dir,
             clock: Arc::new(SystemClock),
             process_requests: true,
             index: IndexConfig::default(),
             metrics_listen: None,
+            tls: None,
         }
     }
 }
@@ -107,6 +114,8 @@ pub type AuthChannel = tonic::service::interceptor::InterceptedService<tonic::tr
 
 /// The file holding the local all-roles token made on first start, in the key dir.
 pub const LOCAL_TOKEN_FILE: &str = "local.token";
+/// The trusted capture applications, in the key dir unless configured elsewhere.
+pub const CAPTURE_KEYS_FILE: &str = "capture-keys.toml";
 
 /// Loads the tokens file; the default one is created on first start with a local token.
 fn load_tokens(config: &Config) -> Result<Tokens, AuthError> {
@@ -138,6 +147,8 @@ pub enum ServeError {
     Listen(#[from] std::io::Error),
     #[error("tokens: {0}")]
     Tokens(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Opens the store in `config` and serves the API on `listener` until `shutdown` completes,
@@ -153,6 +164,8 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     ready: Option<tokio::sync::oneshot::Sender<Option<std::net::SocketAddr>>>,
 ) -> Result<(), ServeError> {
+    // Checked first: a bad certificate is refused before the store is opened.
+    let tls = config.tls.as_ref().map(TlsFiles::server_config).transpose()?;
     let engine = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -221,11 +234,15 @@ async fn serve(
         }
         None => None,
     };
-    info!(?addr, "serving oubli.v1");
+    info!(?addr, tls = tls.is_some(), "serving oubli.v1");
     if let Some(ready) = ready {
         let _ = ready.send(metrics.as_ref().map(|(a, _)| *a));
     }
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .layer(gate::GateLayer { tokens, rights: rights.clone() })
         .add_service(health)
         .add_service(reflection_v1)

@@ -76,6 +76,7 @@ pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
             .map(|(s, at)| pb::StateChange { state: s.name().into(), at: Some(convert::timestamp_to_pb(*at)) })
             .collect(),
         erasure_step: v.erasure_step.map(|s| s.name().to_string()).unwrap_or_default(),
+        identity: v.identity.clone().unwrap_or_default(),
     }
 }
 
@@ -88,11 +89,12 @@ impl pb::rights_service_server::RightsService for RightsService {
     ) -> Result<Response<pb::SubmitAccessRequestResponse>, Status> {
         admit(&self.rights, Some(&self.worker), &request)?;
         let req = request.into_inner();
+        let capture = convert::capture(req.capture, &req.probes)?;
         let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let submitted =
-            blocking(move || rights.submit_access(probes, req.contact, claim, req.include_templates)).await?;
+            blocking(move || rights.submit_access(probes, req.contact, claim, req.include_templates, capture)).await?;
         self.worker.nudge(submitted.id);
         tracing::info!(request_id = %submitted.id, "access request submitted");
         Ok(noted(
@@ -121,7 +123,7 @@ impl pb::rights_service_server::RightsService for RightsService {
             let rights = self.rights.clone();
             let s = req.request_secret.clone();
             let view = blocking(move || rights.request(id, secret(&s), desk)).await?;
-            if !view.worker_busy() || tokio::time::Instant::now() >= deadline {
+            if !view.worker_busy || tokio::time::Instant::now() >= deadline {
                 return Ok(noted(pb::GetRequestResponse { status: Some(status_to_pb(&view)) }, id));
             }
             if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
@@ -212,11 +214,12 @@ impl pb::rights_service_server::RightsService for RightsService {
     ) -> Result<Response<pb::SubmitErasureRequestResponse>, Status> {
         admit(&self.rights, Some(&self.worker), &request)?;
         let mut req = request.into_inner();
+        let capture = convert::capture(req.capture.take(), &req.probes)?;
         let target = convert::erasure_target(&mut req, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
         let claim = Some(req.jurisdiction_claim);
         let keep = req.never_enrol_again;
-        let submitted = blocking(move || rights.submit_erasure(target, req.contact, claim, keep)).await?;
+        let submitted = blocking(move || rights.submit_erasure(target, req.contact, claim, keep, capture)).await?;
         self.worker.nudge(submitted.id);
         tracing::info!(request_id = %submitted.id, "erasure request submitted");
         Ok(noted(
@@ -263,13 +266,48 @@ impl pb::rights_service_server::RightsService for RightsService {
         admit(&self.rights, None, &request)?;
         let req = request.into_inner();
         let id = convert::request_id(&req.request_id)?;
-        let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
         let rights = self.rights.clone();
-        let receipt = blocking(move || rights.attest_no_match(id, &req.request_secret, &probes)).await?;
-        let leaf_index = serde_json::from_str::<crate::transparency::receipt::Body>(&receipt.body)
-            .map(|b| b.leaf_index)
-            .unwrap_or_default();
-        Ok(noted(pb::AttestNoMatchResponse { leaf_index, receipt_json: receipt.to_json() }, id))
+        let a = blocking(move || rights.attest_no_match(id, &req.request_secret)).await?;
+        Ok(noted(
+            pb::AttestNoMatchResponse {
+                leaf_index: a.leaf,
+                receipt_json: a.receipt.to_json(),
+                salt: a.salt,
+                compared: a.compared,
+                review_band: a.review_band as u32,
+                remaining: a.remaining,
+            },
+            id,
+        ))
+    }
+
+    #[instrument(skip_all, name = "BeginCapture")]
+    async fn begin_capture(
+        &self,
+        request: Request<pb::BeginCaptureRequest>,
+    ) -> Result<Response<pb::BeginCaptureResponse>, Status> {
+        admit(&self.rights, None, &request)?;
+        let (challenge, expires) = self.rights.begin_capture()?;
+        Ok(Response::new(pb::BeginCaptureResponse {
+            challenge: challenge.to_vec(),
+            expires_at: Some(convert::timestamp_to_pb(expires)),
+        }))
+    }
+
+    #[instrument(skip_all, name = "VerifyIdentity", fields(request_id))]
+    async fn verify_identity(
+        &self,
+        request: Request<pb::VerifyIdentityRequest>,
+    ) -> Result<Response<pb::VerifyIdentityResponse>, Status> {
+        let caller = gate::caller(&request);
+        let req = request.into_inner();
+        let id = convert::request_id(&req.request_id)?;
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let method = convert::identity_method(&req.method)?;
+        let rights = self.rights.clone();
+        let view = blocking(move || rights.verify_identity(&caller, id, method, req.note)).await?;
+        self.worker.nudge(id);
+        Ok(noted(pb::VerifyIdentityResponse { status: Some(status_to_pb(&view)) }, id))
     }
 }
 

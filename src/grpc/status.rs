@@ -9,7 +9,7 @@ use crate::{
     embedding::EmbeddingError,
     engine,
     record::RecordError,
-    rights::{self, auth::AuthError, policy::PolicyError},
+    rights::{self, auth::AuthError, identity::CaptureError, policy::PolicyError},
     store,
 };
 
@@ -122,6 +122,7 @@ impl From<rights::Error> for Status {
             rights::Error::RateLimited { retry_after_secs } | rights::Error::QueueFull { retry_after_secs } => {
                 retry_later(&e, retry_after_secs)
             }
+            rights::Error::Capture(inner) => Status::from(inner),
             rights::Error::CorruptRequest(..) => {
                 tracing::error!(error = %e, "corrupt request");
                 Status::new(Code::DataLoss, e.to_string())
@@ -136,6 +137,21 @@ fn retry_later(e: &rights::Error, retry_after_secs: u64) -> Status {
     let mut status = Status::resource_exhausted(e.to_string());
     status.metadata_mut().insert("retry-after", retry_after_secs.into());
     status
+}
+
+impl From<CaptureError> for Status {
+    fn from(e: CaptureError) -> Self {
+        match e {
+            CaptureError::UnknownChallenge
+            | CaptureError::ExpiredChallenge
+            | CaptureError::UsedChallenge
+            | CaptureError::UnknownKey(_)
+            | CaptureError::BadSignature(_) => Status::permission_denied(e.to_string()),
+            CaptureError::SignatureCount { .. } => Status::invalid_argument(e.to_string()),
+            CaptureError::TooManyChallenges { .. } => Status::resource_exhausted(e.to_string()),
+            CaptureError::KeysFile { .. } => internal(&e),
+        }
+    }
 }
 
 /// Prefixes a status message with the stream item it is about.

@@ -10,9 +10,10 @@ use tracing::{info, instrument};
 use super::{
     Error, RequestView, Rights, Submitted,
     auth::Caller,
+    identity::{self, CaptureKeys, Identity, Method, Signed, Terms},
     intake::{MAX_REASON_BYTES, check_contact, check_reason},
     report::{self, AccessReport, LogOpening, ReportRecord},
-    request::{self, AccessRequest, Common, Extension, Match, Origin, Request, RequestId, Review, State},
+    request::{self, AccessRequest, Common, Extension, Kind, Match, Origin, Request, RequestId, Review, State},
 };
 use crate::{
     embedding::Embedding,
@@ -36,20 +37,32 @@ pub(super) fn probes_of(request: &Common) -> Result<Vec<Embedding>, Error> {
 
 impl Rights {
     /// Stores a new access request (state received) and returns its id and secret. The work
-    /// is done by [`Rights::process`].
-    #[instrument(skip_all, fields(probes = probes.len()))]
+    /// is done by [`Rights::process`]. With a valid `capture` the person's identity is
+    /// established now; without one the request waits, once matched, for the privacy desk.
+    #[instrument(skip_all, fields(probes = probes.len(), captured = capture.is_some()))]
     pub fn submit_access(
         &self,
         probes: Vec<Embedding>,
         contact: String,
         jurisdiction_claim: Option<String>,
         include_templates: bool,
+        capture: Option<Signed>,
     ) -> Result<Submitted, Error> {
         self.intake.check_probe_count(probes.len())?;
         check_contact(&contact)?;
-        let jurisdiction_claim = self.intake.parse_claim(jurisdiction_claim)?;
+        let claim = jurisdiction_claim.unwrap_or_default();
+        let terms = Terms {
+            kind: Kind::Access,
+            contact: &contact,
+            jurisdiction_claim: &claim,
+            include_templates,
+            never_enrol_again: false,
+        };
+        let identity = self.establish(capture.as_ref(), &terms, &probes)?;
+        let jurisdiction_claim = self.intake.parse_claim(Some(claim))?;
         let probes = probes.iter().map(|p| p.as_slice().to_vec()).collect();
         let mut common = Common::new(contact, jurisdiction_claim, probes, self.now());
+        common.identity = identity;
         let secret = Self::new_secret(&mut common);
         let request = AccessRequest { common, include_templates, report: None };
         let _guard = self.requests.lock();
@@ -109,26 +122,17 @@ impl Rights {
                 .collect();
             request.review_band =
                 hits.iter().filter(|h| h.score < t.strict).map(|h| Match { record_id: h.id, score: h.score }).collect();
-            match &mut request {
-                Request::Access(access) => {
-                    // The probes are the person's biometric data: kept no longer than the
-                    // matching (an erasure keeps them until it has checked that nothing
-                    // matches any more).
-                    access.probes.clear();
-                    if access.review_band.is_empty() {
-                        self.complete(access)?;
-                    } else {
-                        let report = self.report(access)?;
-                        access.report = Some(serde_json::to_string(&report).expect("a report serialises"));
-                        access.advance(State::NeedsReview, self.now());
-                        self.requests.save(&*access)?;
-                    }
-                }
-                Request::Erasure(erasure) if erasure.review_band.is_empty() => self.plan_erasure(erasure)?,
-                Request::Erasure(erasure) => {
-                    erasure.advance(State::NeedsReview, self.now());
-                    self.requests.save(&*erasure)?;
-                }
+            if let Request::Access(access) = &mut request {
+                // The probes are the person's biometric data: kept no longer than the matching
+                // (an erasure keeps them until it has checked that nothing matches any more).
+                access.probes.clear();
+            }
+            if request.identity.is_some() {
+                self.answer_matched(&mut request)?;
+            } else {
+                // Matched or not, the same state: nothing is answered before identity.
+                request.advance(State::VerifyingIdentity, self.now());
+                self.requests.save(&request)?;
             }
             info!(
                 matched = request.matched.len(),
@@ -145,6 +149,83 @@ impl Rights {
             self.requests.changed();
         }
         Ok(request.state)
+    }
+
+    /// What follows the match once identity is established: the answer (or the review band
+    /// for the privacy desk), or the erasure's plan.
+    fn answer_matched(&self, request: &mut Request) -> Result<(), Error> {
+        match request {
+            Request::Access(access) if access.review_band.is_empty() => self.complete(access)?,
+            Request::Access(access) => {
+                let report = self.report(access)?;
+                access.report = Some(serde_json::to_string(&report).expect("a report serialises"));
+                access.advance(State::NeedsReview, self.now());
+                self.requests.save(&*access)?;
+            }
+            Request::Erasure(erasure) if erasure.review_band.is_empty() => self.plan_erasure(erasure)?,
+            Request::Erasure(erasure) => {
+                erasure.advance(State::NeedsReview, self.now());
+                self.requests.save(&*erasure)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The privacy desk records that it established the requester's identity out of band
+    /// (`method`, with a `note` of what it saw); a request waiting for it moves on at once.
+    #[instrument(skip_all, fields(request_id = %id))]
+    pub fn verify_identity(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        method: Method,
+        note: String,
+    ) -> Result<RequestView, Error> {
+        check_reason(&note)?;
+        let _guard = self.requests.lock();
+        let mut request = self.requests.load(id)?;
+        if request.state.is_final() || request.identity.is_some() {
+            return Err(self.wrong_state(&request, "its identity is already settled"));
+        }
+        request.identity = Some(Identity::Desk { by: caller.client.clone(), method, note, at: self.now() });
+        if request.state == State::VerifyingIdentity {
+            self.answer_matched(&mut request)?;
+        } else {
+            self.requests.save(&request)?;
+        }
+        info!(request_id = %id, method = method.name(), "identity established by the privacy desk");
+        self.requests.changed();
+        Ok(self.view(&request, true))
+    }
+
+    /// A one-time challenge for a capture application, and when it expires.
+    pub fn begin_capture(&self) -> Result<([u8; 32], jiff::Timestamp), Error> {
+        Ok(self.challenges.begin(self.now())?)
+    }
+
+    /// The identity a request's `capture` establishes for `terms` and `probes`: `None` without
+    /// a capture; an error, before anything is stored, if it does not hold.
+    pub(super) fn establish(
+        &self,
+        capture: Option<&Signed>,
+        terms: &Terms<'_>,
+        probes: &[Embedding],
+    ) -> Result<Option<Identity>, Error> {
+        let Some(signed) = capture else { return Ok(None) };
+        let same = signed.sent.len() == probes.len()
+            && signed.sent.iter().zip(probes).all(|(sent, probe)| {
+                Embedding::new(sent.clone(), probe.dimension()).is_ok_and(|e| e.as_slice() == probe.as_slice())
+            });
+        if !same {
+            return Err(Error::InvalidRequest("the capture's templates are not the request's probes".into()));
+        }
+        let keys = match &self.settings.capture_keys {
+            Some(path) => CaptureKeys::load(path)?,
+            None => CaptureKeys::default(),
+        };
+        let sent: Vec<&[f32]> = signed.sent.iter().map(Vec::as_slice).collect();
+        let identity = identity::verify(&keys, &self.challenges, &signed.capture, terms, &sent, self.now())?;
+        Ok(Some(identity))
     }
 
     /// The privacy desk's decision on the review band: `approved` records are confirmed as the
@@ -231,7 +312,8 @@ impl Rights {
         Ok(self.view(&request, desk))
     }
 
-    /// The report (JSON) and, once completed, the signed receipt of the answer.
+    /// The report (JSON) and, once completed, the signed receipt of the answer; for a holder
+    /// whose identity is not established, neither.
     pub fn report_of(
         &self,
         id: RequestId,
@@ -239,6 +321,9 @@ impl Rights {
         desk: bool,
     ) -> Result<(RequestView, Option<String>, Option<Receipt>), Error> {
         let request = self.load_authorised(id, secret, desk)?;
+        if !Self::discloses(&request, desk) {
+            return Ok((self.view(&request, desk), None, None));
+        }
         let receipt = match request.receipt_leaf {
             Some(leaf) => Some(self.engine.log().receipt(leaf)?),
             None => None,
@@ -322,7 +407,8 @@ impl Rights {
                     salt: hex::encode(record.commitment_salt),
                     commitment: hex::encode(event::commitment(&record.commitment_salt, m.record_id)),
                 },
-                template: request.include_templates.then(|| record.embedding.as_slice().to_vec()),
+                template: (request.include_templates && request.identity.is_some())
+                    .then(|| record.embedding.as_slice().to_vec()),
             });
         }
         let withheld = request.review_band.len() - approved.len().min(request.review_band.len());
@@ -345,6 +431,9 @@ impl Rights {
                 salt: hex::encode(salt),
                 commitment: hex::encode(event::request_commitment(&salt, request.id.as_bytes())),
             },
+            identity: request.identity.as_ref().map_or_else(|| "not established".into(), Identity::describe),
+            include_templates: request.include_templates,
+            request_retention_days: self.settings.request_retention_days,
         }
         .into_report())
     }

@@ -4,6 +4,7 @@
 //! touches requests (the rate limits are in [`super::limits`]).
 use std::{collections::BTreeMap, sync::Arc};
 
+use jiff::Timestamp;
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
@@ -18,6 +19,8 @@ use crate::{
 };
 
 const MAX_CONTACT_BYTES: usize = 256;
+/// Marks a never-enrol-again entry that carries its expiry.
+pub const FACES_MAGIC: &[u8; 4] = b"OFX1";
 /// The longest reason or note the privacy desk may give.
 pub const MAX_REASON_BYTES: usize = 1000;
 
@@ -25,8 +28,8 @@ pub struct Intake {
     settings: Settings,
     policy: RwLock<Arc<Policy>>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
-    /// Faces whose owners asked, with consent, never to be enrolled again.
-    suppressed_faces: RwLock<Vec<Embedding>>,
+    /// Faces whose owners asked, with consent, never to be enrolled again, and until when.
+    suppressed_faces: RwLock<Vec<(Timestamp, Embedding)>>,
 }
 
 impl Intake {
@@ -68,6 +71,7 @@ impl Intake {
         &self,
         store: &dyn RecordStore,
         records: &[NewRecord],
+        now: Timestamp,
     ) -> Result<Vec<Option<&'static str>>, Error> {
         let policy = self.policy();
         let mut quarantine = Vec::with_capacity(records.len());
@@ -85,7 +89,7 @@ impl Intake {
                         .into(),
                 });
             }
-            if self.is_suppressed_face(&record.embedding) {
+            if self.is_suppressed_face(&record.embedding, now) {
                 let rule = "erased-face";
                 self.refused(rule);
                 warn!(rule, item, "enrolment refused: the person asked never to be enrolled again");
@@ -113,26 +117,46 @@ impl Intake {
         Ok(quarantine)
     }
 
-    /// Adds faces to the never-enrol-again list (in memory; the store keeps them sealed).
-    pub fn keep_faces(&self, probes: &[Vec<f32>], dimension: usize) {
+    /// Adds faces to the never-enrol-again list until `expires` (in memory; the store keeps
+    /// them sealed).
+    pub fn keep_faces(&self, probes: &[Vec<f32>], dimension: usize, expires: Timestamp) {
         let mut faces = self.suppressed_faces.write();
-        faces.extend(probes.iter().filter_map(|p| Embedding::new(p.clone(), dimension).ok()));
+        faces.extend(probes.iter().filter_map(|p| Embedding::new(p.clone(), dimension).ok()).map(|e| (expires, e)));
     }
 
-    /// Loads the faces the store keeps sealed (at start).
-    pub fn load_faces(&self, store: &dyn RecordStore, dimension: usize) -> Result<(), Error> {
+    /// Loads the faces the store keeps sealed (at start). An entry written before faces
+    /// expired (no [`FACES_MAGIC`]) expires one default period from now.
+    pub fn load_faces(&self, store: &dyn RecordStore, dimension: usize, now: Timestamp) -> Result<(), Error> {
+        let row = 4 * dimension;
+        let default_expiry = now
+            .checked_add(jiff::SignedDuration::from_hours(24 * i64::from(self.settings.face_retention_days)))
+            .unwrap_or(Timestamp::MAX);
         for bytes in store.suppressed_faces()? {
+            let (expires, values) = match bytes.strip_prefix(FACES_MAGIC) {
+                Some(rest) if rest.len() >= 8 && (rest.len() - 8) % row == 0 => {
+                    let secs = i64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+                    (Timestamp::from_second(secs).unwrap_or(Timestamp::MAX), &rest[8..])
+                }
+                _ => (default_expiry, &bytes[..]),
+            };
             let values: Vec<f32> =
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
-            self.keep_faces(&values.chunks(dimension).map(<[f32]>::to_vec).collect::<Vec<_>>(), dimension);
+                values.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+            self.keep_faces(&values.chunks(dimension).map(<[f32]>::to_vec).collect::<Vec<_>>(), dimension, expires);
         }
         Ok(())
     }
 
-    fn is_suppressed_face(&self, template: &Embedding) -> bool {
+    /// Faces on the never-enrol-again list and not expired at `now`.
+    pub fn faces_held(&self, now: Timestamp) -> usize {
+        self.suppressed_faces.read().iter().filter(|(expires, _)| *expires > now).count()
+    }
+
+    fn is_suppressed_face(&self, template: &Embedding, now: Timestamp) -> bool {
         let faces = self.suppressed_faces.read();
         let strict = self.settings.thresholds.strict;
-        faces.iter().any(|f| crate::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
+        faces
+            .iter()
+            .any(|(expires, f)| *expires > now && crate::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
     }
 
     pub fn check_probe_count(&self, n: usize) -> Result<(), Error> {

@@ -6,16 +6,17 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 
 use super::{
-    PolicySource, Rights, Settings,
+    PolicySource, Rights, Settings, Submitted,
     auth::{Caller, Role},
     erasure::ErasureTarget,
+    identity::Method,
     request::{ManualClock, RequestId, State},
 };
 use crate::{
     embedding::Embedding,
     engine::{Engine, IndexChoice, IndexConfig},
     record::{NewRecord, Provenance, RecordId},
-    store::MemoryStore,
+    store::{MemoryStore, RecordStore},
     transparency::{event::Entry, note::VerifierKey, receipt},
 };
 
@@ -79,6 +80,18 @@ fn desk() -> Caller {
     Caller { client: "desk".into(), roles: vec![Role::PrivacyDesk] }
 }
 
+/// The privacy desk establishes the identity of a new request's sender (at once, so the
+/// request then runs as it would with a signed capture).
+fn identified(rights: &Rights, sub: Submitted) -> Submitted {
+    rights.verify_identity(&desk(), sub.id, Method::IdDocument, "passport seen at the desk".into()).unwrap();
+    sub
+}
+
+/// An access request by `probes`, its sender's identity established by the desk.
+fn ask(rights: &Rights, probes: Vec<Embedding>) -> Submitted {
+    identified(rights, rights.submit_access(probes, "me@example.org".into(), None, false, None).unwrap())
+}
+
 /// Runs the worker's steps (process, then the purges) until the request waits for someone.
 fn drive(rights: &Rights, id: RequestId) -> Result<State, super::Error> {
     let mut state = rights.request(id, None, true)?.state;
@@ -124,7 +137,7 @@ fn access_request_without_review_band_is_answered_logged_and_its_probes_dropped(
     let people = enrol(&rights);
     // A probe far from the look-alike: only the person's records match.
     let probe = face(0, -0.3);
-    let sub = rights.submit_access(vec![probe], "me@example.org".into(), None, false).unwrap();
+    let sub = ask(&rights, vec![probe]);
     assert_eq!(sub.view.state, State::Received);
     assert_eq!(drive(&rights, sub.id).unwrap(), State::Completed);
     assert_eq!(states(&rights, sub.id), [State::Received, State::Verifying, State::InProgress, State::Completed]);
@@ -150,7 +163,7 @@ fn access_request_with_a_lookalike_waits_for_the_desk_which_decides_what_is_disc
     let store = store();
     let rights = open(&store);
     let people = enrol(&rights);
-    let sub = rights.submit_access(vec![face(0, 0.1)], "me@example.org".into(), None, false).unwrap();
+    let sub = ask(&rights, vec![face(0, 0.1)]);
     assert_eq!(drive(&rights, sub.id).unwrap(), State::NeedsReview);
     let view = rights.request(sub.id, None, true).unwrap();
     assert_eq!(view.review_band.iter().map(|m| m.record_id).collect::<Vec<_>>(), [people.lookalike]);
@@ -173,7 +186,7 @@ fn denial_and_extension_are_transitions_with_their_limits() {
     let store = store();
     let rights = open(&store);
     enrol(&rights);
-    let sub = rights.submit_access(vec![face(0, 0.1)], "me@example.org".into(), None, false).unwrap();
+    let sub = ask(&rights, vec![face(0, 0.1)]);
     assert!(rights.extend(sub.id, 3, "busy".into()).is_err(), "three months is more than Art. 12(3) allows");
     let extended = rights.extend(sub.id, 2, "many requests this month".into()).unwrap();
     assert_eq!(extended.extension.unwrap().months, 2);
@@ -187,8 +200,8 @@ fn denial_and_extension_are_transitions_with_their_limits() {
 
 /// Submits an erasure of the person's face; returns the request and its secret.
 fn erase_person(rights: &Rights) -> (RequestId, String) {
-    let sub =
-        rights.submit_erasure(ErasureTarget::Probes(vec![face(0, 0.1)]), "me@example.org".into(), None, false).unwrap();
+    let target = ErasureTarget::Probes(vec![face(0, 0.1)]);
+    let sub = identified(rights, rights.submit_erasure(target, "me@example.org".into(), None, false, None).unwrap());
     (sub.id, sub.secret.to_hex())
 }
 
@@ -228,7 +241,7 @@ fn erasure_by_probe_goes_through_review_plan_delete_and_both_purges() {
     );
     assert_erased(&rights, &people, id, &secret);
     // The same face is now erased: nothing left to match.
-    let again = rights.submit_access(vec![face(0, -0.3)], "me@example.org".into(), None, false).unwrap();
+    let again = ask(&rights, vec![face(0, -0.3)]);
     assert_eq!(drive(&rights, again.id).unwrap(), State::Completed);
     assert_eq!(rights.request(again.id, None, true).unwrap().matched, 0);
 }
@@ -279,17 +292,17 @@ fn an_access_request_killed_after_any_write_is_answered_once_after_restart() {
         let store = store();
         let rights = open(&store);
         enrol(&rights);
+        let sub = ask(&rights, vec![face(0, -0.3)]);
         let before = store.writes();
-        let sub = rights.submit_access(vec![face(0, -0.3)], "me@example.org".into(), None, false).unwrap();
         drive(&rights, sub.id).unwrap();
         store.writes() - before
     };
-    for crash_at in 1..total {
+    for crash_at in 0..total {
         let store = store();
         let rights = open(&store);
         enrol(&rights);
-        let sub = rights.submit_access(vec![face(0, -0.3)], "me@example.org".into(), None, false).unwrap();
-        store.crash_after(crash_at - 1);
+        let sub = ask(&rights, vec![face(0, -0.3)]);
+        store.crash_after(crash_at);
         assert!(drive(&rights, sub.id).is_err());
         drop(rights);
         store.restart().unwrap();
@@ -301,4 +314,275 @@ fn an_access_request_killed_after_any_write_is_answered_once_after_restart() {
         assert!(report.is_some());
         assert_verifies(&rights, &receipt.unwrap());
     }
+}
+
+/// Opens the workflows trusting the capture key `app` (seed 7), its file in `dir`.
+fn open_trusting(store: &Arc<MemoryStore>, dir: &std::path::Path) -> (Rights, ed25519_dalek::SigningKey) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut keys = super::identity::CaptureKeys::default();
+    keys.add("app", key.verifying_key()).unwrap();
+    let path = dir.join("capture-keys.toml");
+    std::fs::write(&path, keys.to_toml()).unwrap();
+    let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
+    let engine = Engine::with_storage(store.clone(), config).unwrap();
+    let settings = Settings {
+        policy: PolicySource::Profile("permissive".into()),
+        purge_window: Duration::ZERO,
+        capture_keys: Some(path),
+        ..Settings::default()
+    };
+    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
+    (Rights::new(Arc::new(engine), settings, clock).unwrap(), key)
+}
+
+/// What the holder of request `id` can see, every field, without the times.
+fn seen_by_holder(rights: &Rights, id: RequestId, secret: &str) -> String {
+    let v = rights.request(id, Some(secret), false).unwrap();
+    let (_, report, receipt) = rights.report_of(id, Some(secret), false).unwrap();
+    let states: Vec<_> = v.history.iter().map(|(s, _)| s.name()).collect();
+    format!(
+        "{} {} matched={} withheld={} band={} receipt={:?} step={:?} identity={:?} contact={:?} states={states:?} \
+         report={} receipt={} busy={}",
+        v.kind.name(),
+        v.state.name(),
+        v.matched,
+        v.withheld,
+        v.review_band.len(),
+        v.receipt_leaf,
+        v.erasure_step,
+        v.identity,
+        v.contact,
+        report.is_some(),
+        receipt.is_some(),
+        v.worker_busy
+    )
+}
+
+#[test]
+fn a_selfie_alone_learns_nothing_whether_or_not_the_face_is_held() {
+    // One world holds the person's records, the other does not; a stranger sends the person's
+    // photo to both, for access and for erasure.
+    let seen: Vec<Vec<String>> = [true, false]
+        .into_iter()
+        .map(|enrolled| {
+            let store = store();
+            let rights = open(&store);
+            if enrolled {
+                enrol(&rights);
+            }
+            let access = rights.submit_access(vec![face(0, -0.3)], "x@example.org".into(), None, true, None).unwrap();
+            let target = ErasureTarget::Probes(vec![face(0, -0.3)]);
+            let erasure = rights.submit_erasure(target, "x@example.org".into(), None, false, None).unwrap();
+            let mut seen = Vec::new();
+            for sub in [&access, &erasure] {
+                let secret = sub.secret.to_hex();
+                seen.push(seen_by_holder(&rights, sub.id, &secret));
+                drive(&rights, sub.id).unwrap();
+                seen.push(seen_by_holder(&rights, sub.id, &secret));
+                let (status, p1, p2) = rights.erasure_receipts(sub.id, Some(&secret), false).map_or_else(
+                    |e| (e.to_string(), None, None),
+                    |(s, p1, p2)| {
+                        let mut s = serde_json::to_value(s).unwrap();
+                        s["request_id"] = "-".into();
+                        s["plan_salt"] = "-".into();
+                        (s.to_string(), p1, p2)
+                    },
+                );
+                seen.push(format!("{status} {} {}", p1.is_some(), p2.is_some()));
+            }
+            let secret = erasure.secret.to_hex();
+            let attest = rights.attest_no_match(erasure.id, &secret).err().map(|e| e.to_string());
+            seen.push(format!("{attest:?}").replace(&erasure.id.to_string(), "-"));
+            // Nothing was erased and nothing answered in the log.
+            let log = events(&rights);
+            assert_eq!((count(&log, "erasure-planned"), count(&log, "access-answered")), (0, 0));
+            seen.iter().map(|s| s.replace(&access.id.to_string(), "-").replace(&erasure.id.to_string(), "-")).collect()
+        })
+        .collect();
+    assert_eq!(seen[0], seen[1], "the holder's view is the same whether or not the face is held");
+    assert!(seen[0][1].contains("verifying_identity matched=0"), "{}", seen[0][1]);
+    assert!(seen[0][1].contains(r#"states=["received", "verifying_identity"]"#), "{}", seen[0][1]);
+}
+
+#[test]
+fn the_desk_establishes_identity_and_the_request_is_answered_then() {
+    let store = store();
+    let rights = open(&store);
+    let people = enrol(&rights);
+    let sub = rights.submit_access(vec![face(0, -0.3)], "me@example.org".into(), None, true, None).unwrap();
+    assert_eq!(drive(&rights, sub.id).unwrap(), State::VerifyingIdentity);
+    let note = "passport checked against the probe photo".to_string();
+    assert!(rights.verify_identity(&desk(), sub.id, Method::IdDocument, String::new()).is_err(), "a note is required");
+    let view = rights.verify_identity(&desk(), sub.id, Method::IdDocument, note).unwrap();
+    assert_eq!((view.state, view.matched), (State::Completed, 3));
+    assert!(view.identity.unwrap().contains("id-document"));
+    let (_, report, _) = rights.report_of(sub.id, Some(&sub.secret.to_hex()), false).unwrap();
+    let report: super::report::AccessReport = serde_json::from_str(&report.unwrap()).unwrap();
+    assert!(report.identity.contains("privacy desk") && report.identity.contains("templates"));
+    assert!(report.records.iter().all(|r| r.template.is_some()), "templates only after identity, as asked");
+    assert!(people.person.iter().all(|id| report.records.iter().any(|r| r.record_id == id.to_string())));
+    assert!(matches!(
+        rights.verify_identity(&desk(), sub.id, Method::IdDocument, "again".into()),
+        Err(super::Error::WrongState { .. })
+    ));
+}
+
+#[test]
+fn a_stranger_erases_nothing_and_blocklists_nothing() {
+    let store = store();
+    let rights = open(&store);
+    let people = enrol(&rights);
+    let target = || ErasureTarget::Probes(vec![face(0, 0.1)]);
+    let refused = rights.submit_erasure(target(), "x@example.org".into(), None, true, None);
+    let refused = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("signed capture"), "{refused}");
+    assert!(rights.requests.load_all().unwrap().is_empty(), "nothing stored");
+    let sub = rights.submit_erasure(target(), "x@example.org".into(), None, false, None).unwrap();
+    assert_eq!(drive(&rights, sub.id).unwrap(), State::VerifyingIdentity);
+    for id in people.person.iter().chain([&people.lookalike]) {
+        assert!(rights.engine().get(*id).is_ok(), "nothing is erased before identity");
+    }
+    assert!(store.suppressed_faces().unwrap().is_empty());
+}
+
+#[test]
+fn a_signed_capture_opens_the_persons_own_answer_and_each_forgery_is_refused() {
+    use super::identity::{CaptureError, Signed, Terms, sign_capture};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store();
+    let (rights, key) = open_trusting(&store, dir.path());
+    let people = enrol(&rights);
+    let probe = face(0, -0.3);
+    let sent = vec![probe.as_slice().to_vec()];
+    let terms = Terms {
+        kind: super::request::Kind::Access,
+        contact: "me@example.org",
+        jurisdiction_claim: "",
+        include_templates: false,
+        never_enrol_again: false,
+    };
+    let capture = |key: &ed25519_dalek::SigningKey, name: &str, terms: &Terms<'_>, template: &[f32]| {
+        let (challenge, _) = rights.begin_capture().unwrap();
+        Signed { capture: sign_capture(key, name, challenge, terms, &[template]), sent: vec![template.to_vec()] }
+    };
+    let submit =
+        |signed: Signed| rights.submit_access(vec![probe.clone()], "me@example.org".into(), None, false, Some(signed));
+    let refusal = |r: Result<Submitted, super::Error>| match r {
+        Err(super::Error::Capture(e)) => e,
+        other => panic!("refused by the capture check: {:?}", other.map(|s| s.id)),
+    };
+    let good = capture(&key, "app", &terms, &sent[0]);
+    let replay = good.clone();
+    let sub = submit(good).unwrap();
+    assert_eq!(refusal(submit(replay)), CaptureError::UsedChallenge);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    assert_eq!(
+        refusal(submit(capture(&stranger, "other-app", &terms, &sent[0]))),
+        CaptureError::UnknownKey("other-app".into())
+    );
+    assert_eq!(refusal(submit(capture(&stranger, "app", &terms, &sent[0]))), CaptureError::BadSignature(0));
+    let other_face = face(3, 0.0);
+    let mut swapped = capture(&key, "app", &terms, other_face.as_slice());
+    swapped.sent = sent.clone();
+    assert_eq!(refusal(submit(swapped)), CaptureError::BadSignature(0));
+    let elsewhere = Terms { contact: "stalker@example.org", ..terms };
+    assert_eq!(refusal(submit(capture(&key, "app", &elsewhere, &sent[0]))), CaptureError::BadSignature(0));
+    assert_eq!(rights.requests.load_all().unwrap().len(), 1, "only the good capture stored a request");
+
+    assert_eq!(drive(&rights, sub.id).unwrap(), State::Completed);
+    let view = rights.request(sub.id, Some(&sub.secret.to_hex()), false).unwrap();
+    assert_eq!(view.matched, people.person.len());
+    assert!(view.identity.unwrap().contains("capture"));
+}
+
+#[test]
+fn a_no_match_attestation_is_bound_to_one_completed_erasure_and_opens_with_its_salt() {
+    use super::identity::{Signed, Terms, sign_capture};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store();
+    let (rights, key) = open_trusting(&store, dir.path());
+    let people = enrol(&rights);
+    let probe = face(0, -0.3);
+    let terms = Terms {
+        kind: super::request::Kind::Erasure,
+        contact: "me@example.org",
+        jurisdiction_claim: "",
+        include_templates: false,
+        never_enrol_again: true,
+    };
+    let (challenge, _) = rights.begin_capture().unwrap();
+    let signed = Signed {
+        capture: sign_capture(&key, "app", challenge, &terms, &[probe.as_slice()]),
+        sent: vec![probe.as_slice().to_vec()],
+    };
+    let target = ErasureTarget::Probes(vec![probe]);
+    let sub = rights.submit_erasure(target, "me@example.org".into(), None, true, Some(signed)).unwrap();
+    let secret = sub.secret.to_hex();
+    assert!(
+        matches!(rights.attest_no_match(sub.id, &secret), Err(super::Error::WrongState { .. })),
+        "not yet completed"
+    );
+    assert_eq!(drive(&rights, sub.id).unwrap(), State::Completed);
+    for id in &people.person {
+        assert!(rights.engine().get(*id).is_err());
+    }
+    assert_eq!(rights.intake.faces_held(rights.now()), 1, "the probe that matched is kept, with consent");
+    let a = rights.attest_no_match(sub.id, &secret).unwrap();
+    assert_eq!((a.remaining, a.review_band), (0, 0));
+    assert_verifies(&rights, &a.receipt);
+    let salt: [u8; 16] = hex::decode(&a.salt).unwrap().try_into().unwrap();
+    let entry = rights.engine().log().entries(a.leaf, a.leaf + 1).unwrap();
+    let crate::transparency::event::Event::NoMatchAttested { commitment, .. } =
+        Entry::decode(&entry[0].1).unwrap().event
+    else {
+        panic!("a no-match entry")
+    };
+    assert_eq!(commitment, crate::transparency::event::request_commitment(&salt, sub.id.as_bytes()));
+    assert!(matches!(rights.attest_no_match(sub.id, &secret), Err(super::Error::WrongState { .. })), "asked once");
+    assert!(rights.requests.load(sub.id).unwrap().probes.is_empty(), "the probes are gone after the last one");
+}
+
+#[test]
+fn an_unverified_request_is_denied_when_its_identity_days_are_over() {
+    let store = store();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
+    let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
+    let engine = Engine::with_storage(store.clone(), config).unwrap();
+    let settings = Settings { policy: PolicySource::Profile("permissive".into()), ..Settings::default() };
+    let rights = Rights::new(Arc::new(engine), settings, clock.clone()).unwrap();
+    enrol(&rights);
+    let sub = rights.submit_access(vec![face(0, -0.3)], "x@example.org".into(), None, false, None).unwrap();
+    assert_eq!(drive(&rights, sub.id).unwrap(), State::VerifyingIdentity);
+    let due = rights.next_expiry_at().unwrap().expect("an expiry");
+    assert_eq!(rights.expire_due().unwrap(), 0, "not yet");
+    clock.set(due);
+    assert_eq!(rights.expire_due().unwrap(), 1);
+    let view = rights.request(sub.id, Some(&sub.secret.to_hex()), false).unwrap();
+    assert_eq!(view.state, State::Denied);
+    assert!(view.denial.unwrap().contains("identity was not established"));
+    assert!(rights.requests.load(sub.id).unwrap().probes.is_empty());
+
+    // A year after it is final, only the accountability record is kept.
+    let kept = rights.next_expiry_at().unwrap().expect("the retention period");
+    assert!(kept > due);
+    clock.set(kept);
+    assert_eq!(rights.expire_due().unwrap(), 1);
+    let stored = rights.requests.load(sub.id).unwrap();
+    assert!(stored.minimised && stored.contact.is_empty() && stored.matched.is_empty());
+    assert_eq!((stored.state, stored.history.len()), (State::Denied, 5));
+    assert_eq!(rights.next_expiry_at().unwrap(), None);
+}
+
+#[test]
+fn an_answered_request_keeps_its_report_for_the_retention_period_only() {
+    let store = store();
+    let rights = open(&store);
+    enrol(&rights);
+    let sub = ask(&rights, vec![face(0, -0.3)]);
+    assert_eq!(drive(&rights, sub.id).unwrap(), State::Completed);
+    let (_, report, _) = rights.report_of(sub.id, Some(&sub.secret.to_hex()), false).unwrap();
+    let report: super::report::AccessReport = serde_json::from_str(&report.unwrap()).unwrap();
+    assert!(report.retention.contains("365 days"), "{}", report.retention);
+    let at = rights.next_expiry_at().unwrap().expect("the retention period");
+    assert_eq!(at, rights.now().checked_add(jiff::SignedDuration::from_hours(24 * 365)).unwrap());
 }

@@ -18,6 +18,8 @@ pub mod access;
 pub mod attest;
 pub mod auth;
 pub mod erasure;
+pub mod expiry;
+pub mod identity;
 pub mod intake;
 pub mod limits;
 pub mod notify;
@@ -114,6 +116,29 @@ pub struct Settings {
     /// Days after an erasure by which the key-encryption key is rotated (so backups made
     /// before it become unreadable).
     pub rotation_days: u32,
+    /// The capture applications trusted to establish identity (`identity::CaptureKeys`),
+    /// re-read at each capture; `None` or a missing file: none, and every request by selfie
+    /// waits for the privacy desk.
+    pub capture_keys: Option<PathBuf>,
+    /// How long a capture challenge is good for.
+    pub capture_ttl: std::time::Duration,
+    /// Challenges outstanding at once.
+    pub max_challenges: usize,
+    /// Days a request by selfie may wait for its identity before it is denied (and its
+    /// probes deleted).
+    pub identity_days: u32,
+    /// No-match attestations one completed erasure may ask for.
+    pub attestations_per_erasure: u32,
+    /// Days after an erasure's delete during which it may ask for them (its probes are kept,
+    /// sealed, until then).
+    pub attestation_days: u32,
+    /// Days a face kept under `never_enrol_again` is refused for.
+    pub face_retention_days: u32,
+    /// Faces kept under `never_enrol_again` at most, over all requests.
+    pub max_faces: usize,
+    /// Days a final request keeps its contact, probes, matches and report; then only the
+    /// accountability record is kept.
+    pub request_retention_days: u32,
 }
 
 impl Default for Settings {
@@ -131,6 +156,15 @@ impl Default for Settings {
             max_probes: 10,
             purge_window: std::time::Duration::from_secs(3600),
             rotation_days: 30,
+            capture_keys: None,
+            capture_ttl: std::time::Duration::from_secs(300),
+            max_challenges: 10_000,
+            identity_days: 30,
+            attestations_per_erasure: 1,
+            attestation_days: 7,
+            face_retention_days: 365,
+            max_faces: 10_000,
+            request_retention_days: 365,
         }
     }
 }
@@ -161,6 +195,8 @@ pub enum Error {
     StillMatches { count: usize, threshold: f32 },
     #[error("no notification {0} for this client")]
     NoNotification(String),
+    #[error(transparent)]
+    Capture(#[from] identity::CaptureError),
 }
 
 impl From<store::Error> for Error {
@@ -190,16 +226,20 @@ pub struct RequestView {
     pub history: Vec<(State, Timestamp)>,
     /// An erasure's pipeline step.
     pub erasure_step: Option<request::Step>,
-}
-
-impl RequestView {
+    /// How the requester's identity was established, once it is.
+    pub identity: Option<String>,
     /// Whether the worker has work on it now (rather than the privacy desk, the purge window
     /// or nobody): what a caller waiting for progress waits for.
-    pub fn worker_busy(&self) -> bool {
-        match self.state {
-            State::Erasing => self.erasure_step.is_none_or(|s| s < request::Step::KeysPurged),
-            s => s.is_pending_work(),
-        }
+    pub worker_busy: bool,
+}
+
+/// What the holder of a request by selfie sees of its state before their identity is
+/// established: received, verifying_identity or denied, the same whether or not anything
+/// matched.
+fn shown_before_identity(state: State) -> State {
+    match state {
+        State::Received | State::Denied => state,
+        _ => State::VerifyingIdentity,
     }
 }
 
@@ -218,12 +258,13 @@ pub struct Rights {
     limits: Limits,
     requests: Repository,
     metrics: Metrics,
+    challenges: identity::Challenges,
 }
 
 impl Rights {
     pub fn new(engine: Arc<Engine>, settings: Settings, clock: Arc<dyn Clock>) -> Result<Rights, Error> {
         let intake = Intake::new(&settings)?;
-        intake.load_faces(engine.records(), engine.dimension())?;
+        intake.load_faces(engine.records(), engine.dimension(), clock.now())?;
         let rights = Rights {
             requests: Repository::new(engine.clone()),
             engine,
@@ -231,6 +272,7 @@ impl Rights {
             limits: Limits::new(&settings),
             clock,
             metrics: Metrics::default(),
+            challenges: identity::Challenges::new(settings.capture_ttl, settings.max_challenges),
             settings,
         };
         rights.prune_audit()?;
@@ -302,7 +344,7 @@ impl Rights {
     /// Enrols `records` if the policy allows every one (else nothing is stored).
     #[instrument(skip_all, fields(items = records.len(), client = %caller.client))]
     pub fn enroll(&self, caller: &Caller, records: &[NewRecord]) -> Result<Vec<Enrolled>, Error> {
-        let quarantine = self.intake.admit_records(self.engine.records(), records)?;
+        let quarantine = self.intake.admit_records(self.engine.records(), records, self.now())?;
         Ok(self.engine.enroll(records, &quarantine)?)
     }
 
@@ -360,7 +402,50 @@ impl Rights {
         secret
     }
 
+    /// Whether the holder of `r` may see what it matched: once identity is established (the
+    /// privacy desk always may).
+    fn discloses(r: &Request, desk: bool) -> bool {
+        desk || r.identity.is_some()
+    }
+
     fn view(&self, r: &Request, desk: bool) -> RequestView {
+        let worker_busy = match r.state {
+            State::Erasing => match r {
+                Request::Erasure(e) => e.pipeline.step < request::Step::KeysPurged,
+                Request::Access(_) => true,
+            },
+            s => s.is_pending_work(),
+        };
+        if !Self::discloses(r, desk) {
+            // The same fields, whatever matched: only the state's public name, the deadline
+            // and the times of those public states.
+            let mut history: Vec<(State, Timestamp)> = Vec::new();
+            for &(state, at) in &r.history {
+                let shown = shown_before_identity(state);
+                if history.last().is_none_or(|(last, _)| *last != shown) {
+                    history.push((shown, at));
+                }
+            }
+            return RequestView {
+                id: r.id,
+                kind: r.kind(),
+                state: shown_before_identity(r.state),
+                received_at: r.received_at,
+                due_at: r.due_at,
+                overdue: r.is_overdue(self.now()),
+                extension: r.extension.clone(),
+                matched: 0,
+                withheld: 0,
+                review_band: Vec::new(),
+                denial: r.denial.clone(),
+                receipt_leaf: None,
+                contact: None,
+                history,
+                erasure_step: None,
+                identity: None,
+                worker_busy,
+            };
+        }
         let approved = r.review.as_ref().map_or(0, |v| v.approved.len());
         RequestView {
             id: r.id,
@@ -381,6 +466,8 @@ impl Rights {
                 Request::Erasure(e) if matches!(r.state, State::Erasing | State::Completed) => Some(e.pipeline.step),
                 _ => None,
             },
+            identity: r.identity.as_ref().map(identity::Identity::describe),
+            worker_busy,
         }
     }
 }

@@ -55,6 +55,12 @@ pub struct Answer<'a> {
     pub recipients: Vec<String>,
     pub supervisory_authority: &'a str,
     pub answer_log: LogOpening,
+    /// How the requester's identity was established.
+    pub identity: String,
+    /// Whether copies of the templates were asked for (given only after identity).
+    pub include_templates: bool,
+    /// Days this request's row keeps its contact, probes and report once final.
+    pub request_retention_days: u32,
 }
 
 impl Answer<'_> {
@@ -95,13 +101,26 @@ impl Answer<'_> {
             purposes: strings(&PURPOSES),
             categories: strings(&CATEGORIES),
             recipients: self.recipients,
-            retention: RETENTION.into(),
+            retention: format!(
+                "{RETENTION}. This request (your contact, your probes' matches and this report) is kept {} days after \
+                 it is answered, then deleted; only its id, dates, states and log entries remain",
+                self.request_retention_days
+            ),
             your_rights: strings(&YOUR_RIGHTS),
             supervisory_authority: self.supervisory_authority.into(),
             source: SOURCE.into(),
             automated_decisions: AUTOMATED_DECISIONS.into(),
             scope: SCOPE.into(),
             answer_log: self.answer_log,
+            identity: format!(
+                "This answer was given only after your identity was established: {}. {}",
+                self.identity,
+                if self.include_templates {
+                    "The copies of your templates you asked for are included, for that reason."
+                } else {
+                    "You did not ask for copies of the templates."
+                }
+            ),
         }
     }
 }
@@ -178,6 +197,9 @@ pub struct AccessReport {
     pub scope: String,
     /// Opens this answer's entry in the public log (kind "access-answered").
     pub answer_log: LogOpening,
+    /// How the requester's identity was established before anything was disclosed.
+    #[serde(default)]
+    pub identity: String,
 }
 
 impl AccessReport {
@@ -196,6 +218,10 @@ impl AccessReport {
         line(String::new());
         line(format!("{} ", self.scope));
         line(String::new());
+        if !self.identity.is_empty() {
+            line(self.identity.clone());
+            line(String::new());
+        }
         line(format!("## Records ({})", self.records.len()));
         if self.erased_since > 0 {
             line(format!(

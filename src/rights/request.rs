@@ -86,6 +86,9 @@ pub enum State {
     Received,
     Verifying,
     InProgress,
+    /// Matched, waiting for the person's identity to be established (a capture or the privacy
+    /// desk); nothing about the match is shown to the holder until then.
+    VerifyingIdentity,
     /// Answered for the certain matches; review-band matches wait for the privacy desk.
     NeedsReview,
     /// An erasure's pipeline is running (see [`Step`]).
@@ -95,10 +98,11 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Received,
         State::Verifying,
         State::InProgress,
+        State::VerifyingIdentity,
         State::NeedsReview,
         State::Erasing,
         State::Completed,
@@ -120,6 +124,7 @@ impl State {
             State::Received => "received",
             State::Verifying => "verifying",
             State::InProgress => "in_progress",
+            State::VerifyingIdentity => "verifying_identity",
             State::NeedsReview => "needs_review",
             State::Erasing => "erasing",
             State::Completed => "completed",
@@ -186,6 +191,14 @@ pub struct Common {
     pub compared: u64,
     /// Salt of the request's commitments in the public log (hex), given in the report.
     pub log_salt: String,
+    /// How the requester's identity was established; `None`: not yet, and nothing about the
+    /// match is shown to the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::identity::Identity>,
+    /// Past its retention period: contact, probes, matches and report deleted; what is left is
+    /// the accountability record (id, kind, dates, states, identity method, log leaves).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub minimised: bool,
 }
 
 /// An access request (Art. 15): the common part, and the answer once given.
@@ -422,6 +435,14 @@ pub struct Erasure {
     /// Probe templates kept under that consent.
     #[serde(default)]
     pub faces_kept: usize,
+    /// No-match attestations given so far (the probes are kept, sealed, until the last one
+    /// allowed or their expiry).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attestations: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl fmt::Debug for Request {
@@ -468,6 +489,8 @@ impl Common {
             receipt_leaf: None,
             compared: 0,
             log_salt: hex::encode(crate::record::random_128()),
+            identity: None,
+            minimised: false,
         }
     }
 

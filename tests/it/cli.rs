@@ -26,15 +26,16 @@ async fn a_command_whose_reader_has_gone_exits_quietly() {
     let (requests, vectors) = seeded(3, 11);
     server.client().await.enroll_stream(stream_of(requests)).await.expect("enrol");
     let mut rights = RightsServiceClient::new(server.channel_as(None).await);
-    let erasure = rights
-        .submit_erasure_request(pb::SubmitErasureRequestRequest {
+    let request = crate::harness::signed_erasure(
+        &mut rights,
+        pb::SubmitErasureRequestRequest {
             probes: vec![pb::Embedding { values: vectors[0].clone() }],
             contact: "person@example.org".into(),
             ..Default::default()
-        })
-        .await
-        .expect("submitted")
-        .into_inner();
+        },
+    )
+    .await;
+    let erasure = rights.submit_erasure_request(request).await.expect("submitted").into_inner();
     let addr = server.addr.to_string();
     let (addr, id, secret) = (addr.as_str(), erasure.request_id.as_str(), erasure.request_secret.as_str());
     let no_token = ["--server", addr, "--token-file", "/nonexistent"];

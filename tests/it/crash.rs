@@ -45,15 +45,16 @@ async fn enrol_until_killed(server: &Process, dirs: &Dirs, requests: &[pb::Enrol
 /// Erases the first enrolled record's face (by its own template) and waits for both phases.
 async fn erase_one(server: &Process, dirs: &Dirs, values: &[f32], told: &mut Told) {
     let mut rights = RightsServiceClient::new(server.channel(dirs).await);
-    let r = rights
-        .submit_erasure_request(pb::SubmitErasureRequestRequest {
+    let request = crate::harness::signed_erasure(
+        &mut rights,
+        pb::SubmitErasureRequestRequest {
             probes: vec![pb::Embedding { values: values.to_vec() }],
             contact: "jeanne@example.org".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
+    let r = rights.submit_erasure_request(request).await.unwrap().into_inner();
     let mut state = String::new();
     while state != "completed" {
         state = rights
@@ -200,15 +201,16 @@ async fn erasures_killed_at_random_moments_finish_once_and_resurrect_nothing() {
         let first = submitted.len();
         for _ in 0..rng.random_range(1..=3) {
             let i = left.swap_remove(rng.random_range(0..left.len()));
-            let r = rights
-                .submit_erasure_request(pb::SubmitErasureRequestRequest {
+            let request = crate::harness::signed_erasure(
+                &mut rights,
+                pb::SubmitErasureRequestRequest {
                     probes: vec![pb::Embedding { values: vectors[i].clone() }],
                     contact: "jeanne@example.org".into(),
                     ..Default::default()
-                })
-                .await
-                .expect("submitted")
-                .into_inner();
+                },
+            )
+            .await;
+            let r = rights.submit_erasure_request(request).await.expect("submitted").into_inner();
             submitted.push((r.request_id, r.request_secret));
         }
         for _ in 0..rng.random_range(0..400) {

@@ -3,7 +3,9 @@
 //! `oubli` and `oubli-server`. Three stand-ins, each said in the transcript:
 //! - `oubli-server ARGS &` starts the real server with ARGS plus `--listen 127.0.0.1:0`, waits
 //!   for it to serve, and exports `OUBLI_SERVER` (the documented commands use the default
-//!   address; a test may not take a fixed port);
+//!   address; a test may not take a fixed port). A server documented with `--listen ADDR`
+//!   gets a free port instead, and `oubli --server ADDR` (or `https://ADDR`) is pointed there;
+//!   every server started is stopped at the end;
 //! - `make TARGET` is checked with `make -n` (the target exists and its recipe expands) but not
 //!   run: `make test` is what runs this, and `make demo` is run by itself;
 //! - `target/release/oubli*` is this build's binary, and the temp dir links the repository's
@@ -16,15 +18,32 @@ use crate::harness::{Dirs, Server};
 
 const PRELUDE: &str = r#"
 set -euo pipefail
-oubli() { "$OUBLI_BIN" "$@"; }
+declare -A SERVER_AT=()
+SERVER_PIDS=()
+oubli() {
+  local args=() a prev= host
+  for a in "$@"; do
+    if [ "$prev" = "--server" ]; then
+      host=${a#https://}
+      [ -z "${SERVER_AT[$host]:-}" ] || a=${a%"$host"}${SERVER_AT[$host]}
+    fi
+    prev=$a
+    args+=("$a")
+  done
+  "$OUBLI_BIN" "${args[@]}"
+}
 oubli-server() { "$OUBLI_SERVER_BIN" "$@"; }
 start_server() {
-  local args=()
-  for a in "$@"; do [ "$a" = "&" ] || args+=("$a"); done
-  echo "[docs test] starting oubli-server ${args[*]} --listen 127.0.0.1:0"
+  local args=() a prev= want=
+  for a in "$@"; do
+    if [ "$prev" = "--listen" ]; then want=$a; prev=; continue; fi
+    prev=$a
+    [ "$a" = "&" ] || [ "$a" = "--listen" ] || args+=("$a")
+  done
+  echo "[docs test] starting oubli-server ${args[*]} --listen 127.0.0.1:0${want:+ (for $want)}"
   rm -f server.fifo && mkfifo server.fifo
   "$OUBLI_SERVER_BIN" "${args[@]}" --listen 127.0.0.1:0 >/dev/null 2>server.fifo &
-  SERVER_PID=$!
+  SERVER_PIDS+=("$!")
   exec 3<server.fifo
   # The server logs its address once it serves: read its log until then, then keep draining it.
   local line addr=
@@ -34,9 +53,13 @@ start_server() {
   done
   cat <&3 >>server.log &
   [ -n "$addr" ] || { cat server.log; return 1; }
-  export OUBLI_SERVER=$addr
+  if [ -n "$want" ]; then SERVER_AT[$want]=$addr; else export OUBLI_SERVER=$addr; fi
 }
-stop_server() { if [ -n "${SERVER_PID:-}" ]; then kill "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=; fi; }
+stop_server() {
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" || true; done
+  SERVER_PIDS=()
+}
 trap stop_server EXIT
 make() {
   command make --no-print-directory -n -C "$REPO" "$@" >/dev/null
@@ -132,6 +155,22 @@ fn every_doc_with_commands_is_tested() {
 /// target/python, against a live server: enrol, search, access request, receipt checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_runs_against_a_live_server() {
+    let server = Server::start(Dirs::new()).await;
+    run_python_example(&server, &[]).await;
+    server.stop().await;
+}
+
+/// The same over TLS, with `--ca-cert`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_runs_over_tls() {
+    let certs = crate::tls::certificates();
+    let server =
+        Server::start_tls(Dirs::new(), std::sync::Arc::new(|_| {}), certs.files.clone(), certs.ca_pem.clone()).await;
+    run_python_example(&server, &["--ca-cert".into(), certs.ca.clone().into()]).await;
+    server.stop().await;
+}
+
+async fn run_python_example(server: &Server, extra: &[std::ffi::OsString]) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = repo.join("target/python");
     assert!(
@@ -139,16 +178,25 @@ async fn the_python_example_runs_against_a_live_server() {
         "no Python stubs in {}: run `make python-deps` (make test does)",
         python.display()
     );
-    let server = Server::start(Dirs::new()).await;
     let token_file = server.dirs.keys.join(oubli::grpc::LOCAL_TOKEN_FILE);
+    // The Python example plays the capture application the test servers trust.
+    let key_dir = tempfile::tempdir().expect("temp dir");
+    let capture_key = key_dir.path().join("capture.key");
+    let seed = hex::encode(crate::harness::capture_key().to_bytes());
+    std::fs::write(&capture_key, format!("name = \"{}\"\nsecret_key = \"{seed}\"\n", crate::harness::CAPTURE_APP))
+        .expect("key file");
     let addr = server.addr.to_string();
     let path = format!("{}:{}", python.join("deps").display(), python.join("stubs").display());
     let script = repo.join("examples/python/client.py");
+    let extra = extra.to_vec();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)
             .args(["--server", &addr, "--token-file"])
             .arg(token_file)
+            .arg("--capture-key")
+            .arg(capture_key)
+            .args(extra)
             .env("PYTHONPATH", path)
             .output()
             .expect("python3 runs")
@@ -158,5 +206,4 @@ async fn the_python_example_runs_against_a_live_server() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the Python example failed:\n{text}");
     assert!(text.contains("3 records disclosed") && text.contains("receipt: every check passed"), "{text}");
-    server.stop().await;
 }

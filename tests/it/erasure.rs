@@ -24,23 +24,22 @@ use crate::{
 
 const STRICT: f32 = 0.602;
 
-type Rights = RightsServiceClient<oubli::grpc::AuthChannel>;
+pub type Rights = RightsServiceClient<oubli::grpc::AuthChannel>;
 
-async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) {
-    let r = rights
-        .submit_erasure_request(pb::SubmitErasureRequestRequest {
-            probes: vec![pb::Embedding { values: probe.to_vec() }],
-            contact: "jeanne@example.org".into(),
-            jurisdiction_claim: "FR".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+/// An erasure by `probe`, signed by the trusted test capture application.
+pub async fn submit_erasure(rights: &mut Rights, probe: &[f32]) -> (String, String) {
+    let request = pb::SubmitErasureRequestRequest {
+        probes: vec![pb::Embedding { values: probe.to_vec() }],
+        contact: "jeanne@example.org".into(),
+        jurisdiction_claim: "FR".into(),
+        ..Default::default()
+    };
+    let request = crate::harness::signed_erasure(rights, request).await;
+    let r = rights.submit_erasure_request(request).await.unwrap().into_inner();
     (r.request_id, r.request_secret)
 }
 
-async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasureReceiptsResponse {
+pub async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasureReceiptsResponse {
     rights
         .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id: id.into(), request_secret: secret.into() })
         .await
@@ -48,7 +47,7 @@ async fn receipts(rights: &mut Rights, id: &str, secret: &str) -> pb::GetErasure
         .into_inner()
 }
 
-fn body(receipt_json: &str) -> receipt::Body {
+pub fn body(receipt_json: &str) -> receipt::Body {
     let r: receipt::Receipt = serde_json::from_str(receipt_json).expect("a receipt");
     serde_json::from_str(&r.body).expect("a receipt body")
 }
@@ -192,11 +191,7 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     let key_path = dir.path().join("log.vkey");
     std::fs::write(&key_path, key).unwrap();
     let attested = rights
-        .attest_no_match(pb::AttestNoMatchRequest {
-            request_id: id.clone(),
-            request_secret: secret.clone(),
-            probes: vec![pb::Embedding { values: probe.clone() }],
-        })
+        .attest_no_match(pb::AttestNoMatchRequest { request_id: id.clone(), request_secret: secret.clone() })
         .await
         .unwrap()
         .into_inner();
@@ -211,14 +206,10 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         assert!(ok && out.contains(event), "{out}");
     }
     let err = rights
-        .attest_no_match(pb::AttestNoMatchRequest {
-            request_id: id.clone(),
-            request_secret: secret.clone(),
-            probes: vec![pb::Embedding { values: other_probe.clone() }],
-        })
+        .attest_no_match(pb::AttestNoMatchRequest { request_id: id.clone(), request_secret: secret.clone() })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "another face still matches: no attestation");
+    assert_eq!(err.code(), Code::FailedPrecondition, "one attestation per erasure: {}", err.message());
 
     // Re-enrolling a source that was erased is refused.
     let mut again = crate::harness::requests(&world.population).0[samples[0]].clone();
@@ -538,11 +529,12 @@ async fn a_person_who_consents_is_never_enrolled_again_even_from_a_new_photo() {
         };
     let refused = rights.submit_erasure_request(submit(false, Vec::new(), vec![world.ids[0].clone()])).await;
     assert_eq!(refused.unwrap_err().code(), Code::NotFound, "no such access request");
-    let r = rights
-        .submit_erasure_request(submit(true, vec![pb::Embedding { values: probe.clone() }], Vec::new()))
-        .await
-        .unwrap()
-        .into_inner();
+    let signed = crate::harness::signed_erasure(
+        &mut rights,
+        submit(true, vec![pb::Embedding { values: probe.clone() }], Vec::new()),
+    )
+    .await;
+    let r = rights.submit_erasure_request(signed).await.unwrap().into_inner();
     assert_eq!(wait(&mut rights, &r.request_id, &r.request_secret).await.erasure_step, "keys_purged");
     let receipts = receipts(&mut rights, &r.request_id, &r.request_secret).await;
     let status: serde_json::Value = serde_json::from_str(&receipts.erasure_json).unwrap();

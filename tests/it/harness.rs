@@ -8,9 +8,13 @@ use oubli::{
     grpc::{
         AuthChannel, Bearer, Embedded,
         pb::{
-            self, templates_service_client::TemplatesServiceClient,
+            self, rights_service_client::RightsServiceClient, templates_service_client::TemplatesServiceClient,
             transparency_service_client::TransparencyServiceClient,
         },
+    },
+    rights::{
+        identity::{CaptureKeys, Terms, sign_capture},
+        request::Kind,
     },
     synth::{Population, PopulationConfig},
     transparency::{
@@ -31,11 +35,87 @@ pub struct Dirs {
 }
 
 impl Dirs {
+    /// New dirs whose key dir trusts the test capture application ([`capture_key`]).
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let (data, keys) = (tmp.path().join("data"), tmp.path().join("keys"));
+        trust_capture_app(&keys);
         Dirs { _tmp: tmp, data, keys }
     }
+}
+
+/// The name of the capture application the tests' servers trust.
+pub const CAPTURE_APP: &str = "test-capture-app";
+
+/// The test capture application's private key.
+pub fn capture_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[42; 32])
+}
+
+/// Lists the test capture application in `keys`' capture-keys file (the dir made 0700).
+pub fn trust_capture_app(keys: &Path) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(keys).expect("key dir");
+    let mut list = CaptureKeys::default();
+    list.add(CAPTURE_APP, capture_key().verifying_key()).expect("a key name");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(keys.join(oubli::grpc::CAPTURE_KEYS_FILE))
+        .expect("capture-keys file");
+    std::io::Write::write_all(&mut file, list.to_toml().as_bytes()).expect("capture-keys written");
+}
+
+/// What the test capture application signs for a request with these terms and probes, under a
+/// fresh challenge from the server.
+pub async fn capture(
+    rights: &mut RightsServiceClient<AuthChannel>,
+    terms: &Terms<'_>,
+    probes: &[pb::Embedding],
+) -> pb::Capture {
+    let begun = rights.begin_capture(pb::BeginCaptureRequest {}).await.expect("a challenge").into_inner();
+    let challenge: [u8; 32] = begun.challenge.as_slice().try_into().expect("32 bytes");
+    let templates: Vec<&[f32]> = probes.iter().map(|p| p.values.as_slice()).collect();
+    let c = sign_capture(&capture_key(), CAPTURE_APP, challenge, terms, &templates);
+    pb::Capture {
+        challenge: c.challenge.to_vec(),
+        key: c.key,
+        signatures: c.signatures.iter().map(|s| s.to_vec()).collect(),
+    }
+}
+
+/// `request` with its probes signed by the test capture application.
+pub async fn signed_access(
+    rights: &mut RightsServiceClient<AuthChannel>,
+    mut request: pb::SubmitAccessRequestRequest,
+) -> pb::SubmitAccessRequestRequest {
+    let terms = Terms {
+        kind: Kind::Access,
+        contact: &request.contact,
+        jurisdiction_claim: &request.jurisdiction_claim,
+        include_templates: request.include_templates,
+        never_enrol_again: false,
+    };
+    request.capture = Some(capture(rights, &terms, &request.probes).await);
+    request
+}
+
+/// `request` (by probes) with its probes signed by the test capture application.
+pub async fn signed_erasure(
+    rights: &mut RightsServiceClient<AuthChannel>,
+    mut request: pb::SubmitErasureRequestRequest,
+) -> pb::SubmitErasureRequestRequest {
+    let terms = Terms {
+        kind: Kind::Erasure,
+        contact: &request.contact,
+        jurisdiction_claim: &request.jurisdiction_claim,
+        include_templates: false,
+        never_enrol_again: request.never_enrol_again,
+    };
+    request.capture = Some(capture(rights, &terms, &request.probes).await);
+    request
 }
 
 pub struct Server {
@@ -43,6 +123,8 @@ pub struct Server {
     embedded: Embedded,
     pub dirs: Dirs,
     configure: Configure,
+    /// The CA certificate (PEM) every connection verifies the server with, if it serves TLS.
+    tls_ca: Option<Vec<u8>>,
 }
 
 /// Changes a test makes to the default configuration (kept for restarts).
@@ -60,7 +142,17 @@ impl Server {
         config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
         configure(&mut config);
         let embedded = Embedded::start(config).await.expect("server starts");
-        Server { addr: embedded.addr, embedded, dirs, configure }
+        Server { addr: embedded.addr, embedded, dirs, configure, tls_ca: None }
+    }
+
+    /// As [`Server::start_with`], serving TLS with `files`; every connection made through this
+    /// value ([`Server::channel`], [`Server::channel_as`], ...) is TLS, verified with `ca_pem`.
+    pub async fn start_tls(dirs: Dirs, configure: Configure, files: oubli::grpc::TlsFiles, ca_pem: Vec<u8>) -> Server {
+        let configure: Configure = std::sync::Arc::new(move |c: &mut oubli::Config| {
+            configure(c);
+            c.tls = Some(files.clone());
+        });
+        Server { tls_ca: Some(ca_pem), ..Server::start_with(dirs, configure).await }
     }
 
     /// Where the server serves metrics, if configured to.
@@ -86,7 +178,19 @@ impl Server {
     }
 
     pub async fn raw_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect")
+        match &self.tls_ca {
+            Some(ca) => self.channel_tls(ca).await.expect("connect over TLS"),
+            None => {
+                Channel::from_shared(format!("http://{}", self.addr)).expect("url").connect().await.expect("connect")
+            }
+        }
+    }
+
+    /// A TLS connection that trusts only `ca_pem` (the server's CA, or another to be refused).
+    pub async fn channel_tls(&self, ca_pem: &[u8]) -> Result<Channel, tonic::transport::Error> {
+        let tls =
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+        Channel::from_shared(format!("https://{}", self.addr)).expect("url").tls_config(tls)?.connect().await
     }
 
     /// Stops the server, waits until the store is closed, and hands the dirs back.
@@ -96,8 +200,8 @@ impl Server {
     }
 
     pub async fn restart(self) -> Server {
-        let configure = self.configure.clone();
-        Server::start_with(self.stop().await, configure).await
+        let (configure, tls_ca) = (self.configure.clone(), self.tls_ca.clone());
+        Server { tls_ca, ..Server::start_with(self.stop().await, configure).await }
     }
 
     /// Restarts with a different configuration from now on.

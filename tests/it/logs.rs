@@ -57,26 +57,23 @@ async fn trace_logs_hold_no_template_source_or_key() {
     // The rights workflows too: an access request, an erasure with its purges, an attestation.
     let canary_contact = "contact-canary-51d0@example.org";
     let mut rights = pb::rights_service_client::RightsServiceClient::new(server.channel().await);
-    let access = rights
-        .submit_access_request(pb::SubmitAccessRequestRequest {
-            probes: vec![pb::Embedding { values: vectors[1].clone() }],
-            contact: canary_contact.into(),
-            jurisdiction_claim: "FR".into(),
-            include_templates: true,
-        })
-        .await
-        .expect("access")
-        .into_inner();
-    let erasure = rights
-        .submit_erasure_request(pb::SubmitErasureRequestRequest {
-            probes: vec![pb::Embedding { values: vectors[1].clone() }],
-            contact: canary_contact.into(),
-            never_enrol_again: true,
-            ..Default::default()
-        })
-        .await
-        .expect("erasure")
-        .into_inner();
+    let request = pb::SubmitAccessRequestRequest {
+        probes: vec![pb::Embedding { values: vectors[1].clone() }],
+        contact: canary_contact.into(),
+        jurisdiction_claim: "FR".into(),
+        include_templates: true,
+        capture: None,
+    };
+    let request = crate::harness::signed_access(&mut rights, request).await;
+    let access = rights.submit_access_request(request).await.expect("access").into_inner();
+    let request = pb::SubmitErasureRequestRequest {
+        probes: vec![pb::Embedding { values: vectors[1].clone() }],
+        contact: canary_contact.into(),
+        never_enrol_again: true,
+        ..Default::default()
+    };
+    let request = crate::harness::signed_erasure(&mut rights, request).await;
+    let erasure = rights.submit_erasure_request(request).await.expect("erasure").into_inner();
     let wait = |id: &str, secret: &str| pb::GetRequestRequest {
         request_id: id.into(),
         request_secret: secret.into(),
@@ -108,7 +105,6 @@ async fn trace_logs_hold_no_template_source_or_key() {
         .attest_no_match(pb::AttestNoMatchRequest {
             request_id: erasure.request_id.clone(),
             request_secret: erasure.request_secret.clone(),
-            probes: vec![pb::Embedding { values: vectors[1].clone() }],
         })
         .await
         .expect("attested");

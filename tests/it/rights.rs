@@ -282,17 +282,32 @@ impl World {
     }
 }
 
+/// An access request by `probe` alone, with no capture (it waits for the desk's identity check).
+pub async fn submit_unsigned(
+    rights: &mut RightsServiceClient<oubli::grpc::AuthChannel>,
+    probe: &[f32],
+) -> (String, String) {
+    let request = pb::SubmitAccessRequestRequest {
+        probes: vec![pb::Embedding { values: probe.to_vec() }],
+        contact: "jeanne@example.org".into(),
+        jurisdiction_claim: "FR".into(),
+        ..Default::default()
+    };
+    let r = rights.submit_access_request(request).await.unwrap().into_inner();
+    (r.request_id, r.request_secret)
+}
+
+/// An access request by `probe`, signed by the trusted test capture application.
 pub async fn submit(rights: &mut RightsServiceClient<oubli::grpc::AuthChannel>, probe: &[f32]) -> (String, String) {
-    let r = rights
-        .submit_access_request(pb::SubmitAccessRequestRequest {
-            probes: vec![pb::Embedding { values: probe.to_vec() }],
-            contact: "jeanne@example.org".into(),
-            jurisdiction_claim: "FR".into(),
-            include_templates: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = pb::SubmitAccessRequestRequest {
+        probes: vec![pb::Embedding { values: probe.to_vec() }],
+        contact: "jeanne@example.org".into(),
+        jurisdiction_claim: "FR".into(),
+        include_templates: false,
+        capture: None,
+    };
+    let request = crate::harness::signed_access(rights, request).await;
+    let r = rights.submit_access_request(request).await.unwrap().into_inner();
     (r.request_id, r.request_secret)
 }
 
@@ -544,8 +559,8 @@ async fn deadlines_and_the_overdue_list_follow_the_calendar() {
     .await;
     let mut public = RightsServiceClient::new(server.channel_as(None).await);
     let probe = population().probe(0).to_vec();
-    let (first, _) = submit(&mut public, &probe).await;
-    let (second, _) = submit(&mut public, &probe).await;
+    let (first, _) = submit_unsigned(&mut public, &probe).await;
+    let (second, _) = submit_unsigned(&mut public, &probe).await;
     // A third submission within the minute is refused; a minute later it is accepted.
     let limited = public
         .submit_access_request(pb::SubmitAccessRequestRequest {
@@ -557,7 +572,7 @@ async fn deadlines_and_the_overdue_list_follow_the_calendar() {
         .unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted);
     clock.set("2026-01-31T12:01:00Z".parse().unwrap());
-    submit(&mut public, &probe).await;
+    submit_unsigned(&mut public, &probe).await;
 
     let mut desk = RightsServiceClient::new(server.channel_as(Some(&t.desk)).await);
     let due = |s: &pb::RequestStatus| Timestamp::new(s.due_at.unwrap().seconds, 0).unwrap().to_string();
@@ -684,20 +699,31 @@ async fn the_cli_submits_follows_and_reports_an_access_request() {
     let probe = tmp.path().join("selfie.json");
     std::fs::write(&probe, serde_json::to_string(&world.population.probe(0)).unwrap()).unwrap();
     let addr = server.addr.to_string();
+    // The CLI plays the capture application the test server trusts.
+    let key = tmp.path().join("capture.key");
+    let seed = hex::encode(crate::harness::capture_key().to_bytes());
+    std::fs::write(&key, format!("name = \"{}\"\nsecret_key = \"{seed}\"\n", crate::harness::CAPTURE_APP)).unwrap();
+    let capture = tmp.path().join("capture.json");
     let (ok, out) = oubli(&[
         "--server",
         &addr,
-        "--json",
-        "access",
-        "submit",
+        "capture",
+        "--key",
+        key.to_str().unwrap(),
         "--probe",
         probe.to_str().unwrap(),
         "--contact",
         "jeanne@example.org",
         "--jurisdiction",
         "FR",
-        "--wait",
+        "--out",
+        capture.to_str().unwrap(),
     ]);
+    assert!(ok, "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&capture).unwrap().permissions().mode() & 0o777, 0o600);
+    let (ok, out) =
+        oubli(&["--server", &addr, "--json", "access", "submit", "--capture", capture.to_str().unwrap(), "--wait"]);
     assert!(ok, "{out}");
     let submitted: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let (id, secret) = (submitted["request_id"].as_str().unwrap(), submitted["request_secret"].as_str().unwrap());

@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use ed25519_dalek::SigningKey;
 use oubli::{
     grpc::{
         AuthChannel, Embedded,
@@ -19,9 +20,14 @@ use oubli::{
             transparency_service_client::TransparencyServiceClient,
         },
     },
-    rights::Thresholds,
+    rights::{
+        Thresholds,
+        identity::{CaptureKeys, Terms, sign_capture},
+        request::Kind,
+    },
     synth::{Population, PopulationConfig, stats::Scores},
 };
+use rand::{Rng, SeedableRng};
 
 use super::{enroll_all, provenance_line, rights::answered, status_error};
 
@@ -49,6 +55,8 @@ const STRICT_FMR: f64 = 1e-6;
 /// profile (the lawful default would refuse every one of them); step 8 restarts under `lawful`.
 const PERMISSIVE: &str = "permissive";
 const LAWFUL: &str = "lawful";
+/// The capture application's name in the capture-keys file.
+const CAPTURE_APP: &str = "oubli-demo-capture";
 
 pub async fn run(args: Args) -> Result<()> {
     prepare(&args.out)?;
@@ -84,6 +92,9 @@ struct Demo {
     who: HashMap<String, u32>,
     /// The person the story follows: the one whose selfie is the first probe.
     person: u32,
+    /// The capture application the controller trusts (the demo plays it: the synthetic
+    /// world's fresh probe stands for a live, checked capture).
+    capture_app: SigningKey,
 }
 
 impl Demo {
@@ -277,7 +288,12 @@ async fn collection(args: &Args) -> Result<(Demo, Live)> {
     // The demo knows who everyone is (the population's ground truth); the service does not.
     let who = ids.iter().cloned().zip(population.labels.iter().copied()).collect();
     let person = population.probe_labels[0];
-    Ok((Demo { out: args.out.clone(), population, thresholds, ids, who, person }, live))
+    // The controller trusts one capture application, listed in the key dir's capture-keys file.
+    let capture_app = SigningKey::from_bytes(&rand_chacha::ChaCha8Rng::seed_from_u64(args.seed).random());
+    let mut keys = CaptureKeys::default();
+    keys.add(CAPTURE_APP, capture_app.verifying_key()).map_err(anyhow::Error::msg)?;
+    fs::write(args.out.join("keys").join(oubli::grpc::CAPTURE_KEYS_FILE), keys.to_toml())?;
+    Ok((Demo { out: args.out.clone(), population, thresholds, ids, who, person, capture_app }, live))
 }
 
 /// Step 2: one record's provenance, and why its template is not returned by default.
@@ -401,10 +417,34 @@ async fn durable(demo: &Demo, mut live: Live) -> Result<Live> {
 async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
     step(6, "A person asks what is held about them (GDPR Art. 15)");
     let person = demo.person;
-    let (submitted, status) = ask_access(&mut live.rights, demo.population.probe(0)).await?;
+    // A stranger first: someone holding a photo of the person (scraped, like the crawler's).
+    let photo = demo.population.sample(demo.ids_of_person()[0]).to_vec();
+    let (stalker, seen) = ask_access(&mut live.rights, &photo, None).await?;
+    let unknown_face: Vec<f32> = photo.iter().map(|v| -v).collect();
+    let (_, seen_unknown) = ask_access(&mut live.rights, &unknown_face, None).await?;
+    outln!("A stalker found one of person #{person}'s photos online and sends it as an access request, with no");
     outln!(
-        "Person #{person} sends one selfie, with no account. Request {} is {}: {} record(s) disclosed,",
+        "capture. Request {} is {}: {} record(s), {} withheld, no report, no receipt.",
+        stalker.request_id,
+        seen.state,
+        seen.matched,
+        seen.withheld
+    );
+    let same = without_ids(&seen) == without_ids(&seen_unknown);
+    outln!(
+        "A face the service does not hold, sent the same way, gets {} answer, field by field: a photo",
+        if same { "the same" } else { "a DIFFERENT (unexpected)" }
+    );
+    outln!("proves nothing about who sends it, so nothing is said until the sender's identity is established.");
+    outln!("The request waits for the privacy desk, which would ask for an ID document; unanswered, it is denied.");
+    outln!();
+    let (submitted, status) = ask_access(&mut live.rights, demo.population.probe(0), Some(demo)).await?;
+    outln!("Person #{person} uses the capture application the controller trusts: it checks that a live person is");
+    outln!("in front of it, then signs the fresh selfie for this request under a one-time challenge.");
+    outln!(
+        "Request {} ({}) is {}: {} record(s) disclosed,",
         submitted.request_id,
+        status.identity,
         status.state,
         status.matched
     );
@@ -451,7 +491,7 @@ async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
     if !report.receipt_json.is_empty() {
         fs::write(demo.out.join("access-receipt.json"), &report.receipt_json)?;
     }
-    let (_, again) = ask_access(&mut live.rights, demo.population.probe(0)).await?;
+    let (_, again) = ask_access(&mut live.rights, demo.population.probe(0), Some(demo)).await?;
     let again = demo.desk_review(&mut live.rights, again, false).await?;
     outln!(
         "The same person asks again the same day: request {} is {}, with the same {} record(s). No cap,",
@@ -468,12 +508,22 @@ async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
 async fn erasure_request(demo: &Demo, live: &mut Live) -> Result<()> {
     step(7, "The same person asks to be forgotten (GDPR Art. 17)");
     let (person, threshold) = (demo.person, demo.thresholds.review);
+    let terms = Terms {
+        kind: Kind::Erasure,
+        contact: CONTACT,
+        jurisdiction_claim: "FR",
+        include_templates: false,
+        never_enrol_again: false,
+    };
+    let probe = demo.population.probe(0);
+    let capture = demo.capture(&mut live.rights, &terms, probe).await?;
     let erasure = live
         .rights
         .submit_erasure_request(pb::SubmitErasureRequestRequest {
-            probes: vec![pb::Embedding { values: demo.population.probe(0).to_vec() }],
-            contact: "person@example.org".into(),
+            probes: vec![pb::Embedding { values: probe.to_vec() }],
+            contact: CONTACT.into(),
             jurisdiction_claim: "FR".into(),
+            capture: Some(capture),
             ..Default::default()
         })
         .await
@@ -551,14 +601,22 @@ async fn erasure_request(demo: &Demo, live: &mut Live) -> Result<()> {
         .attest_no_match(pb::AttestNoMatchRequest {
             request_id: erasure.request_id.clone(),
             request_secret: erasure.request_secret.clone(),
-            probes: vec![pb::Embedding { values: demo.population.probe(0).to_vec() }],
         })
         .await
         .map_err(status_error)?
         .into_inner();
     fs::write(demo.out.join("no-match-attestation.json"), &attested.receipt_json)?;
-    outln!("The person asks for a signed statement that nothing held matches their face any more: logged at");
-    outln!("leaf {}, saved to {}.", attested.leaf_index, demo.out.join("no-match-attestation.json").display());
+    outln!("The person asks for a signed statement that nothing held matches their face any more. It compares");
+    outln!(
+        "the erasure's own probes (kept sealed for this, then deleted) with {} records: logged at leaf {},",
+        attested.compared,
+        attested.leaf_index
+    );
+    outln!(
+        "{} in the review band, saved to {}. It can be asked once: nobody can use it to test other faces.",
+        attested.review_band,
+        demo.out.join("no-match-attestation.json").display()
+    );
     let mut notices = NotificationsServiceClient::new(channel(&live.server, &demo.out).await?);
     let told = notices
         .list_notifications(pb::ListNotificationsRequest {})
@@ -715,17 +773,34 @@ async fn restored_backup(demo: &Demo, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// The person's access request by one selfie, and its status once the worker has answered.
+/// Where the person can be reached.
+const CONTACT: &str = "person@example.org";
+
+/// An access request by one selfie, signed by the trusted capture application when `capture`
+/// is given (else as anyone could send it), and its status once the worker has moved on.
 async fn ask_access(
     rights: &mut RightsServiceClient<AuthChannel>,
     probe: &[f32],
+    capture: Option<&Demo>,
 ) -> Result<(pb::SubmitAccessRequestResponse, pb::RequestStatus)> {
+    let terms = Terms {
+        kind: Kind::Access,
+        contact: CONTACT,
+        jurisdiction_claim: "FR",
+        include_templates: false,
+        never_enrol_again: false,
+    };
+    let capture = match capture {
+        Some(demo) => Some(demo.capture(rights, &terms, probe).await?),
+        None => None,
+    };
     let submitted = rights
         .submit_access_request(pb::SubmitAccessRequestRequest {
             probes: vec![pb::Embedding { values: probe.to_vec() }],
-            contact: "person@example.org".into(),
+            contact: CONTACT.into(),
             jurisdiction_claim: "FR".into(),
             include_templates: false,
+            capture,
         })
         .await
         .map_err(status_error)?
@@ -736,6 +811,43 @@ async fn ask_access(
         .map_err(status_error)?
         .into_inner();
     Ok((submitted, answered(status.status)?))
+}
+
+/// A status without what differs between any two requests (id, times).
+fn without_ids(s: &pb::RequestStatus) -> pb::RequestStatus {
+    let mut s = s.clone();
+    s.request_id.clear();
+    s.received_at = None;
+    s.due_at = None;
+    for change in &mut s.history {
+        change.at = None;
+    }
+    s
+}
+
+impl Demo {
+    /// What the trusted capture application does: a fresh challenge, then `probe` signed for
+    /// `terms`.
+    async fn capture(
+        &self,
+        rights: &mut RightsServiceClient<AuthChannel>,
+        terms: &Terms<'_>,
+        probe: &[f32],
+    ) -> Result<pb::Capture> {
+        let begun = rights.begin_capture(pb::BeginCaptureRequest {}).await.map_err(status_error)?.into_inner();
+        let challenge: [u8; 32] = begun.challenge.as_slice().try_into().context("a 32-byte challenge")?;
+        let c = sign_capture(&self.capture_app, CAPTURE_APP, challenge, terms, &[probe]);
+        Ok(pb::Capture {
+            challenge: c.challenge.to_vec(),
+            key: c.key,
+            signatures: c.signatures.iter().map(|s| s.to_vec()).collect(),
+        })
+    }
+
+    /// The sample rows of the person's own scraped photos.
+    fn ids_of_person(&self) -> Vec<usize> {
+        (0..self.ids.len()).filter(|&i| self.population.labels[i] == self.person).collect()
+    }
 }
 
 /// A status read that waits up to 30 s for the worker.

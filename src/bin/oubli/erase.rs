@@ -20,7 +20,11 @@ pub enum Erase {
     /// Ask for a face's records to be erased (GDPR Art. 17), by probe templates or by records
     /// from your access report. Needs no token. Prints the request id and its secret.
     Submit {
-        /// Probe templates: a .npy matrix, a JSONL file of records, or a JSON array.
+        /// A capture file from `oubli capture --kind erasure`: the probes and terms it signed
+        /// (establishes your identity now; nothing is erased by probes before that).
+        #[arg(long, conflicts_with_all = ["probe", "access_request", "contact", "jurisdiction", "never_enrol_again"])]
+        capture: Option<PathBuf>,
+        /// Or probe templates: a .npy matrix, a JSONL file of records, or a JSON array.
         #[arg(long, conflicts_with = "access_request")]
         probe: Option<PathBuf>,
         /// Rows of the probe file to use (comma-separated, from 0).
@@ -35,12 +39,13 @@ pub enum Erase {
         #[arg(long, value_delimiter = ',')]
         records: Vec<String>,
         /// How to reach you.
-        #[arg(long)]
-        contact: String,
+        #[arg(long, required_unless_present = "capture")]
+        contact: Option<String>,
         /// Where you live (ISO 3166-1 alpha-2).
         #[arg(long)]
         jurisdiction: Option<String>,
-        /// Consent to keep your probes, sealed, only so that your face is never enrolled again.
+        /// Consent to keep your probes, sealed, only so that your face is never enrolled again
+        /// (needs a signed capture: make it with `oubli capture --never-enrol-again`).
         #[arg(long, requires = "probe")]
         never_enrol_again: bool,
         /// Wait (up to 30 s) for the request to leave the worker's first states.
@@ -71,16 +76,12 @@ pub enum Erase {
 
 #[derive(clap::Args, Debug)]
 pub struct AttestArgs {
-    /// One of your requests (its secret proves it is yours).
+    /// Your completed erasure by probes (its secret proves it is yours); its own probes,
+    /// kept sealed for this, are compared again.
     #[arg(long)]
     request: String,
     #[command(flatten)]
     secret: RequestSecret,
-    /// Probe templates: a .npy matrix, a JSONL file of records, or a JSON array.
-    #[arg(long)]
-    probe: PathBuf,
-    #[arg(long, value_delimiter = ',', default_value = "0")]
-    rows: Vec<usize>,
     /// Write the signed statement here (JSON receipt).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -114,6 +115,7 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
     let mut client = RightsServiceClient::new(channel(server).await?);
     match command {
         Erase::Submit {
+            capture,
             probe,
             rows,
             access_request,
@@ -124,24 +126,39 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
             never_enrol_again,
             wait,
         } => {
-            let probes = match &probe {
-                Some(file) => probes(file, &rows)?,
-                None if access_request.is_some() => Vec::new(),
-                None => bail!("give --probe FILE, or --access-request ID --access-secret S --records IDS"),
-            };
-            let response = client
-                .submit_erasure_request(pb::SubmitErasureRequestRequest {
-                    probes,
+            let request = match (capture, &probe) {
+                (Some(file), _) => {
+                    let bundle = super::capture::Bundle::read(&file)?;
+                    let (contact, jurisdiction_claim, never_enrol_again) =
+                        (bundle.contact.clone(), bundle.jurisdiction.clone(), bundle.never_enrol_again);
+                    let (probes, capture) = bundle.into_pb("erasure")?;
+                    pb::SubmitErasureRequestRequest {
+                        probes,
+                        contact,
+                        jurisdiction_claim,
+                        never_enrol_again,
+                        capture: Some(capture),
+                        ..Default::default()
+                    }
+                }
+                (None, probe) => pb::SubmitErasureRequestRequest {
+                    probes: match probe {
+                        Some(file) => probes(file, &rows)?,
+                        None if access_request.is_some() => Vec::new(),
+                        None => bail!(
+                            "give --capture FILE, --probe FILE, or --access-request ID --access-secret S --records IDS"
+                        ),
+                    },
                     access_request_id: access_request.unwrap_or_default(),
                     access_request_secret: access_secret.or_empty()?,
                     record_ids: records,
-                    contact,
+                    contact: contact.unwrap_or_default(),
                     jurisdiction_claim: jurisdiction.unwrap_or_default(),
                     never_enrol_again,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+                    capture: None,
+                },
+            };
+            let response = client.submit_erasure_request(request).await.map_err(status_error)?.into_inner();
             let status = submitted_status(
                 &mut client,
                 &response.request_id,
@@ -227,11 +244,7 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
 pub async fn attest(args: AttestArgs, server: &str) -> Result<()> {
     let mut client = RightsServiceClient::new(channel(server).await?);
     let r = client
-        .attest_no_match(pb::AttestNoMatchRequest {
-            request_id: args.request,
-            request_secret: args.secret.required()?,
-            probes: probes(&args.probe, &args.rows)?,
-        })
+        .attest_no_match(pb::AttestNoMatchRequest { request_id: args.request, request_secret: args.secret.required()? })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -245,6 +258,8 @@ pub async fn attest(args: AttestArgs, server: &str) -> Result<()> {
     for v in body.verified {
         outln!("  verified: {v}");
     }
+    outln!("  salt of the entry's commitment to your request: {}", r.salt);
+    outln!("  attestations left for this erasure: {}", r.remaining);
     Ok(())
 }
 

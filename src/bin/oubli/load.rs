@@ -21,6 +21,7 @@ use oubli::{
             templates_service_client::TemplatesServiceClient, transparency_service_client::TransparencyServiceClient,
         },
     },
+    rights::{identity::Terms, request::Kind},
     transparency::{merkle, note::VerifierKey, receipt},
 };
 use parking_lot::Mutex;
@@ -48,6 +49,11 @@ pub struct Args {
     /// Template dimension (the server's).
     #[arg(long, default_value_t = 512)]
     dimension: usize,
+    /// A capture application the server trusts (its key file, from `oubli capture-keys add
+    /// --generate`): access and erasure requests are signed with it, so they are answered.
+    /// With --embedded, a new one is made and trusted.
+    #[arg(long)]
+    capture_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,6 +130,15 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
     } else {
         (None, None)
     };
+    let app = match (&args.capture_key, &_tmp) {
+        (Some(path), _) => Some(super::capture::App::load(path)?),
+        (None, Some(tmp)) => Some(super::capture::App::trusted_by(
+            &tmp.path().join("keys").join(oubli::grpc::CAPTURE_KEYS_FILE),
+            "oubli-load",
+        )?),
+        (None, None) => None,
+    };
+    let work = Arc::new(Work { mix: mix.clone(), app });
     let address = embedded.as_ref().map_or_else(|| server.to_string(), |(s, _)| s.addr.to_string());
     let token = embedded.as_ref().map(|(_, t)| t.clone());
     let connect = || {
@@ -145,9 +160,9 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let channel = connect().await?;
-        let (ledger, mix) = (ledger.clone(), mix.clone());
+        let (ledger, work) = (ledger.clone(), work.clone());
         let (seed, d) = (args.seed.wrapping_mul(1000).wrapping_add(c as u64), args.dimension);
-        tasks.push(tokio::spawn(async move { client(c, channel, ledger, &mix, seed, d, deadline).await }));
+        tasks.push(tokio::spawn(async move { client(c, channel, ledger, &work, seed, d, deadline).await }));
     }
     for t in tasks {
         t.await??;
@@ -274,11 +289,18 @@ fn ms(d: &Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// What every client does: the mix of operations, and the capture application that signs its
+/// rights requests.
+struct Work {
+    mix: Vec<(Op, u32)>,
+    app: Option<super::capture::App>,
+}
+
 async fn client(
     n: usize,
     channel: AuthChannel,
     ledger: Arc<Mutex<Ledger>>,
-    mix: &[(Op, u32)],
+    work: &Work,
     seed: u64,
     d: usize,
     deadline: Instant,
@@ -286,6 +308,7 @@ async fn client(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut templates = TemplatesServiceClient::new(channel.clone());
     let mut rights = RightsServiceClient::new(channel);
+    let mix = &work.mix;
     let total: u32 = mix.iter().map(|(_, w)| w).sum();
     let mut i = 0u64;
     while Instant::now() < deadline {
@@ -350,7 +373,7 @@ async fn client(
                 };
                 match picked {
                     None => continue,
-                    Some((id, probe)) => request(&mut rights, op, probe).await.map(|erased| {
+                    Some((id, probe)) => request(&mut rights, work.app.as_ref(), op, probe).await.map(|erased| {
                         let mut l = ledger.lock();
                         l.erased.extend(erased);
                         if op == Op::Erase {
@@ -374,11 +397,19 @@ async fn client(
 /// Returns the records an erasure removed.
 async fn request(
     rights: &mut RightsServiceClient<AuthChannel>,
+    app: Option<&super::capture::App>,
     op: Op,
     probe: Vec<f32>,
 ) -> Result<Vec<String>, String> {
     let probes = vec![pb::Embedding { values: probe }];
     let contact = "load@example.org".to_string();
+    let kind = if op == Op::Access { Kind::Access } else { Kind::Erasure };
+    let terms =
+        Terms { kind, contact: &contact, jurisdiction_claim: "", include_templates: false, never_enrol_again: false };
+    let capture = match app {
+        Some(app) => Some(app.sign(rights, &terms, &probes).await.map_err(|e| e.to_string())?.0),
+        None => None,
+    };
     let (id, secret) = if op == Op::Access {
         let r = rights
             .submit_access_request(pb::SubmitAccessRequestRequest {
@@ -386,6 +417,7 @@ async fn request(
                 contact,
                 jurisdiction_claim: String::new(),
                 include_templates: false,
+                capture,
             })
             .await
             .map_err(|e| e.message().to_string())?
@@ -393,7 +425,7 @@ async fn request(
         (r.request_id, r.request_secret)
     } else {
         let r = rights
-            .submit_erasure_request(pb::SubmitErasureRequestRequest { probes, contact, ..Default::default() })
+            .submit_erasure_request(pb::SubmitErasureRequestRequest { probes, contact, capture, ..Default::default() })
             .await
             .map_err(|e| e.message().to_string())?
             .into_inner();

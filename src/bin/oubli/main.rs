@@ -15,13 +15,16 @@ use oubli::grpc::{
 };
 use oubli::synth::files::{ProvenanceLine, read_jsonl, read_matrix};
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// The token every connection sends, set once from the command line.
 static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+/// The CA certificate file every connection verifies the server with (TLS), set once likewise.
+static CA_CERT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
 #[macro_use]
 mod output;
+mod capture;
 mod demo;
 mod erase;
 mod load;
@@ -33,9 +36,13 @@ mod synth;
 #[derive(Parser, Debug)]
 #[command(version, about = "Client for the Oubli face-template API (synthetic data only)")]
 struct Cli {
-    /// Server address: host:port or http://host:port.
+    /// Server address: host:port, http://host:port or https://host:port.
     #[arg(long, global = true, env = "OUBLI_SERVER", default_value = "127.0.0.1:50051")]
     server: String,
+    /// Connect over TLS and verify the server's certificate with this CA certificate (PEM).
+    /// Without it, an https:// server is verified with the system's root certificates.
+    #[arg(long, global = true, env = "OUBLI_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -120,6 +127,13 @@ enum Command {
     /// Manage a tokens file (offline).
     #[command(subcommand)]
     Tokens(rights::TokensCommand),
+    /// The capture applications the server trusts to establish a person's identity (offline).
+    #[command(subcommand)]
+    CaptureKeys(capture::CaptureKeysCommand),
+    /// Play a trusted capture application: sign the person's probes for one request, under a
+    /// fresh challenge from the server, into a capture file for `access submit --capture` or
+    /// `erase submit --capture`.
+    Capture(capture::CaptureArgs),
     /// Erasure requests (GDPR Art. 17): submit one, follow it, get its receipts.
     #[command(subcommand)]
     Erase(erase::Erase),
@@ -166,6 +180,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let token = cli.token.clone().or_else(|| fs::read_to_string(&cli.token_file).ok().map(|t| t.trim().to_string()));
     let _ = TOKEN.set(token);
+    let _ = CA_CERT.set(cli.ca_cert.clone());
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Synth(command) => synth::run(command, &cli.server, cli.json).await,
@@ -177,6 +192,8 @@ async fn main() -> Result<()> {
         Command::Policy(c) => rights::policy(c, &cli.server).await,
         Command::Audit(c) => rights::audit(c, &cli.server, cli.json).await,
         Command::Tokens(c) => rights::tokens(c),
+        Command::CaptureKeys(c) => capture::capture_keys(c),
+        Command::Capture(args) => capture::capture(args, &cli.server).await,
         Command::Erase(c) => erase::erase(c, &cli.server, cli.json).await,
         Command::Attest(args) => erase::attest(args, &cli.server).await,
         Command::Keys(c) => erase::keys(c, &cli.server).await,
@@ -248,6 +265,8 @@ async fn main() -> Result<()> {
                 | Command::Policy(_)
                 | Command::Audit(_)
                 | Command::Tokens(_)
+                | Command::CaptureKeys(_)
+                | Command::Capture(_)
                 | Command::Erase(_)
                 | Command::Attest(_)
                 | Command::Keys(_)
@@ -265,16 +284,54 @@ pub async fn channel(server: &str) -> Result<AuthChannel> {
     channel_with(server, token.as_deref()).await
 }
 
-/// A connection to `server` that sends `token` (or none).
+/// A connection to `server` that sends `token` (or none): over TLS when the command line gave
+/// --ca-cert or the address is `https://`, the certificate checked for the address's host.
 pub async fn channel_with(server: &str, token: Option<&str>) -> Result<AuthChannel> {
-    let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
-    let channel = Channel::from_shared(url.clone())
-        .with_context(|| format!("{server:?} is not a server address (use host:port)"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach an Oubli server at {url}; is oubli-server running?"))?;
+    let ca_cert = CA_CERT.get().cloned().flatten();
+    let url = match (server.split_once("://"), &ca_cert) {
+        (Some(("http", rest)), Some(_)) => {
+            bail!("--ca-cert is for TLS, but the server address {server} is http://: give https://{rest} or {rest}")
+        }
+        (Some(_), _) => server.to_string(),
+        (None, Some(_)) => format!("https://{server}"),
+        (None, None) => format!("http://{server}"),
+    };
+    let mut endpoint = Channel::from_shared(url.clone())
+        .with_context(|| format!("{server:?} is not a server address (use host:port)"))?;
+    let tls = url.starts_with("https://");
+    if tls {
+        // tonic checks the certificate against the URL's host (a name or an IP address).
+        let config = match &ca_cert {
+            Some(path) => ClientTlsConfig::new().ca_certificate(read_ca_cert(path)?),
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint.tls_config(config).with_context(|| format!("cannot set up TLS for {url}"))?;
+    }
+    let channel = endpoint.connect().await.with_context(|| {
+        if tls {
+            format!(
+                "cannot reach an Oubli server over TLS at {url}; is oubli-server running with --tls-cert, \
+                 and is its certificate signed by the CA given with --ca-cert, for this host?"
+            )
+        } else {
+            format!("cannot reach an Oubli server at {url}; is oubli-server running?")
+        }
+    })?;
     let bearer = Bearer::new(token).context("the token is not valid header text")?;
     Ok(tonic::service::interceptor::InterceptedService::new(channel, bearer))
+}
+
+/// The CA certificate of --ca-cert, refused with the fix if the file holds none.
+fn read_ca_cert(path: &Path) -> Result<Certificate> {
+    let pem =
+        fs::read(path).with_context(|| format!("cannot read the CA certificate {} (--ca-cert)", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        bail!(
+            "{} holds no PEM certificate: --ca-cert takes the certificate (PEM) of the CA that signed the server's",
+            path.display()
+        );
+    }
+    Ok(Certificate::from_pem(pem))
 }
 
 pub async fn connect(server: &str) -> Result<TemplatesServiceClient<AuthChannel>> {
@@ -283,6 +340,15 @@ pub async fn connect(server: &str) -> Result<TemplatesServiceClient<AuthChannel>
 
 /// A gRPC error as the user should read it.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    // A connection that breaks on its first call is most often plaintext sent to a TLS server.
+    let transport = std::error::Error::source(&status).is_some_and(|s| s.is::<tonic::transport::Error>());
+    if transport && CA_CERT.get().cloned().flatten().is_none() {
+        return anyhow!(
+            "{:?}: {} (the connection failed: if the server serves TLS, give --ca-cert FILE or an https:// address)",
+            status.code(),
+            status.message()
+        );
+    }
     anyhow!("{:?}: {}", status.code(), status.message())
 }
 

@@ -22,17 +22,23 @@ use super::{
 #[derive(clap::Subcommand, Debug)]
 pub enum Access {
     /// Ask for everything held about a face (GDPR Art. 15). Needs no token. Prints the
-    /// request id and the secret that alone opens the request: keep it.
+    /// request id and the secret that alone opens the request: keep it. Nothing is answered
+    /// until your identity is established: send a signed capture (`oubli capture`), or the
+    /// privacy desk checks it.
     Submit {
-        /// Probe templates: a .npy matrix, a JSONL file of records, or a JSON array.
-        #[arg(long)]
-        probe: PathBuf,
+        /// A capture file from `oubli capture`: the probes and terms it signed (establishes
+        /// your identity now).
+        #[arg(long, conflicts_with_all = ["probe", "contact", "jurisdiction", "include_templates"])]
+        capture: Option<PathBuf>,
+        /// Or probe templates: a .npy matrix, a JSONL file of records, or a JSON array.
+        #[arg(long, required_unless_present = "capture")]
+        probe: Option<PathBuf>,
         /// Rows of the file to use as probes (comma-separated, from 0).
         #[arg(long, value_delimiter = ',', default_value = "0")]
         rows: Vec<usize>,
         /// How to reach you.
-        #[arg(long)]
-        contact: String,
+        #[arg(long, required_unless_present = "capture")]
+        contact: Option<String>,
         /// Where you live (ISO 3166-1 alpha-2, such as FR).
         #[arg(long)]
         jurisdiction: Option<String>,
@@ -94,6 +100,17 @@ pub enum Requests {
     Deny { request_id: String, reason: String },
     /// Extend the deadline by 1 or 2 months with a reason (privacy desk).
     Extend { request_id: String, months: u32, reason: String },
+    /// Record that you established the requester's identity out of band, how and what you
+    /// saw (privacy desk); a request waiting for it is answered or erased at once.
+    VerifyIdentity {
+        request_id: String,
+        /// id-document, video-call, in-person or other.
+        #[arg(long)]
+        method: String,
+        /// What was checked (kept with the request; at most 1000 bytes).
+        #[arg(long)]
+        note: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -201,21 +218,34 @@ pub async fn submitted_status(
 pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
     let mut client = RightsServiceClient::new(channel(server).await?);
     match command {
-        Access::Submit { probe, rows, contact, jurisdiction, include_templates, wait } => {
-            let probes = rows
-                .iter()
-                .map(|&row| super::read_probe(&probe, row).map(|values| pb::Embedding { values }))
-                .collect::<Result<Vec<_>>>()?;
-            let response = client
-                .submit_access_request(pb::SubmitAccessRequestRequest {
-                    probes,
-                    contact,
+        Access::Submit { capture, probe, rows, contact, jurisdiction, include_templates, wait } => {
+            let request = match (capture, probe) {
+                (Some(file), _) => {
+                    let bundle = super::capture::Bundle::read(&file)?;
+                    let (contact, jurisdiction_claim, include_templates) =
+                        (bundle.contact.clone(), bundle.jurisdiction.clone(), bundle.include_templates);
+                    let (probes, capture) = bundle.into_pb("access")?;
+                    pb::SubmitAccessRequestRequest {
+                        probes,
+                        contact,
+                        jurisdiction_claim,
+                        include_templates,
+                        capture: Some(capture),
+                    }
+                }
+                (None, Some(probe)) => pb::SubmitAccessRequestRequest {
+                    probes: rows
+                        .iter()
+                        .map(|&row| super::read_probe(&probe, row).map(|values| pb::Embedding { values }))
+                        .collect::<Result<Vec<_>>>()?,
+                    contact: contact.unwrap_or_default(),
                     jurisdiction_claim: jurisdiction.unwrap_or_default(),
                     include_templates,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+                    capture: None,
+                },
+                (None, None) => bail!("give --capture FILE, or --probe FILE with --contact"),
+            };
+            let response = client.submit_access_request(request).await.map_err(status_error)?.into_inner();
             let status = submitted_status(
                 &mut client,
                 &response.request_id,
@@ -320,6 +350,15 @@ pub async fn requests(command: Requests, server: &str, json: bool) -> Result<()>
         Requests::Deny { request_id, reason } => {
             let s = client
                 .deny_request(pb::DenyRequestRequest { request_id, reason })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let s = answered(s.status)?;
+            print_status(&s, json);
+        }
+        Requests::VerifyIdentity { request_id, method, note } => {
+            let s = client
+                .verify_identity(pb::VerifyIdentityRequest { request_id, method, note })
                 .await
                 .map_err(status_error)?
                 .into_inner();

@@ -27,6 +27,7 @@ pub use super::sweep::SweepRule;
 use super::{
     Error, Rights, Submitted,
     access::probes_of,
+    identity::{Identity, Signed, Terms},
     intake::check_contact,
     report::AccessReport,
     request::{Common, Erasure, ErasureRequest, Kind, Match, Origin, Request, RequestId, State, Step, Stored},
@@ -77,20 +78,34 @@ const NOT_CLAIMED: [&str; 3] = [
     "erasure of copies made outside this service (recipients, backups not yet past a key rotation)",
 ];
 
+/// The sealed never-enrol-again entry: [`super::intake::FACES_MAGIC`], its expiry (seconds
+/// since the epoch, 8 bytes little-endian), then the kept templates' values (`f32`
+/// little-endian).
+fn faces_blob(expires: jiff::Timestamp, faces: &[Vec<f32>]) -> Zeroizing<Vec<u8>> {
+    let mut blob = Zeroizing::new(Vec::with_capacity(12 + faces.iter().map(|f| 4 * f.len()).sum::<usize>()));
+    blob.extend_from_slice(super::intake::FACES_MAGIC);
+    blob.extend_from_slice(&expires.as_second().to_le_bytes());
+    blob.extend(faces.iter().flatten().flat_map(|v| v.to_le_bytes()));
+    blob
+}
+
 /// A new erasure request (state received) in the pipeline's first step.
 pub(super) fn new_erasure(common: Common, origin: Origin) -> ErasureRequest {
     ErasureRequest { common, pipeline: Box::new(Erasure { origin, ..Erasure::default() }) }
 }
 
 impl Rights {
-    /// Stores a new erasure request (state received); the worker does the rest.
-    #[instrument(skip_all)]
+    /// Stores a new erasure request (state received); the worker does the rest. By probes,
+    /// nothing is erased before the person's identity is established (by `capture`, or later
+    /// by the privacy desk); `never_enrol_again` needs it established now, by a capture.
+    #[instrument(skip_all, fields(captured = capture.is_some()))]
     pub fn submit_erasure(
         &self,
         target: ErasureTarget,
         contact: String,
         jurisdiction_claim: Option<String>,
         never_enrol_again: bool,
+        capture: Option<Signed>,
     ) -> Result<Submitted, Error> {
         check_contact(&contact)?;
         if never_enrol_again && !matches!(target, ErasureTarget::Probes(_)) {
@@ -98,12 +113,31 @@ impl Rights {
                 "never_enrol_again keeps your probe templates to recognise your face: send probes".into(),
             ));
         }
-        let (probes, origin, plan) = match target {
+        if never_enrol_again && capture.is_none() {
+            return Err(Error::InvalidRequest(
+                "never_enrol_again keeps a face on a blocklist, so it needs your identity established now: send the \
+                 probes as a signed capture (BeginCapture, then a trusted capture application)"
+                    .into(),
+            ));
+        }
+        let claim = jurisdiction_claim.unwrap_or_default();
+        let (probes, origin, plan, identity) = match target {
             ErasureTarget::Probes(probes) => {
                 self.intake.check_probe_count(probes.len())?;
-                (probes, Origin::Probes, Vec::new())
+                let terms = Terms {
+                    kind: Kind::Erasure,
+                    contact: &contact,
+                    jurisdiction_claim: &claim,
+                    include_templates: false,
+                    never_enrol_again,
+                };
+                let identity = self.establish(capture.as_ref(), &terms, &probes)?;
+                (probes, Origin::Probes, Vec::new(), identity)
             }
             ErasureTarget::Records { access_request, secret, records } => {
+                if capture.is_some() {
+                    return Err(Error::InvalidRequest("a capture signs probes; an erasure by records has none".into()));
+                }
                 let access = self.load_authorised(access_request, Some(&secret), false)?;
                 if access.kind() != Kind::Access || access.state != State::Completed {
                     return Err(self.wrong_state(&access, "records can be named only from a completed access request"));
@@ -122,12 +156,14 @@ impl Rights {
                         "record {stray} is not in access request {access_request}'s report"
                     )));
                 }
-                (Vec::new(), Origin::Records { access_request }, records)
+                let identity = Some(Identity::AccessRequest { id: access_request });
+                (Vec::new(), Origin::Records { access_request }, records, identity)
             }
         };
-        let jurisdiction_claim = self.intake.parse_claim(jurisdiction_claim)?;
+        let jurisdiction_claim = self.intake.parse_claim(Some(claim))?;
         let probes = probes.iter().map(|p| p.as_slice().to_vec()).collect();
         let mut common = Common::new(contact, jurisdiction_claim, probes, self.now());
+        common.identity = identity;
         let secret = Self::new_secret(&mut common);
         common.matched = plan.iter().map(|&record_id| Match { record_id, score: 1.0 }).collect();
         let mut request = new_erasure(common, origin);
@@ -193,11 +229,18 @@ impl Rights {
             // part of what is erased, in the same write.
             let also = self.without(&plan.iter().copied().collect(), request.id)?;
             let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
-            // Only with the person's explicit consent: their probes, kept to refuse their face.
-            let faces = request.pipeline.keep_face.then(|| {
-                Zeroizing::new(request.probes.iter().flatten().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
-            });
-            let faces_kept = if faces.is_some() { request.probes.len() } else { 0 };
+            // Only with the person's explicit consent and established identity: the probes that
+            // matched an erased record, kept to refuse their face, within the list's cap.
+            let kept = if request.pipeline.keep_face && request.identity.is_some() {
+                self.faces_to_keep(request)?
+            } else {
+                Vec::new()
+            };
+            let expires_of_faces = now
+                .checked_add(SignedDuration::from_hours(24 * i64::from(self.settings.face_retention_days)))
+                .unwrap_or(jiff::Timestamp::MAX);
+            let faces = (!kept.is_empty()).then(|| faces_blob(expires_of_faces, &kept));
+            let faces_kept = kept.len();
             let id = *request.id.as_bytes();
             let pipeline = &mut request.pipeline;
             pipeline.suppressed = suppress.len();
@@ -218,7 +261,7 @@ impl Rights {
                 request.encode()
             })?;
             if faces_kept > 0 {
-                self.intake.keep_faces(&request.probes, self.engine.dimension());
+                self.intake.keep_faces(&kept, self.engine.dimension(), expires_of_faces);
             }
             info!(
                 request_id = %request.id,
@@ -242,12 +285,36 @@ impl Rights {
             let (hits, compared) = (matches.best(), matches.compared);
             let remaining = if probes.is_empty() { 0 } else { hits.len() as u64 };
             request.pipeline.post_check = Some((compared as u64, remaining));
-            // The probes are biometric data: kept no longer than this check.
-            request.probes.clear();
+            // The probes are biometric data: kept no longer than this check, or (sealed) for the
+            // no-match attestation the person may ask for, until its expiry.
+            if request.identity.is_none() || self.settings.attestations_per_erasure == 0 {
+                request.probes.clear();
+            }
             self.requests.save(&*request)?;
             self.metrics.record_step("unindex_and_check", started.elapsed());
         }
         Ok(())
+    }
+
+    /// The probes of `request` that score at or above the strict threshold against a record
+    /// it is about to erase, as many as the never-enrol-again list still has room for.
+    fn faces_to_keep(&self, request: &ErasureRequest) -> Result<Vec<Vec<f32>>, Error> {
+        let strict = self.settings.thresholds.strict;
+        let mut erased = Vec::with_capacity(request.pipeline.plan.len());
+        for id in &request.pipeline.plan {
+            match self.engine.get(*id) {
+                Ok(record) => erased.push(record.embedding),
+                Err(crate::engine::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let room = self.settings.max_faces.saturating_sub(self.intake.faces_held(self.now()));
+        Ok(probes_of(request)?
+            .iter()
+            .filter(|p| erased.iter().any(|r| crate::kernel::dot(p.as_slice(), r.as_slice()) >= strict))
+            .take(room)
+            .map(|p| p.as_slice().to_vec())
+            .collect())
     }
 
     /// Every other access request that names one of `erased`, with those records removed
@@ -289,6 +356,26 @@ impl Rights {
         let Request::Erasure(request) = request else {
             return Err(Error::InvalidRequest(format!("request {id} is an access request, not an erasure")));
         };
+        if !desk && request.identity.is_none() {
+            // Nothing is erased, or said, before identity: the same status whatever matched.
+            let status = ErasureStatus {
+                format: "oubli-erasure-status/v1",
+                request_id: id.to_string(),
+                state: super::shown_before_identity(request.state).name(),
+                step: None,
+                origin: Some(request.pipeline.origin.clone()),
+                records: Vec::new(),
+                plan_leaf: None,
+                plan_salt: request.log_salt.clone(),
+                notified_recipients: 0,
+                suppressed_sources: 0,
+                retained_with_consent: Vec::new(),
+                phase1_leaf: None,
+                phase2_leaf: None,
+                not_claimed: NOT_CLAIMED.to_vec(),
+            };
+            return Ok((status, None, None));
+        }
         let e = &request.pipeline;
         let store = self.engine.log();
         let facts = self.facts(e);
