@@ -71,9 +71,20 @@ struct Args {
     /// Days the audit trail keeps each event.
     #[arg(long, env = "OUBLI_AUDIT_RETENTION_DAYS", default_value_t = 365)]
     audit_retention_days: u32,
-    /// Public rights requests accepted per minute from one address.
+    /// Public rights requests accepted per minute from one address (an IPv4 address or an
+    /// IPv6 /64).
     #[arg(long, env = "OUBLI_SUBMISSIONS_PER_MINUTE", default_value_t = 10)]
     submissions_per_minute: u32,
+    /// Public rights requests accepted per minute from all addresses together.
+    #[arg(long, env = "OUBLI_PUBLIC_SUBMISSIONS_PER_MINUTE", default_value_t = 600)]
+    public_submissions_per_minute: u32,
+    /// Anonymous transparency-log reads accepted per minute from one address.
+    #[arg(long, env = "OUBLI_TRANSPARENCY_READS_PER_MINUTE", default_value_t = 600)]
+    transparency_reads_per_minute: u32,
+    /// Rights requests that may wait for the worker; beyond it public submissions are refused
+    /// (RESOURCE_EXHAUSTED, retry advised) before anything is stored.
+    #[arg(long, env = "OUBLI_QUEUE_CAPACITY", default_value_t = 1000)]
+    queue_capacity: usize,
     /// Seconds erasures wait after phase 1 (data keys purged) so that one phase-2 purge of the
     /// templates serves all of them.
     #[arg(long, env = "OUBLI_PURGE_WINDOW_SECS", default_value_t = 3600)]
@@ -198,6 +209,9 @@ async fn main() -> anyhow::Result<()> {
     config.rights.thresholds = thresholds;
     config.rights.audit_retention_days = args.audit_retention_days;
     config.rights.submissions_per_minute = args.submissions_per_minute;
+    config.rights.public_submissions_per_minute = args.public_submissions_per_minute;
+    config.rights.transparency_reads_per_minute = args.transparency_reads_per_minute;
+    config.rights.queue_capacity = args.queue_capacity.max(1);
     config.rights.purge_window = std::time::Duration::from_secs(args.purge_window_secs);
     config.metrics_listen = args.metrics_listen;
     config.rights.rotation_days = args.rotation_days.max(1);

@@ -3,7 +3,10 @@
 //! A tower layer in front of all services, so no handler can forget either: it reads the
 //! bearer token, finds the caller, checks the method's roles from one table, hands the caller
 //! to the handler (request extensions), and appends the call's outcome to the audit trail,
-//! whether the gate or the handler decided it. Health and reflection pass untouched.
+//! whether the gate or the handler decided it. Health and reflection pass untouched. A path
+//! that is not in the table is the caller's own text: it is audited and counted under the one
+//! label [`UNKNOWN_METHOD`], never as written, so a caller can neither write into the audit
+//! trail nor grow the metrics without bound.
 use std::{
     future::Future,
     pin::Pin,
@@ -68,12 +71,21 @@ pub const METHODS: &[(&str, Access)] = &[
     ("/oubli.v1.AdminService/RunPurge", Access::Roles(&[Admin])),
 ];
 
-fn access(path: &str) -> Option<Access> {
-    if !path.starts_with("/oubli.") {
+/// What the audit trail and the metrics record for a path not in [`METHODS`].
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// Services that pass the gate untouched (no token, no audit).
+const UNGATED: &[&str] =
+    &["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+
+/// The method's name as recorded (from the table, never the caller's text) and who may call
+/// it; `None` for health and reflection.
+fn access(path: &str) -> Option<(&'static str, Access)> {
+    if UNGATED.iter().any(|prefix| path.starts_with(prefix)) {
         return None;
     }
-    // An unknown oubli method is let through to be answered Unimplemented, and audited.
-    Some(METHODS.iter().find(|(m, _)| *m == path).map_or(Access::Public, |(_, a)| *a))
+    // Any other path is let through to be answered Unimplemented, and audited as unknown.
+    Some(METHODS.iter().find(|(m, _)| *m == path).map_or((UNKNOWN_METHOD, Access::Public), |(m, a)| (*m, *a)))
 }
 
 /// The call's id, in the handler's request extensions and the `x-request-id` response header.
@@ -196,8 +208,7 @@ where
         // The clone that was made ready serves this call (tower's clone-and-swap idiom).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path().to_string();
-        let Some(access) = access(&path) else {
+        let Some((method, access)) = access(request.uri().path()) else {
             return Box::pin(inner.call(request));
         };
         let tokens = self.tokens.clone();
@@ -205,7 +216,7 @@ where
         Box::pin(async move {
             let started = std::time::Instant::now();
             let call_id = new_call_id();
-            let (mut response, caller) = match admit(&tokens, request.headers(), access, &path) {
+            let (mut response, caller) = match admit(&tokens, request.headers(), access, method) {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller.clone());
                     request.extensions_mut().insert(CallId(call_id.clone()));
@@ -214,14 +225,14 @@ where
                 Err((status, caller)) => (status.into_http(), caller),
             };
             let code = Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
-            rights.metrics().record_call(&path, code_name(code), started.elapsed());
+            rights.metrics().record_call(method, code_name(code), started.elapsed());
             let event = AuditEvent {
                 seq: 0,
                 at: rights.now(),
                 call_id: call_id.clone(),
                 caller: caller.client.clone(),
                 roles: caller.role_names(),
-                method: path,
+                method: method.to_string(),
                 code: code_name(code).to_string(),
                 rights_request: response.extensions().get::<RightsRequestNote>().map(|n| n.0.clone()),
             };
@@ -259,6 +270,24 @@ mod tests {
         table.sort();
         assert_eq!(api, table);
         assert_eq!(access("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(access("/oubli.v1.TemplatesService/Search"), Some(Access::Roles(&[Operator])));
+        assert_eq!(access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), None);
+        assert_eq!(
+            access("/oubli.v1.TemplatesService/Search"),
+            Some(("/oubli.v1.TemplatesService/Search", Access::Roles(&[Operator])))
+        );
+    }
+
+    #[test]
+    fn a_path_not_in_the_table_is_recorded_under_one_label() {
+        for path in [
+            "/oubli.v1.TemplatesService/Nope",
+            "/oubli.v1.TemplatesService/Search/../Enroll",
+            "/oubli.v2.X/<script>",
+            "/grpc.health.v1.HealthX/Check",
+            "/evil.Service/Method",
+            "/",
+        ] {
+            assert_eq!(access(path), Some((UNKNOWN_METHOD, Access::Public)), "{path}");
+        }
     }
 }

@@ -185,8 +185,8 @@ async fn serve(
         Arc::new(tokio::task::spawn_blocking(move || Rights::new(engine, settings, clock)).await??)
     };
     let tokens = Arc::new(load_tokens(&config)?);
-    let worker = config.process_requests.then(|| Worker::spawn(rights.clone()));
-    let nudge = worker.as_ref().map(Worker::nudge).unwrap_or_default();
+    let worker = Worker::spawn(rights.clone(), config.process_requests);
+    let nudge = worker.nudge();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::templates_service_server::TemplatesServiceServer<templates::TemplatesService>>()
@@ -215,7 +215,7 @@ async fn serve(
         rights::NotificationsService::new(rights.clone()),
     );
     let transparency = pb::transparency_service_server::TransparencyServiceServer::new(
-        transparency::TransparencyService::new(engine.clone()),
+        transparency::TransparencyService::new(engine.clone(), rights.clone()),
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -259,9 +259,7 @@ async fn serve(
     }
     // The services (and their nudges) are gone: once the worker has finished its current
     // round, nothing else holds the store, and it closes here.
-    if let Some(worker) = worker {
-        worker.shutdown().await?;
-    }
+    worker.shutdown().await?;
     drop(rights);
     drop(engine);
     info!("server stopped");

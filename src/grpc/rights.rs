@@ -31,10 +31,13 @@ impl RightsService {
     }
 }
 
-/// The rate limit of public submissions, per caller address, checked before any work.
-fn admit<T>(rights: &Rights, request: &Request<T>) -> Result<(), Status> {
-    let peer = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-    Ok(rights.admit(&peer)?)
+/// The limits of public submissions, checked before any work: the rate per caller address and
+/// for everyone, and, for a submission the worker will take (`queue`), room in its queue.
+fn admit<T>(rights: &Rights, queue: Option<&Nudge>, request: &Request<T>) -> Result<(), Status> {
+    if let Some(queue) = queue {
+        queue.has_room()?;
+    }
+    Ok(rights.admit(request.remote_addr().map(|a| a.ip()))?)
 }
 
 fn secret(s: &str) -> Option<&str> {
@@ -84,7 +87,7 @@ impl pb::rights_service_server::RightsService for RightsService {
         &self,
         request: Request<pb::SubmitAccessRequestRequest>,
     ) -> Result<Response<pb::SubmitAccessRequestResponse>, Status> {
-        admit(&self.rights, &request)?;
+        admit(&self.rights, Some(&self.worker), &request)?;
         let req = request.into_inner();
         let capture = convert::capture(req.capture, &req.probes)?;
         let probes = convert::probes(req.probes, self.rights.engine().dimension())?;
@@ -209,7 +212,7 @@ impl pb::rights_service_server::RightsService for RightsService {
         &self,
         request: Request<pb::SubmitErasureRequestRequest>,
     ) -> Result<Response<pb::SubmitErasureRequestResponse>, Status> {
-        admit(&self.rights, &request)?;
+        admit(&self.rights, Some(&self.worker), &request)?;
         let mut req = request.into_inner();
         let capture = convert::capture(req.capture.take(), &req.probes)?;
         let target = convert::erasure_target(&mut req, self.rights.engine().dimension())?;
@@ -260,7 +263,7 @@ impl pb::rights_service_server::RightsService for RightsService {
         &self,
         request: Request<pb::AttestNoMatchRequest>,
     ) -> Result<Response<pb::AttestNoMatchResponse>, Status> {
-        admit(&self.rights, &request)?;
+        admit(&self.rights, None, &request)?;
         let req = request.into_inner();
         let id = convert::request_id(&req.request_id)?;
         let rights = self.rights.clone();
@@ -283,7 +286,7 @@ impl pb::rights_service_server::RightsService for RightsService {
         &self,
         request: Request<pb::BeginCaptureRequest>,
     ) -> Result<Response<pb::BeginCaptureResponse>, Status> {
-        admit(&self.rights, &request)?;
+        admit(&self.rights, None, &request)?;
         let (challenge, expires) = self.rights.begin_capture()?;
         Ok(Response::new(pb::BeginCaptureResponse {
             challenge: challenge.to_vec(),

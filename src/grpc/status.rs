@@ -69,7 +69,8 @@ impl From<store::Error> for Status {
             | store::Error::MissingKeys { .. }
             | store::Error::WrongKeys { .. }
             | store::Error::NestedDirs { .. }
-            | store::Error::KeyFile { .. } => internal(&e),
+            | store::Error::KeyFile { .. }
+            | store::Error::Private(_) => internal(&e),
         }
     }
 }
@@ -102,7 +103,7 @@ impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         match e {
             // The tokens file is the operator's, and its path stays in the log.
-            AuthError::Io { .. } | AuthError::Invalid { .. } => internal(&e),
+            AuthError::Io { .. } | AuthError::Invalid { .. } | AuthError::Private(_) => internal(&e),
         }
     }
 }
@@ -118,7 +119,9 @@ impl From<rights::Error> for Status {
             rights::Error::InvalidRequest(_) => Status::invalid_argument(e.to_string()),
             rights::Error::NoRequest(_) | rights::Error::NoNotification(_) => Status::not_found(e.to_string()),
             rights::Error::WrongSecret(_) => Status::permission_denied(e.to_string()),
-            rights::Error::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+            rights::Error::RateLimited { retry_after_secs } | rights::Error::QueueFull { retry_after_secs } => {
+                retry_later(&e, retry_after_secs)
+            }
             rights::Error::Capture(inner) => Status::from(inner),
             rights::Error::CorruptRequest(..) => {
                 tracing::error!(error = %e, "corrupt request");
@@ -126,6 +129,14 @@ impl From<rights::Error> for Status {
             }
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED, with when to retry in the message and in `retry-after` (seconds, as
+/// in HTTP) for programs.
+fn retry_later(e: &rights::Error, retry_after_secs: u64) -> Status {
+    let mut status = Status::resource_exhausted(e.to_string());
+    status.metadata_mut().insert("retry-after", retry_after_secs.into());
+    status
 }
 
 impl From<CaptureError> for Status {

@@ -1,19 +1,33 @@
 //! `oubli.v1.TransparencyService`: the public, read-only face of the transparency log.
+//!
+//! Anyone may read it, so anonymous reads are throttled per client address
+//! (`Settings::transparency_reads_per_minute`, [`crate::rights::limits`]): a proof costs the
+//! server far more than the asking costs a scraper. A caller with a token (an auditor's
+//! witness, say) is not throttled.
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{blocking, convert, pb};
-use crate::engine::Engine;
+use super::{blocking, convert, gate, pb};
+use crate::{engine::Engine, rights::Rights};
 
 pub struct TransparencyService {
     engine: Arc<Engine>,
+    rights: Arc<Rights>,
 }
 
 impl TransparencyService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        TransparencyService { engine }
+    pub fn new(engine: Arc<Engine>, rights: Arc<Rights>) -> Self {
+        TransparencyService { engine, rights }
+    }
+
+    /// The read limit of an anonymous caller's address, checked before any work.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if !gate::caller(request).is_anonymous() {
+            return Ok(());
+        }
+        Ok(self.rights.admit_read(request.remote_addr().map(|a| a.ip()))?)
     }
 }
 
@@ -27,16 +41,18 @@ impl pb::transparency_service_server::TransparencyService for TransparencyServic
     #[instrument(skip_all, name = "GetCheckpoint")]
     async fn get_checkpoint(
         &self,
-        _request: Request<pb::GetCheckpointRequest>,
+        request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(pb::GetCheckpointResponse { checkpoint: self.engine.log().checkpoint() }))
     }
 
     #[instrument(skip_all, name = "GetVerifierKey")]
     async fn get_verifier_key(
         &self,
-        _request: Request<pb::GetVerifierKeyRequest>,
+        request: Request<pb::GetVerifierKeyRequest>,
     ) -> Result<Response<pb::GetVerifierKeyResponse>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(pb::GetVerifierKeyResponse { verifier_key: self.engine.log().verifier_key() }))
     }
 
@@ -45,6 +61,7 @@ impl pb::transparency_service_server::TransparencyService for TransparencyServic
         &self,
         request: Request<pb::GetInclusionProofRequest>,
     ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        self.admit(&request)?;
         let req = request.into_inner();
         tracing::Span::current().record("leaf_index", req.leaf_index).record("tree_size", req.tree_size);
         let engine = self.engine.clone();
@@ -67,6 +84,7 @@ impl pb::transparency_service_server::TransparencyService for TransparencyServic
         &self,
         request: Request<pb::GetConsistencyProofRequest>,
     ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        self.admit(&request)?;
         let req = request.into_inner();
         tracing::Span::current().record("from_size", req.from_size).record("to_size", req.to_size);
         convert::consistency_from(req.from_size)?;
@@ -90,6 +108,7 @@ impl pb::transparency_service_server::TransparencyService for TransparencyServic
         &self,
         request: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        self.admit(&request)?;
         let req = request.into_inner();
         tracing::Span::current().record("start", req.start).record("end", req.end);
         convert::entry_range(req.start, req.end)?;
@@ -106,6 +125,7 @@ impl pb::transparency_service_server::TransparencyService for TransparencyServic
         &self,
         request: Request<pb::GetReceiptRequest>,
     ) -> Result<Response<pb::GetReceiptResponse>, Status> {
+        self.admit(&request)?;
         let index = request.into_inner().leaf_index;
         tracing::Span::current().record("leaf_index", index);
         let engine = self.engine.clone();

@@ -3,14 +3,20 @@
 //! The file holds only SHA-256 digests of the tokens (a token is 256 random bits, so a plain
 //! digest cannot be reversed by guessing), and a presented token is compared with every entry
 //! in constant time. The client name is what the recipients log and the audit trail record.
+//!
+//! Whoever can write the file can give themselves any role, so it is read only if it is the
+//! server user's alone and not a link, and written owner-only ([`crate::store::private`]).
 use std::{
     fmt,
+    io::Read,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::store::private::{self, PrivateError};
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -84,6 +90,24 @@ pub enum AuthError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Private(#[from] PrivateError),
+}
+
+/// The text of the tokens file at `path`, if it is the server user's alone (`None`: absent).
+fn read_file(path: &Path) -> Result<Option<String>, AuthError> {
+    let mut file = match private::open(path) {
+        Ok(file) => file,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|source| AuthError::Io { path: path.into(), source })?;
+    Ok(Some(text))
+}
+
+fn not_found(path: &Path) -> AuthError {
+    AuthError::Io { path: path.into(), source: std::io::ErrorKind::NotFound.into() }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,9 +139,10 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl Tokens {
-    /// Reads a tokens file (TOML: `[[token]]` tables with `client`, `roles`, `sha256`).
+    /// Reads a tokens file (TOML: `[[token]]` tables with `client`, `roles`, `sha256`),
+    /// refused if it is not the server user's alone.
     pub fn load(path: &Path) -> Result<Tokens, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Io { path: path.into(), source })?;
+        let text = read_file(path)?.ok_or_else(|| not_found(path))?;
         Tokens::parse(&text).map_err(|reason| AuthError::Invalid { path: path.into(), reason })
     }
 
@@ -166,10 +191,9 @@ impl Tokens {
     /// missing, 0600) and returns the token: the only time it is ever shown.
     pub fn add(path: &Path, client: &str, roles: &[Role]) -> Result<String, AuthError> {
         let invalid = |reason: String| AuthError::Invalid { path: path.into(), reason };
-        let mut file: File = match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| invalid(e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(source) => return Err(AuthError::Io { path: path.into(), source }),
+        let mut file: File = match read_file(path)? {
+            Some(text) => toml::from_str(&text).map_err(|e| invalid(e.to_string()))?,
+            None => File::default(),
         };
         let token = new_token();
         let mut roles = roles.to_vec();
@@ -190,13 +214,13 @@ pub fn new_token() -> String {
     format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
 }
 
-/// Writes `bytes` to `path` readable by the owner only, replacing it atomically (creating its
-/// directory if needed).
+/// Writes `bytes` to `path` readable by the owner only, replacing it atomically through a new
+/// temporary file, never following a link (creating its directory, 0700, if needed).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        private::create_dir(dir)?;
     }
-    crate::store::crypto::write_private(path, bytes)
+    private::replace(path, bytes)
 }
 
 #[cfg(test)]
@@ -217,6 +241,26 @@ mod tests {
         assert!(d.has(Role::PrivacyDesk) && d.has(Role::Auditor) && !d.has(Role::Admin));
         assert!(tokens.authenticate("oubli_0000").is_none());
         assert!(tokens.authenticate("").is_none());
+    }
+
+    #[test]
+    fn a_tokens_file_others_may_write_or_that_is_a_link_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        Tokens::add(&path, "admin", &[Role::Admin]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "created owner-only");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let why = Tokens::load(&path).unwrap_err().to_string();
+        assert!(why.contains("mode 0664") && why.contains(&format!("chmod 600 {}", path.display())), "{why}");
+        assert!(Tokens::add(&path, "more", &[Role::Admin]).is_err(), "nor is it added to");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let why = Tokens::load(&link).unwrap_err().to_string();
+        assert!(why.contains("is a symbolic link"), "{why}");
+        assert_eq!(Tokens::load(&path).unwrap().len(), 1);
     }
 
     #[test]

@@ -1,11 +1,8 @@
 //! Intake: what is let in. The ingest policy (and its reload), the never-enrol-again lists
-//! (erased sources, faces kept with consent), the refusal counters, the per-address rate limit
-//! on public submissions, and the checks every submission's fields pass. It owns that state
-//! and nothing else: it neither stores records nor touches requests.
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+//! (erased sources, faces kept with consent), the refusal counters, and the checks every
+//! submission's fields pass. It owns that state and nothing else: it neither stores records nor
+//! touches requests (the rate limits are in [`super::limits`]).
+use std::{collections::BTreeMap, sync::Arc};
 
 use jiff::Timestamp;
 use parking_lot::{Mutex, RwLock};
@@ -31,8 +28,6 @@ pub struct Intake {
     settings: Settings,
     policy: RwLock<Arc<Policy>>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
-    /// Tokens left and when last filled, per address.
-    limiter: Mutex<HashMap<String, (f64, Timestamp)>>,
     /// Faces whose owners asked, with consent, never to be enrolled again, and until when.
     suppressed_faces: RwLock<Vec<(Timestamp, Embedding)>>,
 }
@@ -45,7 +40,6 @@ impl Intake {
             settings: settings.clone(),
             policy: RwLock::new(Arc::new(policy)),
             refusals: Mutex::default(),
-            limiter: Mutex::default(),
             suppressed_faces: RwLock::default(),
         })
     }
@@ -165,25 +159,6 @@ impl Intake {
             .any(|(expires, f)| *expires > now && crate::kernel::dot(f.as_slice(), template.as_slice()) >= strict)
     }
 
-    /// Takes a token from `peer`'s bucket at `now`, or says when to come back.
-    pub fn admit(&self, peer: &str, now: Timestamp) -> Result<(), Error> {
-        let rate = f64::from(self.settings.submissions_per_minute.max(1)) / 60.0;
-        let burst = f64::from(self.settings.submissions_per_minute.max(1));
-        let mut buckets = self.limiter.lock();
-        if buckets.len() > 100_000 {
-            buckets.clear();
-        }
-        let (tokens, at) = buckets.entry(peer.to_string()).or_insert((burst, now));
-        let elapsed = now.duration_since(*at).as_secs_f64().max(0.0);
-        *tokens = (*tokens + elapsed * rate).min(burst);
-        *at = now;
-        if *tokens < 1.0 {
-            return Err(Error::RateLimited { retry_after_secs: ((1.0 - *tokens) / rate).ceil() as u64 });
-        }
-        *tokens -= 1.0;
-        Ok(())
-    }
-
     pub fn check_probe_count(&self, n: usize) -> Result<(), Error> {
         if n == 0 || n > self.settings.max_probes {
             return Err(Error::InvalidRequest(format!(
@@ -227,19 +202,6 @@ pub fn check_reason(reason: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_address_gets_its_burst_then_waits_for_its_rate() {
-        let settings = Settings { submissions_per_minute: 2, ..Settings::default() };
-        let intake = Intake::new(&settings).unwrap();
-        let t0: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
-        assert!(intake.admit("10.0.0.1", t0).is_ok());
-        assert!(intake.admit("10.0.0.1", t0).is_ok());
-        assert!(matches!(intake.admit("10.0.0.1", t0), Err(Error::RateLimited { retry_after_secs: 30 })));
-        assert!(intake.admit("10.0.0.2", t0).is_ok(), "another address has its own bucket");
-        let later = t0.checked_add(jiff::SignedDuration::from_secs(30)).unwrap();
-        assert!(intake.admit("10.0.0.1", later).is_ok(), "one token back after 30 s at 2 a minute");
-    }
 
     #[test]
     fn submissions_fields_are_checked() {

@@ -4,7 +4,8 @@
 //!
 //! Synchronous and free of gRPC: the async layer calls it through `spawn_blocking`, and the
 //! [`worker`] schedules the pipelines. [`Rights`] is a façade over one concept per file:
-//! - [`intake`]: the policy, suppression lists, refusal counters, rate limit, field checks;
+//! - [`intake`]: the policy, suppression lists, refusal counters, field checks;
+//! - [`limits`]: the public rate limits (per address, global, transparency reads);
 //! - [`repository`]: the requests' rows, their lock and change notifications;
 //! - [`access`]: the state machine every request starts with, review, denial, extension, and
 //!   the access answer ([`report`] holds its legal text);
@@ -20,6 +21,7 @@ pub mod erasure;
 pub mod expiry;
 pub mod identity;
 pub mod intake;
+pub mod limits;
 pub mod notify;
 pub mod policy;
 pub mod report;
@@ -47,6 +49,7 @@ use crate::{
 };
 use auth::Caller;
 use intake::Intake;
+use limits::Limits;
 use policy::{Policy, PolicyError};
 use repository::Repository;
 use request::{Clock, Extension, Kind, Match, Request, RequestId, RequestSecret, State};
@@ -94,8 +97,18 @@ pub struct Settings {
     pub controller: String,
     /// Where a person outside France can complain.
     pub supervisory_authority: String,
-    /// Public submissions accepted per minute from one address (a burst of as many).
+    /// Public submissions accepted per minute from one address (an IPv4 address or an IPv6
+    /// /64; a burst of as many).
     pub submissions_per_minute: u32,
+    /// Public submissions accepted per minute from all addresses together (a burst of as
+    /// many): what churning through addresses cannot get around.
+    pub public_submissions_per_minute: u32,
+    /// Anonymous reads of the transparency log accepted per minute from one address (a burst
+    /// of as many).
+    pub transparency_reads_per_minute: u32,
+    /// Requests that may wait for the worker; a public submission beyond it is refused
+    /// (RESOURCE_EXHAUSTED) before anything is stored.
+    pub queue_capacity: usize,
     /// Probe templates one request may carry.
     pub max_probes: usize,
     /// How long erasures wait after phase 1 so that one phase-2 purge serves them all.
@@ -137,6 +150,9 @@ impl Default for Settings {
             controller: "Oubli demonstration controller (synthetic data only)".into(),
             supervisory_authority: "the data-protection authority of the EU country where you live or work".into(),
             submissions_per_minute: 10,
+            public_submissions_per_minute: 600,
+            transparency_reads_per_minute: 600,
+            queue_capacity: 1000,
             max_probes: 10,
             purge_window: std::time::Duration::from_secs(3600),
             rotation_days: 30,
@@ -169,8 +185,10 @@ pub enum Error {
     WrongSecret(RequestId),
     #[error("request {id} is {state}: {what}")]
     WrongState { id: RequestId, state: &'static str, what: String },
-    #[error("too many requests from this address; try again in {retry_after_secs} s")]
+    #[error("too many requests from this address, or from all addresses together; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("too many requests are waiting to be processed; nothing was stored: try again in {retry_after_secs} s")]
+    QueueFull { retry_after_secs: u64 },
     #[error("request {0} is unreadable: {1}")]
     CorruptRequest(RequestId, String),
     #[error("{count} record(s) still score at or above {threshold} against these probes: no attestation")]
@@ -237,6 +255,7 @@ pub struct Rights {
     settings: Settings,
     clock: Arc<dyn Clock>,
     intake: Intake,
+    limits: Limits,
     requests: Repository,
     metrics: Metrics,
     challenges: identity::Challenges,
@@ -250,6 +269,7 @@ impl Rights {
             requests: Repository::new(engine.clone()),
             engine,
             intake,
+            limits: Limits::new(&settings),
             clock,
             metrics: Metrics::default(),
             challenges: identity::Challenges::new(settings.capture_ttl, settings.max_challenges),
@@ -310,9 +330,15 @@ impl Rights {
         self.intake.refusals()
     }
 
-    /// Takes a token from `peer`'s bucket, or says when to come back.
-    pub fn admit(&self, peer: &str) -> Result<(), Error> {
-        self.intake.admit(peer, self.now())
+    /// Takes a token for a public submission from `peer`'s bucket and the global one, or says
+    /// when to come back.
+    pub fn admit(&self, peer: Option<std::net::IpAddr>) -> Result<(), Error> {
+        self.limits.admit_submission(peer, self.now())
+    }
+
+    /// Takes a token for an anonymous read of the transparency log from `peer`'s bucket.
+    pub fn admit_read(&self, peer: Option<std::net::IpAddr>) -> Result<(), Error> {
+        self.limits.admit_read(peer, self.now())
     }
 
     /// Enrols `records` if the policy allows every one (else nothing is stored).

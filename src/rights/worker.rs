@@ -6,22 +6,75 @@
 //! [`Rights::worker_sleep`]); the async loop only waits for a nudge or for the next timed work,
 //! and hands each round to `spawn_blocking`. The worker ends when every [`Nudge`] is gone and [`Worker::shutdown`] is
 //! called: it finishes its current round first.
-use std::{sync::Arc, time::Duration};
+//!
+//! Its queue is bounded (`Settings::queue_capacity`): a public submission is refused before
+//! anything is stored while that many requests wait ([`Nudge::has_room`]), so a flood costs
+//! the flooder a refusal, not the service its memory. A nudge that finds the channel full (a
+//! large sweep) is not lost: the worker then rescans every unfinished request from the store.
+//! Requests a restart left unfinished are read from the store, not queued.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tracing::{error, info};
+use tokio::sync::{
+    Notify,
+    mpsc::{Receiver, Sender, error::TrySendError},
+};
+use tracing::{debug, error, info};
 
-use super::{Rights, request::RequestId};
+use super::{Error, Rights, request::RequestId};
+
+/// What a client refused because the queue is full is told to wait.
+pub const QUEUE_FULL_RETRY_SECS: u64 = 60;
+
+/// What the nudges and the worker share (the channel's sender is only in the nudges, so the
+/// worker stops once they are all gone).
+struct Shared {
+    capacity: usize,
+    /// Requests queued or in the worker's current round.
+    pending: AtomicUsize,
+    /// A nudge found the channel full: the worker rescans the store.
+    missed: AtomicBool,
+    rescan: Notify,
+}
 
 /// Tells the worker that a request has work (or nothing, when no worker runs).
 #[derive(Clone, Default)]
-pub struct Nudge(Option<UnboundedSender<RequestId>>);
+pub struct Nudge(Option<(Sender<RequestId>, Arc<Shared>)>);
 
 impl Nudge {
     pub fn nudge(&self, id: RequestId) {
-        if let Some(tx) = &self.0 {
+        let Some((tx, shared)) = &self.0 else { return };
+        // Counted before it can be received, so the worker never counts below zero.
+        shared.pending.fetch_add(1, Ordering::SeqCst);
+        match tx.try_send(id) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                shared.pending.fetch_sub(1, Ordering::SeqCst);
+                shared.missed.store(true, Ordering::SeqCst);
+                shared.rescan.notify_one();
+            }
             // Closed only once the worker has stopped: nothing is left to tell.
-            let _ = tx.send(id);
+            Err(TrySendError::Closed(_)) => {
+                shared.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Whether the worker's queue can take one more request; checked before a public
+    /// submission stores anything.
+    pub fn has_room(&self) -> Result<(), Error> {
+        match &self.0 {
+            Some((_, shared)) if shared.pending.load(Ordering::SeqCst) >= shared.capacity => {
+                // Per refused call: debug, or a flood would flood the log too.
+                debug!(capacity = shared.capacity, "worker queue full: a public submission is refused");
+                Err(Error::QueueFull { retry_after_secs: QUEUE_FULL_RETRY_SECS })
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -29,15 +82,27 @@ impl Nudge {
 /// The running worker.
 pub struct Worker {
     nudge: Nudge,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// With processing off, the queue's receiver, held so that the queue fills and refuses.
+    _held: Option<Receiver<RequestId>>,
 }
 
 impl Worker {
     /// Starts the worker on the current runtime; it first resumes any unfinished request.
-    pub fn spawn(rights: Arc<Rights>) -> Worker {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(run(rights, tx.clone(), rx));
-        Worker { nudge: Nudge(Some(tx)), task }
+    /// With `process` false nothing is processed (tests stop a request mid-way), but the queue
+    /// is there and fills up as it would.
+    pub fn spawn(rights: Arc<Rights>, process: bool) -> Worker {
+        let capacity = rights.settings().queue_capacity.max(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        let shared = Arc::new(Shared {
+            capacity,
+            pending: AtomicUsize::new(0),
+            missed: AtomicBool::new(false),
+            rescan: Notify::new(),
+        });
+        let (task, held) =
+            if process { (Some(tokio::spawn(run(rights, shared.clone(), rx))), None) } else { (None, Some(rx)) };
+        Worker { nudge: Nudge(Some((tx, shared))), task, _held: held }
     }
 
     /// A handle that nudges this worker.
@@ -49,7 +114,10 @@ impl Worker {
     /// [`Nudge`] must be dropped first (the services that hold them are gone).
     pub async fn shutdown(self) -> Result<(), tokio::task::JoinError> {
         drop(self.nudge);
-        self.task.await
+        match self.task {
+            Some(task) => task.await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -68,36 +136,46 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn run(rights: Arc<Rights>, resume: UnboundedSender<RequestId>, mut rx: UnboundedReceiver<RequestId>) {
-    match blocking(&rights, Rights::pending_work).await {
+async fn run(rights: Arc<Rights>, shared: Arc<Shared>, mut rx: Receiver<RequestId>) {
+    // What a restart left unfinished is read from the store, and is the first round.
+    let mut resumed = match blocking(&rights, Rights::pending_work).await {
         Some(Ok(ids)) => {
             if !ids.is_empty() {
                 info!(requests = ids.len(), "resuming unfinished requests");
             }
-            for id in ids {
-                let _ = resume.send(id);
-            }
+            ids
         }
-        Some(Err(e)) => error!(error = %e, "cannot list unfinished requests"),
-        None => {}
-    }
-    drop(resume);
+        Some(Err(e)) => {
+            error!(error = %e, "cannot list unfinished requests");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     let mut failed = false;
     loop {
-        let wait = blocking(&rights, move |r| r.worker_sleep(failed)).await.flatten();
-        let (ids, woken_by_time) = tokio::select! {
-            id = rx.recv() => {
-                let Some(id) = id else { break };
-                // Everything queued now, then one purge for all of it (a sweep queues many).
-                let mut ids = vec![id];
-                while let Ok(more) = rx.try_recv() {
-                    ids.push(more);
+        // (ids, how many of them came from the queue, whether to rescan the store)
+        let (ids, queued, rescan) = if resumed.is_empty() {
+            let wait = blocking(&rights, move |r| r.worker_sleep(failed)).await.flatten();
+            tokio::select! {
+                id = rx.recv() => {
+                    let Some(id) = id else { break };
+                    // Everything queued now, then one purge for all of it (a sweep queues many).
+                    let mut ids = vec![id];
+                    while let Ok(more) = rx.try_recv() {
+                        ids.push(more);
+                    }
+                    let n = ids.len();
+                    (ids, n, false)
                 }
-                (ids, false)
+                () = shared.rescan.notified() => (Vec::new(), 0, true),
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => (Vec::new(), 0, true),
             }
-            () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => (Vec::new(), true),
+        } else {
+            (std::mem::take(&mut resumed), 0, false)
         };
-        failed = blocking(&rights, move |r| r.worker_round(&ids, woken_by_time)).await.unwrap_or(true);
+        let rescan = rescan || shared.missed.swap(false, Ordering::SeqCst);
+        failed = blocking(&rights, move |r| r.worker_round(&ids, rescan)).await.unwrap_or(true);
+        shared.pending.fetch_sub(queued, Ordering::SeqCst);
     }
 }
 
@@ -113,7 +191,7 @@ impl Rights {
     }
 
     /// One round of the worker: the requests `ids`, every unfinished request when woken by
-    /// the clock (those whose last step failed), then the purges and a due rotation. Returns
+    /// the clock (those whose last step failed) or after a nudge found the queue full, then the purges and a due rotation. Returns
     /// whether the purge or the rotation failed (each failure is logged; all is retried).
     pub fn worker_round(&self, ids: &[RequestId], woken_by_time: bool) -> bool {
         for &id in ids {

@@ -10,11 +10,12 @@
 //! the record unreadable. Keyed hashes (HMAC-SHA-256 under a separate key) stand in for values
 //! that must be matched but never stored, such as idempotency keys.
 //!
-//! Every key in memory is zeroed when dropped.
+//! Every key in memory is zeroed when dropped. On disk the key dir and its key files are the
+//! server user's alone, checked at every load, and created so ([`super::private`]).
 use std::{
     fs,
-    io::Write,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    io::{Read, Write},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -26,7 +27,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::Error;
+use super::{Error, private};
 use crate::record::RecordId;
 
 const KEY_LEN: usize = 32;
@@ -172,11 +173,17 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads the keys in `dir`. With `create` and an empty or absent directory, makes the
-    /// epoch-1 KEK and the MAC key first (files readable by the owner only, synced).
+    /// epoch-1 KEK and the MAC key first (files readable by the owner only, synced). A key dir
+    /// or key file that is not the server user's alone, or a key file that is a link, is
+    /// refused ([`private`]).
     pub fn load(dir: &Path, create: bool) -> Result<Self, Error> {
         let io = |source| Error::Io { path: dir.to_path_buf(), source };
         if create {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+            private::create_dir(dir).map_err(io)?;
+        }
+        match private::check_dir(dir) {
+            Err(e) if e.is_not_found() => {}
+            checked => checked?,
         }
         let mut keks = Vec::new();
         let mut mac = None;
@@ -320,7 +327,7 @@ impl KeyRing {
         for (epoch, _) in keks.iter().filter(|(e, _)| *e < current) {
             let path = self.dir.join(kek_file(*epoch));
             let io = |source| Error::Io { path: path.clone(), source };
-            let mut file = fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+            let mut file = fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(io)?;
             file.write_all(&[0u8; KEY_LEN]).map_err(io)?;
             file.sync_all().map_err(io)?;
             fs::remove_file(&path).map_err(io)?;
@@ -381,7 +388,8 @@ fn kek_file(epoch: u32) -> String {
 }
 
 fn read_key(path: &Path) -> Result<Secret, Error> {
-    let bytes = Zeroizing::new(fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_LEN));
+    private::open(path)?.read_to_end(&mut bytes).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     if bytes.len() != KEY_LEN {
         return Err(Error::KeyFile {
@@ -393,19 +401,9 @@ fn read_key(path: &Path) -> Result<Secret, Error> {
     Ok(key)
 }
 
-/// Writes a key file whole or not at all.
+/// Writes a new key file whole or not at all, owner-only; an existing file is never replaced.
 fn write_key(path: &Path, key: &Secret) -> Result<(), Error> {
-    write_private(path, key.as_ref()).map_err(|source| Error::Io { path: path.to_path_buf(), source })
-}
-
-/// Writes `bytes` to `path` whole or not at all, readable by the owner only: a temporary file
-/// (0600), synced, then renamed into place.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
+    private::create(path, key.as_ref()).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
@@ -434,12 +432,14 @@ mod tests {
 
     #[test]
     fn an_interrupted_creation_is_completed() {
-        let dir = tempfile::tempdir().unwrap();
-        write_key(&dir.path().join(MAC_KEY_FILE), &random_secret()).unwrap();
-        assert!(matches!(KeyRing::load(dir.path(), false), Err(Error::MissingKeys { .. })));
-        let ring = KeyRing::load(dir.path(), true).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        private::create_dir(&dir).unwrap();
+        write_key(&dir.join(MAC_KEY_FILE), &random_secret()).unwrap();
+        assert!(matches!(KeyRing::load(&dir, false), Err(Error::MissingKeys { .. })));
+        let ring = KeyRing::load(&dir, true).unwrap();
         assert_eq!(ring.current_epoch(), 1);
-        assert!(KeyRing::load(dir.path(), false).unwrap().matches_check_value(&ring.check_value()));
+        assert!(KeyRing::load(&dir, false).unwrap().matches_check_value(&ring.check_value()));
     }
 
     #[test]
@@ -459,5 +459,45 @@ mod tests {
         assert!(!other.matches_check_value(&ring.check_value()));
         let mode = fs::metadata(keys.join(MAC_KEY_FILE)).unwrap();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+        let mode = fs::metadata(&keys).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o700);
+    }
+
+    #[test]
+    fn an_exposed_key_dir_or_key_file_is_refused_at_load() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, mode| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+        let refusal = |dir: &Path| match KeyRing::load(dir, false) {
+            Err(Error::Private(e @ private::PrivateError::Exposed { .. })) => e.to_string(),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("an exposed key dir was loaded"),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("keys");
+        KeyRing::load(&keys, true).unwrap();
+
+        chmod(&keys, 0o755);
+        let why = refusal(&keys);
+        assert!(why.contains(&format!("chmod 700 {}", keys.display())), "{why}");
+        assert!(KeyRing::load(&keys, true).is_err(), "creating does not loosen or ignore it either");
+        chmod(&keys, 0o700);
+
+        for file in [MAC_KEY_FILE.to_string(), LOG_KEY_FILE.to_string(), kek_file(1)] {
+            let path = keys.join(&file);
+            chmod(&path, 0o644);
+            let why = refusal(&keys);
+            assert!(why.contains(&format!("chmod 600 {}", path.display())), "{file}: {why}");
+            chmod(&path, 0o600);
+        }
+
+        // A key file replaced by a link to a file elsewhere (even one with the right mode).
+        let kek = keys.join(kek_file(1));
+        let elsewhere = tmp.path().join("elsewhere.key");
+        fs::rename(&kek, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &kek).unwrap();
+        assert!(refusal(&keys).contains("is a symbolic link"));
+        fs::remove_file(&kek).unwrap();
+        fs::rename(&elsewhere, &kek).unwrap();
+        KeyRing::load(&keys, false).unwrap();
     }
 }

@@ -37,6 +37,7 @@ mod graph;
 mod impls;
 mod log;
 mod memory;
+pub mod private;
 mod rotate;
 mod rows;
 mod traits;
@@ -153,6 +154,8 @@ pub enum Error {
     NestedDirs { key_dir: PathBuf, data_dir: PathBuf },
     #[error("key file {}: {reason}", path.display())]
     KeyFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Private(#[from] private::PrivateError),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     #[error(

@@ -9,6 +9,7 @@ mod fuzz;
 mod harness;
 mod identity;
 mod index;
+mod limits;
 mod logs;
 mod rights;
 mod synth;

@@ -2,7 +2,7 @@
 //! 19) from the command line.
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use oubli::grpc::pb::{
     self, admin_service_client::AdminServiceClient, notifications_service_client::NotificationsServiceClient,
     rights_service_client::RightsServiceClient,
@@ -11,6 +11,7 @@ use oubli::grpc::pb::{
 use super::{
     channel,
     rights::{answered, print_status, submitted_status},
+    secret::{self, AccessSecret, RequestSecret},
     status_error,
 };
 
@@ -32,9 +33,8 @@ pub enum Erase {
         /// Or: your completed access request's id...
         #[arg(long, requires = "records")]
         access_request: Option<String>,
-        /// ...its secret...
-        #[arg(long, env = "OUBLI_ACCESS_SECRET", default_value = "")]
-        access_secret: String,
+        #[command(flatten)]
+        access_secret: AccessSecret,
         /// ...and the record ids from its report to erase (comma-separated).
         #[arg(long, value_delimiter = ',')]
         records: Vec<String>,
@@ -55,8 +55,8 @@ pub enum Erase {
     /// An erasure's state and pipeline step.
     Status {
         request_id: String,
-        #[arg(long, env = "OUBLI_REQUEST_SECRET", default_value = "")]
-        secret: String,
+        #[command(flatten)]
+        secret: RequestSecret,
         /// Wait up to this many seconds for the worker.
         #[arg(long, default_value_t = 0)]
         wait: u32,
@@ -65,8 +65,8 @@ pub enum Erase {
     /// receipt-phase1.json and receipt-phase2.json there (check them with `oubli verify`).
     Receipt {
         request_id: String,
-        #[arg(long, env = "OUBLI_REQUEST_SECRET", default_value = "")]
-        secret: String,
+        #[command(flatten)]
+        secret: RequestSecret,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -80,8 +80,8 @@ pub struct AttestArgs {
     /// kept sealed for this, are compared again.
     #[arg(long)]
     request: String,
-    #[arg(long, env = "OUBLI_REQUEST_SECRET")]
-    secret: String,
+    #[command(flatten)]
+    secret: RequestSecret,
     /// Write the signed statement here (JSON receipt).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -150,7 +150,7 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
                         ),
                     },
                     access_request_id: access_request.unwrap_or_default(),
-                    access_request_secret: access_secret,
+                    access_request_secret: access_secret.or_empty()?,
                     record_ids: records,
                     contact: contact.unwrap_or_default(),
                     jurisdiction_claim: jurisdiction.unwrap_or_default(),
@@ -181,7 +181,11 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
         }
         Erase::Status { request_id, secret, wait } => {
             let s = client
-                .get_request(pb::GetRequestRequest { request_id, request_secret: secret, wait_seconds: wait })
+                .get_request(pb::GetRequestRequest {
+                    request_id,
+                    request_secret: secret.or_empty()?,
+                    wait_seconds: wait,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -193,18 +197,18 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
         }
         Erase::Receipt { request_id, secret, out } => {
             let r = client
-                .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id, request_secret: secret })
+                .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id, request_secret: secret.or_empty()? })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             if let Some(dir) = &out {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-                std::fs::write(dir.join("erasure.json"), r.erasure_json.clone() + "\n")?;
+                secret::create_dir(dir)?;
+                secret::write_private(&dir.join("erasure.json"), r.erasure_json.clone() + "\n")?;
                 for (name, body) in
                     [("receipt-phase1.json", &r.phase1_receipt_json), ("receipt-phase2.json", &r.phase2_receipt_json)]
                 {
                     if !body.is_empty() {
-                        std::fs::write(dir.join(name), body)?;
+                        secret::write_private(&dir.join(name), body)?;
                     }
                 }
             }
@@ -240,12 +244,12 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
 pub async fn attest(args: AttestArgs, server: &str) -> Result<()> {
     let mut client = RightsServiceClient::new(channel(server).await?);
     let r = client
-        .attest_no_match(pb::AttestNoMatchRequest { request_id: args.request, request_secret: args.secret })
+        .attest_no_match(pb::AttestNoMatchRequest { request_id: args.request, request_secret: args.secret.required()? })
         .await
         .map_err(status_error)?
         .into_inner();
     if let Some(out) = &args.out {
-        std::fs::write(out, &r.receipt_json).with_context(|| format!("cannot write {}", out.display()))?;
+        secret::write_private(out, &r.receipt_json)?;
         eprintln!("wrote {} (check it with `oubli verify {}`)", out.display(), out.display());
     }
     let receipt: oubli::transparency::receipt::Receipt = serde_json::from_str(&r.receipt_json)?;

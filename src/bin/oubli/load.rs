@@ -121,6 +121,8 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         let mut config = oubli::Config::new(tmp.path().join("data"), tmp.path().join("keys"));
         config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
         config.rights.submissions_per_minute = 1_000_000;
+        config.rights.public_submissions_per_minute = 1_000_000;
+        config.rights.queue_capacity = 1_000_000;
         config.dimension = Some(args.dimension);
         let server = Embedded::start(config).await.context("the embedded server did not start")?;
         let token = std::fs::read_to_string(tmp.path().join("keys").join(oubli::grpc::LOCAL_TOKEN_FILE))?;

@@ -30,6 +30,7 @@ mod erase;
 mod load;
 mod log;
 mod rights;
+mod secret;
 mod synth;
 
 #[derive(Parser, Debug)]

@@ -13,7 +13,11 @@ use oubli::{
     synth::files::{ProvenanceLine, read_jsonl},
 };
 
-use super::{channel, status_error, time_text};
+use super::{
+    channel,
+    secret::{self, RequestSecret},
+    status_error, time_text,
+};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Access {
@@ -48,9 +52,8 @@ pub enum Access {
     /// A request's state and deadline.
     Status {
         request_id: String,
-        /// The request secret (not needed with a privacy-desk token).
-        #[arg(long, env = "OUBLI_REQUEST_SECRET", default_value = "")]
-        secret: String,
+        #[command(flatten)]
+        secret: RequestSecret,
         /// Wait up to this many seconds for the worker.
         #[arg(long, default_value_t = 0)]
         wait: u32,
@@ -59,8 +62,8 @@ pub enum Access {
     /// also writes report.json, report.md and receipt.json into that directory.
     Report {
         request_id: String,
-        #[arg(long, env = "OUBLI_REQUEST_SECRET", default_value = "")]
-        secret: String,
+        #[command(flatten)]
+        secret: RequestSecret,
         #[arg(long, value_enum, default_value_t = Format::Markdown)]
         format: Format,
         #[arg(long)]
@@ -265,7 +268,11 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
         }
         Access::Status { request_id, secret, wait } => {
             let s = client
-                .get_request(pb::GetRequestRequest { request_id, request_secret: secret, wait_seconds: wait })
+                .get_request(pb::GetRequestRequest {
+                    request_id,
+                    request_secret: secret.or_empty()?,
+                    wait_seconds: wait,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -274,7 +281,7 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
         }
         Access::Report { request_id, secret, format, out } => {
             let r = client
-                .get_access_report(pb::GetAccessReportRequest { request_id, request_secret: secret })
+                .get_access_report(pb::GetAccessReportRequest { request_id, request_secret: secret.or_empty()? })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -284,12 +291,12 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
             }
             let report: AccessReport = serde_json::from_str(&r.report_json).context("the server's report")?;
             if let Some(dir) = &out {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                secret::create_dir(dir)?;
                 let pretty = serde_json::to_string_pretty(&report)? + "\n";
-                std::fs::write(dir.join("report.json"), pretty)?;
-                std::fs::write(dir.join("report.md"), report.to_markdown())?;
+                secret::write_private(&dir.join("report.json"), pretty)?;
+                secret::write_private(&dir.join("report.md"), report.to_markdown())?;
                 if !r.receipt_json.is_empty() {
-                    std::fs::write(dir.join("receipt.json"), &r.receipt_json)?;
+                    secret::write_private(&dir.join("receipt.json"), &r.receipt_json)?;
                 }
             }
             match format {
