@@ -205,14 +205,19 @@ struct KeyLine {
 }
 
 impl CaptureKeys {
-    /// The keys in `path`; none if the file does not exist.
+    /// The keys in `path`; none if the file does not exist. Whoever can write this file can
+    /// make any capture trusted, so it is refused unless it is owner-only (as the tokens file).
     pub fn load(path: &Path) -> Result<CaptureKeys, CaptureError> {
+        use std::io::Read;
         let fail = |reason: String| CaptureError::KeysFile { path: path.display().to_string(), reason };
-        match std::fs::read_to_string(path) {
-            Ok(text) => CaptureKeys::parse(&text).map_err(fail),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CaptureKeys::default()),
-            Err(e) => Err(fail(e.to_string())),
-        }
+        let mut file = match crate::store::private::open(path) {
+            Ok(file) => file,
+            Err(e) if e.is_not_found() => return Ok(CaptureKeys::default()),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;
+        CaptureKeys::parse(&text).map_err(fail)
     }
 
     pub fn parse(text: &str) -> Result<CaptureKeys, String> {

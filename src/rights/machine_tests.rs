@@ -322,7 +322,7 @@ fn open_trusting(store: &Arc<MemoryStore>, dir: &std::path::Path) -> (Rights, ed
     let mut keys = super::identity::CaptureKeys::default();
     keys.add("app", key.verifying_key()).unwrap();
     let path = dir.join("capture-keys.toml");
-    std::fs::write(&path, keys.to_toml()).unwrap();
+    crate::store::private::replace(&path, keys.to_toml().as_bytes()).unwrap();
     let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
     let engine = Engine::with_storage(store.clone(), config).unwrap();
     let settings = Settings {
@@ -596,7 +596,7 @@ fn kept_faces_and_attestation_probes_expire() {
     let mut keys = super::identity::CaptureKeys::default();
     keys.add("app", key.verifying_key()).unwrap();
     let path = dir.path().join("capture-keys.toml");
-    std::fs::write(&path, keys.to_toml()).unwrap();
+    crate::store::private::replace(&path, keys.to_toml().as_bytes()).unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
     let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
     let engine = Engine::with_storage(store.clone(), config).unwrap();
@@ -639,4 +639,19 @@ fn kept_faces_and_attestation_probes_expire() {
     assert_eq!(rights.expire_due().unwrap(), 2, "the faces deleted, and the request minimised");
     assert!(store.suppressed_faces().unwrap().is_empty(), "the kept face's row is deleted");
     assert!(rights.requests.load(sub.id).unwrap().minimised);
+}
+
+#[test]
+fn a_capture_keys_file_others_may_write_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store();
+    let path = dir.path().join("capture-keys.toml");
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let engine = Engine::with_storage(store.clone(), IndexConfig::default()).unwrap();
+    let settings = Settings { capture_keys: Some(path.clone()), ..Settings::default() };
+    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
+    let refused = Rights::new(Arc::new(engine), settings, clock).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("chmod 600"), "{refused}");
 }

@@ -264,6 +264,10 @@ pub struct Rights {
 impl Rights {
     pub fn new(engine: Arc<Engine>, settings: Settings, clock: Arc<dyn Clock>) -> Result<Rights, Error> {
         let intake = Intake::new(&settings)?;
+        // A capture-keys file that cannot be trusted is refused now, not at the first capture.
+        if let Some(path) = &settings.capture_keys {
+            identity::CaptureKeys::load(path)?;
+        }
         intake.load_faces(engine.records(), engine.dimension(), clock.now())?;
         let rights = Rights {
             requests: Repository::new(engine.clone()),

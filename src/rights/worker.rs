@@ -181,10 +181,12 @@ async fn run(rights: Arc<Rights>, shared: Arc<Shared>, mut rx: Receiver<RequestI
 
 impl Rights {
     /// How long the worker may sleep before timed work is due (the purge window, a due
-    /// rotation, a retry): at most an hour (so a clock change is noticed), at least 10 s after
+    /// rotation, an expiry, a retry): at most an hour (so a clock change is noticed), at least 10 s after
     /// a failure (no spin). `None`: nothing timed, sleep until nudged.
     pub fn worker_sleep(&self, failed: bool) -> Option<Duration> {
-        let next = self.next_purge_at().ok().flatten()?;
+        let purge = self.next_purge_at().ok().flatten();
+        let expiry = self.next_expiry_at().ok().flatten();
+        let next = [purge, expiry].into_iter().flatten().min()?;
         let floor = if failed { 10.0 } else { 0.0 };
         let secs = next.duration_since(self.now()).as_secs_f64().clamp(floor, 3600.0);
         Some(Duration::from_secs_f64(secs))
@@ -206,12 +208,17 @@ impl Rights {
         }
         let purge = self.purge_due(false);
         let rotation = self.rotate_if_due();
-        let failed = purge.is_err() || rotation.is_err();
+        // Unverified requests denied, attestation probes, kept faces and old rows deleted.
+        let expiry = self.expire_due();
+        let failed = purge.is_err() || rotation.is_err() || expiry.is_err();
         if let Err(e) = purge {
             error!(error = %e, "erasure purge or key rotation failed; it is retried");
         }
         if let Err(e) = rotation {
             error!(error = %e, "erasure purge or key rotation failed; it is retried");
+        }
+        if let Err(e) = expiry {
+            error!(error = %e, "an expiry (identity, probes, faces, retention) failed; it is retried");
         }
         failed
     }

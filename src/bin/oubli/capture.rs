@@ -175,7 +175,8 @@ impl App {
         let app = App { name: name.into(), key: SigningKey::from_bytes(&seed) };
         let mut list = CaptureKeys::load(keys)?;
         list.add(name, app.key.verifying_key()).map_err(anyhow::Error::msg)?;
-        std::fs::write(keys, list.to_toml()).with_context(|| format!("cannot write {}", keys.display()))?;
+        oubli::store::private::replace(keys, list.to_toml().as_bytes())
+            .with_context(|| format!("cannot write {}", keys.display()))?;
         Ok(app)
     }
 

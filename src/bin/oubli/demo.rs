@@ -292,7 +292,10 @@ async fn collection(args: &Args) -> Result<(Demo, Live)> {
     let capture_app = SigningKey::from_bytes(&rand_chacha::ChaCha8Rng::seed_from_u64(args.seed).random());
     let mut keys = CaptureKeys::default();
     keys.add(CAPTURE_APP, capture_app.verifying_key()).map_err(anyhow::Error::msg)?;
-    fs::write(args.out.join("keys").join(oubli::grpc::CAPTURE_KEYS_FILE), keys.to_toml())?;
+    oubli::store::private::replace(
+        &args.out.join("keys").join(oubli::grpc::CAPTURE_KEYS_FILE),
+        keys.to_toml().as_bytes(),
+    )?;
     Ok((Demo { out: args.out.clone(), population, thresholds, ids, who, person, capture_app }, live))
 }
 
