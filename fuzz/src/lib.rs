@@ -174,6 +174,8 @@ pub fn receipt(data: &[u8]) {
         return;
     }
     let Ok(mut body) = serde_json::from_str::<Body>(&text) else { return };
+    // Signed as the log signs now (the version-2 context).
+    body.format = receipt::FORMAT.into();
     let Ok(note) = signer.sign(&body.checkpoint) else { return };
     body.checkpoint = note.clone();
     let checks = receipt::verify(&Receipt::sign(&body, &signer).to_json(), &key, None);

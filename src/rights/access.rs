@@ -20,7 +20,7 @@ use crate::{
     engine,
     record::RecordId,
     transparency::{
-        event::{self, Entry, Event},
+        event::{self, Event, Logged},
         receipt::Receipt,
     },
 };
@@ -351,14 +351,14 @@ impl Rights {
         let now = self.now();
         let report = self.report(request)?;
         let withheld = report.withheld_for_review as u32;
-        let entry = Entry {
-            time: now.round(jiff::Unit::Second).unwrap_or(now),
-            event: Event::AccessAnswered {
+        let entry = Logged::plain(
+            now.round(jiff::Unit::Second).unwrap_or(now),
+            Event::AccessAnswered {
                 commitment: event::request_commitment(&request.salt(), request.id.as_bytes()),
                 disclosed: report.records.len() as u32,
                 withheld,
             },
-        };
+        );
         request.report = Some(serde_json::to_string(&report).expect("a report serialises"));
         request.advance(State::Completed, now);
         self.requests.save_logged(request, &entry, |r, leaf| r.receipt_leaf = Some(leaf))?;

@@ -10,7 +10,7 @@ use super::{
     request::{Origin, Request, RequestId, State},
 };
 use crate::transparency::{
-    event::{self, Entry, Event},
+    event::{self, Event, Logged},
     receipt::Receipt,
 };
 
@@ -74,14 +74,11 @@ impl Rights {
         let now = self.now();
         let log = self.engine.log();
         let tree_size = log.tree_size();
-        let entry = Entry {
-            time: now.round(jiff::Unit::Second).unwrap_or(now),
-            event: Event::NoMatchAttested {
-                commitment: event::request_commitment(&salt, id.as_bytes()),
-                tree_size,
-                compared: compared as u64,
-                threshold: t.strict,
-            },
+        let event = Event::NoMatchAttested {
+            commitment: event::request_commitment(&salt, id.as_bytes()),
+            tree_size,
+            compared: compared as u64,
+            threshold: t.strict,
         };
         erasure.pipeline.attestations += 1;
         let remaining = allowed - erasure.pipeline.attestations;
@@ -89,8 +86,7 @@ impl Rights {
             // The probes served their last purpose.
             erasure.probes.clear();
         }
-        let leaf = self.requests.save_logged(&mut erasure, &entry, |_, _| {})?;
-        let mut statements = crate::transparency::statements::for_event(&entry.event);
+        let mut statements = crate::transparency::statements::for_event(&event);
         statements.verified.push(format!(
             "{review_band} record(s) scored in the review band (from {} to below {}): possibly you, possibly a \
              look-alike; none is disclosed here",
@@ -101,9 +97,12 @@ impl Rights {
         } else {
             format!("{remaining} more attestation(s) may be asked for this erasure")
         });
+        // Frozen and committed in the entry: the receipt of this leaf always says this.
+        let entry = Logged::new(now.round(jiff::Unit::Second).unwrap_or(now), event, &statements);
+        let leaf = self.requests.save_logged(&mut erasure, &entry, |_, _| {})?;
         info!(leaf, compared, review_band, "no-match attested");
         Ok(Attestation {
-            receipt: log.receipt_with(leaf, Some(statements))?,
+            receipt: log.receipt(leaf)?,
             leaf,
             salt: hex::encode(salt),
             compared: compared as u64,

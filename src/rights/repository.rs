@@ -10,7 +10,7 @@ use super::{
     Error,
     request::{Request, RequestId, Stored},
 };
-use crate::{engine::Engine, transparency::event::Entry};
+use crate::{engine::Engine, transparency::event::Logged};
 
 pub struct Repository {
     engine: Arc<Engine>,
@@ -66,7 +66,7 @@ impl Repository {
     pub fn save_logged<R: Stored>(
         &self,
         request: &mut R,
-        entry: &Entry,
+        entry: &Logged,
         mut apply: impl FnMut(&mut R, u64),
     ) -> Result<u64, Error> {
         let id = *request.id().as_bytes();
@@ -80,7 +80,7 @@ impl Repository {
     pub fn save_all_logged<R: Stored>(
         &self,
         requests: &mut [R],
-        entries: &[Entry],
+        entries: &[Logged],
         mut apply: impl FnMut(&mut R, u64),
     ) -> Result<(), Error> {
         let ids: Vec<[u8; 16]> = requests.iter().map(|r| *r.id().as_bytes()).collect();

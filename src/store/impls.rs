@@ -12,7 +12,7 @@ use super::{
 use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
-        event::Entry,
+        event::{Entry, Logged},
         merkle::Hash,
         receipt::{Receipt, Statements},
     },
@@ -146,7 +146,7 @@ impl RequestStore for Store {
     fn put_request_logged(
         &self,
         id: &[u8; 16],
-        entry: &Entry,
+        entry: &Logged,
         plaintext: &mut dyn FnMut(u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         Store::put_request_logged(self, id, entry, plaintext)
@@ -155,7 +155,7 @@ impl RequestStore for Store {
     fn put_requests_logged(
         &self,
         ids: &[[u8; 16]],
-        entries: &[Entry],
+        entries: &[Logged],
         plaintext: &mut dyn FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         Store::put_requests_logged(self, ids, entries, plaintext)
@@ -187,7 +187,7 @@ impl RequestStore for Store {
 }
 
 impl LogStore for Store {
-    fn append(&self, entry: &Entry) -> Result<u64, Error> {
+    fn append(&self, entry: &Logged) -> Result<u64, Error> {
         Store::append(self, entry)
     }
 

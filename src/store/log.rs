@@ -1,12 +1,15 @@
 //! The transparency log's rows in RocksDB: `log` (entries by index), `log_nodes` (every perfect
-//! subtree's hash) and the latest checkpoint in `meta`. The log itself (tree, signing, proofs,
+//! subtree's hash), `log_statements` (each receipt's canonical statements, frozen when its
+//! entry was logged) and the latest checkpoint in `meta`. The log itself (tree, signing, proofs,
 //! receipts) is [`LogWriter`]'s; this file only reads its rows at open and puts an append's rows
 //! into the same write batch as the change it records, so the log can never miss or invent one.
 use rocksdb::{DB, IteratorMode, WriteBatch};
 
-use super::{CF_LOG, CF_LOG_NODES, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store, synced};
+use super::{
+    CF_LOG, CF_LOG_NODES, CF_LOG_STATEMENTS, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store, synced,
+};
 use crate::transparency::{
-    event::Entry,
+    event::{Entry, Logged},
     log::{LogSink, LogWriter, Recovery},
     merkle::Hash,
     receipt::{self, Receipt},
@@ -19,7 +22,7 @@ impl Store {
     pub(super) fn write_logged_with(
         &self,
         mut batch: WriteBatch,
-        events: &[Entry],
+        events: &[Logged],
         fill: impl FnOnce(u64, &mut WriteBatch),
     ) -> Result<u64, Error> {
         let mut log = self.log.lock();
@@ -75,8 +78,6 @@ impl Store {
         Ok(out)
     }
 
-    /// A signed receipt for log entry `index`, proven against the latest checkpoint, stating
-    /// what the entry alone shows (`transparency::statements::for_event`).
     /// The log entry at `index`.
     pub fn entry(&self, index: u64) -> Result<Entry, Error> {
         let size = self.log.lock().size();
@@ -88,12 +89,14 @@ impl Store {
         Ok((decode_entry(index, &bytes)?, bytes))
     }
 
-    /// A signed receipt for log entry `index` with `statements` (the workflow that wrote the
-    /// entry knows more than the entry: the checks it made, what is pending), or the defaults.
-    pub fn receipt_with(&self, index: u64, statements: Option<receipt::Statements>) -> Result<Receipt, Error> {
+    /// The signed receipt for log entry `index`, stating what was stored with it when it was
+    /// logged; `fallback` only for a leaf with no stored statements (see [`receipt_of`]).
+    pub fn receipt_with(&self, index: u64, fallback: Option<receipt::Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock();
         let bytes = self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?;
-        receipt_of(&log, index, &bytes.ok_or(Error::NoEntry { index, size: log.size() })?, statements)
+        let bytes = bytes.ok_or(Error::NoEntry { index, size: log.size() })?;
+        let stored = self.db.get_cf(self.cf(CF_LOG_STATEMENTS), index.to_be_bytes())?;
+        receipt_of(&log, index, &bytes, stored.as_deref(), fallback)
     }
 }
 
@@ -133,16 +136,26 @@ pub(super) fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, Error> {
     Entry::decode(bytes).map_err(|e| Error::Corrupt(format!("log entry {index}: {e}")))
 }
 
-/// A signed receipt for the stored entry `bytes` at `index`, with the workflow's `statements`
-/// (it knows the checks it made and what is pending) or what the entry alone shows.
+/// The signed receipt for the stored entry `bytes` at `index`, built from stored data only:
+/// the `stored` canonical statements, frozen when the entry was logged. A leaf without them
+/// is an enrolment (constant statements, rebuilt from the entry) or a version-1 leaf (logged
+/// before statements were stored: the workflow's `fallback`, or what the entry shows). The
+/// statements are served as stored, even if they no longer match the entry's digest: the
+/// holder's check (`oubli verify`) is what catches an altered row.
 pub(super) fn receipt_of(
     log: &LogWriter,
     index: u64,
     bytes: &[u8],
-    statements: Option<receipt::Statements>,
+    stored: Option<&[u8]>,
+    fallback: Option<receipt::Statements>,
 ) -> Result<Receipt, Error> {
     let entry = decode_entry(index, bytes)?;
-    let statements = statements.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event));
+    let statements = match stored {
+        Some(stored) => serde_json::from_slice(stored)
+            .map_err(|e| Error::Corrupt(format!("the statements of log entry {index}: {e}")))?,
+        None if entry.statements.is_some() => crate::transparency::statements::for_event(&entry.event),
+        None => fallback.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event)),
+    };
     Ok(log.receipt(index, bytes, &entry, statements)?)
 }
 
@@ -168,6 +181,9 @@ impl LogSink for BatchSink<'_> {
     }
     fn put_node(&mut self, level: u32, index: u64, hash: &Hash) {
         self.batch.put_cf(self.store.cf(CF_LOG_NODES), node_key(level, index), hash);
+    }
+    fn put_statements(&mut self, index: u64, canonical: &str) {
+        self.batch.put_cf(self.store.cf(CF_LOG_STATEMENTS), index.to_be_bytes(), canonical.as_bytes());
     }
     fn put_checkpoint(&mut self, note: &str) {
         self.batch.put_cf(self.store.cf(CF_META), META_CHECKPOINT, note.as_bytes());

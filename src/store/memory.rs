@@ -28,7 +28,7 @@ use super::{
 use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
-        event::{Entry, Event},
+        event::{Entry, Event, Logged},
         log::{LogSink, LogWriter},
         merkle::Hash,
         note::SignerKey,
@@ -55,6 +55,7 @@ struct Rows {
     audit: BTreeMap<u64, (Timestamp, Vec<u8>)>,
     log: BTreeMap<u64, Vec<u8>>,
     log_nodes: BTreeMap<(u32, u64), Hash>,
+    log_statements: BTreeMap<u64, String>,
     checkpoint: Option<String>,
     next_seq: u64,
     epoch: u32,
@@ -163,7 +164,7 @@ impl MemoryStore {
 
     /// Writes `rows`'s changes (made by `fill`, given the first new leaf) with `entries` appended
     /// to the log, all at once; returns the first leaf index.
-    fn logged(&self, entries: &[Entry], fill: impl FnOnce(&mut Rows, u64)) -> Result<u64, Error> {
+    fn logged(&self, entries: &[Logged], fill: impl FnOnce(&mut Rows, u64)) -> Result<u64, Error> {
         self.write()?;
         let mut log = self.log.lock();
         let mut rows = self.lock();
@@ -181,6 +182,9 @@ impl LogSink for Rows {
     }
     fn put_node(&mut self, level: u32, index: u64, hash: &Hash) {
         self.log_nodes.insert((level, index), *hash);
+    }
+    fn put_statements(&mut self, index: u64, canonical: &str) {
+        self.log_statements.insert(index, canonical.into());
     }
     fn put_checkpoint(&mut self, note: &str) {
         self.checkpoint = Some(note.into());
@@ -207,7 +211,7 @@ impl RecordStore for MemoryStore {
         enrolled_at: Timestamp,
         quarantined: &[(RecordId, &str)],
     ) -> Result<(), Error> {
-        let (salts, entries): (Vec<[u8; 16]>, Vec<Entry>) =
+        let (salts, entries): (Vec<[u8; 16]>, Vec<Logged>) =
             records.iter().map(|(id, _)| super::enrolment(*id, enrolled_at)).unzip();
         self.logged(&entries, |rows, first| {
             for (i, ((id, record), salt)) in records.iter().zip(&salts).enumerate() {
@@ -409,10 +413,10 @@ impl RecordStore for MemoryStore {
             let rows = self.lock();
             (rows.epoch + 1, rows.data_keys.len() as u64)
         };
-        let entry = Entry {
-            time: Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now()),
-            event: Event::KeysRotated { commitment: [0; 32], epoch, rewrapped },
-        };
+        let entry = Logged::plain(
+            Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now()),
+            Event::KeysRotated { commitment: [0; 32], epoch, rewrapped },
+        );
         let leaf = self.logged(std::slice::from_ref(&entry), |rows, _| rows.epoch = epoch)?;
         Ok(Rotation { epoch, rewrapped, leaf })
     }
@@ -440,7 +444,7 @@ impl RequestStore for MemoryStore {
     fn put_request_logged(
         &self,
         id: &[u8; 16],
-        entry: &Entry,
+        entry: &Logged,
         plaintext: &mut dyn FnMut(u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         self.logged(std::slice::from_ref(entry), |rows, first| {
@@ -451,7 +455,7 @@ impl RequestStore for MemoryStore {
     fn put_requests_logged(
         &self,
         ids: &[[u8; 16]],
-        entries: &[Entry],
+        entries: &[Logged],
         plaintext: &mut dyn FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         self.logged(entries, |rows, first| {
@@ -499,7 +503,7 @@ impl RequestStore for MemoryStore {
 }
 
 impl LogStore for MemoryStore {
-    fn append(&self, entry: &Entry) -> Result<u64, Error> {
+    fn append(&self, entry: &Logged) -> Result<u64, Error> {
         self.logged(std::slice::from_ref(entry), |_, _| {})
     }
 
@@ -535,7 +539,10 @@ impl LogStore for MemoryStore {
 
     fn receipt_with(&self, index: u64, statements: Option<Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock();
-        let bytes = self.lock().log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
-        super::log::receipt_of(&log, index, &bytes, statements)
+        let rows = self.lock();
+        let bytes = rows.log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
+        let stored = rows.log_statements.get(&index).cloned();
+        drop(rows);
+        super::log::receipt_of(&log, index, &bytes, stored.as_deref().map(str::as_bytes), statements)
     }
 }

@@ -51,7 +51,7 @@ use crate::{
     embedding::{DEFAULT_DIMENSION, MAX_DIMENSION},
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
-        event::{self, Entry, Event},
+        event::{self, Logged},
         log::LogWriter,
     },
 };
@@ -72,6 +72,8 @@ const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
 const CF_LOG_NODES: &str = "log_nodes";
+/// The canonical statements of each leaf's receipt (not an enrolment's), by leaf index.
+const CF_LOG_STATEMENTS: &str = "log_statements";
 const CF_REQUESTS: &str = "requests";
 const CF_RECIPIENTS: &str = "recipients";
 const CF_QUARANTINE: &str = "quarantine";
@@ -82,13 +84,14 @@ const CF_IDEMPOTENCY_OF: &str = "idempotency_of";
 const CF_OUTBOX: &str = "outbox";
 const CF_SUPPRESSED: &str = "suppressed";
 const CF_SUPPRESSED_FACES: &str = "suppressed_faces";
-const COLUMN_FAMILIES: [&str; 16] = [
+const COLUMN_FAMILIES: [&str; 17] = [
     CF_RECORDS,
     CF_DATA_KEYS,
     CF_IDEMPOTENCY,
     CF_META,
     CF_LOG,
     CF_LOG_NODES,
+    CF_LOG_STATEMENTS,
     CF_REQUESTS,
     CF_RECIPIENTS,
     CF_QUARANTINE,
@@ -442,11 +445,11 @@ impl Drop for Store {
 
 /// A fresh commitment salt for record `id` and the log entry of its enrolment, which names the
 /// record only through that salted commitment, at the second.
-fn enrolment(id: RecordId, enrolled_at: Timestamp) -> ([u8; 16], Entry) {
+fn enrolment(id: RecordId, enrolled_at: Timestamp) -> ([u8; 16], Logged) {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).expect("the operating system's random number generator works");
     let time = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
-    (salt, Entry { time, event: Event::Enrolled { commitment: event::commitment(&salt, id) } })
+    (salt, Logged::enrolment(time, event::commitment(&salt, id)))
 }
 
 /// Refuses a key dir inside the data dir (or the reverse): a copy of one would carry the other.

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     record::RecordId,
-    transparency::event::{self, Entry, Event},
+    transparency::event::{self, Event, Logged},
 };
 
 const META_ROTATION: &[u8] = b"rotation";
@@ -87,10 +87,10 @@ impl Store {
             tracing::info!(epoch, ?destroyed, rewrapped, "older key-encryption keys destroyed");
         }
         let now = Timestamp::now();
-        let entry = Entry {
-            time: now.round(jiff::Unit::Second).unwrap_or(now),
-            event: Event::KeysRotated { commitment: event::rotation_commitment(epoch), epoch, rewrapped },
-        };
+        let entry = Logged::plain(
+            now.round(jiff::Unit::Second).unwrap_or(now),
+            Event::KeysRotated { commitment: event::rotation_commitment(epoch), epoch, rewrapped },
+        );
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_META), META_ROTATION);
         let leaf = self.write_logged_with(batch, std::slice::from_ref(&entry), |_, _| {})?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{CF_AUDIT, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_RECIPIENTS, CF_REQUESTS, Error, Store, crypto};
-use crate::{record::RecordId, transparency::event::Entry};
+use crate::{record::RecordId, transparency::event::Logged};
 
 pub(super) const REQUEST_DOMAIN: &str = "request";
 
@@ -40,7 +40,7 @@ impl Store {
     pub fn put_request_logged(
         &self,
         id: &[u8; 16],
-        entry: &Entry,
+        entry: &Logged,
         plaintext: impl FnOnce(u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         let _keys = self.key_lock.read();
@@ -55,7 +55,7 @@ impl Store {
     pub fn put_requests_logged(
         &self,
         ids: &[[u8; 16]],
-        entries: &[Entry],
+        entries: &[Logged],
         mut plaintext: impl FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error> {
         let _keys = self.key_lock.read();
@@ -69,7 +69,7 @@ impl Store {
 
     /// Appends one entry to the log on its own (a statement, not a change of state); returns
     /// its leaf index.
-    pub fn append(&self, entry: &Entry) -> Result<u64, Error> {
+    pub fn append(&self, entry: &Logged) -> Result<u64, Error> {
         self.write_logged_with(WriteBatch::default(), std::slice::from_ref(entry), |_, _| {})
     }
 

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
-        event::Entry,
+        event::{Entry, Logged},
         merkle::Hash,
         receipt::{Receipt, Statements},
     },
@@ -134,7 +134,7 @@ pub trait RequestStore: Send + Sync {
     fn put_request_logged(
         &self,
         id: &[u8; 16],
-        entry: &Entry,
+        entry: &Logged,
         plaintext: &mut dyn FnMut(u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error>;
 
@@ -143,7 +143,7 @@ pub trait RequestStore: Send + Sync {
     fn put_requests_logged(
         &self,
         ids: &[[u8; 16]],
-        entries: &[Entry],
+        entries: &[Logged],
         plaintext: &mut dyn FnMut(usize, u64) -> Zeroizing<Vec<u8>>,
     ) -> Result<u64, Error>;
 
@@ -169,7 +169,7 @@ pub trait RequestStore: Send + Sync {
 /// The transparency log.
 pub trait LogStore: Send + Sync {
     /// Appends one entry on its own (a statement, not a change of state); returns its index.
-    fn append(&self, entry: &Entry) -> Result<u64, Error>;
+    fn append(&self, entry: &Logged) -> Result<u64, Error>;
 
     /// How many entries the log holds.
     fn tree_size(&self) -> u64;
@@ -192,7 +192,10 @@ pub trait LogStore: Send + Sync {
     /// The entry at `index`.
     fn entry(&self, index: u64) -> Result<Entry, Error>;
 
-    /// A signed receipt for entry `index` with `statements`, or what the entry alone shows.
+    /// The signed receipt for entry `index`: the statements stored with it when it was logged
+    /// (committed in the entry), the same bytes every time. Only a leaf with none stored (a
+    /// version-1 leaf, or an enrolment, whose statements are constant) states `fallback`, or
+    /// what the entry alone shows.
     fn receipt_with(&self, index: u64, statements: Option<Statements>) -> Result<Receipt, Error>;
 
     /// A signed receipt for entry `index` stating what the entry alone shows.

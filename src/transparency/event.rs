@@ -5,9 +5,13 @@
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
+use super::{receipt::Statements, statements::for_event};
 use crate::record::RecordId;
 
-const VERSION: u8 = 1;
+/// Version 1: no statements digest. Version 2: the receipt's statements committed at the end.
+const VERSION_1: u8 = 1;
+const VERSION_2: u8 = 2;
+const STATEMENTS_DOMAIN: &[u8] = b"oubli/receipt-statements/v1\n";
 const COMMITMENT_DOMAIN: &[u8] = b"oubli/record-commitment/v1\n";
 
 /// `SHA-256("oubli/record-commitment/v1\n" ‖ salt ‖ record id)`: unlinkable to the record
@@ -115,11 +119,60 @@ impl Event {
     }
 }
 
+/// `SHA-256("oubli/receipt-statements/v1\n" ‖ canonical statements)`: what a version-2 entry
+/// commits its receipt's statements to ([`Statements::canonical`]).
+pub fn statements_digest(canonical: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(STATEMENTS_DOMAIN);
+    h.update(canonical);
+    h.finalize().into()
+}
+
 /// An event and when it was logged (whole seconds, UTC).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub time: Timestamp,
     pub event: Event,
+    /// The digest of the statements its receipt makes ([`statements_digest`]); `None` only in
+    /// a version-1 entry, written before statements were committed.
+    pub statements: Option<[u8; 32]>,
+}
+
+/// An entry to append, with its receipt's statements frozen: the entry commits to their digest,
+/// and the store keeps their canonical bytes beside the leaf, in the same write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub entry: Entry,
+    /// The canonical statements to store with the leaf; `None` for an enrolment, whose
+    /// statements are the constant text of [`for_event`] and are rebuilt from the entry.
+    pub statements: Option<String>,
+}
+
+impl Logged {
+    /// `event` at `time`, its receipt stating `statements`.
+    pub fn new(time: Timestamp, event: Event, statements: &Statements) -> Logged {
+        let canonical = statements.canonical();
+        let digest = statements_digest(canonical.as_bytes());
+        let stored = (!matches!(event, Event::Enrolled { .. })).then_some(canonical);
+        Logged { entry: Entry { time, event, statements: Some(digest) }, statements: stored }
+    }
+
+    /// `event` at `time`, its receipt stating what the entry alone shows ([`for_event`]).
+    pub fn plain(time: Timestamp, event: Event) -> Logged {
+        let statements = for_event(&event);
+        Logged::new(time, event, &statements)
+    }
+
+    /// A record's enrolment: constant statements, their digest computed once.
+    pub fn enrolment(time: Timestamp, commitment: [u8; 32]) -> Logged {
+        static DIGEST: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(|| {
+            statements_digest(for_event(&Event::Enrolled { commitment: [0; 32] }).canonical().as_bytes())
+        });
+        Logged {
+            entry: Entry { time, event: Event::Enrolled { commitment }, statements: Some(*DIGEST) },
+            statements: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,9 +207,11 @@ impl Fields<'_> {
 }
 
 impl Entry {
-    /// `version ‖ kind ‖ i64 BE seconds ‖ commitment ‖ the kind's fields (big-endian)`.
+    /// `version ‖ kind ‖ i64 BE seconds ‖ commitment ‖ the kind's fields (big-endian)`, then
+    /// (version 2) the statements digest.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION, self.event.kind()];
+        let version = if self.statements.is_some() { VERSION_2 } else { VERSION_1 };
+        let mut out = vec![version, self.event.kind()];
         out.extend_from_slice(&self.time.as_second().to_be_bytes());
         out.extend_from_slice(self.event.commitment());
         match &self.event {
@@ -184,12 +239,15 @@ impl Entry {
                 out.extend_from_slice(&threshold.to_bits().to_be_bytes());
             }
         }
+        if let Some(digest) = &self.statements {
+            out.extend_from_slice(digest);
+        }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Entry, EventError> {
         let (&version, rest) = bytes.split_first().ok_or(EventError::Empty)?;
-        if version != VERSION {
+        if version != VERSION_1 && version != VERSION_2 {
             return Err(EventError::Version(version));
         }
         let (&kind, rest) = rest.split_first().ok_or(EventError::Length)?;
@@ -213,10 +271,11 @@ impl Entry {
                 threshold: f32::from_bits(f.u32()?),
             },
         };
+        let statements = if version == VERSION_2 { Some(f.take::<32>()?) } else { None };
         if !f.0.is_empty() {
             return Err(EventError::Length);
         }
-        Ok(Entry { time, event })
+        Ok(Entry { time, event, statements })
     }
 }
 
@@ -229,8 +288,11 @@ mod tests {
         let id = RecordId::random();
         let c = commitment(&[7; 16], id);
         assert_ne!(c, commitment(&[8; 16], id), "the salt changes the commitment");
-        let entry =
-            Entry { time: Timestamp::from_second(1_800_000_000).unwrap(), event: Event::Enrolled { commitment: c } };
+        let entry = Entry {
+            time: Timestamp::from_second(1_800_000_000).unwrap(),
+            event: Event::Enrolled { commitment: c },
+            statements: None,
+        };
         let bytes = entry.encode();
         assert_eq!(bytes.len(), 1 + 1 + 8 + 32);
         assert_eq!(Entry::decode(&bytes), Ok(entry.clone()));
@@ -239,8 +301,11 @@ mod tests {
         }
         assert!(Entry::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
         assert!(!bytes.windows(16).any(|w| w == id.as_bytes()), "no raw id in a leaf");
-        let answered =
-            Entry { time: entry.time, event: Event::AccessAnswered { commitment: c, disclosed: 3, withheld: 1 } };
+        let answered = Entry {
+            time: entry.time,
+            event: Event::AccessAnswered { commitment: c, disclosed: 3, withheld: 1 },
+            statements: None,
+        };
         let bytes = answered.encode();
         assert_eq!(bytes.len(), 1 + 1 + 8 + 32 + 8);
         assert_eq!(Entry::decode(&bytes), Ok(answered));
@@ -252,11 +317,38 @@ mod tests {
             Event::KeysRotated { commitment: rotation_commitment(4), epoch: 4, rewrapped: 10 },
             Event::NoMatchAttested { commitment: c, tree_size: 12, compared: 100, threshold: 0.602 },
         ] {
-            let entry = Entry { time: entry.time, event };
-            let bytes = entry.encode();
-            assert_eq!(Entry::decode(&bytes), Ok(entry));
-            assert!(Entry::decode(&bytes[..bytes.len() - 1]).is_err());
-            assert!(Entry::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
+            for statements in [None, Some([5; 32])] {
+                let entry = Entry { time: entry.time, event: event.clone(), statements };
+                let bytes = entry.encode();
+                assert_eq!(bytes[0], if statements.is_some() { 2 } else { 1 });
+                assert_eq!(Entry::decode(&bytes), Ok(entry));
+                assert!(Entry::decode(&bytes[..bytes.len() - 1]).is_err());
+                assert!(Entry::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
+            }
         }
+    }
+
+    #[test]
+    fn version_2_commits_the_statements_and_version_1_still_reads() {
+        let time = Timestamp::from_second(1_800_000_000).unwrap();
+        let event = Event::ErasureTemplatesPurged { commitment: [3; 32], records: 2 };
+        let logged = Logged::plain(time, event.clone());
+        let canonical = logged.statements.clone().expect("stored beside the leaf");
+        assert!(canonical.starts_with(r#"{"done":["#) && canonical.contains(r#""not_claimed":["#), "{canonical}");
+        assert_eq!(logged.entry.statements, Some(statements_digest(canonical.as_bytes())));
+        let bytes = logged.entry.encode();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(bytes.len(), 1 + 1 + 8 + 32 + 4 + 32);
+        assert_eq!(&bytes[bytes.len() - 32..], &statements_digest(canonical.as_bytes()));
+        // A version-1 entry (as written before) reads back without a digest.
+        let mut v1 = bytes[..bytes.len() - 32].to_vec();
+        v1[0] = 1;
+        assert_eq!(Entry::decode(&v1), Ok(Entry { time, event, statements: None }));
+        assert_eq!(Entry::decode(&[&[3u8][..], &v1[1..]].concat()), Err(EventError::Version(3)));
+        // An enrolment's constant statements are committed, not stored per leaf.
+        let enrolled = Logged::enrolment(time, [4; 32]);
+        assert_eq!(enrolled.statements, None);
+        let constant = for_event(&enrolled.entry.event).canonical();
+        assert_eq!(enrolled.entry.statements, Some(statements_digest(constant.as_bytes())));
     }
 }

@@ -7,7 +7,7 @@
 //! append that the caller commits once its batch is durable, or rolls back if the write failed.
 //! This is the split Tessera and Trillian make between a log and its storage drivers.
 use super::{
-    event::Entry,
+    event::{Entry, Logged},
     merkle::{Hash, LeafIndex, ProofError, TreeSize},
     note::{Checkpoint, SignerKey},
     receipt::{self, Receipt},
@@ -18,6 +18,8 @@ use super::{
 pub trait LogSink {
     /// The entry at leaf `index` (its canonical bytes).
     fn put_leaf(&mut self, index: u64, bytes: &[u8]);
+    /// The canonical statements of the receipt for leaf `index`, which the entry commits to.
+    fn put_statements(&mut self, index: u64, canonical: &str);
     /// The hash of the perfect subtree at (`level`, `index`); level 0 holds leaf hashes.
     fn put_node(&mut self, level: u32, index: u64, hash: &Hash);
     /// The checkpoint that covers every leaf put so far.
@@ -111,7 +113,12 @@ impl LogWriter {
     }
 
     fn sign(&self) -> String {
-        let size = self.tree.size();
+        self.sign_at(self.tree.size())
+    }
+
+    /// The checkpoint of the tree's first `size` leaves. Ed25519 signatures are deterministic,
+    /// so the same size always gives the same note.
+    fn sign_at(&self, size: TreeSize) -> String {
         let root = self.tree.root(size).expect("the tree's own size is in range");
         let text = Checkpoint { origin: self.origin.clone(), size: size.0, root }.text();
         self.signer.sign(&text).expect("checkpoint text is a valid note text")
@@ -119,12 +126,15 @@ impl LogWriter {
 
     /// Appends `entries` to the tree and puts their rows and the checkpoint covering them into
     /// `sink`. Nothing is visible (proofs, checkpoint) until the staged append is committed.
-    pub fn stage(&mut self, entries: &[Entry], sink: &mut dyn LogSink) -> Staged {
+    pub fn stage(&mut self, entries: &[Logged], sink: &mut dyn LogSink) -> Staged {
         let before = self.tree.size();
-        for entry in entries {
-            let bytes = entry.encode();
+        for logged in entries {
+            let bytes = logged.entry.encode();
             let (index, nodes) = self.tree.append(&bytes);
             sink.put_leaf(index.0, &bytes);
+            if let Some(canonical) = &logged.statements {
+                sink.put_statements(index.0, canonical);
+            }
             for (level, i, hash) in nodes {
                 sink.put_node(level, i, &hash);
             }
@@ -176,7 +186,9 @@ impl LogWriter {
     }
 
     /// A signed receipt for the entry at `index` (its stored `bytes`, decoded as `entry`) with
-    /// `statements`, proven against the latest checkpoint.
+    /// `statements`, proven against the checkpoint of the first tree that holds it (`index + 1`
+    /// leaves): the same bytes every time it is asked for. That the log only grew since is a
+    /// consistency proof to any later checkpoint.
     pub fn receipt(
         &self,
         index: u64,
@@ -185,7 +197,11 @@ impl LogWriter {
         statements: receipt::Statements,
     ) -> Result<Receipt, ProofError> {
         use base64::{Engine, engine::general_purpose::STANDARD};
-        let proof = self.tree.inclusion_proof(LeafIndex(index), self.tree.size())?;
+        let size = TreeSize(index + 1);
+        if size > self.tree.size() {
+            return Err(ProofError::IndexOutOfRange { index, size: self.tree.size().0 });
+        }
+        let proof = self.tree.inclusion_proof(LeafIndex(index), size)?;
         let body = receipt::Body {
             format: receipt::FORMAT.into(),
             log_origin: self.origin.clone(),
@@ -195,9 +211,10 @@ impl LogWriter {
             done: statements.done,
             verified: statements.verified,
             pending: statements.pending,
+            not_claimed: statements.not_claimed,
             entry: STANDARD.encode(bytes),
             leaf_index: index,
-            checkpoint: self.checkpoint.clone(),
+            checkpoint: self.sign_at(size),
             inclusion_proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
         };
         Ok(Receipt::sign(&body, &self.signer))
@@ -209,7 +226,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::transparency::event::{Event, commitment};
+    use crate::transparency::event::commitment;
 
     /// A sink over maps: what a store's batch would hold.
     #[derive(Default)]
@@ -226,6 +243,7 @@ mod tests {
         fn put_node(&mut self, level: u32, index: u64, hash: &Hash) {
             self.nodes.insert((level, index), hash.to_vec());
         }
+        fn put_statements(&mut self, _: u64, _: &str) {}
         fn put_checkpoint(&mut self, note: &str) {
             self.checkpoint = Some(note.into());
         }
@@ -235,11 +253,11 @@ mod tests {
         SignerKey::from_seed("test.example/log", &[7; 32]).unwrap()
     }
 
-    fn entry(n: u8) -> Entry {
-        Entry {
-            time: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
-            event: Event::Enrolled { commitment: commitment(&[n; 16], crate::record::RecordId::from_bytes([n; 16])) },
-        }
+    fn entry(n: u8) -> Logged {
+        Logged::enrolment(
+            jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            commitment(&[n; 16], crate::record::RecordId::from_bytes([n; 16])),
+        )
     }
 
     fn reopen(rows: &Rows) -> Result<(LogWriter, Option<String>), Recovery<()>> {
@@ -274,20 +292,110 @@ mod tests {
         let (again, new) = reopen(&rows).unwrap();
         assert!(new.is_none());
         assert_eq!((again.size(), again.checkpoint()), (3, log.checkpoint()));
-        let e = entry(2);
-        let receipt = again.receipt(1, &e.encode(), &e, Default::default()).unwrap();
+        let e = entry(2).entry;
+        let statements = crate::transparency::statements::for_event(&e.event);
+        let receipt = again.receipt(1, &e.encode(), &e, statements.clone()).unwrap();
         let checks = receipt::verify(&receipt.to_json(), &signer().verifier(), None);
         assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+        assert_eq!(receipt, log.receipt(1, &e.encode(), &e, statements.clone()).unwrap(), "the same bytes every time");
+        let body: receipt::Body = serde_json::from_str(&receipt.body).unwrap();
+        assert!(body.checkpoint.contains("\n2\n"), "proven in the first tree that holds it: {}", body.checkpoint);
+        let mut other = statements;
+        other.done.push("something the leaf does not commit to".into());
+        let forged = again.receipt(1, &e.encode(), &e, other).unwrap();
+        let checks = receipt::verify(&forged.to_json(), &signer().verifier(), None);
+        assert!(checks.iter().any(|c| c.name == "statement digest in the leaf" && !c.ok), "{checks:?}");
 
         let mut altered = Rows { leaves: rows.leaves.clone(), nodes: rows.nodes.clone(), checkpoint: None };
         assert!(matches!(reopen(&altered), Err(Recovery::Mismatch(m)) if m.contains("without a checkpoint")));
         altered.checkpoint = rows.checkpoint.clone();
-        altered.leaves.insert(1, entry(9).encode());
+        altered.leaves.insert(1, entry(9).entry.encode());
         assert!(matches!(reopen(&altered), Err(Recovery::Mismatch(m)) if m.contains("differs from its leaves")));
         altered.leaves.remove(&1);
         assert!(matches!(reopen(&altered), Err(Recovery::Mismatch(m)) if m.contains("entry 1 is missing")));
         altered.leaves = rows.leaves.clone();
         altered.checkpoint = Some(empty);
         assert!(matches!(reopen(&altered), Err(Recovery::Mismatch(m)) if m.contains("covers 0 entries")));
+    }
+}
+
+#[cfg(test)]
+mod versions {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+
+    use super::*;
+    use crate::transparency::{
+        event::{Event, Logged},
+        receipt::{Body, FORMAT_V1, Statements},
+        statements::for_event,
+    };
+
+    struct Sink;
+    impl LogSink for Sink {
+        fn put_leaf(&mut self, _: u64, _: &[u8]) {}
+        fn put_node(&mut self, _: u32, _: u64, _: &Hash) {}
+        fn put_statements(&mut self, _: u64, _: &str) {}
+        fn put_checkpoint(&mut self, _: &str) {}
+    }
+
+    /// A version-1 leaf (no statements digest) and a version-1 receipt (signed without the
+    /// context), as written before statements were committed, still read and verify; a body
+    /// signed under one context does not verify under the other.
+    #[test]
+    fn version_1_leaves_and_receipts_still_verify_and_signatures_are_domain_separated() {
+        let signer = SignerKey::from_seed("test.example/log", &[7; 32]).unwrap();
+        let (mut log, _) = LogWriter::recover::<()>(
+            "test.example/log".into(),
+            SignerKey::from_seed("test.example/log", &[7; 32]).unwrap(),
+            Vec::new(),
+            |_, _| Ok(None),
+            None,
+        )
+        .unwrap();
+        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let event = Event::ErasureTemplatesPurged { commitment: [1; 32], records: 2 };
+        let mut v1 = Logged::plain(time, event.clone());
+        v1.entry.statements = None;
+        v1.statements = None;
+        let staged = log.stage(&[v1.clone(), Logged::plain(time, event.clone())], &mut Sink);
+        log.commit(staged);
+        let bytes = v1.entry.encode();
+        assert_eq!(bytes[0], 1);
+        let statements = for_event(&event);
+        let receipt = log.receipt(0, &bytes, &v1.entry, statements.clone()).unwrap();
+        let checks = receipt::verify(&receipt.to_json(), &signer.verifier(), None);
+        assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+        let digest = checks.iter().find(|c| c.name == "statement digest in the leaf").unwrap();
+        assert!(digest.detail.contains("version-1 leaf"), "{digest:?}");
+
+        // An old receipt: format v1, its body signed alone.
+        let mut body: Body = serde_json::from_str(&receipt.body).unwrap();
+        body.format = FORMAT_V1.into();
+        body.not_claimed = Vec::new();
+        let text = serde_json::to_string(&body).unwrap();
+        let old = Receipt {
+            signature: STANDARD.encode(signer.sign_bytes(text.as_bytes())),
+            key: signer.verifier().to_string(),
+            body: text.clone(),
+        };
+        let checks = receipt::verify(&old.to_json(), &signer.verifier(), None);
+        assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+
+        // A version-2 body signed without its context does not verify, nor the reverse.
+        let v2 = Receipt { body: receipt.body.clone(), ..old.clone() };
+        let checks = receipt::verify(&v2.to_json(), &signer.verifier(), None);
+        assert!(checks.iter().any(|c| c.name == "receipt signature" && !c.ok), "{checks:#?}");
+        let v1_with_context = Receipt { body: text, ..receipt.clone() };
+        let checks = receipt::verify(&v1_with_context.to_json(), &signer.verifier(), None);
+        assert!(checks.iter().any(|c| c.name == "receipt signature" && !c.ok), "{checks:#?}");
+        // The version-2 leaf beside it: statements committed, and checked.
+        let v2 = Logged::plain(time, event);
+        let receipt = log.receipt(1, &v2.entry.encode(), &v2.entry, statements.clone()).unwrap();
+        let checks = receipt::verify(&receipt.to_json(), &signer.verifier(), None);
+        assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+        let altered = Statements { verified: vec!["more than was checked".into()], ..statements };
+        let receipt = log.receipt(1, &v2.entry.encode(), &v2.entry, altered).unwrap();
+        let checks = receipt::verify(&receipt.to_json(), &signer.verifier(), None);
+        assert!(checks.iter().any(|c| c.name == "statement digest in the leaf" && !c.ok), "{checks:#?}");
     }
 }

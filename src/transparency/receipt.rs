@@ -4,6 +4,9 @@
 //! carries the leaf, its inclusion proof and the signed checkpoint it is in. The body is a JSON
 //! string, signed as bytes with the log key (Ed25519), so any language can check the signature
 //! before parsing anything: `{"body": "<json>", "key": "<verifier key>", "signature": "<b64>"}`.
+//! A version-2 body is signed as `"oubli/receipt/v2\n" ‖ body`, a context no checkpoint note
+//! starts with; its statements are those frozen when the entry was logged, and the entry
+//! commits to their digest.
 use base64::{Engine, engine::general_purpose::STANDARD};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -14,7 +17,11 @@ use super::{
     note::{self, Checkpoint, SignerKey, VerifierKey},
 };
 
-pub const FORMAT: &str = "oubli-receipt/v1";
+pub const FORMAT: &str = "oubli-receipt/v2";
+/// Receipts issued before statements were committed: the signature is over the body alone.
+pub const FORMAT_V1: &str = "oubli-receipt/v1";
+/// What a version-2 receipt's signature covers before the body.
+pub const SIGNING_CONTEXT: &[u8] = b"oubli/receipt/v2\n";
 
 /// Something still to happen, with its due date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,12 +30,32 @@ pub struct Pending {
     pub due: String,
 }
 
-/// What a receipt says was done, was checked, and is still pending.
+/// What a receipt says was done, was checked, is still pending, and is never claimed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Statements {
     pub done: Vec<String>,
     pub verified: Vec<String>,
     pub pending: Vec<Pending>,
+    #[serde(default)]
+    pub not_claimed: Vec<String>,
+}
+
+impl Statements {
+    /// The canonical bytes a version-2 entry commits to: the JSON object
+    /// `{"done":[..],"verified":[..],"pending":[{"what":..,"due":..}],"not_claimed":[..]}`, keys in
+    /// this order, no whitespace, strings escaped minimally (docs/log-format.md).
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).expect("statements serialise")
+    }
+
+    fn of(body: &Body) -> Statements {
+        Statements {
+            done: body.done.clone(),
+            verified: body.verified.clone(),
+            pending: body.pending.clone(),
+            not_claimed: body.not_claimed.clone(),
+        }
+    }
 }
 
 /// What a receipt states.
@@ -48,6 +75,9 @@ pub struct Body {
     pub verified: Vec<String>,
     /// What is still to happen.
     pub pending: Vec<Pending>,
+    /// What no check can show, so the receipt never claims it (absent from version 1).
+    #[serde(default)]
+    pub not_claimed: Vec<String>,
     /// The leaf: the event's canonical bytes (base64), and where it is in the log.
     pub entry: String,
     pub leaf_index: u64,
@@ -69,7 +99,7 @@ impl Receipt {
     pub fn sign(body: &Body, signer: &SignerKey) -> Receipt {
         let body = serde_json::to_string(body).expect("a receipt body serialises");
         Receipt {
-            signature: STANDARD.encode(signer.sign_bytes(body.as_bytes())),
+            signature: STANDARD.encode(signer.sign_bytes(&[SIGNING_CONTEXT, body.as_bytes()].concat())),
             key: signer.verifier().to_string(),
             body,
         }
@@ -95,8 +125,8 @@ pub struct Newer<'a> {
 }
 
 /// Checks a receipt offline against the log's verifier key: its signature, the checkpoint's
-/// signature, the leaf, the inclusion proof and, given a newer checkpoint, consistency. Returns
-/// every check made; the receipt holds only if all passed.
+/// signature, the leaf, the statement digest in the leaf, the inclusion proof and, given a newer
+/// checkpoint, consistency. Returns every check made; the receipt holds only if all passed.
 pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut check = |name, result: Result<String, String>| {
@@ -111,6 +141,15 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
             return checks;
         }
     };
+    // A version-1 body was signed alone; a version-2 one after its context.
+    let format = serde_json::from_str::<serde_json::Value>(&receipt.body)
+        .ok()
+        .and_then(|v| v.get("format").and_then(|f| f.as_str()).map(str::to_owned));
+    let message = if format.as_deref() == Some(FORMAT_V1) {
+        receipt.body.as_bytes().to_vec()
+    } else {
+        [SIGNING_CONTEXT, receipt.body.as_bytes()].concat()
+    };
     let signed = (|| {
         if receipt.key != key.to_string() {
             return Err(format!("signed by {}, not the trusted key {}", receipt.key, key.label()));
@@ -118,14 +157,14 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
         let sig = STANDARD.decode(&receipt.signature).map_err(|_| "signature is not base64".to_string())?;
         let sig = Signature::from_slice(&sig).map_err(|_| "signature is not 64 bytes".to_string())?;
         let public = VerifyingKey::from(key);
-        public.verify(receipt.body.as_bytes(), &sig).map_err(|_| "signature does not verify".to_string())?;
+        public.verify(&message, &sig).map_err(|_| "signature does not verify".to_string())?;
         Ok(format!("signed by {}", key.label()))
     })();
     if !check("receipt signature", signed) {
         return checks;
     }
     let body: Body = match serde_json::from_str::<Body>(&receipt.body) {
-        Ok(b) if b.format == FORMAT => b,
+        Ok(b) if b.format == FORMAT || b.format == FORMAT_V1 => b,
         Ok(b) => {
             check("receipt body", Err(format!("format {:?}, expected {FORMAT}", b.format)));
             return checks;
@@ -157,13 +196,26 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
         {
             return Err("the logged entry says something else than the receipt".to_string());
         }
-        Ok(merkle::leaf_hash(&bytes))
+        Ok((merkle::leaf_hash(&bytes), entry.statements))
     })();
-    let Ok(leaf) = leaf else {
+    let Ok((leaf, digest)) = leaf else {
         check("leaf matches the receipt", leaf.map(|_| String::new()));
         return checks;
     };
     check("leaf matches the receipt", Ok(format!("{} at {}", body.event, body.logged_at)));
+    let committed = match digest {
+        Some(digest) => {
+            let canonical = Statements::of(&body).canonical();
+            if super::event::statements_digest(canonical.as_bytes()) == digest {
+                Ok(format!("the leaf commits to these statements ({})", hex::encode(&digest[..8])))
+            } else {
+                Err("the receipt's statements are not the ones the leaf commits to".to_string())
+            }
+        }
+        // Written before statements were committed: nothing to check them against, said so.
+        None => Ok("none: a version-1 leaf, whose statements were not committed in the log".into()),
+    };
+    check("statement digest in the leaf", committed);
     let proof: Result<Vec<Hash>, String> = body
         .inclusion_proof
         .iter()

@@ -9,7 +9,18 @@ use super::{
     receipt::{Pending, Statements},
 };
 
-/// What a log entry shows by itself, for a receipt asked for by leaf index.
+/// What no erasure receipt claims, whatever it says: part of its signed, committed statements.
+pub const NOT_CLAIMED: [&str; 3] = [
+    "physical or forensic erasure of disk or flash blocks (storage devices remap them)",
+    "erasure of memory pages the allocator or the operating system kept after the process overwrote its copies",
+    "erasure of copies made outside this service (recipients, backups not yet past a key rotation)",
+];
+
+fn not_claimed() -> Vec<String> {
+    NOT_CLAIMED.iter().map(|s| s.to_string()).collect()
+}
+
+/// What a log entry shows by itself: the statements of an entry no workflow adds to.
 pub fn for_event(event: &Event) -> Statements {
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let (done, verified) = match event {
@@ -59,7 +70,11 @@ pub fn for_event(event: &Event) -> Statements {
             )],
         ),
     };
-    Statements { done, verified, pending: Vec::new() }
+    let not_claimed = match event {
+        Event::ErasureKeysPurged { .. } | Event::ErasureTemplatesPurged { .. } => not_claimed(),
+        _ => Vec::new(),
+    };
+    Statements { done, verified, pending: Vec::new(), not_claimed }
 }
 
 /// What an erasure did, as its receipts state it.
@@ -146,7 +161,7 @@ pub fn erasure_phase1(facts: &ErasureFacts<'_>, verified: &[String], phase2: Pha
     }
     pending.push(backups_pending(facts));
     pending.push(recipients_pending(facts));
-    Statements { done, verified, pending }
+    Statements { done, verified, pending, not_claimed: not_claimed() }
 }
 
 /// Phase 2: the rows purged from the table files; `verified` the purge's checks.
@@ -159,6 +174,7 @@ pub fn erasure_phase2(facts: &ErasureFacts<'_>, verified: &[String]) -> Statemen
         )],
         verified: verified.to_vec(),
         pending: vec![backups_pending(facts), recipients_pending(facts)],
+        not_claimed: not_claimed(),
     }
 }
 

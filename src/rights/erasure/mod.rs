@@ -37,7 +37,7 @@ use crate::{
     record::RecordId,
     store,
     transparency::{
-        event::{self, Entry, Event},
+        event::{self, Event, Logged},
         receipt::Receipt,
         statements::{self, ErasureFacts},
     },
@@ -70,13 +70,6 @@ pub enum ErasureTarget {
     /// These records from an access report, with that request's id and secret.
     Records { access_request: RequestId, secret: String, records: Vec<RecordId> },
 }
-
-/// What no receipt claims, whatever it says.
-const NOT_CLAIMED: [&str; 3] = [
-    "physical or forensic erasure of disk or flash blocks (storage devices remap them)",
-    "erasure of memory pages the allocator or the operating system kept after the process overwrote its copies",
-    "erasure of copies made outside this service (recipients, backups not yet past a key rotation)",
-];
 
 /// The sealed never-enrol-again entry: [`super::intake::FACES_MAGIC`], its expiry (seconds
 /// since the epoch, 8 bytes little-endian), then the kept templates' values (`f32`
@@ -186,14 +179,14 @@ impl Rights {
         let graph_slots = self.engine.graph_slots(&plan);
         let salt = request.salt();
         let now = self.now();
-        let entry = Entry {
-            time: now.round(jiff::Unit::Second).unwrap_or(now),
-            event: Event::ErasurePlanned {
+        let entry = Logged::plain(
+            now.round(jiff::Unit::Second).unwrap_or(now),
+            Event::ErasurePlanned {
                 commitment: event::request_commitment(&salt, request.id.as_bytes()),
                 records: plan.len() as u32,
                 plan: event::plan_digest(&salt, request.id.as_bytes(), &plan),
             },
-        };
+        );
         let pipeline = &mut request.pipeline;
         pipeline.plan = plan;
         pipeline.graph_slots = graph_slots;
@@ -372,12 +365,14 @@ impl Rights {
                 retained_with_consent: Vec::new(),
                 phase1_leaf: None,
                 phase2_leaf: None,
-                not_claimed: NOT_CLAIMED.to_vec(),
+                not_claimed: statements::NOT_CLAIMED.to_vec(),
             };
             return Ok((status, None, None));
         }
         let e = &request.pipeline;
         let store = self.engine.log();
+        // The statements frozen when each phase was logged; the ones built here from the
+        // current state only for a phase logged before statements were (a version-1 leaf).
         let facts = self.facts(e);
         let phase1 = match &e.phase1 {
             Some(p) => {
@@ -411,13 +406,13 @@ impl Rights {
                 .collect(),
             phase1_leaf: e.phase1.as_ref().map(|p| p.leaf),
             phase2_leaf: e.phase2.as_ref().map(|p| p.leaf),
-            not_claimed: NOT_CLAIMED.to_vec(),
+            not_claimed: statements::NOT_CLAIMED.to_vec(),
         };
         Ok((status, phase1, phase2))
     }
 
     /// What an erasure's receipts state, from its pipeline and the key epochs.
-    fn facts<'a>(&self, e: &'a Erasure) -> ErasureFacts<'a> {
+    pub(super) fn facts<'a>(&self, e: &'a Erasure) -> ErasureFacts<'a> {
         ErasureFacts {
             records: e.erased.as_ref().map_or(e.plan.len(), |x| x.records),
             notified: e.notified.len(),

@@ -15,7 +15,10 @@ use crate::{
         request::{ErasureRequest, Phase, Request, State, Step},
     },
     store,
-    transparency::event::{self, Entry, Event},
+    transparency::{
+        event::{self, Event, Logged},
+        statements,
+    },
 };
 
 /// Which purge a phase runs.
@@ -85,17 +88,26 @@ impl Rights {
         };
         let now = self.now();
         let epoch = store.key_epoch();
-        let entries: Vec<Entry> = batch
+        // Each receipt's statements, frozen now and committed in its entry.
+        let entries: Vec<Logged> = batch
             .iter()
             .map(|r| {
                 let commitment = event::request_commitment(&r.salt(), r.id.as_bytes());
                 let records = r.pipeline.plan.len() as u32;
-                Entry {
-                    time: now.round(jiff::Unit::Second).unwrap_or(now),
-                    event: match purge {
-                        Purge::Keys => Event::ErasureKeysPurged { commitment, records, epoch },
-                        Purge::Rows => Event::ErasureTemplatesPurged { commitment, records },
-                    },
+                let time = now.round(jiff::Unit::Second).unwrap_or(now);
+                let mut facts = self.facts(&r.pipeline);
+                match purge {
+                    Purge::Keys => {
+                        facts.key_epoch = epoch;
+                        facts.epoch_destroyed = false;
+                        let due = statements::Phase2::Due(now.checked_add(self.purge_window()).ok());
+                        let said = statements::erasure_phase1(&facts, &verified, due);
+                        Logged::new(time, Event::ErasureKeysPurged { commitment, records, epoch }, &said)
+                    }
+                    Purge::Rows => {
+                        let said = statements::erasure_phase2(&facts, &verified);
+                        Logged::new(time, Event::ErasureTemplatesPurged { commitment, records }, &said)
+                    }
                 }
             })
             .collect();
