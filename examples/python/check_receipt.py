@@ -6,8 +6,9 @@
 
 or, from Python, `check(receipt_json, verifier_key)` (examples/python/client.py does).
 
-Recomputes the receipt's Ed25519 signature check, the leaf hash, the checkpoint's signed-note
-signature and the inclusion proof against the checkpoint's root. Exit 0 only if all hold."""
+Recomputes the receipt's Ed25519 signature check, the leaf hash, the statement digest in the
+leaf (version 2), the checkpoint's signed-note signature and the inclusion proof against the
+checkpoint's root. Exit 0 only if all hold."""
 import base64
 import hashlib
 import json
@@ -36,6 +37,23 @@ def open_note(note, name, key_id, public):
             public.verify(raw[4:], text.encode())  # raises if invalid
             return text
     raise AssertionError("no signature by the log key")
+
+
+# Bytes of each kind's fields after the commitment (docs/log-format.md).
+KIND_FIELDS = {1: 0, 2: 8, 3: 36, 4: 8, 5: 4, 6: 12, 7: 20}
+RECEIPT_CONTEXT = b"oubli/receipt/v2\n"
+STATEMENTS_DOMAIN = b"oubli/receipt-statements/v1\n"
+
+
+def canonical_statements(body):
+    """The canonical statements: keys in this order, no whitespace, UTF-8, minimal escapes."""
+    statements = {
+        "done": body["done"],
+        "verified": body["verified"],
+        "pending": [{"what": p["what"], "due": p["due"]} for p in body["pending"]],
+        "not_claimed": body.get("not_claimed", []),
+    }
+    return json.dumps(statements, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def leaf_hash(data):
@@ -68,18 +86,32 @@ def check(receipt_json, verifier_key):
     """Raises unless every check holds; prints each one as it passes."""
     name, key_id, public = parse_verifier_key(verifier_key)
     receipt = json.loads(receipt_json)
-    public.verify(base64.b64decode(receipt["signature"]), receipt["body"].encode())
-    print("ok  receipt signature")
     body = json.loads(receipt["body"])
+    # Version 2 is signed after its own context (never a checkpoint's); version 1 alone.
+    signed = receipt["body"].encode()
+    if body["format"] == "oubli-receipt/v2":
+        signed = RECEIPT_CONTEXT + signed
+    else:
+        assert body["format"] == "oubli-receipt/v1", "a known receipt format"
+    public.verify(base64.b64decode(receipt["signature"]), signed)
+    print("ok  receipt signature")
     text = open_note(body["checkpoint"], name, key_id, public)
     origin, size, root = text.rstrip("\n").split("\n")
     size, root = int(size), base64.b64decode(root)
     assert origin == body["log_origin"]
     print(f"ok  checkpoint signature ({size} leaves)")
     entry = base64.b64decode(body["entry"])
-    # version 1; kinds 1-7 (docs/log-format.md); the commitment follows the time.
-    assert entry[0] == 1 and 1 <= entry[1] <= 7, "a known leaf kind"
+    # versions 1 and 2; kinds 1-7 (docs/log-format.md); the commitment follows the time.
+    assert entry[0] in (1, 2) and entry[1] in KIND_FIELDS, "a known leaf version and kind"
+    length = 42 + KIND_FIELDS[entry[1]] + (32 if entry[0] == 2 else 0)
+    assert len(entry) == length, "the leaf's length"
     assert entry[10:42].hex() == body["commitment"], "the leaf names the receipt's commitment"
+    if entry[0] == 2:
+        digest = hashlib.sha256(STATEMENTS_DOMAIN + canonical_statements(body)).digest()
+        assert entry[-32:] == digest, "statement digest in the leaf: the statements are not the ones committed"
+        print("ok  statement digest in the leaf")
+    else:
+        print("ok  statement digest in the leaf: none, a version-1 leaf")
     leaf = leaf_hash(entry)
     print(f"ok  leaf hash {leaf.hex()}")
     proof = [base64.b64decode(h) for h in body["inclusion_proof"]]
