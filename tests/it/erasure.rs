@@ -102,7 +102,7 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
             stored.push((raw.sealed.unwrap(), raw.wrapped_key.unwrap()));
         }
     }
-    let server = Server::start_with(dirs, configure).await;
+    let server = Server::start_with(dirs, configure.clone()).await;
     let mut police_a = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let mut log = TransparencyServiceClient::new(server.channel().await);
     let before = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
@@ -112,7 +112,11 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (earlier, earlier_secret) = crate::rights::submit(&mut rights, &probe).await;
     wait(&mut rights, &earlier, &earlier_secret).await;
-    assert_eq!(crate::rights::report(&mut rights, &earlier, &earlier_secret).await.0.records.len(), erased.len());
+    let (report, answered) = crate::rights::report(&mut rights, &earlier, &earlier_secret).await;
+    assert_eq!(report.records.len(), erased.len());
+    // A receipt is the same bytes every time it is fetched, by any call.
+    assert_eq!(crate::rights::report(&mut rights, &earlier, &earlier_secret).await.1, answered);
+    assert_eq!(get_receipt(&mut log, body(&answered).leaf_index).await, answered);
     let (id, secret) = submit_erasure(&mut rights, &probe).await;
     let status = wait(&mut rights, &id, &secret).await;
     assert_eq!((status.state.as_str(), status.erasure_step.as_str()), ("erasing", "keys_purged"));
@@ -130,6 +134,8 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     assert!(phase1.verified.iter().any(|v| v.contains("found 0 at or above")), "{:?}", phase1.verified);
     let text = serde_json::to_string(&phase1).unwrap();
     assert!(!text.contains("forensic") || text.contains("not"), "never claims forensic erasure");
+    assert!(phase1.not_claimed.iter().any(|n| n.contains("forensic")), "{:?}", phase1.not_claimed);
+    let phase1_first = r.phase1_receipt_json.clone();
 
     // An administrator runs the purge without waiting for the window: phase 2.
     let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.admin)).await);
@@ -145,6 +151,12 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         erasure["records"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert_eq!(planned, erased, "the plan is exactly the person's records");
     assert_eq!(body(&r.phase2_receipt_json).event, "erasure-phase-2");
+    // Frozen when logged: phase 1's receipt says after phase 2 exactly what it said before.
+    assert_eq!(r.phase1_receipt_json, phase1_first, "phase 1's receipt changed after phase 2");
+    let again = receipts(&mut rights, &id, &secret).await;
+    assert_eq!((&again.phase1_receipt_json, &again.phase2_receipt_json), (&phase1_first, &r.phase2_receipt_json));
+    let phase2_leaf = body(&r.phase2_receipt_json).leaf_index;
+    assert_eq!(get_receipt(&mut log, phase2_leaf).await, r.phase2_receipt_json);
 
     // Gone everywhere.
     for id in &erased {
@@ -189,12 +201,13 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     let dir = tempfile::tempdir().unwrap();
     let key = log.get_verifier_key(pb::GetVerifierKeyRequest {}).await.unwrap().into_inner().verifier_key;
     let key_path = dir.path().join("log.vkey");
-    std::fs::write(&key_path, key).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
     let attested = rights
         .attest_no_match(pb::AttestNoMatchRequest { request_id: id.clone(), request_secret: secret.clone() })
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(get_receipt(&mut log, attested.leaf_index).await, attested.receipt_json, "attested as logged");
     for (name, json, event) in [
         ("p1.json", &r.phase1_receipt_json, "erasure-phase-1"),
         ("p2.json", &r.phase2_receipt_json, "erasure-phase-2"),
@@ -203,7 +216,9 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         let path = dir.path().join(name);
         std::fs::write(&path, json).unwrap();
         let (ok, out) = oubli(&["verify", path.to_str().unwrap(), "--verifier-key", key_path.to_str().unwrap()]);
-        assert!(ok && out.contains(event), "{out}");
+        assert!(ok && out.contains(event) && out.contains("ok   statement digest in the leaf"), "{out}");
+        let (ok, out) = check_receipt_py(&path, &key);
+        assert!(ok && out.contains("ok  statement digest in the leaf"), "{out}");
     }
     let err = rights
         .attest_no_match(pb::AttestNoMatchRequest { request_id: id.clone(), request_secret: secret.clone() })
@@ -225,6 +240,50 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     assert_eq!(count(|e| matches!(e, Event::ErasurePlanned { .. })), 1);
     assert_eq!(count(|e| matches!(e, Event::ErasureKeysPurged { .. })), 1);
     assert_eq!(count(|e| matches!(e, Event::ErasureTemplatesPurged { .. })), 1);
+
+    // Phase 2's stored statements altered in RocksDB, server stopped: the receipt served
+    // says what the row now says, and both checks name the statement digest as failing.
+    drop((police_a, log, rights, admin, notices_a, notices_b));
+    let dirs = server.stop().await;
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &dirs.data).expect("list column families");
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &dirs.data, cfs).expect("raw open");
+        let cf = db.cf_handle("log_statements").expect("log_statements column family");
+        let row = db.get_cf(cf, phase2_leaf.to_be_bytes()).unwrap().expect("phase 2's statements are stored");
+        let row = String::from_utf8(row).unwrap();
+        let altered = row.replacen("erased record(s)", "erased record(s), and every backup,", 1);
+        assert_ne!(altered, row);
+        db.put_cf(cf, phase2_leaf.to_be_bytes(), altered).unwrap();
+    }
+    let server = Server::start_with(dirs, configure).await;
+    let mut log = TransparencyServiceClient::new(server.channel().await);
+    let tampered = get_receipt(&mut log, phase2_leaf).await;
+    assert!(tampered.contains("and every backup"), "{tampered}");
+    let path = dir.path().join("tampered.json");
+    std::fs::write(&path, &tampered).unwrap();
+    let (ok, out) = oubli(&["verify", path.to_str().unwrap(), "--verifier-key", key_path.to_str().unwrap()]);
+    assert!(!ok && out.contains("FAIL statement digest in the leaf"), "{out}");
+    let (ok, out) = check_receipt_py(&path, &key);
+    assert!(!ok && out.contains("statement digest in the leaf"), "{out}");
+}
+
+/// `GetReceipt` of leaf `index`.
+async fn get_receipt(log: &mut TransparencyServiceClient<oubli::grpc::AuthChannel>, index: u64) -> String {
+    log.get_receipt(pb::GetReceiptRequest { leaf_index: index }).await.unwrap().into_inner().receipt
+}
+
+/// examples/python/check_receipt.py on `receipt` (with the packages `make python-deps` put
+/// under target/python): whether it passed, and what it printed.
+fn check_receipt_py(receipt: &std::path::Path, key: &str) -> (bool, String) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(repo.join("examples/python/check_receipt.py"))
+        .arg(receipt)
+        .arg(key.trim())
+        .env("PYTHONPATH", repo.join("target/python/deps"))
+        .output()
+        .expect("python3 runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +316,8 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_a_key_rotation() {
     assert_eq!(wait(&mut rights, &id, &secret).await.state, "completed");
     assert!(holding(&server.dirs.data, &sealed).is_empty(), "the live data dir no longer holds it");
     assert!(!holding(&backup, &sealed).is_empty(), "the backup still holds the ciphertext");
-    let phase1 = body(&receipts(&mut rights, &id, &secret).await.phase1_receipt_json);
+    let phase1_json = receipts(&mut rights, &id, &secret).await.phase1_receipt_json;
+    let phase1 = body(&phase1_json);
     let backups = phase1.pending.iter().find(|p| p.what.contains("backups")).expect("a pending backup item");
     assert!(backups.what.contains("key epoch 1") && backups.due.starts_with("20"), "{backups:?}");
 
@@ -272,8 +332,10 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_a_key_rotation() {
         Err(oubli::store::Error::WrongKeys { .. }) => {}
         other => panic!("the backup must no longer open: {:?}", other.err()),
     }
-    let phase1 = body(&receipts(&mut rights, &id, &secret).await.phase1_receipt_json);
-    assert!(phase1.pending.iter().any(|p| p.what.starts_with("none: backups") && p.due == "done"), "{:?}", phase1);
+    // The receipt stays what was committed when phase 1 was logged; the rotation that kept its
+    // promise has a receipt of its own.
+    let after = receipts(&mut rights, &id, &secret).await.phase1_receipt_json;
+    assert_eq!(after, phase1_json, "a receipt is frozen when its phase is logged");
     // Everything else is still readable under the new epoch, after a restart too.
     let server = server.restart().await;
     let mut templates = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);

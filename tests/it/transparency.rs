@@ -71,16 +71,25 @@ async fn enrolments_are_logged_proven_and_receipted() {
     let bad = log.get_inclusion_proof(pb::GetInclusionProofRequest { leaf_index: 20, tree_size: 0 }).await;
     assert_eq!(bad.expect_err("out of range").code(), tonic::Code::InvalidArgument);
 
-    // A receipt, checked with the server stopped.
+    // A receipt, checked with the server stopped: the same bytes every time, proven in the
+    // first tree that holds its leaf (4 leaves), which the latest extends.
     let receipt = log.get_receipt(pb::GetReceiptRequest { leaf_index: 3 }).await.expect("receipt").into_inner().receipt;
+    let again = log.get_receipt(pb::GetReceiptRequest { leaf_index: 3 }).await.expect("receipt").into_inner().receipt;
+    assert_eq!(receipt, again, "a receipt fetched twice is byte-identical");
+    let extends = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 4, to_size: 11 })
+        .await
+        .expect("consistency")
+        .into_inner();
     drop((templates, log));
     let dirs = server.stop().await;
     let checks = receipt::verify(&receipt, &key, None);
     assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
-    assert_eq!(checks.len(), 5, "signature, checkpoint, origin, leaf, inclusion: {checks:#?}");
-    let proof: Vec<Hash> = Vec::new();
+    assert_eq!(checks.len(), 6, "signature, checkpoint, origin, leaf, statement digest, inclusion: {checks:#?}");
+    let proof = hashes(extends.hashes);
     let checks = receipt::verify(&receipt, &key, Some(Newer { note: &latest, proof: &proof }));
-    assert!(checks.iter().all(|c| c.ok), "same-size newer checkpoint: {checks:#?}");
+    assert!(checks.iter().all(|c| c.ok), "the latest checkpoint extends the receipt's: {checks:#?}");
+    assert!(checks.iter().any(|c| c.name == "statement digest in the leaf" && c.ok), "{checks:#?}");
 
     // Any change to the receipt breaks its signature.
     let tampered = receipt.replacen("enrolment", "erasure", 1);
@@ -156,7 +165,8 @@ async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
 }
 
 /// An independent check outside Rust: Python (standard library + `cryptography`) recomputes
-/// the receipt signature, the leaf hash, the checkpoint signature and the inclusion proof.
+/// the receipt signature, the leaf hash, the statement digest in the leaf, the checkpoint
+/// signature and the inclusion proof.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_checks_a_receipt_from_the_docs_alone() {
     let server = Server::start(crate::harness::Dirs::new()).await;
@@ -178,5 +188,6 @@ async fn python_checks_a_receipt_from_the_docs_alone() {
         .expect("python3 runs (make deps installs the `cryptography` package)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python check failed (does `python3 -c 'import cryptography'` work?):\n{text}");
-    assert_eq!(text.matches("ok  ").count(), 4, "{text}");
+    assert_eq!(text.matches("ok  ").count(), 5, "{text}");
+    assert!(text.contains("ok  statement digest in the leaf\n"), "{text}");
 }
