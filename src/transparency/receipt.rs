@@ -12,7 +12,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    event::Entry,
+    event::{self, Entry, Event},
     merkle::{self, Hash, LeafIndex, TreeSize},
     note::{self, Checkpoint, SignerKey, VerifierKey},
 };
@@ -242,6 +242,61 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
             .map_err(|e| e.to_string())
         });
         check("consistency with the newer checkpoint", result);
+    }
+    checks
+}
+
+/// What a holder knows that opens a receipt's commitment: their request's id (a record's id,
+/// for an enrolment leaf) and its salt; for an erasure, the record ids its status names.
+pub struct Opening<'a> {
+    pub id: [u8; 16],
+    pub salt: [u8; 16],
+    pub plan: Option<&'a [crate::record::RecordId]>,
+}
+
+/// The checks only the holder can make: the leaf's commitment opened with their salt, and for
+/// an erasure's plan leaf the plan digest and count recomputed from the record ids. Run after
+/// [`verify`], which checks that the leaf is the receipt's and in the log.
+pub fn verify_opening(receipt_json: &str, opening: &Opening<'_>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let entry = serde_json::from_str::<Receipt>(receipt_json)
+        .map_err(|e| e.to_string())
+        .and_then(|r| serde_json::from_str::<Body>(&r.body).map_err(|e| e.to_string()))
+        .and_then(|b| STANDARD.decode(&b.entry).map_err(|e| e.to_string()))
+        .and_then(|bytes| Entry::decode(&bytes).map_err(|e| e.to_string()));
+    let entry = match entry {
+        Ok(e) => e,
+        Err(e) => {
+            checks.push(Check { name: "commitment opened with your salt", ok: false, detail: e });
+            return checks;
+        }
+    };
+    let expected = match &entry.event {
+        Event::Enrolled { .. } => event::commitment(&opening.salt, crate::record::RecordId::from_bytes(opening.id)),
+        _ => event::request_commitment(&opening.salt, &opening.id),
+    };
+    let opened = *entry.event.commitment() == expected;
+    checks.push(Check {
+        name: "commitment opened with your salt",
+        ok: opened,
+        detail: if opened {
+            format!("this {} leaf is about {}", entry.event.name(), hex::encode(opening.id))
+        } else {
+            "the leaf's commitment is not this id with this salt".into()
+        },
+    });
+    if let (Some(plan), Event::ErasurePlanned { records, plan: digest, .. }) = (opening.plan, &entry.event) {
+        let recomputed = event::plan_digest(&opening.salt, &opening.id, plan);
+        let ok = recomputed == *digest && *records as usize == plan.len();
+        checks.push(Check {
+            name: "plan digest recomputed from your records",
+            ok,
+            detail: if ok {
+                format!("the {} record id(s) of your erasure status are the plan that was logged", plan.len())
+            } else {
+                format!("the logged plan ({records} record(s)) is not the {} record id(s) given", plan.len())
+            },
+        });
     }
     checks
 }

@@ -220,6 +220,41 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         let (ok, out) = check_receipt_py(&path, &key);
         assert!(ok && out.contains("ok  statement digest in the leaf"), "{out}");
     }
+    // The holder opens the leaves with their erasure status: the commitment with the plan
+    // salt, and the plan's digest from the record ids it names; another record list fails.
+    let status_path = dir.path().join("erasure.json");
+    std::fs::write(&status_path, &r.erasure_json).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&r.erasure_json).unwrap();
+    let plan_path = dir.path().join("plan.json");
+    std::fs::write(&plan_path, get_receipt(&mut log, status["plan_leaf"].as_u64().unwrap()).await).unwrap();
+    let open = |receipt: &std::path::Path, status: &std::path::Path| {
+        oubli(&[
+            "verify",
+            receipt.to_str().unwrap(),
+            "--verifier-key",
+            key_path.to_str().unwrap(),
+            "--erasure-status",
+            status.to_str().unwrap(),
+        ])
+    };
+    let (ok, out) = open(&plan_path, &status_path);
+    assert!(ok && out.contains("ok   commitment opened with your salt"), "{out}");
+    assert!(out.contains("ok   plan digest recomputed from your records"), "{out}");
+    let (ok, out) = open(&dir.path().join("p1.json"), &status_path);
+    assert!(ok && out.contains("ok   commitment opened with your salt"), "{out}");
+    let mut fewer = status.clone();
+    fewer["records"].as_array_mut().unwrap().pop();
+    let fewer_path = dir.path().join("fewer.json");
+    std::fs::write(&fewer_path, fewer.to_string()).unwrap();
+    let (ok, out) = open(&plan_path, &fewer_path);
+    assert!(!ok && out.contains("FAIL plan digest recomputed from your records"), "{out}");
+    let mut other = status.clone();
+    other["plan_salt"] = "00".repeat(16).into();
+    let other_path = dir.path().join("other.json");
+    std::fs::write(&other_path, other.to_string()).unwrap();
+    let (ok, out) = open(&dir.path().join("p1.json"), &other_path);
+    assert!(!ok && out.contains("FAIL commitment opened with your salt"), "{out}");
+
     let err = rights
         .attest_no_match(pb::AttestNoMatchRequest { request_id: id.clone(), request_secret: secret.clone() })
         .await

@@ -59,6 +59,47 @@ pub struct VerifyArgs {
     /// log only grew since the receipt's. Needs the consistency proof, fetched with --server.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Also open the leaf's commitment: your erasure status (erasure.json from `oubli erase
+    /// receipt --out`), whose request id and plan salt open every leaf of the erasure and whose
+    /// record ids recompute the plan's digest (on the plan's leaf).
+    #[arg(long, conflicts_with_all = ["request_id", "record_id"])]
+    erasure_status: Option<PathBuf>,
+    /// Or: your request's id (an access report's `request_id`)...
+    #[arg(long, requires = "salt", conflicts_with = "record_id")]
+    request_id: Option<String>,
+    /// ...or a record's id (a report's `record_id`, for its enrolment leaf)...
+    #[arg(long, requires = "salt")]
+    record_id: Option<String>,
+    /// ...and the salt that opens it (`answer_log.salt`, `enrolment_log.salt`).
+    #[arg(long)]
+    salt: Option<String>,
+}
+
+/// The id, salt and plan that open a receipt's commitment, from the command line.
+fn opening(args: &VerifyArgs) -> Result<Option<(Vec<u8>, [u8; 16], Option<Vec<oubli::record::RecordId>>)>> {
+    let salt = |text: &str| -> Result<[u8; 16]> {
+        hex::decode(text).ok().and_then(|b| b.try_into().ok()).context("a salt is 32 hex digits")
+    };
+    let id = |text: &str| -> Result<Vec<u8>> {
+        hex::decode(text).ok().filter(|b| b.len() == 16).context("an id is 32 hex digits")
+    };
+    if let Some(path) = &args.erasure_status {
+        let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let status: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not an erasure status", path.display()))?;
+        let field = |name: &str| status[name].as_str().with_context(|| format!("{}: no {name}", path.display()));
+        let records = status["records"]
+            .as_array()
+            .with_context(|| format!("{}: no records", path.display()))?
+            .iter()
+            .map(|r| Ok(r.as_str().unwrap_or_default().parse::<oubli::record::RecordId>()?))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Some((id(field("request_id")?)?, salt(field("plan_salt")?)?, Some(records))));
+    }
+    match (&args.request_id, &args.record_id, &args.salt) {
+        (Some(i), _, Some(s)) | (None, Some(i), Some(s)) => Ok(Some((id(i)?, salt(s)?, None))),
+        _ => Ok(None),
+    }
 }
 
 async fn client(server: &str) -> Result<TransparencyServiceClient<oubli::grpc::AuthChannel>> {
@@ -162,7 +203,12 @@ pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
             proof = consistency_proof(&mut log, from, to).await?;
         }
     }
-    let checks = receipt::verify(&receipt_json, &key, newer_note.as_deref().map(|note| Newer { note, proof: &proof }));
+    let mut checks =
+        receipt::verify(&receipt_json, &key, newer_note.as_deref().map(|note| Newer { note, proof: &proof }));
+    if let Some((id, salt, plan)) = opening(&args)? {
+        let id: [u8; 16] = id.try_into().map_err(|_| anyhow::anyhow!("an id is 16 bytes"))?;
+        checks.extend(receipt::verify_opening(&receipt_json, &receipt::Opening { id, salt, plan: plan.as_deref() }));
+    }
     for c in &checks {
         outln!("{} {:<40} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
     }
