@@ -2,13 +2,15 @@
 """Checks an Oubli receipt independently of the Rust code: the Python standard library plus the
 `cryptography` package, following only the formats the docs describe (docs/log-format.md).
 
-    python3 examples/python/check_receipt.py RECEIPT.json VERIFIER_KEY
+    python3 examples/python/check_receipt.py RECEIPT.json VERIFIER_KEY [ERASURE_STATUS.json]
 
 or, from Python, `check(receipt_json, verifier_key)` (examples/python/client.py does).
 
 Recomputes the receipt's Ed25519 signature check, the leaf hash, the statement digest in the
 leaf (version 2), the checkpoint's signed-note signature and the inclusion proof against the
-checkpoint's root. Exit 0 only if all hold."""
+checkpoint's root; given the holder's erasure status (erasure.json from `oubli erase receipt
+--out`), also opens the leaf's commitment with its request id and plan salt and, on the plan's
+leaf, recomputes the plan digest from its record ids. Exit 0 only if all hold."""
 import base64
 import hashlib
 import json
@@ -117,8 +119,27 @@ def check(receipt_json, verifier_key):
     proof = [base64.b64decode(h) for h in body["inclusion_proof"]]
     assert root_from_inclusion_proof(leaf, body["leaf_index"], size, proof) == root, "inclusion proof"
     print("ok  inclusion proof")
+    return entry
+
+
+def open_leaf(entry, request_id, salt, records=None):
+    """The holder's checks: the commitment opened with their id and salt; on an erasure's plan
+    leaf (kind 3), the plan digest and count recomputed from their record ids."""
+    domain = b"oubli/record-commitment/v1\n" if entry[1] == 1 else b"oubli/request-commitment/v1\n"
+    assert hashlib.sha256(domain + salt + request_id).digest() == entry[10:42], "commitment opened with your salt"
+    print("ok  commitment opened with your salt")
+    if records is not None and entry[1] == 3:
+        count, digest = int.from_bytes(entry[42:46], "big"), entry[46:78]
+        ids = b"".join(bytes.fromhex(r) for r in sorted(records))
+        plan = hashlib.sha256(b"oubli/erasure-plan/v1\n" + salt + request_id + ids).digest()
+        assert count == len(records) and plan == digest, "plan digest recomputed from your records"
+        print("ok  plan digest recomputed from your records")
 
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
-        check(f.read(), sys.argv[2])
+        entry = check(f.read(), sys.argv[2])
+    if len(sys.argv) > 3:
+        with open(sys.argv[3]) as f:
+            status = json.load(f)
+        open_leaf(entry, bytes.fromhex(status["request_id"]), bytes.fromhex(status["plan_salt"]), status["records"])

@@ -248,12 +248,18 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
     std::fs::write(&fewer_path, fewer.to_string()).unwrap();
     let (ok, out) = open(&plan_path, &fewer_path);
     assert!(!ok && out.contains("FAIL plan digest recomputed from your records"), "{out}");
+    let (ok, out) = check_receipt_py_with(&plan_path, &key, &[&status_path]);
+    assert!(ok && out.contains("ok  plan digest recomputed from your records"), "{out}");
+    let (ok, out) = check_receipt_py_with(&plan_path, &key, &[&fewer_path]);
+    assert!(!ok && out.contains("plan digest recomputed from your records"), "{out}");
     let mut other = status.clone();
     other["plan_salt"] = "00".repeat(16).into();
     let other_path = dir.path().join("other.json");
     std::fs::write(&other_path, other.to_string()).unwrap();
     let (ok, out) = open(&dir.path().join("p1.json"), &other_path);
     assert!(!ok && out.contains("FAIL commitment opened with your salt"), "{out}");
+    let (ok, out) = check_receipt_py_with(&dir.path().join("p1.json"), &key, &[&other_path]);
+    assert!(!ok && out.contains("commitment opened with your salt"), "{out}");
 
     let err = rights
         .attest_no_match(pb::AttestNoMatchRequest { request_id: id.clone(), request_secret: secret.clone() })
@@ -310,11 +316,17 @@ async fn get_receipt(log: &mut TransparencyServiceClient<oubli::grpc::AuthChanne
 /// examples/python/check_receipt.py on `receipt` (with the packages `make python-deps` put
 /// under target/python): whether it passed, and what it printed.
 fn check_receipt_py(receipt: &std::path::Path, key: &str) -> (bool, String) {
+    check_receipt_py_with(receipt, key, &[])
+}
+
+/// The same, with more arguments (an erasure status).
+fn check_receipt_py_with(receipt: &std::path::Path, key: &str, more: &[&std::path::Path]) -> (bool, String) {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
         .arg(repo.join("examples/python/check_receipt.py"))
         .arg(receipt)
         .arg(key.trim())
+        .args(more)
         .env("PYTHONPATH", repo.join("target/python/deps"))
         .output()
         .expect("python3 runs");

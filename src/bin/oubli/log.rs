@@ -75,14 +75,20 @@ pub struct VerifyArgs {
     salt: Option<String>,
 }
 
+/// What opens a receipt's commitment, from the command line.
+struct Holder {
+    id: [u8; 16],
+    salt: [u8; 16],
+    plan: Option<Vec<oubli::record::RecordId>>,
+}
+
 /// The id, salt and plan that open a receipt's commitment, from the command line.
-fn opening(args: &VerifyArgs) -> Result<Option<(Vec<u8>, [u8; 16], Option<Vec<oubli::record::RecordId>>)>> {
-    let salt = |text: &str| -> Result<[u8; 16]> {
-        hex::decode(text).ok().and_then(|b| b.try_into().ok()).context("a salt is 32 hex digits")
+fn opening(args: &VerifyArgs) -> Result<Option<Holder>> {
+    let bytes = |text: &str, what: &str| -> Result<[u8; 16]> {
+        hex::decode(text).ok().and_then(|b| b.try_into().ok()).with_context(|| format!("{what} is 32 hex digits"))
     };
-    let id = |text: &str| -> Result<Vec<u8>> {
-        hex::decode(text).ok().filter(|b| b.len() == 16).context("an id is 32 hex digits")
-    };
+    let salt = |text: &str| bytes(text, "a salt");
+    let id = |text: &str| bytes(text, "an id");
     if let Some(path) = &args.erasure_status {
         let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let status: serde_json::Value =
@@ -94,10 +100,14 @@ fn opening(args: &VerifyArgs) -> Result<Option<(Vec<u8>, [u8; 16], Option<Vec<ou
             .iter()
             .map(|r| Ok(r.as_str().unwrap_or_default().parse::<oubli::record::RecordId>()?))
             .collect::<Result<Vec<_>>>()?;
-        return Ok(Some((id(field("request_id")?)?, salt(field("plan_salt")?)?, Some(records))));
+        return Ok(Some(Holder {
+            id: id(field("request_id")?)?,
+            salt: salt(field("plan_salt")?)?,
+            plan: Some(records),
+        }));
     }
     match (&args.request_id, &args.record_id, &args.salt) {
-        (Some(i), _, Some(s)) | (None, Some(i), Some(s)) => Ok(Some((id(i)?, salt(s)?, None))),
+        (Some(i), _, Some(s)) | (None, Some(i), Some(s)) => Ok(Some(Holder { id: id(i)?, salt: salt(s)?, plan: None })),
         _ => Ok(None),
     }
 }
@@ -205,9 +215,9 @@ pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
     }
     let mut checks =
         receipt::verify(&receipt_json, &key, newer_note.as_deref().map(|note| Newer { note, proof: &proof }));
-    if let Some((id, salt, plan)) = opening(&args)? {
-        let id: [u8; 16] = id.try_into().map_err(|_| anyhow::anyhow!("an id is 16 bytes"))?;
-        checks.extend(receipt::verify_opening(&receipt_json, &receipt::Opening { id, salt, plan: plan.as_deref() }));
+    if let Some(h) = opening(&args)? {
+        let opening = receipt::Opening { id: h.id, salt: h.salt, plan: h.plan.as_deref() };
+        checks.extend(receipt::verify_opening(&receipt_json, &opening));
     }
     for c in &checks {
         outln!("{} {:<40} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
