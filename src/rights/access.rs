@@ -69,7 +69,8 @@ impl Rights {
         self.requests.save(&request)?;
         info!(request_id = %request.id, "access request received");
         let request = Request::Access(request);
-        Ok(Submitted { id: request.id, view: self.view(&request, true), secret })
+        // The holder's view, not the desk's: the sender is not yet anyone in particular.
+        Ok(Submitted { id: request.id, view: self.view(&request, false), secret })
     }
 
     /// Ids of requests the worker still has to do (after a restart, for example).

@@ -165,7 +165,8 @@ impl Rights {
         self.requests.save(&request)?;
         info!(request_id = %request.id, "erasure request received");
         let request = Request::Erasure(request);
-        Ok(Submitted { id: request.id, view: self.view(&request, true), secret })
+        // The holder's view, not the desk's: the sender is not yet anyone in particular.
+        Ok(Submitted { id: request.id, view: self.view(&request, false), secret })
     }
 
     /// After matching (or review): freezes the record set and logs its digest, moving the
