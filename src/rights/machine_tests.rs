@@ -52,14 +52,25 @@ fn store() -> Arc<MemoryStore> {
 }
 
 fn open(store: &Arc<MemoryStore>) -> Rights {
+    open_with(store, clock(), None)
+}
+
+/// The tests' clock, stopped at one instant until a test moves it.
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()))
+}
+
+/// The workflows over `store` (exact index, permissive policy, no purge window) on `clock`,
+/// trusting the capture keys in `capture_keys` if given.
+fn open_with(store: &Arc<MemoryStore>, clock: Arc<ManualClock>, capture_keys: Option<std::path::PathBuf>) -> Rights {
     let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
     let engine = Engine::with_storage(store.clone(), config).unwrap();
     let settings = Settings {
         policy: PolicySource::Profile("permissive".into()),
         purge_window: Duration::ZERO,
+        capture_keys,
         ..Settings::default()
     };
-    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
     Rights::new(Arc::new(engine), settings, clock).unwrap()
 }
 
@@ -316,23 +327,39 @@ fn an_access_request_killed_after_any_write_is_answered_once_after_restart() {
     }
 }
 
-/// Opens the workflows trusting the capture key `app` (seed 7), its file in `dir`.
-fn open_trusting(store: &Arc<MemoryStore>, dir: &std::path::Path) -> (Rights, ed25519_dalek::SigningKey) {
+/// A capture-keys file in `dir` trusting the capture key `app` (seed 7), and that key.
+fn trust_app(dir: &std::path::Path) -> (std::path::PathBuf, ed25519_dalek::SigningKey) {
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let mut keys = super::identity::CaptureKeys::default();
     keys.add("app", key.verifying_key()).unwrap();
     let path = dir.join("capture-keys.toml");
     crate::store::private::replace(&path, keys.to_toml().as_bytes()).unwrap();
-    let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
-    let engine = Engine::with_storage(store.clone(), config).unwrap();
-    let settings = Settings {
-        policy: PolicySource::Profile("permissive".into()),
-        purge_window: Duration::ZERO,
-        capture_keys: Some(path),
-        ..Settings::default()
+    (path, key)
+}
+
+/// Opens the workflows trusting the capture key `app` (seed 7), its file in `dir`.
+fn open_trusting(store: &Arc<MemoryStore>, dir: &std::path::Path) -> (Rights, ed25519_dalek::SigningKey) {
+    let (path, key) = trust_app(dir);
+    (open_with(store, clock(), Some(path)), key)
+}
+
+/// An erasure by `probe` with `never_enrol_again`, signed by capture key `app`.
+fn signed_erasure(rights: &Rights, key: &ed25519_dalek::SigningKey, probe: Embedding) -> Submitted {
+    use super::identity::{Signed, Terms, sign_capture};
+    let terms = Terms {
+        kind: super::request::Kind::Erasure,
+        contact: "me@example.org",
+        jurisdiction_claim: "",
+        include_templates: false,
+        never_enrol_again: true,
     };
-    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
-    (Rights::new(Arc::new(engine), settings, clock).unwrap(), key)
+    let (challenge, _) = rights.begin_capture().unwrap();
+    let signed = Signed {
+        capture: sign_capture(key, "app", challenge, &terms, &[probe.as_slice()]),
+        sent: vec![probe.as_slice().to_vec()],
+    };
+    let target = ErasureTarget::Probes(vec![probe]);
+    rights.submit_erasure(target, "me@example.org".into(), None, true, Some(signed)).unwrap()
 }
 
 /// What the holder of request `id` can see, every field, without the times.
@@ -497,26 +524,11 @@ fn a_signed_capture_opens_the_persons_own_answer_and_each_forgery_is_refused() {
 
 #[test]
 fn a_no_match_attestation_is_bound_to_one_completed_erasure_and_opens_with_its_salt() {
-    use super::identity::{Signed, Terms, sign_capture};
     let dir = tempfile::tempdir().unwrap();
     let store = store();
     let (rights, key) = open_trusting(&store, dir.path());
     let people = enrol(&rights);
-    let probe = face(0, -0.3);
-    let terms = Terms {
-        kind: super::request::Kind::Erasure,
-        contact: "me@example.org",
-        jurisdiction_claim: "",
-        include_templates: false,
-        never_enrol_again: true,
-    };
-    let (challenge, _) = rights.begin_capture().unwrap();
-    let signed = Signed {
-        capture: sign_capture(&key, "app", challenge, &terms, &[probe.as_slice()]),
-        sent: vec![probe.as_slice().to_vec()],
-    };
-    let target = ErasureTarget::Probes(vec![probe]);
-    let sub = rights.submit_erasure(target, "me@example.org".into(), None, true, Some(signed)).unwrap();
+    let sub = signed_erasure(&rights, &key, face(0, -0.3));
     let secret = sub.secret.to_hex();
     assert!(
         matches!(rights.attest_no_match(sub.id, &secret), Err(super::Error::WrongState { .. })),
@@ -545,11 +557,8 @@ fn a_no_match_attestation_is_bound_to_one_completed_erasure_and_opens_with_its_s
 #[test]
 fn an_unverified_request_is_denied_when_its_identity_days_are_over() {
     let store = store();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
-    let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
-    let engine = Engine::with_storage(store.clone(), config).unwrap();
-    let settings = Settings { policy: PolicySource::Profile("permissive".into()), ..Settings::default() };
-    let rights = Rights::new(Arc::new(engine), settings, clock.clone()).unwrap();
+    let clock = clock();
+    let rights = open_with(&store, clock.clone(), None);
     enrol(&rights);
     let sub = rights.submit_access(vec![face(0, -0.3)], "x@example.org".into(), None, false, None).unwrap();
     assert_eq!(drive(&rights, sub.id).unwrap(), State::VerifyingIdentity);
@@ -589,41 +598,13 @@ fn an_answered_request_keeps_its_report_for_the_retention_period_only() {
 
 #[test]
 fn kept_faces_and_attestation_probes_expire() {
-    use super::identity::{Signed, Terms, sign_capture};
     let dir = tempfile::tempdir().unwrap();
     let store = store();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let mut keys = super::identity::CaptureKeys::default();
-    keys.add("app", key.verifying_key()).unwrap();
-    let path = dir.path().join("capture-keys.toml");
-    crate::store::private::replace(&path, keys.to_toml().as_bytes()).unwrap();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
-    let config = IndexConfig { choice: IndexChoice::Exact, ..IndexConfig::default() };
-    let engine = Engine::with_storage(store.clone(), config).unwrap();
-    let settings = Settings {
-        policy: PolicySource::Profile("permissive".into()),
-        purge_window: Duration::ZERO,
-        capture_keys: Some(path),
-        ..Settings::default()
-    };
-    let rights = Rights::new(Arc::new(engine), settings, clock.clone()).unwrap();
+    let (path, key) = trust_app(dir.path());
+    let clock = clock();
+    let rights = open_with(&store, clock.clone(), Some(path));
     enrol(&rights);
-    let probe = face(0, -0.3);
-    let terms = Terms {
-        kind: super::request::Kind::Erasure,
-        contact: "me@example.org",
-        jurisdiction_claim: "",
-        include_templates: false,
-        never_enrol_again: true,
-    };
-    let (challenge, _) = rights.begin_capture().unwrap();
-    let signed = Signed {
-        capture: sign_capture(&key, "app", challenge, &terms, &[probe.as_slice()]),
-        sent: vec![probe.as_slice().to_vec()],
-    };
-    let sub =
-        rights.submit_erasure(ErasureTarget::Probes(vec![probe]), "me@example.org".into(), None, true, Some(signed));
-    let sub = sub.unwrap();
+    let sub = signed_erasure(&rights, &key, face(0, -0.3));
     assert_eq!(drive(&rights, sub.id).unwrap(), State::Completed);
     assert_eq!(store.suppressed_faces().unwrap().len(), 1);
     let start = rights.now();
