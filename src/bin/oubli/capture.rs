@@ -120,9 +120,38 @@ impl Bundle {
         Ok(bundle)
     }
 
+    /// The access request this capture was signed for.
+    pub fn into_access_request(self) -> Result<pb::SubmitAccessRequestRequest> {
+        let (contact, jurisdiction_claim, include_templates) =
+            (self.contact.clone(), self.jurisdiction.clone(), self.include_templates);
+        let (probes, capture) = self.into_pb("access")?;
+        Ok(pb::SubmitAccessRequestRequest {
+            probes,
+            contact,
+            jurisdiction_claim,
+            include_templates,
+            capture: Some(capture),
+        })
+    }
+
+    /// The erasure request this capture was signed for.
+    pub fn into_erasure_request(self) -> Result<pb::SubmitErasureRequestRequest> {
+        let (contact, jurisdiction_claim, never_enrol_again) =
+            (self.contact.clone(), self.jurisdiction.clone(), self.never_enrol_again);
+        let (probes, capture) = self.into_pb("erasure")?;
+        Ok(pb::SubmitErasureRequestRequest {
+            probes,
+            contact,
+            jurisdiction_claim,
+            never_enrol_again,
+            capture: Some(capture),
+            ..Default::default()
+        })
+    }
+
     /// The probes and the capture as the API takes them; refuses a bundle made for `kind`'s
     /// other workflow.
-    pub fn into_pb(self, kind: &str) -> Result<(Vec<pb::Embedding>, pb::Capture)> {
+    fn into_pb(self, kind: &str) -> Result<(Vec<pb::Embedding>, pb::Capture)> {
         if self.kind != kind {
             bail!("this capture was signed for an {} request, not an {kind} request", self.kind);
         }

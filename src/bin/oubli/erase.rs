@@ -127,20 +127,7 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
             wait,
         } => {
             let request = match (capture, &probe) {
-                (Some(file), _) => {
-                    let bundle = super::capture::Bundle::read(&file)?;
-                    let (contact, jurisdiction_claim, never_enrol_again) =
-                        (bundle.contact.clone(), bundle.jurisdiction.clone(), bundle.never_enrol_again);
-                    let (probes, capture) = bundle.into_pb("erasure")?;
-                    pb::SubmitErasureRequestRequest {
-                        probes,
-                        contact,
-                        jurisdiction_claim,
-                        never_enrol_again,
-                        capture: Some(capture),
-                        ..Default::default()
-                    }
-                }
+                (Some(file), _) => super::capture::Bundle::read(&file)?.into_erasure_request()?,
                 (None, probe) => pb::SubmitErasureRequestRequest {
                     probes: match probe {
                         Some(file) => probes(file, &rows)?,

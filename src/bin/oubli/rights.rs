@@ -220,19 +220,7 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
     match command {
         Access::Submit { capture, probe, rows, contact, jurisdiction, include_templates, wait } => {
             let request = match (capture, probe) {
-                (Some(file), _) => {
-                    let bundle = super::capture::Bundle::read(&file)?;
-                    let (contact, jurisdiction_claim, include_templates) =
-                        (bundle.contact.clone(), bundle.jurisdiction.clone(), bundle.include_templates);
-                    let (probes, capture) = bundle.into_pb("access")?;
-                    pb::SubmitAccessRequestRequest {
-                        probes,
-                        contact,
-                        jurisdiction_claim,
-                        include_templates,
-                        capture: Some(capture),
-                    }
-                }
+                (Some(file), _) => super::capture::Bundle::read(&file)?.into_access_request()?,
                 (None, Some(probe)) => pb::SubmitAccessRequestRequest {
                     probes: rows
                         .iter()
