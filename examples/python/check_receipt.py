@@ -3,12 +3,15 @@
 `cryptography` package, following only the formats the docs describe (docs/log-format.md).
 
     python3 examples/python/check_receipt.py RECEIPT.json VERIFIER_KEY [ERASURE_STATUS.json]
+        [--checkpoint NEWER_CHECKPOINT --consistency PROOF.json]
 
 or, from Python, `check(receipt_json, verifier_key)` (examples/python/client.py does).
 
 Recomputes the receipt's Ed25519 signature check, the leaf hash, the statement digest in the
-leaf (version 2), the checkpoint's signed-note signature and the inclusion proof against the
-checkpoint's root; given the holder's erasure status (erasure.json from `oubli erase receipt
+leaf (version 2), the counts in the leaf against the statements, the checkpoint's signed-note
+signature and the inclusion proof against the checkpoint's root; given a newer checkpoint and
+the consistency proof to it (`oubli log consistency --from N --to M`), that the log only grew;
+given the holder's erasure status (erasure.json from `oubli erase receipt
 --out`), also opens the leaf's commitment with its request id and plan salt and, on the plan's
 leaf, recomputes the plan digest from its record ids. Exit 0 only if all hold."""
 import base64
@@ -56,6 +59,36 @@ def canonical_statements(body):
         "not_claimed": body.get("not_claimed", []),
     }
     return json.dumps(statements, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def counts_stated(entry):
+    """(section, start) pairs: each count of the leaf must begin a line of that section of the
+    statements (docs/log-format.md, "Counts in the leaf")."""
+    kind, fields = entry[1], entry[42:]
+    u32 = lambda at: int.from_bytes(fields[at : at + 4], "big")
+    u64 = lambda at: int.from_bytes(fields[at : at + 8], "big")
+    if kind == 2:
+        return [("done", f"access report issued: {u32(0)} record(s) "),
+                ("done", f"{u32(4)} review-band match(es) withheld")]
+    if kind == 3:
+        return [("done", f"the set of {u32(0)} record(s) to erase was frozen")]
+    if kind == 4:
+        return [("done", f"{u32(0)} record(s) deleted in one synced write:"),
+                ("done", f"the data keys, wrapped under key epoch {u32(4)},")]
+    if kind == 5:
+        return [("done", f"the key ranges of the {u32(0)} erased record(s)")]
+    if kind == 6:
+        return [("done", f"a new key-encryption key (epoch {u32(0)}) made; {u64(4)} data key(s) re-wrapped")]
+    if kind == 7:
+        return [("verified", f"when the log held {u64(0)} entries, none of the {u64(8)} record(s) held scored at or above ")]
+    return []
+
+
+def check_counts(entry, body):
+    for section, start in counts_stated(entry):
+        lines = [p["what"] for p in body["pending"]] if section == "pending" else body[section]
+        assert any(line.startswith(start) for line in lines), f"counts in the leaf against the statements: no {section} line begins {start!r}"
+    print("ok  counts in the leaf against the statements")
 
 
 def leaf_hash(data):
@@ -114,12 +147,59 @@ def check(receipt_json, verifier_key):
         print("ok  statement digest in the leaf")
     else:
         print("ok  statement digest in the leaf: none, a version-1 leaf")
+    check_counts(entry, body)
     leaf = leaf_hash(entry)
     print(f"ok  leaf hash {leaf.hex()}")
     proof = [base64.b64decode(h) for h in body["inclusion_proof"]]
     assert root_from_inclusion_proof(leaf, body["leaf_index"], size, proof) == root, "inclusion proof"
     print("ok  inclusion proof")
-    return entry
+    return entry, (name, key_id, public), (size, root)
+
+
+def roots_from_consistency_proof(size1, size2, root1, proof):
+    """RFC 9162 section 2.1.4.2: the old and new roots the proof implies."""
+    assert 0 < size1 <= size2, "consistency needs a non-empty older tree no larger than the newer"
+    if size1 == size2:
+        assert not proof, "no proof between equal trees"
+        return root1, root1
+    if size1 & (size1 - 1) == 0:
+        proof = [root1] + proof
+    assert proof, "consistency proof is empty"
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        assert sn != 0, "consistency proof too long"
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    assert sn == 0, "consistency proof too short"
+    return fr, sr
+
+
+def check_consistency(key, tree, newer_note, proof_json):
+    """The newer checkpoint is signed by the log key and extends the receipt's tree."""
+    size1, root1 = tree
+    text = open_note(newer_note, *key)
+    _origin, size2, root2 = text.rstrip("\n").split("\n")
+    size2, root2 = int(size2), base64.b64decode(root2)
+    proof = json.loads(proof_json)
+    assert (proof["from_size"], proof["to_size"]) == (size1, size2) or size1 == size2, "the proof's tree sizes"
+    hashes = [base64.b64decode(h) for h in proof.get("hashes", [])] if size1 != size2 else []
+    try:
+        old, new = roots_from_consistency_proof(size1, size2, root1, hashes)
+    except AssertionError as e:
+        raise AssertionError(f"consistency with the newer checkpoint: {e}") from None
+    assert old == root1 and new == root2, "consistency with the newer checkpoint: the roots differ"
+    print(f"ok  consistency with the newer checkpoint ({size2} leaves extend {size1})")
 
 
 def open_leaf(entry, request_id, salt, records=None):
@@ -136,10 +216,29 @@ def open_leaf(entry, request_id, salt, records=None):
         print("ok  plan digest recomputed from your records")
 
 
-if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
-        entry = check(f.read(), sys.argv[2])
-    if len(sys.argv) > 3:
-        with open(sys.argv[3]) as f:
+def main(argv):
+    options, positional = {}, []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--checkpoint", "--consistency"):
+            options[arg] = next(it)
+        else:
+            positional.append(arg)
+    with open(positional[0]) as f:
+        entry, key, tree = check(f.read(), positional[1])
+    if len(positional) > 2:
+        with open(positional[2]) as f:
             status = json.load(f)
         open_leaf(entry, bytes.fromhex(status["request_id"]), bytes.fromhex(status["plan_salt"]), status["records"])
+    if "--checkpoint" in options:
+        with open(options["--checkpoint"]) as f:
+            note = f.read()
+        proof = '{"hashes": []}'
+        if "--consistency" in options:
+            with open(options["--consistency"]) as f:
+                proof = f.read()
+        check_consistency(key, tree, note, proof)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -76,6 +76,7 @@ pub fn status_to_pb(v: &RequestView) -> pb::RequestStatus {
             .map(|(s, at)| pb::StateChange { state: s.name().into(), at: Some(convert::timestamp_to_pb(*at)) })
             .collect(),
         erasure_step: v.erasure_step.map(|s| s.name().to_string()).unwrap_or_default(),
+        alert: v.alert.clone().unwrap_or_default(),
         identity: v.identity.clone().unwrap_or_default(),
     }
 }

@@ -257,6 +257,65 @@ fn erasure_by_probe_goes_through_review_plan_delete_and_both_purges() {
     assert_eq!(rights.request(again.id, None, true).unwrap().matched, 0);
 }
 
+/// A record of the person enrolled after the plan is found by the post-delete check: the
+/// erasure is planned again with it (a second plan leaf), and only then purged and receipted.
+#[test]
+fn a_match_enrolled_after_the_plan_fails_the_post_delete_check_and_is_planned_again() {
+    let store = store();
+    let rights = open(&store);
+    let people = enrol(&rights);
+    let (id, secret) = erase_person(&rights);
+    assert_eq!(drive(&rights, id).unwrap(), State::NeedsReview);
+    rights.review(&desk(), id, Vec::new(), "not the person".into()).unwrap();
+    let late = rights.engine().enroll(&[record(face(0, 0.12), 9)], &[]).unwrap()[0].id;
+    assert_eq!(drive(&rights, id).unwrap(), State::Completed);
+    assert!(rights.engine().get(late).is_err(), "the late record is erased too");
+    let events = events(&rights);
+    assert_eq!(count(&events, "erasure-planned"), 2, "{events:?}");
+    assert_eq!(count(&events, "erasure-phase-1"), 1, "{events:?}");
+    let (status, phase1, _) = rights.erasure_receipts(id, Some(&secret), false).unwrap();
+    assert_eq!(status.records.len(), 4);
+    assert_eq!(status.earlier_plan_leaves.len(), 1);
+    let phase1 = phase1.unwrap();
+    assert_verifies(&rights, &phase1);
+    let body: receipt::Body = serde_json::from_str(&phase1.body).unwrap();
+    assert!(body.done[0].starts_with("4 record(s) deleted"), "{:?}", body.done);
+    assert!(
+        body.verified.iter().any(|v| v.contains("found 0 at or above the strict threshold")),
+        "{:?}",
+        body.verified
+    );
+    assert!(body.done.iter().any(|d| d.starts_with("1 record(s) scored in the review band")), "{:?}", body.done);
+    let _ = people;
+}
+
+/// A purge whose check fails logs nothing and completes nothing: the request shows an alert
+/// (with the attempts) until a retry passes.
+#[test]
+fn a_failed_purge_check_stops_the_phase_with_a_visible_alert_until_a_retry_passes() {
+    let store = store();
+    let rights = open(&store);
+    let people = enrol(&rights);
+    let (id, secret) = erase_person(&rights);
+    assert_eq!(drive(&rights, id).unwrap(), State::NeedsReview);
+    rights.review(&desk(), id, Vec::new(), "not the person".into()).unwrap();
+    rights.process(id).unwrap();
+    store.fail_purges(2);
+    for attempt in 1..=2 {
+        assert!(rights.purge_due(true).is_err(), "the check failed");
+        let (status, phase1, _) = rights.erasure_receipts(id, Some(&secret), false).unwrap();
+        let alert = status.alert.expect("an alert while the check fails");
+        assert!(alert.contains("phase 1") && alert.contains(&format!("failed {attempt} time(s)")), "{alert}");
+        assert!(phase1.is_none(), "no receipt says it passed");
+        assert_eq!(count(&events(&rights), "erasure-phase-1"), 0);
+        let view = rights.request(id, None, true).unwrap();
+        assert!(view.alert.is_some_and(|a| a.contains("injected")), "the desk sees it too");
+    }
+    assert_eq!(drive(&rights, id).unwrap(), State::Completed);
+    assert!(rights.erasure_receipts(id, Some(&secret), false).unwrap().0.alert.is_none());
+    assert_erased(&rights, &people, id, &secret);
+}
+
 /// The process dies after each write of the pipeline in turn; at restart the workflows are
 /// reopened over what was written, and the erasure finishes exactly once.
 #[test]

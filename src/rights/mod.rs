@@ -228,6 +228,8 @@ pub struct RequestView {
     pub erasure_step: Option<request::Step>,
     /// How the requester's identity was established, once it is.
     pub identity: Option<String>,
+    /// A failed check holding an erasure back (retried).
+    pub alert: Option<String>,
     /// Whether the worker has work on it now (rather than the privacy desk, the purge window
     /// or nobody): what a caller waiting for progress waits for.
     pub worker_busy: bool,
@@ -447,6 +449,7 @@ impl Rights {
                 history,
                 erasure_step: None,
                 identity: None,
+                alert: None,
                 worker_busy,
             };
         }
@@ -471,6 +474,10 @@ impl Rights {
                 _ => None,
             },
             identity: r.identity.as_ref().map(identity::Identity::describe),
+            alert: match r {
+                Request::Erasure(e) => e.pipeline.alert.as_ref().map(request::Alert::describe),
+                Request::Access(_) => None,
+            },
             worker_busy,
         }
     }

@@ -397,6 +397,28 @@ impl Step {
     }
 }
 
+/// A check of an erasure that failed: the step it stops, why, how often, since when. The
+/// step is retried; the holder and the privacy desk see the alert until it passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub step: String,
+    pub detail: String,
+    pub attempts: u32,
+    pub since: Timestamp,
+}
+
+impl Alert {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} failed {} time(s) since {}, retried: {}",
+            self.step,
+            self.attempts,
+            self.since.round(jiff::Unit::Second).unwrap_or(self.since),
+            self.detail
+        )
+    }
+}
+
 /// A logged phase of an erasure: when, its leaf, and the checks made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phase {
@@ -439,9 +461,26 @@ pub struct Erasure {
     /// allowed or their expiry).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attestations: u32,
+    /// The post-delete check's review band: records scoring between the review and strict
+    /// thresholds after the delete (not erased: they may be another person's).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub post_band: u64,
+    /// Plans made again because the post-delete check still found matches, and the leaves of
+    /// the plans they replaced.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replans: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_plan_leaves: Vec<u64>,
+    /// A failed check holding the pipeline back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

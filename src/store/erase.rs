@@ -28,12 +28,17 @@ use super::{
     CF_RECIPIENTS, CF_RECORDS, CF_REQUESTS, CF_SUPPRESSED, CF_SUPPRESSED_FACES, COLUMN_FAMILIES, Error, Store, crypto,
     graph,
 };
+use super::{
+    livefiles::{self, LiveTable},
+    scan::Prints,
+};
 use crate::record::RecordId;
 
 pub(super) const NOTIFICATION_DOMAIN: &str = "notification";
 pub(super) const FACE_DOMAIN: &str = "suppressed-face";
 
-/// What the store knew, before a delete, about where the deleted values were on disk.
+/// What the store knew, at a delete, about where the deleted values were on disk, and what
+/// the purges' byte scans look for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
     /// Table files of `data_keys` that held the wrapped keys.
@@ -42,6 +47,17 @@ pub struct Evidence {
     pub row_files: BTreeSet<String>,
     /// Write-ahead logs that existed when the rows were deleted.
     pub wals: BTreeSet<String>,
+    /// The database's last sequence number before the delete: every value it deleted was
+    /// written at or below it.
+    pub delete_seq: u64,
+    /// The highest file number in the data dir before the delete: every file made after has a
+    /// larger one.
+    pub file_ceiling: u64,
+    /// Fingerprints of the wrapped data keys (phase 1's byte scan).
+    pub key_prints: Prints,
+    /// Fingerprints of the sealed records, and of the request rows the delete replaced
+    /// (phase 2's byte scan).
+    pub row_prints: Prints,
 }
 
 impl Evidence {
@@ -49,6 +65,10 @@ impl Evidence {
         self.key_files.extend(other.key_files.iter().cloned());
         self.row_files.extend(other.row_files.iter().cloned());
         self.wals.extend(other.wals.iter().cloned());
+        self.delete_seq = self.delete_seq.max(other.delete_seq);
+        self.file_ceiling = self.file_ceiling.max(other.file_ceiling);
+        self.key_prints.extend(&other.key_prints);
+        self.row_prints.extend(&other.row_prints);
     }
 }
 
@@ -178,6 +198,8 @@ impl Store {
         let now = Timestamp::now();
         let mut batch = WriteBatch::default();
         let mut erased = Erased::default();
+        // What the byte scans after the purges look for: every erased value as stored now.
+        let (mut key_values, mut row_values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
         let single = |cf: &str, key: &[u8], absent: bool| Target {
             cf: cf.into(),
             start: key.to_vec(),
@@ -185,8 +207,12 @@ impl Store {
             absent,
         };
         for &id in ids {
-            if self.db.get_pinned_cf(self.cf(CF_RECORDS), id.as_bytes())?.is_some() {
+            if let Some(sealed) = self.db.get_cf(self.cf(CF_RECORDS), id.as_bytes())? {
                 erased.records += 1;
+                row_values.push(sealed);
+            }
+            if let Some(wrapped) = self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())? {
+                key_values.push(wrapped);
             }
             let key = id.as_bytes();
             for cf in [CF_RECORDS, CF_DATA_KEYS, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_IDEMPOTENCY_OF] {
@@ -235,11 +261,24 @@ impl Store {
                 crypto::seal_blob(&self.keys, FACE_DOMAIN, request_id, faces),
             );
         }
+        // The request rows rewritten here (earlier access reports naming these records, and
+        // this request, which holds the person's probes): their old versions are purged in
+        // phase 2 too.
+        for other in also.iter().map(|(id, _)| id).chain(std::iter::once(request_id)) {
+            if let Some(old) = self.db.get_cf(self.cf(CF_REQUESTS), other)? {
+                row_values.push(old);
+            }
+            erased.targets.push(single(CF_REQUESTS, other, false));
+        }
         erased.evidence = self.evidence(ids, &erased.targets)?;
         for (other, plaintext) in also {
             let blob = crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, other, plaintext);
             batch.put_cf(self.cf(CF_REQUESTS), other, blob);
         }
+        erased.evidence.key_prints = self.prints_of(key_values.iter().map(Vec::as_slice));
+        erased.evidence.row_prints = self.prints_of(row_values.iter().map(Vec::as_slice));
+        erased.evidence.delete_seq = self.db.latest_sequence_number();
+        erased.evidence.file_ceiling = self.file_ceiling()?;
         let plaintext = request(&erased);
         batch.put_cf(
             self.cf(CF_REQUESTS),
@@ -248,6 +287,17 @@ impl Store {
         );
         self.db.write_opt(batch, &super::synced())?;
         Ok(erased)
+    }
+
+    /// The highest file number in the data dir (table files, write-ahead logs, manifests).
+    fn file_ceiling(&self) -> Result<u64, Error> {
+        let io = |source| Error::Io { path: self.data_dir.clone(), source };
+        let mut top = 0;
+        for entry in std::fs::read_dir(&self.data_dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+            top = top.max(livefiles::file_number(&name).unwrap_or(0));
+        }
+        Ok(top)
     }
 
     /// The table files holding `ids`' data keys or the `targets` ranges, and the current
@@ -281,37 +331,29 @@ impl Store {
     }
 
     /// Purges the data keys of `ids` (deleted earlier) from disk and checks it: see the module
-    /// documentation. `evidence` is what [`Store::erase`] saw. Returns the checks passed, or
-    /// [`Error::Unverified`] naming the first that failed (the purge can simply be retried).
+    /// documentation. `evidence` is what [`Store::erase`] saw. Returns the checks passed, each
+    /// one that could have failed, or [`Error::Unverified`] naming the first that failed (the
+    /// purge can simply be retried).
     pub fn purge_keys(&self, ids: &[RecordId], evidence: &Evidence) -> Result<Vec<String>, Error> {
         self.flush_all()?;
         self.db.compact_range_cf_opt(self.cf(CF_DATA_KEYS), None::<&[u8]>, None::<&[u8]>, &forced());
         self.compact_survivors(&evidence.key_files)?;
+        let ranges: Vec<(&str, &[u8], &[u8])> =
+            ids.iter().map(|id| (CF_DATA_KEYS, id.as_bytes().as_slice(), id.as_bytes().as_slice())).collect();
+        self.compact_old_tables(&ranges, evidence)?;
 
-        let mut verified = Vec::new();
-        for id in ids {
-            if self.db.get_pinned_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?.is_some() {
-                return Err(Error::Unverified(format!("the data key of record {id} still reads back")));
-            }
-        }
-        verified.push(format!("each of the {} data key(s) reads back as absent", ids.len()));
-        verified.push(
+        let mut verified = vec![
+            self.no_old_tables(&ranges, evidence, "the data-key column family")?,
             self.files_gone(&evidence.key_files, "table file(s) of the data-key column family that held the keys")?,
-        );
-        let wals_left: Vec<&String> = evidence.wals.iter().filter(|w| self.data_dir.join(w).exists()).collect();
-        if !wals_left.is_empty() {
-            return Err(Error::Unverified(format!("write-ahead log(s) {wals_left:?} from before the delete remain")));
-        }
-        verified.push(format!(
-            "the {} write-ahead log(s) that existed at the delete were deleted (logs are never archived or recycled)",
-            evidence.wals.len()
-        ));
-        verified.extend(self.no_holds(&evidence.key_files)?);
+            self.no_old_wals(evidence)?,
+        ];
+        verified.extend(self.no_holds(evidence)?);
+        verified.push(self.scan_check(&evidence.key_prints, "wrapped data key(s)")?);
         Ok(verified)
     }
 
-    /// Purges the rows in `targets` (deleted earlier) from the table files and checks it.
-    /// `evidence` holds the files that held them at the delete.
+    /// Purges the rows in `targets` (deleted or replaced earlier) from the table files and
+    /// checks it. `evidence` is what the deletes saw.
     pub fn purge_rows(&self, targets: &[Target], evidence: &Evidence) -> Result<Vec<String>, Error> {
         let names: BTreeSet<&str> = targets.iter().map(|t| t.cf.as_str()).collect();
         let cfs: Vec<_> = names.iter().filter_map(|n| self.db.cf_handle(n)).collect();
@@ -322,24 +364,102 @@ impl Store {
             self.db.compact_range_cf_opt(cf, Some(&t.start), Some(&t.end), &opts);
         }
         self.compact_survivors(&evidence.row_files)?;
-        let mut verified = Vec::new();
-        for t in targets.iter().filter(|t| t.absent) {
-            let cf = self.cf(&t.cf);
-            let mode = IteratorMode::From(&t.start, rocksdb::Direction::Forward);
-            if let Some(item) = self.db.iterator_cf(cf, mode).next() {
-                let (key, _) = item?;
-                if key.as_ref() <= t.end.as_slice() {
-                    return Err(Error::Unverified(format!("a row of column family {} still reads back", t.cf)));
+        let ranges: Vec<(&str, &[u8], &[u8])> =
+            targets.iter().map(|t| (t.cf.as_str(), t.start.as_slice(), t.end.as_slice())).collect();
+        self.compact_old_tables(&ranges, evidence)?;
+        let mut verified = vec![
+            self.no_old_tables(&ranges, evidence, &format!("the {} column families", names.len()))?,
+            self.files_gone(&evidence.row_files, "table file(s) that held the rows")?,
+        ];
+        verified.extend(self.no_holds(evidence)?);
+        verified.push(self.scan_check(&evidence.row_prints, "sealed record(s) and replaced request row(s)")?);
+        Ok(verified)
+    }
+
+    /// The live table files that hold part of `ranges` and may hold values older than the
+    /// delete: made before it (file number at or below the ceiling), or holding an entry
+    /// written before it (smallest sequence number at or below the delete's). A sequence
+    /// number of 0 is not one of those: a compaction into the bottom level sets the sequence
+    /// numbers of the entries it keeps to 0 when no snapshot needs them (measured: after the
+    /// purge, every bottom-level file reads `0..0`), so it says nothing about when an entry was
+    /// written; such a file is judged by its number (the purge's own compaction made it), by
+    /// its deletion markers (one left over the range means the compaction could not drop what
+    /// it deletes: measured with a snapshot held from before the delete, the old value kept at
+    /// sequence number 0 beside the marker) and, like every file, by the byte scan.
+    fn old_tables(&self, ranges: &[(&str, &[u8], &[u8])], evidence: &Evidence) -> Result<Vec<LiveTable>, Error> {
+        Ok(livefiles::live_tables(&self.db)?
+            .into_iter()
+            .filter(|t| ranges.iter().any(|(cf, start, end)| t.cf == *cf && t.overlaps(start, end)))
+            .filter(|t| {
+                t.number <= evidence.file_ceiling
+                    || (t.smallest_seqno != 0 && t.smallest_seqno <= evidence.delete_seq)
+                    || t.deletions > 0
+            })
+            .collect())
+    }
+
+    /// Compacts again, over its own range, any table file [`Store::old_tables`] finds (a
+    /// manual compaction that met a background one can leave one), a few times at most.
+    fn compact_old_tables(&self, ranges: &[(&str, &[u8], &[u8])], evidence: &Evidence) -> Result<(), Error> {
+        for _ in 0..3 {
+            let old = self.old_tables(ranges, evidence)?;
+            if old.is_empty() {
+                break;
+            }
+            for t in old {
+                if let Some(cf) = self.db.cf_handle(&t.cf) {
+                    self.db.compact_range_cf_opt(cf, Some(&t.smallest_key), Some(&t.largest_key), &forced());
                 }
             }
         }
-        verified.push(format!(
-            "each of the {} erased key range(s) reads back as empty",
-            targets.iter().filter(|t| t.absent).count()
-        ));
-        verified.push(self.files_gone(&evidence.row_files, "table file(s) that held the rows")?);
-        verified.extend(self.no_holds(&evidence.row_files)?);
-        Ok(verified)
+        Ok(())
+    }
+
+    /// Checks that every live table file holding part of `ranges` was written after the delete
+    /// and holds nothing written before it ([`Store::old_tables`]).
+    fn no_old_tables(&self, ranges: &[(&str, &[u8], &[u8])], evidence: &Evidence, what: &str) -> Result<String, Error> {
+        if let Some(t) = self.old_tables(ranges, evidence)?.first() {
+            return Err(Error::Unverified(format!(
+                "table file {} ({}, level {}) holds erased keys' range and may hold a value written before the \
+                 delete: file number {} (ceiling {}), sequence numbers {} to {} (delete at {}), {} deletion marker(s)",
+                t.name,
+                t.cf,
+                t.level,
+                t.number,
+                evidence.file_ceiling,
+                t.smallest_seqno,
+                t.largest_seqno,
+                evidence.delete_seq,
+                t.deletions
+            )));
+        }
+        let checked = livefiles::live_tables(&self.db)?
+            .into_iter()
+            .filter(|t| ranges.iter().any(|(cf, start, end)| t.cf == *cf && t.overlaps(start, end)))
+            .count();
+        Ok(format!(
+            "every live table file of {what} whose key range holds an erased key ({checked}) was written after the \
+             delete and holds no entry written before it (file numbers above {}, sequence numbers 0 or above {}, no \
+             deletion marker)",
+            evidence.file_ceiling, evidence.delete_seq
+        ))
+    }
+
+    /// Checks that no write-ahead log that existed at the delete (numbered up to the newest of
+    /// them, which held the delete) is still in the data dir.
+    fn no_old_wals(&self, evidence: &Evidence) -> Result<String, Error> {
+        let newest = evidence.wals.iter().filter_map(|w| livefiles::file_number(w)).max().unwrap_or(0);
+        let left: Vec<String> =
+            self.wal_files()?.into_iter().filter(|w| livefiles::file_number(w).is_some_and(|n| n <= newest)).collect();
+        if !left.is_empty() {
+            return Err(Error::Unverified(format!(
+                "write-ahead log(s) {left:?} from before the delete are still in the data dir"
+            )));
+        }
+        Ok(format!(
+            "no write-ahead log numbered {newest} or lower (the log that held the delete, and every older one) is \
+             left in the data dir; logs are never archived or recycled"
+        ))
     }
 
     /// A manual compaction's outcome is not reported (the C API returns nothing), and one that ran into a
@@ -380,18 +500,18 @@ impl Store {
     /// Checks that nothing keeps deleted values alive: no snapshot is held, and no deletion of
     /// obsolete table files is on hold for `files` (a running compaction holds back only the
     /// files numbered from its first output on, newer than any of these).
-    fn no_holds(&self, files: &BTreeSet<String>) -> Result<Vec<String>, Error> {
+    fn no_holds(&self, evidence: &Evidence) -> Result<Vec<String>, Error> {
         let snapshots = self.db.property_int_value("rocksdb.num-snapshots")?.unwrap_or(u64::MAX);
         if snapshots != 0 {
             return Err(Error::Unverified(format!("{snapshots} snapshot(s) are held")));
         }
         let keep = self.db.property_int_value("rocksdb.min-obsolete-sst-number-to-keep")?.unwrap_or(0);
-        let number =
-            |name: &String| name.trim_start_matches('/').trim_end_matches(".sst").parse::<u64>().unwrap_or(u64::MAX);
-        if let Some(held) = files.iter().find(|f| number(f) >= keep) {
-            return Err(Error::Unverified(format!("deletion of obsolete table files from {held} on is on hold")));
+        if keep <= evidence.file_ceiling {
+            return Err(Error::Unverified(format!(
+                "deletion of obsolete table files from number {keep} on is on hold"
+            )));
         }
-        Ok(vec!["no snapshot is held and no deletion of those table files is on hold".into()])
+        Ok(vec!["no snapshot is held and no deletion of table files from before the delete is on hold".into()])
     }
 
     fn outbox_key(&self, client: &str, at: Timestamp) -> Vec<u8> {
@@ -550,13 +670,123 @@ mod tests {
         assert!(!files_containing(&data, &sealed).is_empty(), "phase 1 leaves the ciphertext, unreadable");
 
         let verified = store.purge_rows(&erased.targets, &erased.evidence).unwrap();
-        assert!(verified.iter().any(|v| v.contains("reads back as empty")), "{verified:?}");
+        assert!(verified.iter().any(|v| v.starts_with("a byte scan of every file")), "{verified:?}");
         assert_eq!(files_containing(&data, &sealed), Vec::<String>::new());
         for id in &ids[5..] {
             assert!(store.get(*id).unwrap().is_some());
         }
         // A second purge of the same rows has nothing left to find and still passes.
         store.purge_rows(&erased.targets, &erased.evidence).unwrap();
+    }
+
+    /// A store of 40 records, the first 20 flushed, and records 2..5 erased.
+    fn erased_store() -> (tempfile::TempDir, Store, Vec<RecordId>, Erased, RawRows) {
+        let (dir, store, ids, raw) = store_of_40();
+        let erased = erase_2_to_5(&store, &ids);
+        (dir, store, ids, erased, raw)
+    }
+
+    fn erase_2_to_5(store: &Store, ids: &[RecordId]) -> Erased {
+        let deletion = Deletion {
+            ids: &ids[2..5],
+            graph_slots: &[],
+            notice: &|_| b"{}".to_vec(),
+            also: &[],
+            suppress: &[],
+            faces: None,
+        };
+        store.erase(&deletion, &[7; 16], |_| Zeroizing::new(b"state".to_vec())).unwrap()
+    }
+
+    /// A store of 40 records, the first 20 flushed; record 2's rows as stored.
+    fn store_of_40() -> (tempfile::TempDir, Store, Vec<RecordId>, RawRows) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data"), &dir.path().join("keys"), Some(8), None).unwrap();
+        let records: Vec<NewRecord> = (0..40).map(record).collect();
+        let ids: Vec<RecordId> = (0..40).map(|_| RecordId::random()).collect();
+        let pairs: Vec<(RecordId, &NewRecord)> = ids.iter().copied().zip(&records).collect();
+        store.insert(&pairs[..20], Timestamp::now(), &[]).unwrap();
+        store.flush_all().unwrap();
+        store.insert(&pairs[20..], Timestamp::now(), &[]).unwrap();
+        let raw = store.raw_rows(ids[2]).unwrap();
+        (dir, store, ids, raw)
+    }
+
+    fn unverified(result: Result<Vec<String>, Error>) -> String {
+        match result {
+            Err(Error::Unverified(why)) => why,
+            other => panic!("expected a failed check, got {other:?}"),
+        }
+    }
+
+    /// Each check of the purges fails when what it checks is not so, and the purge passes once
+    /// the cause is gone.
+    #[test]
+    fn each_purge_check_can_fail() {
+        // A snapshot taken before the delete keeps the old values alive through compaction.
+        let (_dir, store, ids, _) = store_of_40();
+        let snapshot = store.db.snapshot();
+        let erased = erase_2_to_5(&store, &ids);
+        let gone = &ids[2..5];
+        let why = unverified(store.purge_keys(gone, &erased.evidence));
+        assert!(why.contains("may hold a value written before the delete"), "{why}");
+        drop(snapshot);
+        store.purge_keys(gone, &erased.evidence).unwrap();
+
+        // A snapshot taken after the delete: nothing old survives, but a snapshot is held.
+        let (_dir, store, ids, erased, _) = erased_store();
+        let snapshot = store.db.snapshot();
+        let why = unverified(store.purge_keys(&ids[2..5], &erased.evidence));
+        assert!(why.contains("snapshot(s) are held"), "{why}");
+        drop(snapshot);
+
+        // A write-ahead log from before the delete left in the data dir.
+        let (dir, store, ids, erased, _) = erased_store();
+        let stray = dir.path().join("data").join("000001.log");
+        std::fs::write(&stray, b"").unwrap();
+        let why = unverified(store.purge_keys(&ids[2..5], &erased.evidence));
+        assert!(why.contains("write-ahead log(s)") && why.contains("000001.log"), "{why}");
+        std::fs::remove_file(&stray).unwrap();
+
+        // A copy of a wrapped key anywhere in the data dir (here a stray file): the byte scan.
+        let (dir, store, ids, erased, raw) = erased_store();
+        let copy = dir.path().join("data").join("copy.bin");
+        let mut bytes = vec![0u8; 100];
+        bytes.extend_from_slice(&raw.wrapped_key.clone().unwrap()[10..50]);
+        std::fs::write(&copy, &bytes).unwrap();
+        let why = unverified(store.purge_keys(&ids[2..5], &erased.evidence));
+        assert!(why.contains("byte scan found") && why.contains("copy.bin"), "{why}");
+        std::fs::remove_file(&copy).unwrap();
+        store.purge_keys(&ids[2..5], &erased.evidence).unwrap();
+        // And phase 2's, for a sealed record.
+        std::fs::write(&copy, &raw.sealed.clone().unwrap()[100..140]).unwrap();
+        let why = unverified(store.purge_rows(&erased.targets, &erased.evidence));
+        assert!(why.contains("byte scan found") && why.contains("sealed record"), "{why}");
+        std::fs::remove_file(&copy).unwrap();
+        let verified = store.purge_rows(&erased.targets, &erased.evidence).unwrap();
+        assert_eq!(verified.len(), 4, "{verified:?}");
+        let _ = raw;
+    }
+
+    /// RocksDB's info log is kept at warnings: it never prints the keys a compaction or a
+    /// flush touched (record ids).
+    #[test]
+    fn the_info_log_does_not_name_erased_records() {
+        let (dir, store, ids, erased, _) = erased_store();
+        store.purge_keys(&ids[2..5], &erased.evidence).unwrap();
+        store.purge_rows(&erased.targets, &erased.evidence).unwrap();
+        for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with("LOG") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap().to_uppercase();
+            for id in &ids[2..5] {
+                assert!(!text.contains(&hex::encode_upper(id.as_bytes())), "{name} names an erased record");
+                assert!(!text.contains("MANUAL COMPACTION"), "{name} logs compactions at info level");
+            }
+        }
     }
 
     #[test]

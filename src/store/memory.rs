@@ -73,11 +73,27 @@ pub struct MemoryStore {
     writes_left: AtomicU64,
     /// Writes accepted since the store was made.
     writes: AtomicU64,
+    /// Purges whose check is made to fail (a test's injected failure).
+    failing_purges: AtomicU64,
 }
 
 impl MemoryStore {
     /// An empty store of `dimension`-dimensional templates whose log, named `origin`, is signed
     /// with a new random key.
+    /// Test hook: the next `n` purges fail their check, as a purge that left a copy would.
+    pub fn fail_purges(&self, n: u64) {
+        self.failing_purges.store(n, Ordering::SeqCst);
+    }
+
+    fn injected_failure(&self) -> Result<(), Error> {
+        let left = self.failing_purges.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failing_purges.store(left - 1, Ordering::SeqCst);
+            return Err(Error::Unverified("the byte scan found 1 window(s) of an erased value (injected)".into()));
+        }
+        Ok(())
+    }
+
     pub fn new(dimension: usize, origin: &str) -> Result<MemoryStore, Error> {
         let seed = Zeroizing::new(*super::crypto::random_secret());
         let signer = Self::signer(origin, &seed)?;
@@ -91,6 +107,7 @@ impl MemoryStore {
             origin: origin.into(),
             seed,
             writes_left: AtomicU64::new(u64::MAX),
+            failing_purges: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         })
     }
@@ -378,6 +395,7 @@ impl RecordStore for MemoryStore {
     }
 
     fn purge_keys(&self, ids: &[RecordId], _evidence: &Evidence) -> Result<Vec<String>, Error> {
+        self.injected_failure()?;
         let rows = self.lock();
         if let Some(id) = ids.iter().find(|id| rows.data_keys.contains(id)) {
             return Err(Error::Unverified(format!("the data key of record {id} still reads back")));
@@ -386,6 +404,7 @@ impl RecordStore for MemoryStore {
     }
 
     fn purge_rows(&self, targets: &[Target], _evidence: &Evidence) -> Result<Vec<String>, Error> {
+        self.injected_failure()?;
         Ok(vec![format!(
             "each of the {} erased key range(s) reads back as empty",
             targets.iter().filter(|t| t.absent).count()

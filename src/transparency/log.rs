@@ -398,4 +398,26 @@ mod versions {
         let checks = receipt::verify(&receipt.to_json(), &signer.verifier(), None);
         assert!(checks.iter().any(|c| c.name == "statement digest in the leaf" && !c.ok), "{checks:#?}");
     }
+
+    /// A leaf whose committed statements state another count than the leaf holds: the digest
+    /// holds (the operator signed it so), the counts check does not.
+    #[test]
+    fn a_count_the_statements_do_not_state_fails_its_check() {
+        let signer = SignerKey::from_seed("test.example/log", &[7; 32]).unwrap();
+        let again = SignerKey::from_seed("test.example/log", &[7; 32]).unwrap();
+        let (mut log, _) =
+            LogWriter::recover::<()>("test.example/log".into(), again, Vec::new(), |_, _| Ok(None), None).unwrap();
+        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let said = for_event(&Event::ErasureKeysPurged { commitment: [1; 32], records: 2, epoch: 1 });
+        let event = Event::ErasureKeysPurged { commitment: [1; 32], records: 3, epoch: 1 };
+        let entry = Logged::new(time, event, &said);
+        let staged = log.stage(std::slice::from_ref(&entry), &mut Sink);
+        log.commit(staged);
+        let receipt = log.receipt(0, &entry.entry.encode(), &entry.entry, said).unwrap();
+        let checks = receipt::verify(&receipt.to_json(), &signer.verifier(), None);
+        let by_name = |name: &str| checks.iter().find(|c| c.name == name).unwrap();
+        assert!(by_name("statement digest in the leaf").ok, "{checks:#?}");
+        let counts = by_name("counts in the leaf against the statements");
+        assert!(!counts.ok && counts.detail.contains("3 record(s) deleted"), "{counts:?}");
+    }
 }

@@ -196,9 +196,9 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
         {
             return Err("the logged entry says something else than the receipt".to_string());
         }
-        Ok((merkle::leaf_hash(&bytes), entry.statements))
+        Ok((merkle::leaf_hash(&bytes), entry.statements, entry.event))
     })();
-    let Ok((leaf, digest)) = leaf else {
+    let Ok((leaf, digest, event)) = leaf else {
         check("leaf matches the receipt", leaf.map(|_| String::new()));
         return checks;
     };
@@ -216,6 +216,7 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
         None => Ok("none: a version-1 leaf, whose statements were not committed in the log".into()),
     };
     check("statement digest in the leaf", committed);
+    check("counts in the leaf against the statements", counts_stated(&event, &Statements::of(&body)));
     let proof: Result<Vec<Hash>, String> = body
         .inclusion_proof
         .iter()
@@ -244,6 +245,26 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
         check("consistency with the newer checkpoint", result);
     }
     checks
+}
+
+/// Whether each count the leaf holds is the one its statements give, in the line that states it
+/// ([`super::statements::counts_stated`]).
+fn counts_stated(event: &Event, statements: &Statements) -> Result<String, String> {
+    let expected = super::statements::counts_stated(event);
+    for (section, start) in &expected {
+        let lines: Vec<&str> = match *section {
+            "done" => statements.done.iter().map(String::as_str).collect(),
+            "verified" => statements.verified.iter().map(String::as_str).collect(),
+            _ => statements.pending.iter().map(|p| p.what.as_str()).collect(),
+        };
+        if !lines.iter().any(|line| line.starts_with(start.as_str())) {
+            return Err(format!("the leaf's counts are not stated: no {section} line begins {start:?}"));
+        }
+    }
+    Ok(match expected.len() {
+        0 => "none: this entry holds no count".into(),
+        n => format!("the {n} count(s) the {} leaf holds are the ones stated", event.name()),
+    })
 }
 
 /// What a holder knows that opens a receipt's commitment: their request's id (a record's id,

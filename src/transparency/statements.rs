@@ -46,15 +46,16 @@ pub fn for_event(event: &Event) -> Statements {
             Vec::new(),
         ),
         Event::ErasureKeysPurged { records, epoch, .. } => (
-            vec![format!(
-                "{records} record(s) deleted from the store and the search indexes; their data keys destroyed and \
-                 purged from disk while key epoch {epoch} was current"
-            )],
+            vec![
+                format!("{} rows removed from the store and the search indexes", phase1_deleted(*records as usize)),
+                format!("{} destroyed and purged from disk", phase1_keys(*epoch)),
+            ],
             Vec::new(),
         ),
-        Event::ErasureTemplatesPurged { records, .. } => {
-            (vec![format!("the encrypted templates of {records} record(s) purged from the table files")], Vec::new())
-        }
+        Event::ErasureTemplatesPurged { records, .. } => (
+            vec![format!("{}: encrypted templates purged from the table files", phase2_ranges(*records as usize))],
+            Vec::new(),
+        ),
         Event::KeysRotated { epoch, rewrapped, .. } => (
             vec![
                 format!("a new key-encryption key (epoch {epoch}) made; {rewrapped} data key(s) re-wrapped under it"),
@@ -93,6 +94,8 @@ pub struct ErasureFacts<'a> {
     /// After the delete (an erasure by probes only): records compared, records still at or
     /// above the strict threshold.
     pub post_check: Option<(u64, u64)>,
+    /// After the delete: records in the review band (not erased).
+    pub post_band: u64,
     /// The key epoch current at phase 1, and whether a rotation has destroyed it since.
     pub key_epoch: u32,
     pub epoch_destroyed: bool,
@@ -119,9 +122,9 @@ pub fn erasure_phase1(facts: &ErasureFacts<'_>, verified: &[String], phase2: Pha
     let n = facts.records;
     let mut done = vec![
         format!(
-            "{n} record(s) deleted in one synced write: sealed template and provenance, wrapped data key, \
-             recipients-log rows, idempotency rows, enrolment-leaf and quarantine rows, and their entries in \
-             earlier access reports"
+            "{} sealed template and provenance, wrapped data key, recipients-log rows, idempotency rows, \
+             enrolment-leaf and quarantine rows, and their entries in earlier access reports",
+            phase1_deleted(n)
         ),
         "the vectors removed from the exact index and the HNSW graph (node unlinked, neighbours reconnected), \
          their memory overwritten with zeros"
@@ -131,9 +134,11 @@ pub fn erasure_phase1(facts: &ErasureFacts<'_>, verified: &[String], phase2: Pha
             "{} source address(es) added to the suppression list as keyed hashes: re-enrolling them is refused",
             facts.suppressed
         ),
-        "the data keys destroyed and purged from this service's disk: the copies of the ciphertext left in its \
-         table files until phase 2 are unreadable without them (backups: see pending)"
-            .into(),
+        format!(
+            "{} destroyed and purged from this service's disk: the copies of the ciphertext left in its table \
+             files until phase 2 are unreadable without them (backups: see pending)",
+            phase1_keys(facts.key_epoch)
+        ),
     ];
     if let Some(rule) = facts.sweep_rule {
         done.push(format!("erased by a policy sweep: {rule}"));
@@ -147,9 +152,16 @@ pub fn erasure_phase1(facts: &ErasureFacts<'_>, verified: &[String], phase2: Pha
     }
     let mut verified = verified.to_vec();
     if let Some((compared, remaining)) = facts.post_check {
+        // Phase 1 runs only once this check found none (else the erasure is planned again,
+        // or held): the count is still the one found, never assumed.
         verified.push(format!(
             "after the delete, the exact scan of the {compared} record(s) left found {remaining} at or above the \
              strict threshold for the person's probes"
+        ));
+        done.push(format!(
+            "{} record(s) scored in the review band after the delete: not erased, as they may be another person's \
+             (the privacy desk can review them)",
+            facts.post_band
         ));
     }
     let mut pending = Vec::new();
@@ -168,13 +180,52 @@ pub fn erasure_phase1(facts: &ErasureFacts<'_>, verified: &[String], phase2: Pha
 pub fn erasure_phase2(facts: &ErasureFacts<'_>, verified: &[String]) -> Statements {
     Statements {
         done: vec![format!(
-            "the key ranges of the {} erased record(s) compacted to the bottom level, dropping their encrypted \
-             templates and derived rows from the table files",
-            facts.records
+            "{} compacted to the bottom level, dropping their encrypted templates and derived rows from the \
+             table files",
+            phase2_ranges(facts.records)
         )],
         verified: verified.to_vec(),
         pending: vec![backups_pending(facts), recipients_pending(facts)],
         not_claimed: not_claimed(),
+    }
+}
+
+fn phase1_deleted(records: usize) -> String {
+    format!("{records} record(s) deleted in one synced write:")
+}
+
+fn phase1_keys(epoch: u32) -> String {
+    format!("the data keys, wrapped under key epoch {epoch},")
+}
+
+fn phase2_ranges(records: usize) -> String {
+    format!("the key ranges of the {records} erased record(s)")
+}
+
+/// Where a leaf's counts are stated: each `(section, text)` must begin one line of that section
+/// of the receipt's statements (`section` is `done`, `verified` or `pending`, whose lines are
+/// the `what`s). docs/log-format.md lists them for other verifiers.
+pub fn counts_stated(event: &Event) -> Vec<(&'static str, String)> {
+    match event {
+        Event::Enrolled { .. } => Vec::new(),
+        Event::AccessAnswered { disclosed, withheld, .. } => vec![
+            ("done", format!("access report issued: {disclosed} record(s) ")),
+            ("done", format!("{withheld} review-band match(es) withheld")),
+        ],
+        Event::ErasurePlanned { records, .. } => {
+            vec![("done", format!("the set of {records} record(s) to erase was frozen"))]
+        }
+        Event::ErasureKeysPurged { records, epoch, .. } => {
+            vec![("done", phase1_deleted(*records as usize)), ("done", phase1_keys(*epoch))]
+        }
+        Event::ErasureTemplatesPurged { records, .. } => vec![("done", phase2_ranges(*records as usize))],
+        Event::KeysRotated { epoch, rewrapped, .. } => {
+            vec![("done", format!("a new key-encryption key (epoch {epoch}) made; {rewrapped} data key(s) re-wrapped"))]
+        }
+        Event::NoMatchAttested { tree_size, compared, .. } => vec![(
+            "verified",
+            format!("when the log held {tree_size} entries, none of the {compared} record(s) held scored at or above "),
+        )],
     }
 }
 
@@ -224,6 +275,7 @@ mod tests {
             sweep_rule: Some("jurisdiction=FR"),
             faces_kept: 0,
             post_check: None,
+            post_band: 0,
             key_epoch: 4,
             epoch_destroyed: false,
             deleted_at: Some("2026-12-01T10:00:00.25Z".parse().unwrap()),

@@ -217,9 +217,50 @@ async fn an_erasure_by_probe_removes_the_person_everywhere_and_both_receipts_ver
         std::fs::write(&path, json).unwrap();
         let (ok, out) = oubli(&["verify", path.to_str().unwrap(), "--verifier-key", key_path.to_str().unwrap()]);
         assert!(ok && out.contains(event) && out.contains("ok   statement digest in the leaf"), "{out}");
+        assert!(out.contains("ok   counts in the leaf against the statements"), "{out}");
         let (ok, out) = check_receipt_py(&path, &key);
         assert!(ok && out.contains("ok  statement digest in the leaf"), "{out}");
+        assert!(out.contains("ok  counts in the leaf against the statements"), "{out}");
     }
+    // Consistency with a newer checkpoint, in Python from the formats alone: phase 1's tree
+    // against the latest, with the proof the log serves; a proof for other sizes fails.
+    let latest = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().checkpoint;
+    let latest_path = dir.path().join("latest.checkpoint");
+    std::fs::write(&latest_path, &latest).unwrap();
+    let phase1_size = body(&r.phase1_receipt_json).leaf_index + 1;
+    let latest_size: u64 = latest.lines().nth(1).unwrap().parse().unwrap();
+    let proof_json = |from: u64, hashes: Vec<Vec<u8>>| {
+        use base64::Engine;
+        let hashes: Vec<String> = hashes.iter().map(|h| base64::engine::general_purpose::STANDARD.encode(h)).collect();
+        serde_json::json!({ "from_size": from, "to_size": latest_size, "hashes": hashes }).to_string()
+    };
+    let proof = |from: u64| {
+        let mut log = log.clone();
+        async move {
+            log.get_consistency_proof(pb::GetConsistencyProofRequest { from_size: from, to_size: latest_size })
+                .await
+                .unwrap()
+                .into_inner()
+                .hashes
+        }
+    };
+    let good = dir.path().join("consistency.json");
+    std::fs::write(&good, proof_json(phase1_size, proof(phase1_size).await)).unwrap();
+    let p1 = dir.path().join("p1.json");
+    let flags = |proof: &std::path::Path| {
+        vec![
+            std::ffi::OsString::from("--checkpoint"),
+            latest_path.clone().into_os_string(),
+            "--consistency".into(),
+            proof.as_os_str().to_owned(),
+        ]
+    };
+    let (ok, out) = check_receipt_py_args(&p1, &key, &flags(&good));
+    assert!(ok && out.contains("ok  consistency with the newer checkpoint"), "{out}");
+    let wrong = dir.path().join("wrong-consistency.json");
+    std::fs::write(&wrong, proof_json(phase1_size, proof(phase1_size - 1).await)).unwrap();
+    let (ok, out) = check_receipt_py_args(&p1, &key, &flags(&wrong));
+    assert!(!ok && out.contains("consistency with the newer checkpoint"), "{out}");
     // The holder opens the leaves with their erasure status: the commitment with the plan
     // salt, and the plan's digest from the record ids it names; another record list fails.
     let status_path = dir.path().join("erasure.json");
@@ -321,6 +362,11 @@ fn check_receipt_py(receipt: &std::path::Path, key: &str) -> (bool, String) {
 
 /// The same, with more arguments (an erasure status).
 fn check_receipt_py_with(receipt: &std::path::Path, key: &str, more: &[&std::path::Path]) -> (bool, String) {
+    let more: Vec<std::ffi::OsString> = more.iter().map(|p| p.as_os_str().to_owned()).collect();
+    check_receipt_py_args(receipt, key, &more)
+}
+
+fn check_receipt_py_args(receipt: &std::path::Path, key: &str, more: &[std::ffi::OsString]) -> (bool, String) {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
         .arg(repo.join("examples/python/check_receipt.py"))

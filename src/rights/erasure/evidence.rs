@@ -42,6 +42,21 @@ pub struct Evidence {
     pub row_files: BTreeSet<String>,
     /// Write-ahead logs that existed when the rows were deleted.
     pub wals: BTreeSet<String>,
+    /// The last sequence number before the delete, and the highest file number (absent from
+    /// requests stored before they were recorded: 0, which no newer file can be at or below).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delete_seq: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub file_ceiling: u64,
+    /// What the byte scans look for (fingerprints, never the values).
+    #[serde(default, skip_serializing_if = "store::scan::Prints::is_empty")]
+    pub key_prints: store::scan::Prints,
+    #[serde(default, skip_serializing_if = "store::scan::Prints::is_empty")]
+    pub row_prints: store::scan::Prints,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl From<&store::Erased> for Erased {
@@ -59,12 +74,32 @@ impl From<&store::Erased> for Erased {
                 key_files: e.evidence.key_files.clone(),
                 row_files: e.evidence.row_files.clone(),
                 wals: e.evidence.wals.clone(),
+                delete_seq: e.evidence.delete_seq,
+                file_ceiling: e.evidence.file_ceiling,
+                key_prints: e.evidence.key_prints.clone(),
+                row_prints: e.evidence.row_prints.clone(),
             },
         }
     }
 }
 
 impl Erased {
+    /// Adds what a later delete of the same erasure (after a re-plan) removed.
+    pub fn merge(&mut self, later: Erased) {
+        self.records += later.records;
+        self.recipients.extend(later.recipients);
+        self.rows += later.rows;
+        self.targets.extend(later.targets);
+        let (mine, theirs) = (&mut self.evidence, later.evidence);
+        mine.key_files.extend(theirs.key_files);
+        mine.row_files.extend(theirs.row_files);
+        mine.wals.extend(theirs.wals);
+        mine.delete_seq = mine.delete_seq.max(theirs.delete_seq);
+        mine.file_ceiling = mine.file_ceiling.max(theirs.file_ceiling);
+        mine.key_prints.extend(&theirs.key_prints);
+        mine.row_prints.extend(&theirs.row_prints);
+    }
+
     /// The store's targets for phase 2.
     pub fn store_targets(&self) -> impl Iterator<Item = store::Target> + '_ {
         self.targets.iter().map(|r| store::Target {
@@ -81,6 +116,10 @@ impl Erased {
             key_files: self.evidence.key_files.clone(),
             row_files: self.evidence.row_files.clone(),
             wals: self.evidence.wals.clone(),
+            delete_seq: self.evidence.delete_seq,
+            file_ceiling: self.evidence.file_ceiling,
+            key_prints: self.evidence.key_prints.clone(),
+            row_prints: self.evidence.row_prints.clone(),
         }
     }
 }

@@ -30,7 +30,7 @@ use super::{
     identity::{Identity, Signed, Terms},
     intake::check_contact,
     report::AccessReport,
-    request::{Common, Erasure, ErasureRequest, Kind, Match, Origin, Request, RequestId, State, Step, Stored},
+    request::{Alert, Common, Erasure, ErasureRequest, Kind, Match, Origin, Request, RequestId, State, Step, Stored},
 };
 use crate::{
     embedding::Embedding,
@@ -42,6 +42,10 @@ use crate::{
         statements::{self, ErasureFacts},
     },
 };
+
+/// How many times an erasure is planned again when its post-delete check still finds matches,
+/// before it is held with an alert.
+const MAX_REPLANS: u32 = 2;
 
 /// What the person (or the privacy desk) sees of an erasure.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,6 +64,10 @@ pub struct ErasureStatus {
     pub retained_with_consent: Vec<String>,
     pub phase1_leaf: Option<u64>,
     pub phase2_leaf: Option<u64>,
+    /// Plans replaced by a later one (the post-delete check still found matches).
+    pub earlier_plan_leaves: Vec<u64>,
+    /// A failed check holding the erasure back (retried).
+    pub alert: Option<String>,
     pub not_claimed: Vec<&'static str>,
 }
 
@@ -193,7 +201,9 @@ impl Rights {
         pipeline.graph_slots = graph_slots;
         pipeline.step = Step::Planned;
         pipeline.key_epoch = self.engine.records().key_epoch();
-        request.advance(State::Erasing, now);
+        if request.state != State::Erasing {
+            request.advance(State::Erasing, now);
+        }
         self.requests.save_logged(request, &entry, |r, leaf| r.pipeline.plan_leaf = leaf)?;
         info!(request_id = %request.id, records = request.pipeline.plan.len(), "erasure planned");
         self.metrics.record_step("plan", started.elapsed());
@@ -237,10 +247,10 @@ impl Rights {
             let faces_kept = kept.len();
             let id = *request.id.as_bytes();
             let pipeline = &mut request.pipeline;
-            pipeline.suppressed = suppress.len();
+            pipeline.suppressed += suppress.len();
             pipeline.deleted_at = Some(now);
             pipeline.step = Step::Deleted;
-            pipeline.faces_kept = faces_kept;
+            pipeline.faces_kept += faces_kept;
             let deletion = store::Deletion {
                 ids: &plan,
                 graph_slots: &graph_slots,
@@ -250,8 +260,14 @@ impl Rights {
                 also: &also,
             };
             let erased = store.erase(&deletion, &id, &mut |erased| {
-                request.pipeline.notified = erased.recipients.iter().cloned().collect();
-                request.pipeline.erased = Some(erased.into());
+                let this: super::erasure::evidence::Erased = erased.into();
+                // After a re-plan, what the earlier delete removed stays part of the erasure.
+                match request.pipeline.erased.as_mut() {
+                    Some(before) => before.merge(this),
+                    None => request.pipeline.erased = Some(this),
+                }
+                let notified = request.pipeline.erased.as_ref().map(|e| e.recipients.iter().cloned().collect());
+                request.pipeline.notified = notified.unwrap_or_default();
                 request.encode()
             })?;
             if faces_kept > 0 {
@@ -268,24 +284,60 @@ impl Rights {
             crate::failpoint::hit("erase.deleted");
         }
         // Idempotent: after a restart the indexes were rebuilt without these records anyway.
-        if request.pipeline.step == Step::Deleted && request.pipeline.post_check.is_none() {
+        // Run again while it fails (a re-plan, or the alert's retry).
+        let failing = request.pipeline.post_check.is_some_and(|(_, remaining)| remaining > 0);
+        if request.pipeline.step == Step::Deleted && (request.pipeline.post_check.is_none() || failing) {
             let started = std::time::Instant::now();
             for id in &request.pipeline.plan {
                 self.engine.unindex(*id);
             }
             crate::failpoint::hit("erase.unindexed");
             let probes = probes_of(request)?;
-            let matches = self.engine.match_exact(&probes, self.settings.thresholds.strict)?;
+            let t = self.settings.thresholds;
+            let matches = self.engine.match_exact(&probes, t.review)?;
             let (hits, compared) = (matches.best(), matches.compared);
-            let remaining = if probes.is_empty() { 0 } else { hits.len() as u64 };
-            request.pipeline.post_check = Some((compared as u64, remaining));
+            let (strict, band): (Vec<_>, Vec<_>) = hits.into_iter().partition(|h| h.score >= t.strict);
+            request.pipeline.post_check = Some((compared as u64, strict.len() as u64));
+            request.pipeline.post_band = band.len() as u64;
+            self.metrics.record_step("unindex_and_check", started.elapsed());
+            if !strict.is_empty() {
+                // A check that failed: something enrolled since the plan still matches the
+                // person at the strict threshold. Planned again with it (a few times), else
+                // held with an alert until it passes; never a receipt that says it passed.
+                let now = self.now();
+                let count = strict.len();
+                if request.pipeline.replans < MAX_REPLANS {
+                    request.pipeline.replans += 1;
+                    request.pipeline.earlier_plan_leaves.push(request.pipeline.plan_leaf);
+                    request.pipeline.post_check = None;
+                    request.matched.extend(strict.iter().map(|h| Match { record_id: h.id, score: h.score }));
+                    info!(request_id = %request.id, records = count, "erasure: post-delete check failed; planned again");
+                    self.plan_erasure(request)?;
+                    return self.erase_planned(request);
+                }
+                let attempts = request.pipeline.alert.as_ref().map_or(0, |a| a.attempts) + 1;
+                let since = request.pipeline.alert.as_ref().map_or(now, |a| a.since);
+                request.pipeline.alert = Some(Alert {
+                    step: "the post-delete check".into(),
+                    detail: format!(
+                        "after {} delete(s), {count} record(s) still score at or above the strict threshold against \
+                         the person's probes; the privacy desk is alerted",
+                        request.pipeline.replans + 1
+                    ),
+                    attempts,
+                    since,
+                });
+                self.requests.save(&*request)?;
+                tracing::warn!(request_id = %request.id, records = count, "erasure held: post-delete check fails");
+                return Ok(());
+            }
+            request.pipeline.alert = None;
             // The probes are biometric data: kept no longer than this check, or (sealed) for the
             // no-match attestation the person may ask for, until its expiry.
             if request.identity.is_none() || self.settings.attestations_per_erasure == 0 {
                 request.probes.clear();
             }
             self.requests.save(&*request)?;
-            self.metrics.record_step("unindex_and_check", started.elapsed());
         }
         Ok(())
     }
@@ -366,6 +418,8 @@ impl Rights {
                 retained_with_consent: Vec::new(),
                 phase1_leaf: None,
                 phase2_leaf: None,
+                earlier_plan_leaves: Vec::new(),
+                alert: None,
                 not_claimed: statements::NOT_CLAIMED.to_vec(),
             };
             return Ok((status, None, None));
@@ -407,6 +461,8 @@ impl Rights {
                 .collect(),
             phase1_leaf: e.phase1.as_ref().map(|p| p.leaf),
             phase2_leaf: e.phase2.as_ref().map(|p| p.leaf),
+            earlier_plan_leaves: e.earlier_plan_leaves.clone(),
+            alert: e.alert.as_ref().map(Alert::describe),
             not_claimed: statements::NOT_CLAIMED.to_vec(),
         };
         Ok((status, phase1, phase2))
@@ -424,6 +480,7 @@ impl Rights {
             },
             faces_kept: e.faces_kept,
             post_check: e.post_check.filter(|_| e.origin == Origin::Probes),
+            post_band: e.post_band,
             key_epoch: e.key_epoch,
             epoch_destroyed: self.engine.records().oldest_key_epoch() > e.key_epoch,
             deleted_at: e.deleted_at,

@@ -12,7 +12,7 @@ use crate::{
     record::RecordId,
     rights::{
         Error, Rights,
-        request::{ErasureRequest, Phase, Request, State, Step},
+        request::{Alert, ErasureRequest, Phase, Request, State, Step},
     },
     store,
     transparency::{
@@ -37,8 +37,10 @@ impl Rights {
     pub fn purge_due(&self, now_regardless_of_window: bool) -> Result<bool, Error> {
         let _guard = self.requests.lock();
         let mut did = false;
+        // Only once the post-delete check found nothing at the strict threshold.
+        let checked = |r: &ErasureRequest| r.pipeline.post_check.is_some_and(|(_, remaining)| remaining == 0);
         let mut phase1: Vec<ErasureRequest> =
-            self.erasing()?.filter(|r| r.pipeline.post_check.is_some() && r.pipeline.step == Step::Deleted).collect();
+            self.erasing()?.filter(|r| checked(r) && r.pipeline.step == Step::Deleted).collect();
         if !phase1.is_empty() {
             self.run_phase(Purge::Keys, &mut phase1)?;
             did = true;
@@ -66,13 +68,10 @@ impl Rights {
             evidence.extend(&erased.store_evidence());
         }
         let started = Instant::now();
-        let (verified, purged) = match purge {
+        let checked = match purge {
             Purge::Keys => {
                 let ids: Vec<RecordId> = batch.iter().flat_map(|r| r.pipeline.plan.iter().copied()).collect();
-                let verified = store.purge_keys(&ids, &evidence)?;
-                self.metrics.record_step("phase1_purge", started.elapsed());
-                crate::failpoint::hit("erase.keys-purged");
-                (verified, ids.len())
+                store.purge_keys(&ids, &evidence).map(|v| (v, ids.len()))
             }
             Purge::Rows => {
                 let targets: Vec<store::Target> = batch
@@ -80,12 +79,29 @@ impl Rights {
                     .filter_map(|r| r.pipeline.erased.as_ref())
                     .flat_map(|erased| erased.store_targets())
                     .collect();
-                let verified = store.purge_rows(&targets, &evidence)?;
-                self.metrics.record_step("phase2_purge", started.elapsed());
-                crate::failpoint::hit("erase.rows-purged");
-                (verified, targets.len())
+                store.purge_rows(&targets, &evidence).map(|v| (v, targets.len()))
             }
         };
+        let (verified, purged) = match checked {
+            Ok(done) => done,
+            Err(store::Error::Unverified(why)) => {
+                // A check that failed: nothing is logged, the phase is retried, and every
+                // request of the batch shows the alert until it passes.
+                self.alert(batch, purge, &why)?;
+                return Err(store::Error::Unverified(why).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match purge {
+            Purge::Keys => {
+                self.metrics.record_step("phase1_purge", started.elapsed());
+                crate::failpoint::hit("erase.keys-purged");
+            }
+            Purge::Rows => {
+                self.metrics.record_step("phase2_purge", started.elapsed());
+                crate::failpoint::hit("erase.rows-purged");
+            }
+        }
         let now = self.now();
         let epoch = store.key_epoch();
         // Each receipt's statements, frozen now and committed in its entry.
@@ -93,9 +109,11 @@ impl Rights {
             .iter()
             .map(|r| {
                 let commitment = event::request_commitment(&r.salt(), r.id.as_bytes());
-                let records = r.pipeline.plan.len() as u32;
                 let time = now.round(jiff::Unit::Second).unwrap_or(now);
                 let mut facts = self.facts(&r.pipeline);
+                // The records this erasure deleted (a planned one already gone is not counted),
+                // as the statements say.
+                let records = u32::try_from(facts.records).unwrap_or(u32::MAX);
                 match purge {
                     Purge::Keys => {
                         facts.key_epoch = epoch;
@@ -113,6 +131,7 @@ impl Rights {
             .collect();
         self.requests.save_all_logged(batch, &entries, |r, leaf| {
             let phase = Some(Phase { at: now, leaf, verified: verified.clone() });
+            r.pipeline.alert = None;
             match purge {
                 Purge::Keys => {
                     r.pipeline.step = Step::KeysPurged;
@@ -134,6 +153,29 @@ impl Rights {
             }
             Purge::Rows => info!(requests = batch.len(), ranges = purged, "erasure phase 2: rows purged and checked"),
         }
+        Ok(())
+    }
+
+    /// Records on each request of `batch` that `purge`'s check failed (saved in one write).
+    fn alert(&self, batch: &mut [ErasureRequest], purge: Purge, why: &str) -> Result<(), Error> {
+        let now = self.now();
+        let step = match purge {
+            Purge::Keys => "phase 1 (data keys purged and checked)",
+            Purge::Rows => "phase 2 (rows purged and checked)",
+        };
+        for r in batch.iter_mut() {
+            let before = r.pipeline.alert.take();
+            r.pipeline.alert = Some(Alert {
+                step: step.into(),
+                detail: why.into(),
+                attempts: before.as_ref().map_or(0, |a| a.attempts) + 1,
+                since: before.map_or(now, |a| a.since),
+            });
+        }
+        for r in batch.iter() {
+            self.requests.save(r)?;
+        }
+        tracing::warn!(requests = batch.len(), step, "an erasure check failed; retried");
         Ok(())
     }
 

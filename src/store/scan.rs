@@ -1,0 +1,252 @@
+//! The byte scan that ends each purge: every file of the data dir read once, looking for any
+//! surviving piece of the erased values (wrapped data keys after phase 1; sealed records, old
+//! request rows and probe copies after phase 2).
+//!
+//! The values themselves cannot be kept to search for: a copy of a wrapped key kept until the
+//! scan would be one more copy to erase. What the erasure keeps instead is a set of
+//! [`Prints`]: for each value, a keyed 64-bit fingerprint of each of its 16-byte windows at
+//! offsets 0, 16, 32, ... (and one ending at its last byte). Any surviving run of 31 or more
+//! contiguous bytes of a value contains one whole window, so the scan finds it. A fingerprint
+//! is a polynomial hash of the window with a secret base derived from the store's keys: it
+//! gives 64 bits about 128, so the values cannot be rebuilt from it, and without the keys no
+//! one can aim a collision at it.
+//!
+//! The scan rolls the same hash over every byte of every file (one multiply and add per byte,
+//! and a 64 Kibit filter before the set lookup): its cost is the data dir's size, timed by
+//! `make bench-erase`.
+use std::{
+    collections::HashSet,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Store};
+
+/// Window length in bytes.
+pub const WINDOW: usize = 16;
+
+/// The fingerprints of the windows of some erased values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prints {
+    /// How many values they are the windows of.
+    pub values: usize,
+    pub prints: Vec<u64>,
+}
+
+impl Prints {
+    pub fn extend(&mut self, other: &Prints) {
+        self.values += other.values;
+        self.prints.extend_from_slice(&other.prints);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prints.is_empty()
+    }
+}
+
+/// What a scan read and found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files holding a window of an erased value, with the number of windows found.
+    pub found: Vec<(PathBuf, usize)>,
+}
+
+/// The keyed polynomial hash: `Σ b[i]·base^(WINDOW-1-i)` mod 2^64.
+#[derive(Clone, Copy)]
+pub(super) struct Hasher {
+    base: u64,
+    /// `base^WINDOW`, to drop the byte leaving the window.
+    top: u64,
+}
+
+impl Hasher {
+    pub(super) fn new(secret: [u8; 32]) -> Hasher {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&secret[..8]);
+        // Odd, so that multiplication by it is a bijection mod 2^64.
+        let base = u64::from_le_bytes(b) | 1;
+        let top = (0..WINDOW).fold(1u64, |acc, _| acc.wrapping_mul(base));
+        Hasher { base, top }
+    }
+
+    fn window(&self, bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(self.base).wrapping_add(u64::from(b) + 1))
+    }
+
+    /// The fingerprints of `value`'s windows (none for a value shorter than a window).
+    pub(super) fn prints(&self, value: &[u8]) -> Vec<u64> {
+        if value.len() < WINDOW {
+            return Vec::new();
+        }
+        let mut offsets: Vec<usize> = (0..=value.len() - WINDOW).step_by(WINDOW).collect();
+        if offsets.last() != Some(&(value.len() - WINDOW)) {
+            offsets.push(value.len() - WINDOW);
+        }
+        offsets.into_iter().map(|at| self.window(&value[at..at + WINDOW])).collect()
+    }
+}
+
+/// Rolls the hash over `reader`, counting the positions whose window is in `set`.
+fn scan_reader(hasher: Hasher, set: &Filter, mut reader: impl Read) -> std::io::Result<(u64, usize)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut ring = [0u8; WINDOW];
+    let (mut h, mut seen, mut hits) = (0u64, 0u64, 0usize);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        for &b in &buf[..n] {
+            let slot = (seen % WINDOW as u64) as usize;
+            let out = ring[slot];
+            ring[slot] = b;
+            h = h.wrapping_mul(hasher.base).wrapping_add(u64::from(b) + 1);
+            if seen >= WINDOW as u64 {
+                h = h.wrapping_sub(hasher.top.wrapping_mul(u64::from(out) + 1));
+            }
+            seen += 1;
+            if seen >= WINDOW as u64 && set.contains(h) {
+                hits += 1;
+            }
+        }
+    }
+    Ok((seen, hits))
+}
+
+/// A set of fingerprints behind a 64 Kibit filter on their top 16 bits: nearly every position
+/// of a file is rejected by one bit test in L1.
+struct Filter {
+    bits: Vec<u64>,
+    set: HashSet<u64>,
+}
+
+impl Filter {
+    fn new(prints: &[u64]) -> Filter {
+        let mut bits = vec![0u64; 1024];
+        for p in prints {
+            let i = (p >> 48) as usize;
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        Filter { bits, set: prints.iter().copied().collect() }
+    }
+
+    #[inline]
+    fn contains(&self, h: u64) -> bool {
+        let i = (h >> 48) as usize;
+        self.bits[i / 64] & (1 << (i % 64)) != 0 && self.set.contains(&h)
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            files_under(&entry.path(), out)?;
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    pub(super) fn hasher(&self) -> Hasher {
+        Hasher::new(self.keys.mac(b"oubli/scan-fingerprint/v1", b""))
+    }
+
+    /// The fingerprints of `values` (what the scan after a purge looks for).
+    pub(super) fn prints_of<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Prints {
+        let hasher = self.hasher();
+        let mut out = Prints::default();
+        for v in values {
+            out.values += 1;
+            out.prints.extend(hasher.prints(v));
+        }
+        out
+    }
+
+    /// Reads every file of the data dir once, looking for any window of `prints`. A file that
+    /// disappears during the scan (a compaction's input, a rotated log) is skipped: it is no
+    /// longer on disk.
+    pub fn scan_data_dir(&self, prints: &Prints) -> Result<Scan, Error> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let mut files = Vec::new();
+        files_under(&self.data_dir, &mut files).map_err(io(&self.data_dir))?;
+        files.sort();
+        let filter = Filter::new(&prints.prints);
+        let hasher = self.hasher();
+        let mut scan = Scan { files: 0, bytes: 0, found: Vec::new() };
+        for path in files {
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&path)(e)),
+            };
+            let (bytes, hits) = scan_reader(hasher, &filter, file).map_err(io(&path))?;
+            scan.files += 1;
+            scan.bytes += bytes;
+            if hits > 0 {
+                scan.found.push((path, hits));
+            }
+        }
+        Ok(scan)
+    }
+
+    /// The scan after a purge, as a check: `what` names the values.
+    pub(super) fn scan_check(&self, prints: &Prints, what: &str) -> Result<String, Error> {
+        let scan = self.scan_data_dir(prints)?;
+        if let Some((path, hits)) = scan.found.first() {
+            let name = path.strip_prefix(&self.data_dir).unwrap_or(path).display().to_string();
+            return Err(Error::Unverified(format!(
+                "the byte scan found {hits} window(s) of {what} in {name} ({} file(s) with some)",
+                scan.found.len()
+            )));
+        }
+        Ok(format!(
+            "a byte scan of every file of the data dir ({} file(s), {} bytes) found no run of {} or more bytes of \
+             the {} {what}",
+            scan.files,
+            scan.bytes,
+            2 * WINDOW - 1,
+            prints.values
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rolling_hash_finds_any_long_enough_piece_of_a_value_and_nothing_else() {
+        let hasher = Hasher::new([9; 32]);
+        let value: Vec<u8> = (0..100u32).map(|i| (i * 37 % 251) as u8).collect();
+        let filter = Filter::new(&hasher.prints(&value));
+        let find = |haystack: &[u8]| scan_reader(hasher, &filter, haystack).unwrap().1;
+        let mut haystack = vec![0xAAu8; 1000];
+        assert_eq!(find(&haystack), 0);
+        // Any 31-byte piece, anywhere, holds a whole window.
+        for start in 0..=value.len() - 31 {
+            haystack[500..531].copy_from_slice(&value[start..start + 31]);
+            assert!(find(&haystack) >= 1, "piece at {start}");
+        }
+        // Across the reader's buffer boundary too.
+        let mut big = vec![0u8; (1 << 20) + 40];
+        big[(1 << 20) - 8..(1 << 20) + 8].copy_from_slice(&value[..16]);
+        assert_eq!(find(&big), 1);
+        // Another key's fingerprints do not match.
+        let other = Filter::new(&Hasher::new([8; 32]).prints(&value));
+        assert_eq!(scan_reader(hasher, &other, value.as_slice()).unwrap().1, 0);
+    }
+}
