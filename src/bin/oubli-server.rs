@@ -93,6 +93,10 @@ struct Args {
     /// backups made before it become unreadable.
     #[arg(long, env = "OUBLI_ROTATION_DAYS", default_value_t = 30)]
     rotation_days: u32,
+    /// Days a key-encryption key is used at most, erasure or not: then it is rotated, so old
+    /// versions of rows and backups sealed under it become unreadable within that period.
+    #[arg(long, env = "OUBLI_KEY_MAX_AGE_DAYS", default_value_t = 90)]
+    key_max_age_days: u32,
     /// Serve Prometheus metrics (`GET /metrics`) on this address (for example 127.0.0.1:9464);
     /// off by default.
     #[arg(long, env = "OUBLI_METRICS_LISTEN")]
@@ -215,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
     config.rights.purge_window = std::time::Duration::from_secs(args.purge_window_secs);
     config.metrics_listen = args.metrics_listen;
     config.rights.rotation_days = args.rotation_days.max(1);
+    config.rights.key_max_age_days = args.key_max_age_days.max(1);
     let identity = args.identity;
     if let Some(path) = identity.capture_keys {
         config.rights.capture_keys = Some(path);

@@ -116,6 +116,8 @@ pub struct Settings {
     /// Days after an erasure by which the key-encryption key is rotated (so backups made
     /// before it become unreadable).
     pub rotation_days: u32,
+    /// Days a key-encryption key is used at most, erasure or not (then rotated).
+    pub key_max_age_days: u32,
     /// The capture applications trusted to establish identity (`identity::CaptureKeys`),
     /// re-read at each capture; `None` or a missing file: none, and every request by selfie
     /// waits for the privacy desk.
@@ -156,6 +158,7 @@ impl Default for Settings {
             max_probes: 10,
             purge_window: std::time::Duration::from_secs(3600),
             rotation_days: 30,
+            key_max_age_days: 90,
             capture_keys: None,
             capture_ttl: std::time::Duration::from_secs(300),
             max_challenges: 10_000,

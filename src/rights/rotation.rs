@@ -29,11 +29,15 @@ impl Rights {
     }
 
     /// When a rotation is due: `rotation_days` after the oldest erasure whose backups are still
-    /// readable (its key epoch not destroyed yet).
+    /// readable (its key epoch not destroyed yet), and at the latest `key_max_age_days` after
+    /// the current epoch began, erasure or not: whatever was sealed under a key-encryption key
+    /// (old versions of rows, backups) becomes unreadable within that period.
     pub(super) fn next_rotation_at(&self) -> Result<Option<Timestamp>, Error> {
         let oldest = self.engine.records().oldest_key_epoch();
         let wait = SignedDuration::from_hours(24 * i64::from(self.settings.rotation_days));
-        Ok(self
+        let max_age = SignedDuration::from_hours(24 * i64::from(self.settings.key_max_age_days));
+        let aged = self.engine.records().key_epoch_since()?.and_then(|t| t.checked_add(max_age).ok());
+        let after_erasure = self
             .requests
             .load_all()?
             .iter()
@@ -43,6 +47,7 @@ impl Rights {
             })
             .filter(|e| e.phase1.is_some() && e.key_epoch >= oldest)
             .filter_map(|e| e.deleted_at?.checked_add(wait).ok())
-            .min())
+            .min();
+        Ok(after_erasure.into_iter().chain(aged).min())
     }
 }

@@ -136,6 +136,10 @@ impl RecordStore for Store {
     fn key_epoch(&self) -> u32 {
         Store::key_epoch(self)
     }
+
+    fn key_epoch_since(&self) -> Result<Option<Timestamp>, Error> {
+        Store::key_epoch_since(self)
+    }
 }
 
 impl RequestStore for Store {

@@ -39,6 +39,8 @@ use crate::{
 /// The rows, as a RocksDB store's column families would hold them.
 #[derive(Default)]
 struct Rows {
+    /// When the current key epoch began (`None`: never recorded).
+    epoch_since: Option<Timestamp>,
     records: BTreeMap<RecordId, Record>,
     data_keys: BTreeSet<RecordId>,
     idempotency: HashMap<[u8; 32], (RecordId, [u8; 32])>,
@@ -436,7 +438,10 @@ impl RecordStore for MemoryStore {
             Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now()),
             Event::KeysRotated { commitment: [0; 32], epoch, rewrapped },
         );
-        let leaf = self.logged(std::slice::from_ref(&entry), |rows, _| rows.epoch = epoch)?;
+        let leaf = self.logged(std::slice::from_ref(&entry), |rows, _| {
+            rows.epoch = epoch;
+            rows.epoch_since = Some(Timestamp::now());
+        })?;
         Ok(Rotation { epoch, rewrapped, leaf })
     }
 
@@ -450,6 +455,10 @@ impl RecordStore for MemoryStore {
 
     fn key_epoch(&self) -> u32 {
         self.lock().epoch
+    }
+
+    fn key_epoch_since(&self) -> Result<Option<Timestamp>, Error> {
+        Ok(self.lock().epoch_since)
     }
 }
 

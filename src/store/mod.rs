@@ -290,6 +290,7 @@ impl Store {
             erase_lock: Default::default(),
         };
         store.backfill_idempotency_of()?;
+        store.record_epoch_since()?;
         if let Some(rotation) = store.finish_rotation()? {
             tracing::warn!(epoch = rotation.epoch, "an interrupted key rotation was finished");
         }

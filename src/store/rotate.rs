@@ -25,6 +25,8 @@ use crate::{
 };
 
 const META_ROTATION: &[u8] = b"rotation";
+/// When the current key epoch began (Unix seconds, big-endian).
+const META_EPOCH_SINCE: &[u8] = b"key-epoch-since";
 /// Rows re-wrapped per synced batch.
 const BATCH: usize = 10_000;
 
@@ -93,6 +95,7 @@ impl Store {
         );
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_META), META_ROTATION);
+        batch.put_cf(self.cf(CF_META), META_EPOCH_SINCE, now.as_second().to_be_bytes());
         let leaf = self.write_logged_with(batch, std::slice::from_ref(&entry), |_, _| {})?;
         tracing::info!(epoch, rewrapped, leaf, "key rotation logged");
         Ok(Some(Rotation { epoch, rewrapped, leaf }))
@@ -144,5 +147,23 @@ impl Store {
     /// The current KEK epoch.
     pub fn key_epoch(&self) -> u32 {
         self.keys.current_epoch()
+    }
+
+    /// When the current KEK epoch began: its rotation, or (for a store made before this was
+    /// recorded) the first open since.
+    pub fn key_epoch_since(&self) -> Result<Option<Timestamp>, Error> {
+        let Some(row) = self.db.get_cf(self.cf(CF_META), META_EPOCH_SINCE)? else { return Ok(None) };
+        let secs =
+            row.as_slice().try_into().map(i64::from_be_bytes).map_err(|_| Error::Corrupt("epoch time".into()))?;
+        Ok(Timestamp::from_second(secs).ok())
+    }
+
+    /// Records now as the current epoch's start if nothing is recorded (at open).
+    pub(super) fn record_epoch_since(&self) -> Result<(), Error> {
+        if self.key_epoch_since()?.is_none() {
+            let now = Timestamp::now().as_second().to_be_bytes();
+            self.db.put_cf_opt(self.cf(CF_META), META_EPOCH_SINCE, now, &synced())?;
+        }
+        Ok(())
     }
 }

@@ -122,6 +122,9 @@ pub trait RecordStore: Send + Sync {
 
     /// The current key epoch.
     fn key_epoch(&self) -> u32;
+
+    /// When the current key epoch began (its rotation, or the first open that recorded it).
+    fn key_epoch_since(&self) -> Result<Option<Timestamp>, Error>;
 }
 
 /// The rights workflows' own rows.
