@@ -69,9 +69,25 @@ pub fn for_event(event: &Event) -> Statements {
                  {threshold} against the probe(s), by the exact scan"
             )],
         ),
+        Event::ErasureReapplied { records, .. } => (
+            vec![
+                format!(
+                    "a restored backup still held {records} record(s) of this erasure: deleted again, with every row \
+                     the erasure deletes and its suppression entries, before the restored store served anything; \
+                     their data keys and rows are purged and checked next, and the store does not open unless \
+                     those checks pass"
+                ),
+                "the restored store continued this log from the copy kept outside the data dir: no entry was \
+                 removed"
+                    .into(),
+            ],
+            Vec::new(),
+        ),
     };
     let not_claimed = match event {
-        Event::ErasureKeysPurged { .. } | Event::ErasureTemplatesPurged { .. } => not_claimed(),
+        Event::ErasureKeysPurged { .. } | Event::ErasureTemplatesPurged { .. } | Event::ErasureReapplied { .. } => {
+            not_claimed()
+        }
         _ => Vec::new(),
     };
     Statements { done, verified, pending: Vec::new(), not_claimed }
