@@ -141,9 +141,9 @@ impl Mirror {
                     let (Some(bytes), Some(rest)) = (bytes, rest) else { return Err(corrupt("short leaf")) };
                     let statements = match rest.split_first() {
                         Some((0, [])) => None,
-                        Some((1, text)) => Some(
-                            String::from_utf8(text.to_vec()).map_err(|_| corrupt("statements are not UTF-8"))?,
-                        ),
+                        Some((1, text)) => {
+                            Some(String::from_utf8(text.to_vec()).map_err(|_| corrupt("statements are not UTF-8"))?)
+                        }
                         _ => return Err(corrupt("bad statements marker")),
                     };
                     if u64::from_be_bytes(*index) != tree.size().0 {
@@ -363,7 +363,8 @@ mod tests {
         drop(mirror);
 
         // Every cut inside the last append (leaf 2 and "cp3") reads as the state before it.
-        let before_last = whole.len() - (HEADER + 1 + 8 + 4 + 42 + 1 + leaf(2).statements.unwrap().len()) - (HEADER + 4);
+        let before_last =
+            whole.len() - (HEADER + 1 + 8 + 4 + 42 + 1 + leaf(2).statements.unwrap().len()) - (HEADER + 4);
         for cut in before_last + 1..whole.len() {
             std::fs::write(&path, &whole[..cut]).unwrap();
             let (mirror, scan) = Mirror::open(&path, 0).unwrap();
@@ -385,7 +386,11 @@ mod tests {
     fn the_journal_keeps_each_erasure_once_and_survives_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(JOURNAL_FILE);
-        let entry = |n: u8| JournalEntry { commitment: [n; 32], records: vec![[n; 32], [n + 1; 32]], suppressed: vec![[9; 32]] };
+        let entry = |n: u8| JournalEntry {
+            commitment: [n; 32],
+            records: vec![[n; 32], [n + 1; 32]],
+            suppressed: vec![[9; 32]],
+        };
         let (mut journal, _) = Journal::open(&path).unwrap();
         assert!(journal.record(entry(1)).unwrap());
         assert!(!journal.record(entry(1)).unwrap(), "a resumed erasure is journaled once");

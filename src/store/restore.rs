@@ -337,7 +337,10 @@ mod tests {
         drop(store);
 
         let err = Store::open(&backup, &keys, None, None).err().unwrap();
-        assert!(matches!(err, Error::BehindMirror { log, mirror, erasures: 3, .. } if log == backup_size && mirror == published_size), "{err}");
+        assert!(
+            matches!(err, Error::BehindMirror { log, mirror, erasures: 3, .. } if log == backup_size && mirror == published_size),
+            "{err}"
+        );
         assert!(err.to_string().contains("--restore-from-backup"), "{err}");
         assert!(Store::open(&backup, &keys, None, None).is_err(), "a refused open changes nothing");
         assert!(files_hold(&backup, &wrapped), "the backup holds an erased record's wrapped key");

@@ -236,6 +236,7 @@ impl Rights {
             let faces = (!kept.is_empty()).then(|| faces_blob(expires_of_faces, &kept));
             let faces_kept = kept.len();
             let id = *request.id.as_bytes();
+            let commitment = event::request_commitment(&request.salt(), &id);
             let pipeline = &mut request.pipeline;
             pipeline.suppressed = suppress.len();
             pipeline.deleted_at = Some(now);
@@ -248,6 +249,7 @@ impl Rights {
                 suppress: &suppress,
                 faces: faces.as_deref().map(|f| f.as_slice()),
                 also: &also,
+                commitment,
             };
             let erased = store.erase(&deletion, &id, &mut |erased| {
                 request.pipeline.notified = erased.recipients.iter().cloned().collect();
