@@ -335,7 +335,7 @@ mod tests {
     use super::*;
 
     fn leaf(n: u8) -> MirrorLeaf {
-        MirrorLeaf { bytes: vec![n; 42], statements: (n % 2 == 0).then(|| format!("{{\"done\":[\"{n}\"]}}")) }
+        MirrorLeaf { bytes: vec![n; 42], statements: n.is_multiple_of(2).then(|| format!("{{\"done\":[\"{n}\"]}}")) }
     }
 
     #[test]

@@ -154,7 +154,9 @@ impl Store {
                 found[i].push(RecordId::from_bytes(id));
             }
         }
-        let mut reapplied = 0;
+        // Every delete first, each logged; then one purge of them all, as the workflow batches
+        // its purges.
+        let (mut reapplied, mut all_ids, mut all) = (0, Vec::new(), Erased::default());
         for (entry, ids) in entries.iter().zip(found) {
             let mut missing = Vec::new();
             for key in &entry.suppressed {
@@ -166,9 +168,14 @@ impl Store {
                 continue;
             }
             let erased = self.reapply(entry.commitment, &ids, &missing)?;
-            self.purge_reapplied(&ids, &erased)?;
             info!(records = erased.records, suppressed = missing.len(), "a journaled erasure was re-applied");
+            all.evidence.extend(&erased.evidence);
+            all.targets.extend(erased.targets);
+            all_ids.extend(ids);
             reapplied += 1;
+        }
+        if reapplied > 0 {
+            self.purge_reapplied(&all_ids, &all)?;
         }
         Ok(reapplied)
     }
