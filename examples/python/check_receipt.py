@@ -42,7 +42,7 @@ def open_note(note, name, key_id, public):
 
 
 # Bytes of each kind's fields after the commitment (docs/log-format.md).
-KIND_FIELDS = {1: 0, 2: 8, 3: 36, 4: 8, 5: 4, 6: 12, 7: 20}
+KIND_FIELDS = {1: 0, 2: 8, 3: 36, 4: 8, 5: 4, 6: 12, 7: 20, 8: 4}
 RECEIPT_CONTEXT = b"oubli/receipt/v2\n"
 STATEMENTS_DOMAIN = b"oubli/receipt-statements/v1\n"
 
@@ -103,7 +103,7 @@ def check(receipt_json, verifier_key):
     assert origin == body["log_origin"]
     print(f"ok  checkpoint signature ({size} leaves)")
     entry = base64.b64decode(body["entry"])
-    # versions 1 and 2; kinds 1-7 (docs/log-format.md); the commitment follows the time.
+    # versions 1 and 2; kinds 1-8 (docs/log-format.md); the commitment follows the time.
     assert entry[0] in (1, 2) and entry[1] in KIND_FIELDS, "a known leaf version and kind"
     length = 42 + KIND_FIELDS[entry[1]] + (32 if entry[0] == 2 else 0)
     assert len(entry) == length, "the leaf's length"

@@ -110,6 +110,24 @@ async fn a_restored_backup_is_refused_then_reapplies_every_erasure_and_continues
         })
         .collect();
     assert_eq!(reapplied, planned, "one re-application per erasure, each of its whole plan");
+    // Its receipt is read by `oubli verify` and by the Python check, from the docs alone.
+    let leaf = events(server.channel().await)
+        .await
+        .iter()
+        .position(|e| matches!(e, Event::ErasureReapplied { .. }))
+        .expect("a re-application");
+    let (ok, receipt) = oubli(&["--server", &server.addr.to_string(), "log", "receipt", "--leaf", &leaf.to_string()]);
+    assert!(ok && receipt.contains("erasure-reapplied"), "{receipt}");
+    let receipt_file = work.path().join("reapplied.json");
+    std::fs::write(&receipt_file, &receipt).expect("write receipt");
+    let (receipt_path, key_path) = (receipt_file.to_str().expect("path"), key_file.to_str().expect("path"));
+    let (ok, out) = oubli(&["verify", receipt_path, "--verifier-key", key_path]);
+    assert!(ok && out.contains("every check passed"), "{out}");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/check_receipt.py");
+    let out = std::process::Command::new("python3").arg(script).arg(&receipt_file).arg(key.trim()).output();
+    let out = out.expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("ok  statement digest in the leaf"), "{text}");
     // The witness's saved checkpoint is consistent with the new one: growth, not a rollback.
     let grown = assert_log_extends(server.channel().await, &saved).await;
     let (ok, out) = witness(&server.addr.to_string());
