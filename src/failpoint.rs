@@ -8,9 +8,10 @@
 //! down.
 
 /// Every failpoint, in the order a request meets them.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     "enrol.before-write",
     "log.signed",
+    "log.before-mirror",
     "enrol.after-write",
     "erase.planned",
     "erase.deleted",

@@ -45,7 +45,7 @@ def open_note(note, name, key_id, public):
 
 
 # Bytes of each kind's fields after the commitment (docs/log-format.md).
-KIND_FIELDS = {1: 0, 2: 8, 3: 36, 4: 8, 5: 4, 6: 12, 7: 20}
+KIND_FIELDS = {1: 0, 2: 8, 3: 36, 4: 8, 5: 4, 6: 12, 7: 20, 8: 4}
 RECEIPT_CONTEXT = b"oubli/receipt/v2\n"
 STATEMENTS_DOMAIN = b"oubli/receipt-statements/v1\n"
 
@@ -79,6 +79,8 @@ def counts_stated(entry):
         return [("done", f"the key ranges of the {u32(0)} erased record(s)")]
     if kind == 6:
         return [("done", f"a new key-encryption key (epoch {u32(0)}) made; {u64(4)} data key(s) re-wrapped")]
+    if kind == 8:
+        return [("done", f"a restored backup still held {u32(0)} record(s) of this erasure")]
     if kind == 7:
         return [("verified", f"when the log held {u64(0)} entries, none of the {u64(8)} record(s) held scored at or above ")]
     return []
@@ -136,7 +138,7 @@ def check(receipt_json, verifier_key):
     assert origin == body["log_origin"]
     print(f"ok  checkpoint signature ({size} leaves)")
     entry = base64.b64decode(body["entry"])
-    # versions 1 and 2; kinds 1-7 (docs/log-format.md); the commitment follows the time.
+    # versions 1 and 2; kinds 1-8 (docs/log-format.md); the commitment follows the time.
     assert entry[0] in (1, 2) and entry[1] in KIND_FIELDS, "a known leaf version and kind"
     length = 42 + KIND_FIELDS[entry[1]] + (32 if entry[0] == 2 else 0)
     assert len(entry) == length, "the leaf's length"

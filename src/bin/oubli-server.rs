@@ -45,6 +45,12 @@ struct Args {
     /// its own.
     #[arg(long, env = "OUBLI_LOG_ORIGIN")]
     log_origin: Option<String>,
+    /// Open a data dir restored from a backup, whose log is behind the copy kept in the key dir
+    /// (refused without this flag): copy the missing log entries back, re-apply every erasure
+    /// journaled in the key dir (deleted again, logged as `erasure-reapplied`, purged) and
+    /// continue the log. Needed once, on the first start after the restore.
+    #[arg(long, env = "OUBLI_RESTORE_FROM_BACKUP")]
+    restore_from_backup: bool,
     /// Log format.
     #[arg(long, env = "OUBLI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -190,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
     config.tls = tls;
     config.dimension = args.dimension;
     config.log_origin = args.log_origin;
+    config.restore_from_backup = args.restore_from_backup;
     config.tokens_file = args.tokens;
     config.rights.policy = match args.policy {
         Some(path) => PolicySource::File(path),
@@ -246,8 +253,18 @@ async fn main() -> anyhow::Result<()> {
     };
     index.hnsw.check().context("invalid HNSW settings")?;
     config.index = index;
-    oubli::run(listener, config, shutdown_signal()).await.context("oubli-server failed")?;
+    let restore = config.restore_from_backup;
+    match oubli::run(listener, config, shutdown_signal()).await {
+        // Said plainly, alone: the operator's choice, not a crash.
+        Err(e) if !restore && refused_restore(&e) => anyhow::bail!("{e}"),
+        result => result.context("oubli-server failed")?,
+    }
     Ok(())
+}
+
+/// Whether the server refused an older copy of the data dir (a restored backup).
+fn refused_restore(e: &oubli::grpc::ServeError) -> bool {
+    matches!(e, oubli::grpc::ServeError::Engine(oubli::engine::Error::Store(oubli::store::Error::BehindMirror { .. })))
 }
 
 /// Refuses, before anything is bound, to serve in clear on an address that is not loopback.

@@ -150,7 +150,13 @@ impl Engine {
     /// builds it on all cores.
     #[instrument(skip_all)]
     pub fn open(options: &OpenOptions) -> Result<Self, Error> {
-        let store = Store::open(&options.data_dir, &options.key_dir, options.dimension, options.log_origin.as_deref())?;
+        let store = Store::open_with(
+            &options.data_dir,
+            &options.key_dir,
+            options.dimension,
+            options.log_origin.as_deref(),
+            options.restore_from_backup,
+        )?;
         Self::with_storage(Arc::new(store), options.index)
     }
 

@@ -16,6 +16,9 @@ pub struct OpenOptions {
     /// The log's origin line; `None` accepts the recorded one (a default when new).
     pub log_origin: Option<String>,
     pub index: IndexConfig,
+    /// Open a data dir whose log is behind the key dir's mirror (a restored backup): copy the
+    /// missing log entries back and re-apply every journaled erasure, instead of refusing it.
+    pub restore_from_backup: bool,
 }
 
 impl OpenOptions {
@@ -27,6 +30,7 @@ impl OpenOptions {
             dimension: None,
             log_origin: None,
             index: IndexConfig::default(),
+            restore_from_backup: false,
         }
     }
 }

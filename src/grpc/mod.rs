@@ -68,6 +68,9 @@ pub struct Config {
     /// Serve the API over TLS with this certificate and key; `None`: plaintext (the binary
     /// allows that only on loopback unless told `--insecure-plaintext`).
     pub tls: Option<TlsFiles>,
+    /// Open a data dir whose log is behind the key dir's mirror (a restored backup), re-applying
+    /// every journaled erasure, instead of refusing it.
+    pub restore_from_backup: bool,
 }
 
 impl Config {
@@ -86,6 +89,7 @@ impl Config {
             index: IndexConfig::default(),
             metrics_listen: None,
             tls: None,
+            restore_from_backup: false,
         }
     }
 }
@@ -175,6 +179,7 @@ async fn serve(
                 dimension: config.dimension,
                 log_origin: config.log_origin.clone(),
                 index: config.index,
+                restore_from_backup: config.restore_from_backup,
             })
         })
         .await??

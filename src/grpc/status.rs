@@ -70,6 +70,8 @@ impl From<store::Error> for Status {
             | store::Error::WrongKeys { .. }
             | store::Error::NestedDirs { .. }
             | store::Error::KeyFile { .. }
+            | store::Error::KeyDirBound { .. }
+            | store::Error::BehindMirror { .. }
             | store::Error::Private(_) => internal(&e),
         }
     }

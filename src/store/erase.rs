@@ -117,6 +117,8 @@ pub struct Deletion<'a> {
     pub faces: Option<&'a [u8]>,
     /// Other requests rewritten in the same write (access reports that named these records).
     pub also: &'a [super::StoredRequest],
+    /// The request's commitment in the log, journaled in the key dir before the delete.
+    pub commitment: [u8; 32],
 }
 
 /// A record's rows as stored (test hook): what the evidence tests look for on disk.
@@ -191,12 +193,38 @@ impl Store {
         request_id: &[u8; 16],
         request: impl FnOnce(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
-        let Deletion { ids, graph_slots, notice, suppress, faces, also } = *deletion;
         let _keys = self.key_lock.read();
         // No disclosure is recorded between reading the recipients and deleting their rows.
         let _no_disclosures = self.erase_lock.write();
-        let now = Timestamp::now();
         let mut batch = WriteBatch::default();
+        let erased = self.delete_rows(deletion, request_id, Timestamp::now(), &mut batch)?;
+        for (other, plaintext) in deletion.also {
+            let blob = crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, other, plaintext);
+            batch.put_cf(self.cf(CF_REQUESTS), other, blob);
+        }
+        let plaintext = request(&erased);
+        batch.put_cf(
+            self.cf(CF_REQUESTS),
+            request_id,
+            crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, request_id, &plaintext),
+        );
+        // Outside the data dir first, so a restored backup can re-apply this erasure.
+        self.journal_erasure(deletion)?;
+        self.db.write_opt(batch, &super::synced())?;
+        Ok(erased)
+    }
+
+    /// Puts into `batch` what [`Store::erase`] deletes and adds, but the requests: every row of
+    /// the records, the notices, the suppression entries and the faces. Also what a re-applied
+    /// erasure deletes. The caller holds the key and erase locks.
+    pub(super) fn delete_rows(
+        &self,
+        deletion: &Deletion<'_>,
+        request_id: &[u8; 16],
+        now: Timestamp,
+        batch: &mut WriteBatch,
+    ) -> Result<Erased, Error> {
+        let Deletion { ids, graph_slots, notice, suppress, faces, also, .. } = *deletion;
         let mut erased = Erased::default();
         // What the byte scans after the purges look for: every erased value as stored now.
         let (mut key_values, mut row_values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
@@ -271,21 +299,10 @@ impl Store {
             erased.targets.push(single(CF_REQUESTS, other, false));
         }
         erased.evidence = self.evidence(ids, &erased.targets)?;
-        for (other, plaintext) in also {
-            let blob = crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, other, plaintext);
-            batch.put_cf(self.cf(CF_REQUESTS), other, blob);
-        }
         erased.evidence.key_prints = self.prints_of(key_values.iter().map(Vec::as_slice));
         erased.evidence.row_prints = self.prints_of(row_values.iter().map(Vec::as_slice));
         erased.evidence.delete_seq = self.db.latest_sequence_number();
         erased.evidence.file_ceiling = self.file_ceiling()?;
-        let plaintext = request(&erased);
-        batch.put_cf(
-            self.cf(CF_REQUESTS),
-            request_id,
-            crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, request_id, &plaintext),
-        );
-        self.db.write_opt(batch, &super::synced())?;
         Ok(erased)
     }
 
@@ -641,6 +658,7 @@ mod tests {
                     also: &[],
                     suppress: &suppress,
                     faces: Some(b"face"),
+                    commitment: [9; 32],
                 },
                 &request,
                 |_| Zeroizing::new(b"state".to_vec()),
@@ -694,6 +712,7 @@ mod tests {
             also: &[],
             suppress: &[],
             faces: None,
+            commitment: [5; 32],
         };
         store.erase(&deletion, &[7; 16], |_| Zeroizing::new(b"state".to_vec())).unwrap()
     }

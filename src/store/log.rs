@@ -3,10 +3,13 @@
 //! entry was logged) and the latest checkpoint in `meta`. The log itself (tree, signing, proofs,
 //! receipts) is [`LogWriter`]'s; this file only reads its rows at open and puts an append's rows
 //! into the same write batch as the change it records, so the log can never miss or invent one.
+//! Once that write is durable the new leaves and checkpoint are appended to the mirror in the
+//! key dir and synced (`outside.rs`), and only then is the checkpoint served.
 use rocksdb::{DB, IteratorMode, WriteBatch};
 
 use super::{
-    CF_LOG, CF_LOG_NODES, CF_LOG_STATEMENTS, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store, synced,
+    CF_LOG, CF_LOG_NODES, CF_LOG_STATEMENTS, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store,
+    outside::MirrorLeaf, synced,
 };
 use crate::transparency::{
     event::{Entry, Logged},
@@ -18,7 +21,8 @@ use crate::transparency::{
 impl Store {
     /// Writes `batch` and the changes `fill` makes (given the first new leaf index) together with log
     /// entries for `events` and the checkpoint that covers them, in one synced write: the log
-    /// can never miss or invent a change. Returns the first new leaf index.
+    /// can never miss or invent a change. Then mirrors the new leaves and checkpoint in the key
+    /// dir (synced) before the checkpoint is served. Returns the first new leaf index.
     pub(super) fn write_logged_with(
         &self,
         mut batch: WriteBatch,
@@ -26,13 +30,20 @@ impl Store {
         fill: impl FnOnce(u64, &mut WriteBatch),
     ) -> Result<u64, Error> {
         let mut log = self.log.lock();
+        let mut mirror = self.mirror.lock();
+        mirror.usable()?;
         fill(log.size(), &mut batch);
-        let staged = log.stage(events, &mut BatchSink { store: self, batch: &mut batch });
+        let mut sink = BatchSink { store: self, batch: &mut batch, mirrored: Vec::with_capacity(events.len()) };
+        let staged = log.stage(events, &mut sink);
+        let mirrored = sink.mirrored;
         crate::failpoint::hit("log.signed");
         let first = staged.first();
         match self.db.write_opt(batch, &synced()) {
             Ok(()) => {
                 log.commit(staged);
+                crate::failpoint::hit("log.before-mirror");
+                // A failure leaves the mirror behind the data dir: caught up at the next open.
+                mirror.append(first, &mirrored, log.checkpoint())?;
                 Ok(first)
             }
             Err(e) => {
@@ -42,9 +53,49 @@ impl Store {
         }
     }
 
-    /// The latest signed checkpoint (a C2SP signed note).
+    /// The latest signed checkpoint (a C2SP signed note) that the key dir's mirror holds: none
+    /// is served before the leaves it covers are outside the data dir too.
     pub fn checkpoint(&self) -> String {
-        self.log.lock().checkpoint().to_string()
+        self.mirror.lock().published().to_string()
+    }
+
+    /// The stored leaves `from..to` and their statements, as mirrored.
+    pub(super) fn mirror_leaves(&self, from: u64, to: u64) -> Result<Vec<MirrorLeaf>, Error> {
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        for (index, bytes) in self.entries(from, to)? {
+            if index != from + out.len() as u64 {
+                return Err(Error::Corrupt(format!("log entry {} is missing", from + out.len() as u64)));
+            }
+            let statements = match self.db.get_cf(self.cf(CF_LOG_STATEMENTS), index.to_be_bytes())? {
+                None => None,
+                Some(text) => {
+                    Some(String::from_utf8(text).map_err(|_| Error::Corrupt(format!("statements of entry {index}")))?)
+                }
+            };
+            out.push(MirrorLeaf { bytes, statements });
+        }
+        Ok(out)
+    }
+
+    /// Appends the mirror's `leaves` (the ones a restored data dir lacks), their statements,
+    /// tree nodes and a new checkpoint to the data dir's log in one synced write.
+    pub(super) fn restore_leaves(&self, log: &mut LogWriter, leaves: &[MirrorLeaf]) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        let raw: Vec<(&[u8], Option<&str>)> =
+            leaves.iter().map(|l| (l.bytes.as_slice(), l.statements.as_deref())).collect();
+        let mut sink = BatchSink { store: self, batch: &mut batch, mirrored: Vec::new() };
+        let staged = log.stage_raw(&raw, &mut sink);
+        batch.put_cf(self.cf(CF_META), super::META_RESTORE_PENDING, b"");
+        match self.db.write_opt(batch, &synced()) {
+            Ok(()) => {
+                log.commit(staged);
+                Ok(())
+            }
+            Err(e) => {
+                log.roll_back(staged);
+                Err(e.into())
+            }
+        }
     }
 
     /// The log's verifier key, `<origin>+<key id>+<key>`.
@@ -169,21 +220,26 @@ impl From<Recovery<Error>> for Error {
     }
 }
 
-/// An append's rows, into the store's write batch.
+/// An append's rows, into the store's write batch, and its leaves for the mirror.
 struct BatchSink<'a> {
     store: &'a Store,
     batch: &'a mut WriteBatch,
+    mirrored: Vec<MirrorLeaf>,
 }
 
 impl LogSink for BatchSink<'_> {
     fn put_leaf(&mut self, index: u64, bytes: &[u8]) {
         self.batch.put_cf(self.store.cf(CF_LOG), index.to_be_bytes(), bytes);
+        self.mirrored.push(MirrorLeaf { bytes: bytes.to_vec(), statements: None });
     }
     fn put_node(&mut self, level: u32, index: u64, hash: &Hash) {
         self.batch.put_cf(self.store.cf(CF_LOG_NODES), node_key(level, index), hash);
     }
     fn put_statements(&mut self, index: u64, canonical: &str) {
         self.batch.put_cf(self.store.cf(CF_LOG_STATEMENTS), index.to_be_bytes(), canonical.as_bytes());
+        if let Some(leaf) = self.mirrored.last_mut() {
+            leaf.statements = Some(canonical.to_string());
+        }
     }
     fn put_checkpoint(&mut self, note: &str) {
         self.batch.put_cf(self.store.cf(CF_META), META_CHECKPOINT, note.as_bytes());

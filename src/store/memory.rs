@@ -359,7 +359,7 @@ impl RecordStore for MemoryStore {
         request_id: &[u8; 16],
         request: &mut dyn FnMut(&Erased) -> Zeroizing<Vec<u8>>,
     ) -> Result<Erased, Error> {
-        let Deletion { ids, graph_slots: _, notice, suppress, faces, also } = *deletion;
+        let Deletion { ids, graph_slots: _, notice, suppress, faces, also, .. } = *deletion;
         self.write()?;
         let mut rows = self.lock();
         let mut erased = Erased::default();

@@ -26,6 +26,10 @@
 //! - `graph`: the HNSW graph's structure (ids, levels and neighbour slots, never vectors),
 //!   so a restart loads it instead of rebuilding it (`graph.rs`).
 //!
+//! Outside the data dir, in the key dir (`outside.rs`): the id of the one data dir the key dir
+//! serves, a mirror of the log with its latest checkpoint (the anchor), and the erasure journal;
+//! a copy of the data dir whose log is behind them is refused, or restored (`restore.rs`).
+//!
 //! Keys are random record ids or keyed hashes, never names or URIs: RocksDB's MANIFEST records
 //! each table's smallest and largest key in clear. Every logical change is one `WriteBatch`
 //! written with a synced WAL, so an acknowledged write survives a crash and a crash leaves all
@@ -38,7 +42,9 @@ mod impls;
 mod livefiles;
 mod log;
 mod memory;
+mod outside;
 pub mod private;
+mod restore;
 mod rotate;
 mod rows;
 pub mod scan;
@@ -120,6 +126,11 @@ const META_DIMENSION: &[u8] = b"dimension";
 const META_KEY_CHECK: &[u8] = b"key-check";
 const META_LOG_ORIGIN: &[u8] = b"log-origin";
 const META_CHECKPOINT: &[u8] = b"checkpoint";
+/// The data dir's id, which its key dir is bound to (`outside.rs`).
+const META_DATA_DIR_ID: &[u8] = b"data-dir-id";
+/// Present from the write that copies a restored data dir's missing log entries back until
+/// every journaled erasure is re-applied and purged: an open cut short finishes it.
+const META_RESTORE_PENDING: &[u8] = b"restore-pending";
 const FORMAT_VERSION: u32 = 1;
 
 /// Storage errors, with what the operator can do about them.
@@ -174,6 +185,23 @@ pub enum Error {
     NoEntry { index: u64, size: u64 },
     #[error("purge check failed: {0}; the purge is retried")]
     Unverified(String),
+    #[error(
+        "key dir {} serves another data dir: a key dir belongs to one data dir (its log mirror and \
+         erasure journal are that data dir's). Give this data dir a key dir of its own, or start with \
+         the data dir this key dir was made for (a restored backup of it counts as the same data dir)",
+        key_dir.display()
+    )]
+    KeyDirBound { key_dir: PathBuf },
+    #[error(
+        "refusing to serve an older copy of this data dir: its log holds {log} entries, but the key dir's \
+         mirror of the log holds {mirror} and this log has already signed and published a checkpoint \
+         of {anchor}. It looks like a restored backup: served as it is, it would bring back what was \
+         erased since ({erasures} erasure(s) in the key dir's journal) and rewind the public log, which \
+         every witness would report as a rollback. Start once with --restore-from-backup to copy the \
+         missing log entries back from the mirror, re-apply every journaled erasure and continue the \
+         log, or start with the newer data dir"
+    )]
+    BehindMirror { log: u64, mirror: u64, anchor: u64, erasures: usize },
 }
 
 /// What an idempotency key says about an enrolment.
@@ -209,16 +237,36 @@ pub struct Store {
     rotation_lock: parking_lot::Mutex<()>,
     /// Held (shared) to record a disclosure, and exclusively by an erasure's delete.
     erase_lock: parking_lot::RwLock<()>,
+    /// The log's mirror in the key dir; locked after `log`.
+    mirror: parking_lot::Mutex<outside::Mirror>,
+    /// The erasure journal in the key dir.
+    journal: parking_lot::Mutex<outside::Journal>,
 }
 
 impl Store {
     /// Opens (or creates) the store in `data_dir` with keys in `key_dir`. `dimension` is checked
-    /// against the one recorded at creation; `None` accepts it (or 512 for a new store).
+    /// against the one recorded at creation; `None` accepts it (or 512 for a new store). A data
+    /// dir whose log is behind the key dir's mirror (a restored backup) is refused
+    /// ([`Error::BehindMirror`]); see [`Store::open_with`].
     pub fn open(
         data_dir: &Path,
         key_dir: &Path,
         dimension: Option<usize>,
         log_origin: Option<&str>,
+    ) -> Result<Self, Error> {
+        Store::open_with(data_dir, key_dir, dimension, log_origin, false)
+    }
+
+    /// [`Store::open`], and with `restore_from_backup` a data dir whose log is behind the key
+    /// dir's mirror is restored instead of refused: the missing log entries (and their
+    /// statements) are copied back from the mirror, every journaled erasure is re-applied
+    /// (deleted, logged as `erasure-reapplied`, purged) and the log continues from the mirror.
+    pub fn open_with(
+        data_dir: &Path,
+        key_dir: &Path,
+        dimension: Option<usize>,
+        log_origin: Option<&str>,
+        restore_from_backup: bool,
     ) -> Result<Self, Error> {
         if let Some(d) = dimension.filter(|&d| d == 0 || d > MAX_DIMENSION) {
             return Err(Error::InvalidDimension(d));
@@ -247,12 +295,16 @@ impl Store {
         let (keys, dimension) = match stored_format {
             None => {
                 let keys = KeyRing::load(key_dir, true)?;
+                if outside::bound_id(key_dir)?.is_some() {
+                    return Err(Error::KeyDirBound { key_dir: key_dir.to_path_buf() });
+                }
                 let dimension = dimension.unwrap_or(DEFAULT_DIMENSION);
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
                 batch.put_cf(meta, META_DIMENSION, (dimension as u32).to_be_bytes());
                 batch.put_cf(meta, META_KEY_CHECK, keys.check_value());
                 batch.put_cf(meta, META_LOG_ORIGIN, log_origin.unwrap_or(DEFAULT_LOG_ORIGIN));
+                batch.put_cf(meta, META_DATA_DIR_ID, new_data_dir_id());
                 db.write_opt(batch, &synced())?;
                 (keys, dimension)
             }
@@ -274,7 +326,16 @@ impl Store {
                 (keys, stored)
             }
         };
+        bind_key_dir(&db, key_dir)?;
         let log = log::open_log(&db, &keys, log_origin)?;
+        let (mirror, scan) = outside::Mirror::open(&key_dir.join(outside::MIRROR_FILE), log.size())?;
+        let (journal, torn) = outside::Journal::open(&key_dir.join(outside::JOURNAL_FILE))?;
+        if torn > 0 {
+            tracing::warn!(
+                bytes = torn,
+                "the erasure journal's torn tail (an entry cut short by a crash) was truncated"
+            );
+        }
         let audit_seq = rows::last_audit_seq(&db)?;
         let store = Store {
             db,
@@ -288,9 +349,14 @@ impl Store {
             key_lock: Default::default(),
             rotation_lock: Default::default(),
             erase_lock: Default::default(),
+            mirror: parking_lot::Mutex::new(mirror),
+            journal: parking_lot::Mutex::new(journal),
         };
+        // Before anything is logged: a copy behind the mirror is refused before it is changed.
+        let restored = store.settle_log(scan, restore_from_backup)?;
         store.backfill_idempotency_of()?;
         store.record_epoch_since()?;
+        store.finish_restore(restored)?;
         if let Some(rotation) = store.finish_rotation()? {
             tracing::warn!(epoch = rotation.epoch, "an interrupted key rotation was finished");
         }
@@ -457,6 +523,36 @@ fn enrolment(id: RecordId, enrolled_at: Timestamp) -> ([u8; 16], Logged) {
     getrandom::fill(&mut salt).expect("the operating system's random number generator works");
     let time = enrolled_at.round(jiff::Unit::Second).unwrap_or(enrolled_at);
     (salt, Logged::enrolment(time, event::commitment(&salt, id)))
+}
+
+/// A new data dir's random id.
+fn new_data_dir_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).expect("the operating system's random number generator works");
+    id
+}
+
+/// Checks that the key dir serves this data dir, binding a key dir that serves none yet: one
+/// written before bindings existed, or whose binding a crash kept from being written after the
+/// data dir's creation (the key check has already shown these are the data dir's keys).
+fn bind_key_dir(db: &DB, key_dir: &Path) -> Result<(), Error> {
+    let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    let bound = outside::bound_id(key_dir)?;
+    let id = match db.get_cf(meta, META_DATA_DIR_ID)? {
+        Some(id) => <[u8; 16]>::try_from(id.as_slice()).map_err(|_| Error::Corrupt("data dir id".into()))?,
+        // A data dir from before bindings: its key dir may not serve another one.
+        None if bound.is_some() => return Err(Error::KeyDirBound { key_dir: key_dir.to_path_buf() }),
+        None => {
+            let id = new_data_dir_id();
+            db.put_cf_opt(meta, META_DATA_DIR_ID, id, &synced())?;
+            id
+        }
+    };
+    match bound {
+        Some(bound) if bound == id => Ok(()),
+        Some(_) => Err(Error::KeyDirBound { key_dir: key_dir.to_path_buf() }),
+        None => outside::bind(key_dir, &id),
+    }
 }
 
 /// Refuses a key dir inside the data dir (or the reverse): a copy of one would carry the other.

@@ -99,6 +99,39 @@ pub fn open(path: &Path) -> Result<File, PrivateError> {
     Ok(file)
 }
 
+/// Opens the owner-only file `path` for reading and appending, creating it (0600, its
+/// directory synced) if it is absent: refused like [`open`] if it is a symbolic link, someone
+/// else's, or open to group or others.
+pub fn open_append(path: &Path) -> Result<File, PrivateError> {
+    let io = |source| PrivateError::Io { path: path.to_path_buf(), source };
+    let new = match fs::symlink_metadata(path) {
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(io(e)),
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(new)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => PrivateError::Exposed {
+                path: path.to_path_buf(),
+                problem: "is a symbolic link".into(),
+                fix: "replace it with the file it points to".into(),
+            },
+            _ => io(e),
+        })?;
+    check(path, &file.metadata().map_err(io)?, false)?;
+    if new {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(file)
+}
+
 /// Creates the directory `path` (and its parents) owner-only, if missing.
 pub fn create_dir(path: &Path) -> std::io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
@@ -224,6 +257,12 @@ mod tests {
         std::os::unix::fs::symlink(&path, &link).unwrap();
         assert!(exposed(open(&link)).contains("is a symbolic link"));
         assert!(exposed(check_dir(&path)).contains("not a directory"));
+        assert!(exposed(open_append(&link)).contains("is a symbolic link"));
+        chmod(&path, 0o644);
+        assert!(exposed(open_append(&path)).contains("chmod 600"));
+        let appended = dir.join("new.log");
+        open_append(&appended).unwrap();
+        assert_eq!(fs::metadata(&appended).unwrap().mode() & 0o777, 0o600);
         assert!(open(&dir.join("absent")).unwrap_err().is_not_found());
     }
 

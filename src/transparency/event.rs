@@ -79,6 +79,10 @@ pub enum Event {
     /// No record scored at or above `threshold` against a person's probes when the log held
     /// `tree_size` entries; `compared` records were compared.
     NoMatchAttested { commitment: [u8; 32], tree_size: u64, compared: u64, threshold: f32 },
+    /// A restored backup still held `records` records of the erasure with this commitment (the
+    /// original request's): they were deleted again, with its suppression entries, before the
+    /// restored store served anything.
+    ErasureReapplied { commitment: [u8; 32], records: u32 },
 }
 
 impl Event {
@@ -91,6 +95,7 @@ impl Event {
             Event::ErasureTemplatesPurged { .. } => 5,
             Event::KeysRotated { .. } => 6,
             Event::NoMatchAttested { .. } => 7,
+            Event::ErasureReapplied { .. } => 8,
         }
     }
 
@@ -103,6 +108,7 @@ impl Event {
             Event::ErasureTemplatesPurged { .. } => "erasure-phase-2",
             Event::KeysRotated { .. } => "keys-rotated",
             Event::NoMatchAttested { .. } => "no-match-attested",
+            Event::ErasureReapplied { .. } => "erasure-reapplied",
         }
     }
 
@@ -114,7 +120,8 @@ impl Event {
             | Event::ErasureKeysPurged { commitment, .. }
             | Event::ErasureTemplatesPurged { commitment, .. }
             | Event::KeysRotated { commitment, .. }
-            | Event::NoMatchAttested { commitment, .. } => commitment,
+            | Event::NoMatchAttested { commitment, .. }
+            | Event::ErasureReapplied { commitment, .. } => commitment,
         }
     }
 }
@@ -228,7 +235,9 @@ impl Entry {
                 out.extend_from_slice(&records.to_be_bytes());
                 out.extend_from_slice(&epoch.to_be_bytes());
             }
-            Event::ErasureTemplatesPurged { records, .. } => out.extend_from_slice(&records.to_be_bytes()),
+            Event::ErasureTemplatesPurged { records, .. } | Event::ErasureReapplied { records, .. } => {
+                out.extend_from_slice(&records.to_be_bytes())
+            }
             Event::KeysRotated { epoch, rewrapped, .. } => {
                 out.extend_from_slice(&epoch.to_be_bytes());
                 out.extend_from_slice(&rewrapped.to_be_bytes());
@@ -253,7 +262,7 @@ impl Entry {
         let (&kind, rest) = rest.split_first().ok_or(EventError::Length)?;
         let mut f = Fields(rest);
         let time = Timestamp::from_second(i64::from_be_bytes(f.take()?)).map_err(|_| EventError::Time)?;
-        if !(1..=7).contains(&kind) {
+        if !(1..=8).contains(&kind) {
             return Err(EventError::Kind(kind));
         }
         let commitment = f.take::<32>()?;
@@ -264,6 +273,7 @@ impl Entry {
             4 => Event::ErasureKeysPurged { commitment, records: f.u32()?, epoch: f.u32()? },
             5 => Event::ErasureTemplatesPurged { commitment, records: f.u32()? },
             6 => Event::KeysRotated { commitment, epoch: f.u32()?, rewrapped: f.u64()? },
+            8 => Event::ErasureReapplied { commitment, records: f.u32()? },
             _ => Event::NoMatchAttested {
                 commitment,
                 tree_size: f.u64()?,
@@ -316,6 +326,7 @@ mod tests {
             Event::ErasureTemplatesPurged { commitment: c, records: 2 },
             Event::KeysRotated { commitment: rotation_commitment(4), epoch: 4, rewrapped: 10 },
             Event::NoMatchAttested { commitment: c, tree_size: 12, compared: 100, threshold: 0.602 },
+            Event::ErasureReapplied { commitment: c, records: 3 },
         ] {
             for statements in [None, Some([5; 32])] {
                 let entry = Entry { time: entry.time, event: event.clone(), statements };

@@ -127,12 +127,23 @@ impl LogWriter {
     /// Appends `entries` to the tree and puts their rows and the checkpoint covering them into
     /// `sink`. Nothing is visible (proofs, checkpoint) until the staged append is committed.
     pub fn stage(&mut self, entries: &[Logged], sink: &mut dyn LogSink) -> Staged {
+        let encoded: Vec<Vec<u8>> = entries.iter().map(|logged| logged.entry.encode()).collect();
+        let raw: Vec<(&[u8], Option<&str>)> = encoded
+            .iter()
+            .zip(entries)
+            .map(|(bytes, logged)| (bytes.as_slice(), logged.statements.as_deref()))
+            .collect();
+        self.stage_raw(&raw, sink)
+    }
+
+    /// [`LogWriter::stage`] for leaves already encoded, each with its canonical statements if
+    /// it has stored ones: a restored store copying back the leaves its backup lacks.
+    pub fn stage_raw(&mut self, leaves: &[(&[u8], Option<&str>)], sink: &mut dyn LogSink) -> Staged {
         let before = self.tree.size();
-        for logged in entries {
-            let bytes = logged.entry.encode();
-            let (index, nodes) = self.tree.append(&bytes);
-            sink.put_leaf(index.0, &bytes);
-            if let Some(canonical) = &logged.statements {
+        for (bytes, statements) in leaves {
+            let (index, nodes) = self.tree.append(bytes);
+            sink.put_leaf(index.0, bytes);
+            if let Some(canonical) = statements {
                 sink.put_statements(index.0, canonical);
             }
             for (level, i, hash) in nodes {
@@ -142,6 +153,11 @@ impl LogWriter {
         let checkpoint = self.sign();
         sink.put_checkpoint(&checkpoint);
         Staged { before, checkpoint }
+    }
+
+    /// The root of the tree's first `size` leaves.
+    pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
+        self.tree.root(TreeSize(size))
     }
 
     /// The staged rows are durable: their checkpoint becomes the latest.

@@ -70,9 +70,25 @@ pub fn for_event(event: &Event) -> Statements {
                  {threshold} against the probe(s), by the exact scan"
             )],
         ),
+        Event::ErasureReapplied { records, .. } => (
+            vec![
+                format!(
+                    "a restored backup still held {records} record(s) of this erasure: deleted again, with every row \
+                     the erasure deletes and its suppression entries, before the restored store served anything; \
+                     their data keys and rows are purged and checked next, and the store does not open unless \
+                     those checks pass"
+                ),
+                "the restored store continued this log from the copy kept outside the data dir: no entry was \
+                 removed"
+                    .into(),
+            ],
+            Vec::new(),
+        ),
     };
     let not_claimed = match event {
-        Event::ErasureKeysPurged { .. } | Event::ErasureTemplatesPurged { .. } => not_claimed(),
+        Event::ErasureKeysPurged { .. } | Event::ErasureTemplatesPurged { .. } | Event::ErasureReapplied { .. } => {
+            not_claimed()
+        }
         _ => Vec::new(),
     };
     Statements { done, verified, pending: Vec::new(), not_claimed }
@@ -221,6 +237,9 @@ pub fn counts_stated(event: &Event) -> Vec<(&'static str, String)> {
         Event::ErasureTemplatesPurged { records, .. } => vec![("done", phase2_ranges(*records as usize))],
         Event::KeysRotated { epoch, rewrapped, .. } => {
             vec![("done", format!("a new key-encryption key (epoch {epoch}) made; {rewrapped} data key(s) re-wrapped"))]
+        }
+        Event::ErasureReapplied { records, .. } => {
+            vec![("done", format!("a restored backup still held {records} record(s) of this erasure"))]
         }
         Event::NoMatchAttested { tree_size, compared, .. } => vec![(
             "verified",

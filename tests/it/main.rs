@@ -11,6 +11,7 @@ mod identity;
 mod index;
 mod limits;
 mod logs;
+mod restore;
 mod rights;
 mod synth;
 mod templates;

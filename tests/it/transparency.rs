@@ -85,7 +85,11 @@ async fn enrolments_are_logged_proven_and_receipted() {
     let dirs = server.stop().await;
     let checks = receipt::verify(&receipt, &key, None);
     assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
-    assert_eq!(checks.len(), 6, "signature, checkpoint, origin, leaf, statement digest, inclusion: {checks:#?}");
+    assert_eq!(
+        checks.len(),
+        7,
+        "signature, checkpoint, origin, leaf, statement digest, counts, inclusion: {checks:#?}"
+    );
     let proof = hashes(extends.hashes);
     let checks = receipt::verify(&receipt, &key, Some(Newer { note: &latest, proof: &proof }));
     assert!(checks.iter().all(|c| c.ok), "the latest checkpoint extends the receipt's: {checks:#?}");
@@ -112,8 +116,9 @@ async fn enrolments_are_logged_proven_and_receipted() {
 }
 
 /// The CLI end to end: `oubli verify` checks a receipt with the server stopped, and
-/// `oubli witness` accepts growth, then reports a restored older copy of the data dir as a
-/// rollback and a diverging copy as a fork, with a non-zero exit.
+/// `oubli witness` accepts growth. A restored older copy of the data dir is refused (the key
+/// dir's mirror of the log is ahead); an operator who also deletes that mirror gets a server, and
+/// the witness reports its log as a rollback, then a diverging one as a fork, with a non-zero exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
     use crate::harness::{copy_dir, oubli};
@@ -150,9 +155,15 @@ async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
     assert!(ok && out.contains("grew from 5 to 8"), "{out}");
     let dirs = server.stop().await;
 
-    // The operator restores the older copy: the log now serves 5 leaves.
+    // The operator restores the older copy: refused while the key dir's mirror is ahead of it.
     std::fs::remove_dir_all(&dirs.data).expect("remove");
     copy_dir(&backup, &dirs.data);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let config = oubli::Config::new(dirs.data.clone(), dirs.keys.clone());
+    let err = oubli::run(listener, config, std::future::ready(())).await.expect_err("an older copy");
+    assert!(err.to_string().contains("holds 5 entries, but the key dir's mirror of the log holds 8"), "{err}");
+    // Deleting the mirror too hides nothing from a witness: the log now serves 5 leaves.
+    std::fs::remove_file(dirs.keys.join("log.mirror")).expect("remove the mirror");
     let server = Server::start(dirs).await;
     let addr = server.addr.to_string();
     let (ok, out) = witness(&addr);
@@ -188,6 +199,6 @@ async fn python_checks_a_receipt_from_the_docs_alone() {
         .expect("python3 runs (make deps installs the `cryptography` package)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python check failed (does `python3 -c 'import cryptography'` work?):\n{text}");
-    assert_eq!(text.matches("ok  ").count(), 5, "{text}");
+    assert_eq!(text.matches("ok  ").count(), 6, "{text}");
     assert!(text.contains("ok  statement digest in the leaf\n"), "{text}");
 }

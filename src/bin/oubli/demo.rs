@@ -179,7 +179,11 @@ struct Live {
 impl Live {
     /// A server on `data` (the live data dir, or a restored copy) with the demo's key dir.
     async fn start(out: &Path, data: &Path, policy: &str, thresholds: Thresholds) -> Result<Live> {
-        let server = start_on(out, data, policy, thresholds).await?;
+        Live::connect(start_on(out, data, policy, thresholds, false).await?, out).await
+    }
+
+    /// The clients of a started server.
+    async fn connect(server: Embedded, out: &Path) -> Result<Live> {
         Ok(Live {
             templates: TemplatesServiceClient::new(channel(&server, out).await?),
             rights: RightsServiceClient::new(channel(&server, out).await?),
@@ -197,8 +201,9 @@ impl Live {
 }
 
 /// The server alone, for a start that may fail.
-async fn start_on(out: &Path, data: &Path, policy: &str, thresholds: Thresholds) -> Result<Embedded> {
+async fn start_on(out: &Path, data: &Path, policy: &str, thresholds: Thresholds, restore: bool) -> Result<Embedded> {
     let mut config = oubli::Config::new(data.to_path_buf(), out.join("keys"));
+    config.restore_from_backup = restore;
     config.rights.policy = oubli::rights::PolicySource::Profile(policy.into());
     config.rights.thresholds = thresholds;
     Embedded::start(config).await.context("the embedded server did not start")
@@ -737,38 +742,87 @@ async fn public_log(demo: &Demo, live: Live) -> Result<String> {
     Ok(key)
 }
 
-/// Step 10: the step-5 backup, restored, brings the erased records back; the witness catches
-/// the rolled-back log, and rotating the keys makes the backup unreadable.
+/// Step 10: the step-5 backup, restored in place of the data dir, is refused; restored on
+/// purpose, it re-applies every erasure before serving and continues the log (the witness sees
+/// growth); rotating the keys makes the backup unreadable.
 async fn restored_backup(demo: &Demo, key: &str) -> Result<()> {
-    step(10, "A restored backup brings erased faces back, and the witness catches it");
+    step(10, "A restored backup cannot bring erased faces back, and the log does not rewind");
     let person = demo.person;
-    let backup = demo.out.join("backup");
-    let mut live = Live::start(&demo.out, &backup, PERMISSIVE, demo.thresholds).await?;
-    let (resurrected, _) = demo.matches_of(&mut live.templates, demo.population.probe(0)).await?;
-    outln!("The operator quietly restores the backup from step 5. Person #{person}'s erased records are back:");
-    outln!("the same selfie finds {resurrected} of them again. The erasure receipt listed backups as pending, so it");
-    outln!("promised nothing false. But the log cannot be restored with the store. The auditor's witness:");
-    match super::log::witness(demo.witness(key), &live.server.addr.to_string()).await {
-        Ok(()) => outln!("  (the witness accepted the restored log: unexpected)"),
-        Err(e) => outln!("  {e:#}"),
+    let (data, backup) = (demo.out.join("data"), demo.out.join("backup"));
+    outln!("The operator restores the backup from step 5 in place of the data dir. It was copied before");
+    outln!("person #{person}'s erasure, so it still holds their records. The server refuses it:");
+    fs::remove_dir_all(&data).with_context(|| format!("cannot remove {}", data.display()))?;
+    copy_dir(&backup, &data)?;
+    match start_on(&demo.out, &data, PERMISSIVE, demo.thresholds, false).await {
+        Ok(server) => {
+            outln!("  (the restored copy opened: unexpected)");
+            stop(server).await?;
+        }
+        Err(e) => outln!("  {}", e.root_cause()),
     }
-    live.stop().await?;
-    outln!("The honest fix is the one the receipt names: destroy the key epoch the backup's keys are wrapped");
-    outln!("under. The administrator rotates the keys on the live server:");
-    let mut live = demo.start(LAWFUL).await?;
+    outln!("The key dir, which no backup of the data dir holds, keeps a copy of the log with its last");
+    outln!("signed checkpoint, and a journal of every erasure (keyed hashes of the record ids, never the ids).");
+    outln!("With --restore-from-backup the server copies the missing log entries back, erases every");
+    outln!("journaled record again, purges it, logs each re-application, and only then serves:");
+    let server = start_on(&demo.out, &data, PERMISSIVE, demo.thresholds, true).await?;
+    let mut live = Live::connect(server, &demo.out).await?;
+    let own: Vec<&String> = demo.ids.iter().filter(|id| demo.who.get(id.as_str()) == Some(&person)).collect();
+    let mut gone = 0;
+    for id in &own {
+        let got = live.templates.get(pb::GetRequest { record_id: id.to_string(), include_embedding: false }).await;
+        if got.is_err_and(|s| s.code() == tonic::Code::NotFound) {
+            gone += 1;
+        }
+    }
+    let (found, _) = demo.matches_of(&mut live.templates, demo.population.probe(0)).await?;
+    outln!("  {gone} of person #{person}'s {} records are NOT_FOUND again; their selfie finds {found}.", own.len());
+    let mut log = TransparencyServiceClient::new(channel(&live.server, &demo.out).await?);
+    let checkpoint = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(status_error)?.into_inner();
+    let size = checkpoint.checkpoint.lines().nth(1).and_then(|l| l.parse::<u64>().ok()).unwrap_or(0);
+    // The re-applications are the log's last entries.
+    let entries = log
+        .get_entries(pb::GetEntriesRequest { start: size.saturating_sub(1000), end: size })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .entries;
+    let reapplied: Vec<(u64, u32)> = entries
+        .iter()
+        .filter_map(|e| match oubli::transparency::event::Entry::decode(&e.data).map(|d| d.event) {
+            Ok(oubli::transparency::event::Event::ErasureReapplied { records, .. }) => Some((e.index, records)),
+            _ => None,
+        })
+        .collect();
+    if let (Some(first), Some(last)) = (reapplied.first(), reapplied.last()) {
+        let total: u64 = reapplied.iter().map(|(_, n)| u64::from(*n)).sum();
+        outln!(
+            "  log entries {} to {}: {} erasure-reapplied entries (the person's and the regulator's sweep),",
+            first.0,
+            last.0,
+            reapplied.len()
+        );
+        outln!("  {total} record(s) erased again in all, each entry under its erasure's original commitment.");
+    }
+    outln!("The auditor's witness, holding the checkpoint it saved in step 9:");
+    out!("  ");
+    super::log::witness(demo.witness(key), &live.server.addr.to_string()).await?;
+    outln!("  the log continued from where it was published: growth, not a rollback.");
+    outln!("The backup itself still holds the records' ciphertext. The fix the receipt names: destroy the");
+    outln!("key epoch the backup's keys are wrapped under. The administrator rotates the keys:");
     let rotated = live.admin.rotate_keys(pb::RotateKeysRequest {}).await.map_err(status_error)?.into_inner();
     outln!("  key epoch {} destroyed, epoch {} in use.", rotated.epoch.saturating_sub(1), rotated.epoch);
     live.stop().await?;
-    match start_on(&demo.out, &backup, PERMISSIVE, demo.thresholds).await {
+    match start_on(&demo.out, &backup, PERMISSIVE, demo.thresholds, true).await {
         Ok(server) => {
             outln!("  the backup still opens (unexpected)");
             stop(server).await?;
         }
         Err(e) => {
-            outln!("  and the backup no longer opens: its data keys are wrapped under the destroyed epoch.");
-            outln!("  (the server says: {})", e.root_cause());
+            outln!("  and the backup no longer opens, even to be restored: its data keys are wrapped under the");
+            outln!("  destroyed epoch. (the server says: {})", e.root_cause());
         }
     }
+    outln!("(A backup of the key dir would keep old backups readable: keep none, or rotate after restoring.)");
     Ok(())
 }
 

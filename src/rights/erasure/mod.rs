@@ -246,6 +246,7 @@ impl Rights {
             let faces = (!kept.is_empty()).then(|| faces_blob(expires_of_faces, &kept));
             let faces_kept = kept.len();
             let id = *request.id.as_bytes();
+            let commitment = event::request_commitment(&request.salt(), &id);
             let pipeline = &mut request.pipeline;
             pipeline.suppressed += suppress.len();
             pipeline.deleted_at = Some(now);
@@ -258,6 +259,7 @@ impl Rights {
                 suppress: &suppress,
                 faces: faces.as_deref().map(|f| f.as_slice()),
                 also: &also,
+                commitment,
             };
             let erased = store.erase(&deletion, &id, &mut |erased| {
                 let this: super::erasure::evidence::Erased = erased.into();
