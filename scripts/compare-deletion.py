@@ -141,6 +141,9 @@ def run_hnswlib(directory: Path, vectors: np.ndarray, person: list[int]) -> list
     index.add_items(vectors, np.arange(len(vectors)))
     for label in person:
         index.mark_deleted(label)
+    index.set_ef(64)
+    labels, _ = index.knn_query(vectors[person], k=10)
+    assert not set(labels.flatten()) & set(person), "hnswlib still returns a deleted template"
     index.save_index(str(directory / "faces.bin"))
     return ["`index.mark_deleted(label)` for each", "`index.save_index(path)`",
             "(no compaction exists: deleted slots are reused only by `add_items(..., replace_deleted=True)`)"]
