@@ -13,13 +13,14 @@ target/compare-deletion/venv with the pinned stores, and runs this with the venv
 4. every file under each store's directory read once and searched for the person's templates;
 5. target/compare-deletion/results.json and results.md, and the table on stdout.
 
-A template counts as found in a file when any of its 64-byte windows (16 float32 values, 32
-windows per 512-value template; 32 float16 values for the float16 form) occurs in it, in any of
-the forms a store could write: float32 little-endian as given, float32 re-normalised (cosine
-indexes normalise; the synthetic templates are unit vectors already, so this form is nearly
-always the same bytes) and float16. "whole" counts the templates whose 2,048 float32 bytes occur
-contiguously. The control is a template of another person, never deleted: it must be found, or
-the scan proves nothing. Every face is synthetic.
+A template counts as found in a file when 16 consecutive float32 values of it occur there, each
+within TOLERANCE (1e-6: a cosine index's re-normalisation of these unit vectors moves a value by
+less than 1e-7, so its copies are found too), or when a 64-byte window of its float16 bytes does;
+"whole" when all 512 values do, at one place; "byte-identical" when a 64-byte window of its
+float32 bytes as inserted occurs unchanged. Oubli's sealed records and wrapped keys are searched
+for as bytes (any 64-byte window of each). Every file is read once, whatever its format. The
+control is a template (for Oubli, also a sealed record and a wrapped key) of another person,
+never deleted: it must be found, or the scan proves nothing. Every face is synthetic.
 """
 import argparse
 import json
@@ -464,7 +465,8 @@ def main() -> int:
                     "system": platform.platform()},
         "population": {"identities": IDENTITIES, "samples_per_identity": SAMPLES, "seed": 1,
                        "templates": len(vectors), "person": person, "person_rows": person_rows, "control_row": control},
-        "scan": {"window_bytes": WINDOW, "forms": ["float32 LE", "float32 LE re-normalised", "float16 LE"]},
+        "scan": {"window_bytes": WINDOW, "float32_tolerance": TOLERANCE,
+                 "forms": ["float32 LE within the tolerance", "float16 LE bytes"]},
         "versions": versions(),
         "rows": rows,
     }
