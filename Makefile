@@ -11,7 +11,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl
 ARGS ?=
 
-.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-erase fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-erase compare-deletion fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -114,6 +114,23 @@ bench-peers: build
 # phase-2 templates purge, through the real workflow (BENCH_N=1000000 for the 1M run).
 bench-erase: build
 	target/release/oubli-erase-bench --records $(BENCH_N) --dir target/bench-erase
+
+# One person deleted from Chroma, LanceDB, milvus-lite and hnswlib (each store's documented delete
+# and cleanup) and erased from Oubli (its workflow and both purges), then every file each one wrote
+# searched for that person's templates: target/compare-deletion/results.md and results.json, and a
+# table on stdout (docs/educators.md, section 6). The stores come from PyPI at the versions in
+# scripts/compare-deletion-requirements.txt, into a venv under target/compare-deletion: installed
+# again only when that file changes.
+COMPARE_VENV := target/compare-deletion/venv
+COMPARE_STAMP := $(COMPARE_VENV)/.installed
+compare-deletion: build $(COMPARE_STAMP)
+	$(CARGO) build --release --locked --example compare_deletion_oubli
+	$(COMPARE_VENV)/bin/python scripts/compare-deletion.py
+
+$(COMPARE_STAMP): scripts/compare-deletion-requirements.txt
+	@[ -x $(COMPARE_VENV)/bin/python ] || python3 -m venv $(COMPARE_VENV)
+	$(COMPARE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/compare-deletion-requirements.txt
+	touch $@
 
 # The DET curve and score histogram shown in the README.
 docs-plots: build
