@@ -5,7 +5,8 @@
 //! - `process`: matching (the exact scan of every record), plan (logged), the delete write,
 //!   unindexing and the post-erasure check scan;
 //! - `phase1`: the data-key purge (flush, forced compaction of `data_keys`, checks), logged;
-//! - `phase2`: one batched templates purge for all of them (range compactions, checks), logged.
+//! - `phase2`: one batched templates purge for all of them (range compactions, checks), logged;
+//! - `scan`: the byte scan that ends each purge (every file of the data dir read once), alone.
 //!
 //! Prints one JSON object. Used by `make bench-erase` (`BENCH_N=1000000` for the 1M run).
 use std::{path::PathBuf, sync::Arc, time::Instant};
@@ -103,6 +104,11 @@ fn main() -> Result<()> {
     let t = Instant::now();
     rights.purge_due(true).context("phase 2")?;
     let phase2_ms = t.elapsed().as_secs_f64() * 1e3;
+    // The byte scan alone, as each purge ends with it (here for one fingerprint).
+    let t = Instant::now();
+    let prints = oubli::store::scan::Prints { values: 1, prints: vec![0x5eed] };
+    let scan = engine.records().scan_data_dir(&prints)?;
+    let scan_ms = t.elapsed().as_secs_f64() * 1e3;
     let stats = engine.stats()?;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -120,6 +126,10 @@ fn main() -> Result<()> {
             "phase1_ms_max": phase1_ms.last(),
             "phase2_ms_batch": phase2_ms,
             "phase2_ms_per_erasure": phase2_ms / erasures.max(1) as f64,
+            "scan_ms": scan_ms,
+            "scan_files": scan.files,
+            "scan_bytes": scan.bytes,
+            "scan_gb_per_s": scan.bytes as f64 / 1e6 / scan_ms.max(1e-9),
             "bytes_on_disk": stats.bytes_on_disk,
             "sst_files": stats.sst_file_count,
         })

@@ -641,10 +641,21 @@ mod tests {
         store.flush_all().unwrap();
         store.insert(&pairs[20..], Timestamp::now(), &[(ids[3], "unknown-jurisdiction")]).unwrap();
         store.record_disclosures(&ids[..5], "operator-a", Timestamp::now()).unwrap();
+        // An earlier access report naming record 2, the erasure request holding the probes,
+        // and a control request; flushed, so their versions are in table files.
+        let (report, request, control) = ([1u8; 16], [7u8; 16], [2u8; 16]);
+        store.put_request(&report, b"report: record 2, its source and salt").unwrap();
+        store.put_request(&request, b"erasure request with its probe templates").unwrap();
+        store.put_request(&control, b"another person's request").unwrap();
+        store.flush_all().unwrap();
+        let stored = |id: &[u8; 16]| store.db.get_cf(store.cf(CF_REQUESTS), id).unwrap().unwrap();
+        let (old_report, old_probes, control_row) = (stored(&report), stored(&request), stored(&control));
 
         let gone = &ids[2..5];
         let raw = store.raw_rows(gone[0]).unwrap();
         let (sealed, wrapped) = (raw.sealed.unwrap(), raw.wrapped_key.unwrap());
+        let kept = store.raw_rows(ids[0]).unwrap();
+        let (control_sealed, control_key) = (kept.sealed.unwrap(), kept.wrapped_key.unwrap());
         let held = store.erasure_inputs(gone).unwrap();
         assert_eq!(held.len(), 3);
         let suppress: Vec<[u8; 32]> = held.iter().map(|h| h.source_key).collect();
@@ -655,7 +666,7 @@ mod tests {
                     ids: gone,
                     graph_slots: &[],
                     notice: &|_| b"{}".to_vec(),
-                    also: &[],
+                    also: &[(report, Zeroizing::new(b"report: record 2 erased".to_vec()))],
                     suppress: &suppress,
                     faces: Some(b"face"),
                     commitment: [9; 32],
@@ -690,6 +701,15 @@ mod tests {
         let verified = store.purge_rows(&erased.targets, &erased.evidence).unwrap();
         assert!(verified.iter().any(|v| v.starts_with("a byte scan of every file")), "{verified:?}");
         assert_eq!(files_containing(&data, &sealed), Vec::<String>::new());
+        // The replaced versions of the report and of the request with its probes are gone too;
+        // the control record's and request's bytes are still found by the same scan.
+        assert_eq!(files_containing(&data, &old_report), Vec::<String>::new(), "old report version");
+        assert_eq!(files_containing(&data, &old_probes), Vec::<String>::new(), "old probe copy");
+        assert!(!files_containing(&data, &control_row).is_empty(), "the control request is on disk");
+        assert!(!files_containing(&data, &control_sealed).is_empty(), "the control record is on disk");
+        assert!(!files_containing(&data, &control_key).is_empty(), "the control key is on disk");
+        let control = store.prints_of([control_sealed.as_slice()]);
+        assert!(!store.scan_data_dir(&control).unwrap().found.is_empty(), "the fingerprint scan finds it");
         for id in &ids[5..] {
             assert!(store.get(*id).unwrap().is_some());
         }

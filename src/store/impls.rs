@@ -140,6 +140,10 @@ impl RecordStore for Store {
     fn key_epoch_since(&self) -> Result<Option<Timestamp>, Error> {
         Store::key_epoch_since(self)
     }
+
+    fn scan_data_dir(&self, prints: &super::scan::Prints) -> Result<super::scan::Scan, Error> {
+        Store::scan_data_dir(self, prints)
+    }
 }
 
 impl RequestStore for Store {

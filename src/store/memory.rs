@@ -460,6 +460,10 @@ impl RecordStore for MemoryStore {
     fn key_epoch_since(&self) -> Result<Option<Timestamp>, Error> {
         Ok(self.lock().epoch_since)
     }
+
+    fn scan_data_dir(&self, _prints: &super::scan::Prints) -> Result<super::scan::Scan, Error> {
+        Ok(super::scan::Scan { files: 0, bytes: 0, found: Vec::new() })
+    }
 }
 
 impl RequestStore for MemoryStore {

@@ -117,6 +117,7 @@ fn blob_domain(cf: &str) -> &'static str {
     match cf {
         CF_REQUESTS => rows::REQUEST_DOMAIN,
         CF_SUPPRESSED_FACES => erase::FACE_DOMAIN,
+        CF_GRAPH => graph::GRAPH_DOMAIN,
         _ => erase::NOTIFICATION_DOMAIN,
     }
 }

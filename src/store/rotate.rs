@@ -16,8 +16,8 @@ use jiff::Timestamp;
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{
-    CF_DATA_KEYS, CF_META, CF_OUTBOX, CF_REQUESTS, CF_SUPPRESSED_FACES, Error, META_KEY_CHECK, Store, blob_domain,
-    crypto, synced,
+    CF_DATA_KEYS, CF_GRAPH, CF_META, CF_OUTBOX, CF_REQUESTS, CF_SUPPRESSED_FACES, Error, META_KEY_CHECK, Store,
+    blob_domain, crypto, synced,
 };
 use crate::{
     record::RecordId,
@@ -126,7 +126,7 @@ impl Store {
                 }
             }
         }
-        for cf in [CF_REQUESTS, CF_OUTBOX, CF_SUPPRESSED_FACES] {
+        for cf in [CF_REQUESTS, CF_OUTBOX, CF_SUPPRESSED_FACES, CF_GRAPH] {
             let domain = blob_domain(cf);
             for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
                 let (key, blob) = item?;

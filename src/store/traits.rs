@@ -125,6 +125,9 @@ pub trait RecordStore: Send + Sync {
 
     /// When the current key epoch began (its rotation, or the first open that recorded it).
     fn key_epoch_since(&self) -> Result<Option<Timestamp>, Error>;
+
+    /// The purges' byte scan of every file of the data dir, for `prints` (timed by the bench).
+    fn scan_data_dir(&self, prints: &super::scan::Prints) -> Result<super::scan::Scan, Error>;
 }
 
 /// The rights workflows' own rows.

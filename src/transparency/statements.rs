@@ -254,7 +254,8 @@ fn backups_pending(facts: &ErasureFacts<'_>) -> Pending {
         Pending {
             what: format!(
                 "none: backups made before {deleted} hold data keys wrapped under key epoch {}, which has been \
-                 destroyed by a key rotation since",
+                 destroyed by a key rotation since (a copy of the key dir from before that rotation would still \
+                 open them: none is kept by this service)",
                 facts.key_epoch
             ),
             due: "done".into(),
@@ -263,7 +264,8 @@ fn backups_pending(facts: &ErasureFacts<'_>) -> Pending {
         Pending {
             what: format!(
                 "backups made before {deleted} still hold the ciphertext and data keys wrapped under key epoch {}: \
-                 they become unreadable when that epoch's key-encryption key is destroyed at the next key rotation",
+                 they become unreadable when that epoch's key-encryption key is destroyed at the next key rotation \
+                 (a copy of the key dir kept from before it would keep them readable)",
                 facts.key_epoch
             ),
             due: facts.rotation_due.map_or_else(|| "unknown".to_string(), seconds),
