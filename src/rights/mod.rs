@@ -285,6 +285,7 @@ impl Rights {
             settings,
         };
         rights.prune_audit()?;
+        rights.forget_erased_in_reports()?;
         Ok(rights)
     }
 

@@ -245,6 +245,33 @@ mod tests {
         let mut big = vec![0u8; (1 << 20) + 40];
         big[(1 << 20) - 8..(1 << 20) + 8].copy_from_slice(&value[..16]);
         assert_eq!(find(&big), 1);
+        // The rolling hash and the reads agree with hashing every window alone, on bytes with many
+        // planted pieces.
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        let mut noise: Vec<u8> = (0..5000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        for at in [0usize, 17, 1249, 1265, 2500, 3751, 4984] {
+            noise[at..at + 16].copy_from_slice(&value[32..48]);
+        }
+        let naive =
+            (0..=noise.len() - WINDOW).filter(|&i| filter.contains(hasher.window(&noise[i..i + WINDOW]))).count();
+        assert_eq!(naive, 7);
+        assert_eq!(find(&noise), naive);
+        for len in [15, 16, 17, 19, 31, 100] {
+            let short = &noise[..len.min(noise.len())];
+            let naive = if short.len() < WINDOW {
+                0
+            } else {
+                (0..=short.len() - WINDOW).filter(|&i| filter.contains(hasher.window(&short[i..i + WINDOW]))).count()
+            };
+            assert_eq!(find(short), naive, "{len} bytes");
+        }
         // Another key's fingerprints do not match.
         let other = Filter::new(&Hasher::new([8; 32]).prints(&value));
         assert_eq!(scan_reader(hasher, &other, value.as_slice()).unwrap().1, 0);

@@ -34,6 +34,14 @@ async fn a_restored_backup_is_refused_then_reapplies_every_erasure_and_continues
     let erased: Vec<Vec<String>> =
         people.iter().map(|&p| world.scored(p, STRICT, 2.0).into_iter().map(|(id, _)| id).collect()).collect();
 
+    // The first person's access report names their records (and is in the backup).
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
+    let (access, access_secret) = crate::rights::submit(&mut rights, world.population.probe(first)).await;
+    assert_eq!(wait(&mut rights, &access, &access_secret).await.state, "completed");
+    let (before, _) = crate::rights::report(&mut rights, &access, &access_secret).await;
+    assert!(!before.records.is_empty(), "the report names the person's records");
+    drop(rights);
+
     // The operator copies the data dir (a backup), then three people have their records erased.
     let dirs = server.stop().await;
     let backup = dirs.keys.parent().expect("a parent").join("backup");
@@ -99,6 +107,12 @@ async fn a_restored_backup_is_refused_then_reapplies_every_erasure_and_continues
     let index = world.ids.iter().position(|i| *i == erased[0][0]).expect("an erased record");
     let again = templates.enroll(requests[index].clone()).await;
     assert!(again.is_err(), "an erased source is suppressed again: {again:?}");
+    // The restored copy's access report no longer names the erased records.
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
+    let (after, _) = crate::rights::report(&mut rights, &access, &access_secret).await;
+    assert!(after.records.is_empty(), "the restored report names no erased record: {:?}", after.records.len());
+    assert_eq!(after.erased_since, before.records.len());
+    drop(rights);
 
     // Each re-application is logged with its erasure's commitment and count.
     let reapplied: BTreeMap<[u8; 32], u32> = events(server.channel().await)

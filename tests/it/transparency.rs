@@ -202,3 +202,45 @@ async fn python_checks_a_receipt_from_the_docs_alone() {
     assert_eq!(text.matches("ok  ").count(), 6, "{text}");
     assert!(text.contains("ok  statement digest in the leaf\n"), "{text}");
 }
+
+/// examples/python/check_receipt.py's consistency check against the independent RFC 6962
+/// vectors in ../shared/testdata/merkle/consistency (transparency-dev/merkle): every case that
+/// should verify does, every other one fails.
+#[test]
+fn python_consistency_check_matches_the_shared_vectors() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vectors = repo.join("../shared/testdata/merkle/consistency");
+    assert!(vectors.is_dir(), "{} holds the vectors", vectors.display());
+    let program = r#"
+import base64, glob, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("check_receipt", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+right = wrong = 0
+for path in sorted(glob.glob(sys.argv[2] + "/**/*.json", recursive=True)):
+    case = json.load(open(path))
+    root1, root2 = base64.b64decode(case["root1"] or ""), base64.b64decode(case["root2"] or "")
+    try:
+        old, new = module.roots_from_consistency_proof(
+            case["size1"], case["size2"], root1, [base64.b64decode(h) for h in case["proof"] or []])
+        ok = old == root1 and new == root2
+    except AssertionError:
+        ok = False
+    if ok == (not case["wantErr"]):
+        right += 1
+    else:
+        wrong += 1
+        print("disagrees:", path)
+print(right, wrong)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", program])
+        .arg(repo.join("examples/python/check_receipt.py"))
+        .arg(&vectors)
+        .env("PYTHONPATH", repo.join("target/python/deps"))
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.trim(), "98 0", "{text}");
+}

@@ -365,6 +365,39 @@ impl Rights {
             .collect())
     }
 
+    /// Removes from every access report the records the store no longer holds: an erasure does
+    /// it in its own write, so this finds something only where that write was undone, as in a
+    /// data dir restored from a backup (whose journaled erasures the store re-applied at open).
+    /// Run at start-up.
+    pub(in crate::rights) fn forget_erased_in_reports(&self) -> Result<(), Error> {
+        let mut named: BTreeSet<RecordId> = BTreeSet::new();
+        for r in self.requests.load_all()? {
+            if let Request::Access(a) = r {
+                named.extend(a.matched.iter().chain(&a.review_band).map(|m| m.record_id));
+            }
+        }
+        let store = self.engine.records();
+        let mut gone = BTreeSet::new();
+        for id in named {
+            if store.get(id)?.is_none() {
+                gone.insert(id);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let rewritten = self.without(&gone, RequestId::from_bytes([0; 16]))?;
+        for (id, plaintext) in &rewritten {
+            self.engine.requests().put_request(id, plaintext)?;
+        }
+        tracing::warn!(
+            records = gone.len(),
+            reports = rewritten.len(),
+            "access reports named records the store no longer holds (a restored backup?): removed"
+        );
+        Ok(())
+    }
+
     /// Every other access request that names one of `erased`, with those records removed
     /// from its matches and its stored report, ready to be written with the delete.
     fn without(&self, erased: &BTreeSet<RecordId>, except: RequestId) -> Result<Vec<store::StoredRequest>, Error> {
