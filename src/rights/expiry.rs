@@ -70,6 +70,7 @@ impl Rights {
         let _guard = self.requests.lock();
         let now = self.now();
         let mut changed = 0;
+        let mut rewritten = Vec::new();
         for mut request in self.requests.load_all()? {
             let before = changed;
             while let Some((_, due)) = self.due(&request).filter(|(at, _)| *at <= now) {
@@ -104,10 +105,15 @@ impl Rights {
             }
             if changed > before {
                 self.requests.save(&request)?;
+                rewritten.push(*request.id.as_bytes());
             }
         }
         if changed > 0 {
             self.requests.changed();
+            // The versions just replaced held what expired (probes, faces, contact, report):
+            // purged from the table files too, not left for a compaction to drop some day.
+            let checked = self.engine.records().purge_request_versions(&rewritten)?;
+            info!(requests = rewritten.len(), checks = checked.len(), "replaced request versions purged");
         }
         Ok(changed)
     }

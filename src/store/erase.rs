@@ -170,6 +170,36 @@ impl Store {
         Ok(())
     }
 
+    /// Purges the replaced versions of the rows of `request_ids` (in `requests` and
+    /// `suppressed_faces`) from the table files, as an expiry that rewrote them (probes
+    /// dropped, faces forgotten, a request minimised) needs: the memtables flushed, those keys'
+    /// ranges compacted to the bottom, then every live table file over them checked to have
+    /// been written since (file and sequence numbers, deletion markers).
+    pub fn purge_request_versions(&self, request_ids: &[[u8; 16]]) -> Result<Vec<String>, Error> {
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every replaced version was written at or below these, before the flush below.
+        let evidence = Evidence {
+            delete_seq: self.db.latest_sequence_number(),
+            file_ceiling: self.file_ceiling()?,
+            ..Evidence::default()
+        };
+        let cfs = [self.cf(CF_REQUESTS), self.cf(CF_SUPPRESSED_FACES)];
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        let ranges: Vec<(&str, &[u8], &[u8])> = request_ids
+            .iter()
+            .flat_map(|id| [(CF_REQUESTS, id.as_slice(), id.as_slice()), (CF_SUPPRESSED_FACES, id, id)])
+            .collect();
+        for (cf, start, end) in &ranges {
+            self.db.compact_range_cf_opt(self.cf(cf), Some(start), Some(end), &forced());
+        }
+        self.compact_old_tables(&ranges, &evidence)?;
+        let mut verified = vec![self.no_old_tables(&ranges, &evidence, "the request column families")?];
+        verified.extend(self.no_holds(&evidence)?);
+        Ok(verified)
+    }
+
     /// For each of `ids` still held: its source's keyed hash.
     pub fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         let mut out = Vec::with_capacity(ids.len());
@@ -805,6 +835,26 @@ mod tests {
         let verified = store.purge_rows(&erased.targets, &erased.evidence).unwrap();
         assert_eq!(verified.len(), 4, "{verified:?}");
         let _ = raw;
+    }
+
+    /// An expiry rewrites a request (its probes dropped): the replaced version leaves the table
+    /// files, checked, while the new one stays.
+    #[test]
+    fn a_rewritten_request_leaves_no_old_version_on_disk() {
+        let (dir, store, _, _) = store_of_40();
+        let id = [3u8; 16];
+        store.put_request(&id, b"request with its probe templates").unwrap();
+        store.flush_all().unwrap();
+        let old = store.db.get_cf(store.cf(CF_REQUESTS), id).unwrap().unwrap();
+        store.put_request(&id, b"request, probes dropped").unwrap();
+        let new = store.db.get_cf(store.cf(CF_REQUESTS), id).unwrap().unwrap();
+        let data = dir.path().join("data");
+        assert!(!files_containing(&data, &old).is_empty(), "before: the old version is in a table file");
+        let verified = store.purge_request_versions(&[id]).unwrap();
+        assert!(verified[0].starts_with("every live table file of the request column families"), "{verified:?}");
+        assert_eq!(files_containing(&data, &old), Vec::<String>::new());
+        assert!(!files_containing(&data, &new).is_empty(), "the current version stays");
+        assert_eq!(store.request(&id).unwrap().unwrap().as_slice(), b"request, probes dropped");
     }
 
     /// RocksDB's info log is kept at warnings: it never prints the keys a compaction or a

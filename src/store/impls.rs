@@ -92,6 +92,10 @@ impl RecordStore for Store {
         Store::forget_faces(self, request_id, request)
     }
 
+    fn purge_request_versions(&self, request_ids: &[[u8; 16]]) -> Result<Vec<String>, Error> {
+        Store::purge_request_versions(self, request_ids)
+    }
+
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         Store::erasure_inputs(self, ids)
     }

@@ -335,6 +335,10 @@ impl RecordStore for MemoryStore {
         Ok(self.lock().faces.values().map(|f| Zeroizing::new(f.clone())).collect())
     }
 
+    fn purge_request_versions(&self, _request_ids: &[[u8; 16]]) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+
     fn forget_faces(&self, request_id: &[u8; 16], request: &[u8]) -> Result<(), Error> {
         self.write()?;
         let mut rows = self.lock();

@@ -85,6 +85,10 @@ pub trait RecordStore: Send + Sync {
     /// Deletes the faces kept for `request_id` and stores its next state, in one durable write.
     fn forget_faces(&self, request_id: &[u8; 16], request: &[u8]) -> Result<(), Error>;
 
+    /// Purges from the table files the replaced versions of these requests' rows (and of their
+    /// kept faces) and checks it; the checks passed.
+    fn purge_request_versions(&self, request_ids: &[[u8; 16]]) -> Result<Vec<String>, Error>;
+
     /// For each of `ids` still held: its source's keyed hash.
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error>;
 
