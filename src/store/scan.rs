@@ -90,33 +90,74 @@ impl Hasher {
     }
 }
 
-/// Rolls the hash over `reader`, counting the positions whose window is in `set`.
+/// Rolls the hash over `reader`, counting the positions whose window is in `set`. The last
+/// `WINDOW - 1` bytes of each 1 MiB read are kept in front of the next, so a window across two
+/// reads is seen.
 fn scan_reader(hasher: Hasher, set: &Filter, mut reader: impl Read) -> std::io::Result<(u64, usize)> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut ring = [0u8; WINDOW];
-    let (mut h, mut seen, mut hits) = (0u64, 0u64, 0usize);
+    const CHUNK: usize = 1 << 20;
+    let carry = WINDOW - 1;
+    let mut buf = vec![0u8; carry + CHUNK];
+    let (mut kept, mut total, mut hits) = (0usize, 0u64, 0usize);
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(&mut buf[kept..]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        for &b in &buf[..n] {
-            let slot = (seen % WINDOW as u64) as usize;
-            let out = ring[slot];
-            ring[slot] = b;
-            h = h.wrapping_mul(hasher.base).wrapping_add(u64::from(b) + 1);
-            if seen >= WINDOW as u64 {
-                h = h.wrapping_sub(hasher.top.wrapping_mul(u64::from(out) + 1));
-            }
-            seen += 1;
-            if seen >= WINDOW as u64 && set.contains(h) {
-                hits += 1;
-            }
-        }
+        total += n as u64;
+        let len = kept + n;
+        hits += scan_windows(hasher, set, &buf[..len]);
+        kept = carry.min(len);
+        buf.copy_within(len - kept..len, 0);
     }
-    Ok((seen, hits))
+    Ok((total, hits))
+}
+
+/// Counts the windows of `bytes` (each start from 0 to `len - WINDOW`) whose hash is in `set`.
+/// The rolling hash is a serial chain of multiplies, so the starts are cut into four stretches
+/// rolled side by side in four registers: each step of one waits only for its own.
+fn scan_windows(hasher: Hasher, set: &Filter, bytes: &[u8]) -> usize {
+    let Some(starts) = (bytes.len() + 1).checked_sub(WINDOW).filter(|&s| s > 0) else { return 0 };
+    let per = starts / 4;
+    let mut hits = 0;
+    if per > 1 {
+        // Lane l: starts l*per .. (l+1)*per; the step to start i adds byte i+W-1, drops i-1.
+        let lane =
+            |l: usize| (&bytes[l * per + WINDOW..(l + 1) * per + WINDOW - 1], &bytes[l * per..(l + 1) * per - 1]);
+        let ((in0, out0), (in1, out1), (in2, out2), (in3, out3)) = (lane(0), lane(1), lane(2), lane(3));
+        let mut h = [0, 1, 2, 3].map(|l| hasher.window(&bytes[l * per..l * per + WINDOW]));
+        hits += h.iter().filter(|&&h| set.contains(h)).count();
+        let n = per - 1;
+        let (in0, in1, in2, in3) = (&in0[..n], &in1[..n], &in2[..n], &in3[..n]);
+        let (out0, out1, out2, out3) = (&out0[..n], &out1[..n], &out2[..n], &out3[..n]);
+        let (mut h0, mut h1, mut h2, mut h3) = (h[0], h[1], h[2], h[3]);
+        let roll = |h: u64, add: u8, drop: u8| {
+            h.wrapping_mul(hasher.base)
+                .wrapping_add(u64::from(add) + 1)
+                .wrapping_sub(hasher.top.wrapping_mul(u64::from(drop) + 1))
+        };
+        for i in 0..n {
+            h0 = roll(h0, in0[i], out0[i]);
+            h1 = roll(h1, in1[i], out1[i]);
+            h2 = roll(h2, in2[i], out2[i]);
+            h3 = roll(h3, in3[i], out3[i]);
+            hits += usize::from(set.contains(h0))
+                + usize::from(set.contains(h1))
+                + usize::from(set.contains(h2))
+                + usize::from(set.contains(h3));
+        }
+        h = [h0, h1, h2, h3];
+        // The starts past the four stretches, rolled on from the last one.
+        let mut last = h[3];
+        for i in 4 * per..starts {
+            last = roll(last, bytes[i + WINDOW - 1], bytes[i - 1]);
+            hits += usize::from(set.contains(last));
+        }
+    } else {
+        hits += (0..starts).filter(|&i| set.contains(hasher.window(&bytes[i..i + WINDOW]))).count();
+    }
+    hits
 }
 
 /// A set of fingerprints behind a 64 Kibit filter on their top 16 bits: nearly every position
