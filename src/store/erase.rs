@@ -434,14 +434,14 @@ impl Store {
     /// it deletes: measured with a snapshot held from before the delete, the old value kept at
     /// sequence number 0 beside the marker) and, like every file, by the byte scan.
     fn old_tables(&self, ranges: &[(&str, &[u8], &[u8])], evidence: &Evidence) -> Result<Vec<LiveTable>, Error> {
+        Ok(self.tables_over(ranges)?.into_iter().filter(|t| is_old(t, evidence)).collect())
+    }
+
+    /// The live table files whose key range meets one of `ranges`.
+    fn tables_over(&self, ranges: &[(&str, &[u8], &[u8])]) -> Result<Vec<LiveTable>, Error> {
         Ok(livefiles::live_tables(&self.db)?
             .into_iter()
             .filter(|t| ranges.iter().any(|(cf, start, end)| t.cf == *cf && t.overlaps(start, end)))
-            .filter(|t| {
-                t.number <= evidence.file_ceiling
-                    || (t.smallest_seqno != 0 && t.smallest_seqno <= evidence.delete_seq)
-                    || t.deletions > 0
-            })
             .collect())
     }
 
@@ -465,7 +465,8 @@ impl Store {
     /// Checks that every live table file holding part of `ranges` was written after the delete
     /// and holds nothing written before it ([`Store::old_tables`]).
     fn no_old_tables(&self, ranges: &[(&str, &[u8], &[u8])], evidence: &Evidence, what: &str) -> Result<String, Error> {
-        if let Some(t) = self.old_tables(ranges, evidence)?.first() {
+        let over = self.tables_over(ranges)?;
+        if let Some(t) = over.iter().find(|t| is_old(t, evidence)) {
             return Err(Error::Unverified(format!(
                 "table file {} ({}, level {}) holds erased keys' range and may hold a value written before the \
                  delete: file number {} (ceiling {}), sequence numbers {} to {} (delete at {}), {} deletion marker(s)",
@@ -480,10 +481,7 @@ impl Store {
                 t.deletions
             )));
         }
-        let checked = livefiles::live_tables(&self.db)?
-            .into_iter()
-            .filter(|t| ranges.iter().any(|(cf, start, end)| t.cf == *cf && t.overlaps(start, end)))
-            .count();
+        let checked = over.len();
         Ok(format!(
             "every live table file of {what} whose key range holds an erased key ({checked}) was written after the \
              delete and holds no entry written before it (file numbers above {}, sequence numbers 0 or above {}, no \
@@ -619,6 +617,14 @@ impl Store {
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
     }
+}
+
+/// Whether `t` may hold a value written before the delete `evidence` describes (see
+/// [`Store::old_tables`]).
+fn is_old(t: &LiveTable, evidence: &Evidence) -> bool {
+    t.number <= evidence.file_ceiling
+        || (t.smallest_seqno != 0 && t.smallest_seqno <= evidence.delete_seq)
+        || t.deletions > 0
 }
 
 fn forced() -> CompactOptions {

@@ -59,6 +59,20 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+impl From<&store::Evidence> for Evidence {
+    fn from(e: &store::Evidence) -> Self {
+        Evidence {
+            key_files: e.key_files.clone(),
+            row_files: e.row_files.clone(),
+            wals: e.wals.clone(),
+            delete_seq: e.delete_seq,
+            file_ceiling: e.file_ceiling,
+            key_prints: e.key_prints.clone(),
+            row_prints: e.row_prints.clone(),
+        }
+    }
+}
+
 impl From<&store::Erased> for Erased {
     fn from(e: &store::Erased) -> Self {
         Erased {
@@ -70,15 +84,7 @@ impl From<&store::Erased> for Erased {
                 .iter()
                 .map(|t| Range { cf: t.cf.clone(), start: t.start.clone(), end: t.end.clone(), absent: t.absent })
                 .collect(),
-            evidence: Evidence {
-                key_files: e.evidence.key_files.clone(),
-                row_files: e.evidence.row_files.clone(),
-                wals: e.evidence.wals.clone(),
-                delete_seq: e.evidence.delete_seq,
-                file_ceiling: e.evidence.file_ceiling,
-                key_prints: e.evidence.key_prints.clone(),
-                row_prints: e.evidence.row_prints.clone(),
-            },
+            evidence: Evidence::from(&e.evidence),
         }
     }
 }
@@ -86,18 +92,13 @@ impl From<&store::Erased> for Erased {
 impl Erased {
     /// Adds what a later delete of the same erasure (after a re-plan) removed.
     pub fn merge(&mut self, later: Erased) {
+        let mut evidence = self.store_evidence();
+        evidence.extend(&later.store_evidence());
+        self.evidence = Evidence::from(&evidence);
         self.records += later.records;
         self.recipients.extend(later.recipients);
         self.rows += later.rows;
         self.targets.extend(later.targets);
-        let (mine, theirs) = (&mut self.evidence, later.evidence);
-        mine.key_files.extend(theirs.key_files);
-        mine.row_files.extend(theirs.row_files);
-        mine.wals.extend(theirs.wals);
-        mine.delete_seq = mine.delete_seq.max(theirs.delete_seq);
-        mine.file_ceiling = mine.file_ceiling.max(theirs.file_ceiling);
-        mine.key_prints.extend(&theirs.key_prints);
-        mine.row_prints.extend(&theirs.row_prints);
     }
 
     /// The store's targets for phase 2.
