@@ -14,6 +14,7 @@ pub mod embedding;
 pub mod engine;
 pub mod failpoint;
 pub mod grpc;
+pub mod http;
 pub mod index;
 pub mod kernel;
 pub mod metrics;

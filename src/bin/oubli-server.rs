@@ -107,6 +107,24 @@ struct Args {
     /// off by default.
     #[arg(long, env = "OUBLI_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the log's C2SP tlog-tiles read API (`GET /checkpoint`, `/tile/...`) over plain
+    /// HTTP on this address (for example 127.0.0.1:8080); off by default.
+    #[arg(long, env = "OUBLI_TILES_LISTEN")]
+    tiles_listen: Option<std::net::SocketAddr>,
+    /// Sign a checkpoint at most this often (milliseconds) when entries were logged, and get it
+    /// cosigned by the --witness list; 0 signs one checkpoint per write batch (every receipt
+    /// ready at once, but too many checkpoints for witnesses to follow).
+    #[arg(long, env = "OUBLI_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Sign (and get cosigned) again after this many seconds even if nothing was logged, so
+    /// witnesses vouch for a quiet log too.
+    #[arg(long, env = "OUBLI_CHECKPOINT_MAX_AGE_SECS", default_value_t = 300)]
+    checkpoint_max_age_secs: u64,
+    /// A witness to push every checkpoint to, as `URL=KEY`: its tlog-witness base URL
+    /// (`http://127.0.0.1:7380`) and its cosignature verifier key (`oubli witness key`
+    /// prints it). Repeat for several witnesses.
+    #[arg(long = "witness", env = "OUBLI_WITNESSES", value_delimiter = ' ', value_parser = parse_witness)]
+    witnesses: Vec<oubli::http::integrate::WitnessTarget>,
     /// Which index answers searches: the exact scan, the approximate HNSW graph, or auto (HNSW
     /// from --hnsw-min-records records on). The exact scan is always kept: a request with
     /// `exact = true`, and access and erasure requests, use it.
@@ -197,6 +215,20 @@ async fn main() -> anyhow::Result<()> {
     config.dimension = args.dimension;
     config.log_origin = args.log_origin;
     config.restore_from_backup = args.restore_from_backup;
+    config.tiles_listen = args.tiles_listen;
+    config.cadence = match args.checkpoint_interval_ms {
+        0 if !args.witnesses.is_empty() => anyhow::bail!(
+            "--witness needs a checkpoint cadence: with --checkpoint-interval-ms 0 every write batch signs its own \
+             checkpoint, too many for a witness to follow"
+        ),
+        0 => None,
+        ms => Some(oubli::http::integrate::Cadence {
+            interval: std::time::Duration::from_millis(ms),
+            max_age: std::time::Duration::from_secs(args.checkpoint_max_age_secs.max(1)),
+            witnesses: args.witnesses,
+            ..Default::default()
+        }),
+    };
     config.tokens_file = args.tokens;
     config.rights.policy = match args.policy {
         Some(path) => PolicySource::File(path),
@@ -304,4 +336,15 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested; draining requests");
+}
+
+/// `URL=KEY`: a witness's base URL and its cosignature verifier key.
+fn parse_witness(s: &str) -> Result<oubli::http::integrate::WitnessTarget, String> {
+    let (url, key) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected URL=KEY, e.g. http://127.0.0.1:7380=witness.example+1a2b3c4d+BASE64"))?;
+    if !url.starts_with("http://") {
+        return Err(format!("{url:?}: a witness URL starts with http://"));
+    }
+    Ok(oubli::http::integrate::WitnessTarget { url: url.trim_end_matches('/').to_string(), key: key.to_string() })
 }

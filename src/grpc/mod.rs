@@ -71,6 +71,11 @@ pub struct Config {
     /// Open a data dir whose log is behind the key dir's mirror (a restored backup), re-applying
     /// every journaled erasure, instead of refusing it.
     pub restore_from_backup: bool,
+    /// Sign checkpoints at this cadence (and get them cosigned); `None`: one per write batch,
+    /// so every receipt is ready at once (tests; a log no witness follows).
+    pub cadence: Option<crate::http::integrate::Cadence>,
+    /// Where to serve the log's tlog-tiles HTTP API; `None`: not served.
+    pub tiles_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -90,6 +95,8 @@ impl Config {
             metrics_listen: None,
             tls: None,
             restore_from_backup: false,
+            cadence: None,
+            tiles_listen: None,
         }
     }
 }
@@ -166,7 +173,7 @@ async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
-    ready: Option<tokio::sync::oneshot::Sender<Option<std::net::SocketAddr>>>,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), ServeError> {
     // Checked first: a bad certificate is refused before the store is opened.
     let tls = config.tls.as_ref().map(TlsFiles::server_config).transpose()?;
@@ -185,6 +192,9 @@ async fn serve(
         .await??
     };
     let engine = Arc::new(engine);
+    if config.cadence.is_some() {
+        engine.log().set_signing(crate::transparency::log::Signing::Cadence);
+    }
     let rights = {
         let (engine, settings, clock) = (engine.clone(), config.rights.clone(), config.clock.clone());
         Arc::new(tokio::task::spawn_blocking(move || Rights::new(engine, settings, clock)).await??)
@@ -239,9 +249,29 @@ async fn serve(
         }
         None => None,
     };
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = http_stopped.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let tiles = match config.tiles_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at).await?;
+            let bound = listener.local_addr()?;
+            info!(addr = %bound, "serving the log's tiles at /checkpoint and /tile/");
+            Some((bound, tokio::spawn(crate::http::tiles::serve(listener, engine.clone(), stopped()))))
+        }
+        None => None,
+    };
+    let integrator = config
+        .cadence
+        .clone()
+        .map(|cadence| tokio::spawn(crate::http::integrate::run(engine.clone(), cadence, stopped())));
     info!(?addr, tls = tls.is_some(), "serving oubli.v1");
     if let Some(ready) = ready {
-        let _ = ready.send(metrics.as_ref().map(|(a, _)| *a));
+        let _ = ready.send(Bound { metrics: metrics.as_ref().map(|(a, _)| *a), tiles: tiles.as_ref().map(|(a, _)| *a) });
     }
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -262,6 +292,14 @@ async fn serve(
     if let Some((_, task)) = metrics {
         task.abort();
     }
+    // The integrator publishes what was sequenced last, then stops; the tiles server drains.
+    let _ = stop_http.send(true);
+    if let Some(task) = integrator {
+        let _ = task.await;
+    }
+    if let Some((_, task)) = tiles {
+        let _ = task.await;
+    }
     // The services (and their nudges) are gone: once the worker has finished its current
     // round, nothing else holds the store, and it closes here.
     worker.shutdown().await?;
@@ -271,11 +309,20 @@ async fn serve(
     Ok(())
 }
 
+/// Where the side listeners were bound.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    metrics: Option<std::net::SocketAddr>,
+    tiles: Option<std::net::SocketAddr>,
+}
+
 /// A server running in this process on a loopback port: for the demo and tests.
 pub struct Embedded {
     pub addr: std::net::SocketAddr,
     /// Where metrics are served, if the configuration asked for them.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the log's tiles are served, if the configuration asked for them.
+    pub tiles_addr: Option<std::net::SocketAddr>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -287,7 +334,7 @@ impl Embedded {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, is_ready) = tokio::sync::oneshot::channel::<Option<std::net::SocketAddr>>();
+        let (ready, is_ready) = tokio::sync::oneshot::channel::<Bound>();
         let task = tokio::spawn(serve(
             listener,
             config,
@@ -296,12 +343,12 @@ impl Embedded {
             },
             Some(ready),
         ));
-        let Ok(metrics_addr) = is_ready.await else {
+        let Ok(bound) = is_ready.await else {
             // The server ended before it was ready: its result says why.
             task.await??;
             return Err(ServeError::Listen(std::io::Error::other("the server stopped before it was ready")));
         };
-        Ok(Embedded { addr, metrics_addr, stop, task })
+        Ok(Embedded { addr, metrics_addr: bound.metrics, tiles_addr: bound.tiles, stop, task })
     }
 
     /// Stops it, drains in-flight requests, and waits until the store is closed.

@@ -405,6 +405,7 @@ impl pb::admin_service_server::AdminService for AdminService {
         let rights = self.rights.clone();
         let (rotation, receipt) = blocking(move || {
             let rotation = rights.rotate_keys()?;
+            rights.engine().log().wait_published(rotation.leaf + 1, rights::RECEIPT_WAIT);
             let receipt = rights.engine().log().receipt(rotation.leaf).map_err(rights::Error::from)?;
             Ok::<_, rights::Error>((rotation, receipt))
         })

@@ -19,6 +19,17 @@ fn internal(e: &impl Display) -> Status {
     Status::internal("internal storage error; the server's log has the details")
 }
 
+/// Seconds a client should wait before asking again for a receipt that is pending.
+pub const PENDING_RETRY_SECONDS: u64 = 1;
+
+/// A receipt whose leaf no published checkpoint covers yet: UNAVAILABLE (retry) with a
+/// `retry-after` hint in seconds.
+fn pending(message: String) -> Status {
+    let mut status = Status::unavailable(format!("pending: {message}"));
+    status.metadata_mut().insert("retry-after", PENDING_RETRY_SECONDS.into());
+    status
+}
+
 fn data_loss(e: &impl Display) -> Status {
     tracing::error!(error = %e, "corrupt data");
     Status::data_loss(e.to_string())
@@ -60,6 +71,7 @@ impl From<store::Error> for Status {
             store::Error::Corrupt(_) | store::Error::LogMismatch(_) => data_loss(&e),
             store::Error::Proof(_) => Status::invalid_argument(e.to_string()),
             store::Error::NoEntry { .. } => Status::not_found(e.to_string()),
+            store::Error::Pending { .. } => pending(e.to_string()),
             store::Error::Unverified(_) => Status::unavailable(e.to_string()),
             store::Error::Rocks(_)
             | store::Error::Io { .. }

@@ -102,6 +102,8 @@ impl Rights {
         let entry = Logged::new(now.round(jiff::Unit::Second).unwrap_or(now), event, &statements);
         let leaf = self.requests.save_logged(&mut erasure, &entry, |_, _| {})?;
         info!(leaf, compared, review_band, "no-match attested");
+        // A log signing at a cadence publishes the checkpoint covering it within a second or so.
+        log.wait_published(leaf + 1, crate::rights::RECEIPT_WAIT);
         Ok(Attestation {
             receipt: log.receipt(leaf)?,
             leaf,

@@ -86,6 +86,11 @@ impl PolicySource {
     }
 }
 
+/// How long a call that logs and answers with its receipt at once (a no-match attestation, a
+/// key rotation) waits for a log signing at a cadence to publish the checkpoint that covers it;
+/// after that it answers that the receipt is pending (`GetReceipt` with the leaf index then).
+pub const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How the rights workflows behave.
 #[derive(Debug, Clone)]
 pub struct Settings {

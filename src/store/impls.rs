@@ -13,8 +13,10 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
         event::{Entry, Logged},
+        log::Signing,
         merkle::Hash,
         receipt::{Receipt, Statements},
+        tiles::TilePath,
     },
 };
 
@@ -233,5 +235,33 @@ impl LogStore for Store {
 
     fn receipt_with(&self, index: u64, statements: Option<Statements>) -> Result<Receipt, Error> {
         Store::receipt_with(self, index, statements)
+    }
+
+    fn set_signing(&self, signing: Signing) {
+        Store::set_signing(self, signing)
+    }
+
+    fn to_sign(&self) -> (u64, String, u64) {
+        Store::to_sign(self)
+    }
+
+    fn consistency_proof_unpublished(&self, from: u64, to: u64) -> Result<Vec<Hash>, Error> {
+        Store::consistency_proof_unpublished(self, from, to)
+    }
+
+    fn publish(&self, size: u64, note: &str) -> Result<(), Error> {
+        Store::publish(self, size, note)
+    }
+
+    fn wait_published(&self, size: u64, timeout: std::time::Duration) -> bool {
+        Store::wait_published(self, size, timeout)
+    }
+
+    fn published_size(&self) -> u64 {
+        self.log.lock().published_size()
+    }
+
+    fn tile(&self, path: &TilePath) -> Result<Option<Vec<u8>>, Error> {
+        Store::tile(self, path)
     }
 }

@@ -7,22 +7,26 @@
 //! key dir and synced (`outside.rs`), and only then is the checkpoint served.
 use rocksdb::{DB, IteratorMode, WriteBatch};
 
+use std::time::{Duration, Instant};
+
 use super::{
-    CF_LOG, CF_LOG_NODES, CF_LOG_STATEMENTS, CF_META, Error, KeyRing, META_CHECKPOINT, META_LOG_ORIGIN, Store,
-    outside::MirrorLeaf, synced,
+    CF_LOG, CF_LOG_CHECKPOINTS, CF_LOG_NODES, CF_LOG_STATEMENTS, CF_META, Error, KeyRing, META_CHECKPOINT,
+    META_CHECKPOINTS_FROM, META_LOG_ORIGIN, Store, outside::MirrorLeaf, synced,
 };
 use crate::transparency::{
     event::{Entry, Logged},
-    log::{LogSink, LogWriter, Recovery},
+    log::{LogSink, LogWriter, Recovery, Signing},
     merkle::Hash,
     receipt::{self, Receipt},
+    tiles::{self, TilePath},
 };
 
 impl Store {
     /// Writes `batch` and the changes `fill` makes (given the first new leaf index) together with log
-    /// entries for `events` and the checkpoint that covers them, in one synced write: the log
-    /// can never miss or invent a change. Then mirrors the new leaves and checkpoint in the key
-    /// dir (synced) before the checkpoint is served. Returns the first new leaf index.
+    /// entries for `events` (and, signing per batch, the checkpoint that covers them) in one
+    /// synced write: the log can never miss or invent a change. Then mirrors the new leaves (and
+    /// checkpoint) in the key dir (synced) before the checkpoint is served. Returns the first
+    /// new leaf index.
     pub(super) fn write_logged_with(
         &self,
         mut batch: WriteBatch,
@@ -40,10 +44,14 @@ impl Store {
         let first = staged.first();
         match self.db.write_opt(batch, &synced()) {
             Ok(()) => {
+                let note = staged.checkpoint().map(str::to_string);
                 log.commit(staged);
                 crate::failpoint::hit("log.before-mirror");
                 // A failure leaves the mirror behind the data dir: caught up at the next open.
-                mirror.append(first, &mirrored, log.checkpoint())?;
+                mirror.append(first, &mirrored, note.as_deref())?;
+                if note.is_some() {
+                    self.published.notify_all();
+                }
                 Ok(first)
             }
             Err(e) => {
@@ -57,6 +65,81 @@ impl Store {
     /// is served before the leaves it covers are outside the data dir too.
     pub fn checkpoint(&self) -> String {
         self.mirror.lock().published().to_string()
+    }
+
+    /// When checkpoints are signed from now on.
+    pub fn set_signing(&self, signing: Signing) {
+        self.log.lock().set_signing(signing);
+    }
+
+    /// The checkpoint of every leaf sequenced so far, for the integrator (see
+    /// [`LogWriter::to_sign`]), and the published size it follows.
+    pub fn to_sign(&self) -> (u64, String, u64) {
+        let log = self.log.lock();
+        let (size, note) = log.to_sign();
+        (size, note, log.published_size())
+    }
+
+    /// The consistency proof between two sequenced sizes, published or not.
+    pub fn consistency_proof_unpublished(&self, from: u64, to: u64) -> Result<Vec<Hash>, Error> {
+        Ok(self.log.lock().consistency_proof_unpublished(from, to)?)
+    }
+
+    /// Publishes `note`, the log's checkpoint of `size` leaves with any cosignatures: kept by
+    /// size (a size's first publication is the one its receipts use), made the latest in one
+    /// synced write, mirrored in the key dir, then served. A checkpoint of the size already
+    /// published (fresh cosignatures) replaces the served one only.
+    pub fn publish(&self, size: u64, note: &str) -> Result<(), Error> {
+        let mut log = self.log.lock();
+        let mut mirror = self.mirror.lock();
+        mirror.usable()?;
+        log.check_publishable(size, note).map_err(Error::LogMismatch)?;
+        let mut batch = WriteBatch::default();
+        if self.db.get_cf(self.cf(CF_LOG_CHECKPOINTS), size.to_be_bytes())?.is_none() {
+            batch.put_cf(self.cf(CF_LOG_CHECKPOINTS), size.to_be_bytes(), note.as_bytes());
+        }
+        batch.put_cf(self.cf(CF_META), META_CHECKPOINT, note.as_bytes());
+        self.db.write_opt(batch, &synced())?;
+        let mirrored = mirror.size();
+        let leaves = self.mirror_leaves(mirrored, log.size())?;
+        mirror.append(mirrored, &leaves, Some(note))?;
+        log.publish(size, note.to_string()).map_err(Error::LogMismatch)?;
+        self.published.notify_all();
+        Ok(())
+    }
+
+    /// Waits, at most `timeout`, until a published checkpoint covers `size` leaves; whether one
+    /// does.
+    pub fn wait_published(&self, size: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut log = self.log.lock();
+        while log.published_size() < size {
+            if self.published.wait_until(&mut log, deadline).timed_out() {
+                return log.published_size() >= size;
+            }
+        }
+        true
+    }
+
+    /// The tile or entry bundle `path` of the published tree, if it holds it.
+    pub fn tile(&self, path: &TilePath) -> Result<Option<Vec<u8>>, Error> {
+        let log = self.log.lock();
+        let published = log.published_size();
+        match *path {
+            TilePath::Hashes { .. } => Ok(log.tile(path)),
+            TilePath::Entries { index, width } => {
+                drop(log);
+                if !tiles::exists(path, published) {
+                    return Ok(None);
+                }
+                let start = index * tiles::WIDTH;
+                let entries = self.entries(start, start + width)?;
+                if entries.len() as u64 != width {
+                    return Err(Error::Corrupt(format!("log entries {start}.. are missing")));
+                }
+                Ok(Some(tiles::entry_bundle(entries.iter().map(|(_, bytes)| bytes.as_slice()))))
+            }
+        }
     }
 
     /// The stored leaves `from..to` and their statements, as mirrored.
@@ -142,13 +225,44 @@ impl Store {
 
     /// The signed receipt for log entry `index`, stating what was stored with it when it was
     /// logged; `fallback` only for a leaf with no stored statements (see [`receipt_of`]).
+    /// [`Error::Pending`] until a published checkpoint covers it.
     pub fn receipt_with(&self, index: u64, fallback: Option<receipt::Statements>) -> Result<Receipt, Error> {
         let log = self.log.lock();
         let bytes = self.db.get_cf(self.cf(CF_LOG), index.to_be_bytes())?;
         let bytes = bytes.ok_or(Error::NoEntry { index, size: log.size() })?;
         let stored = self.db.get_cf(self.cf(CF_LOG_STATEMENTS), index.to_be_bytes())?;
-        receipt_of(&log, index, &bytes, stored.as_deref(), fallback)
+        let against = self.covering_checkpoint(&log, index)?;
+        receipt_of(&log, index, &bytes, stored.as_deref(), fallback, against.as_deref())
     }
+
+    /// The first published checkpoint that covers leaf `index`; `None` for a leaf logged
+    /// before checkpoints were kept.
+    fn covering_checkpoint(&self, log: &LogWriter, index: u64) -> Result<Option<String>, Error> {
+        if index < self.checkpoints_from {
+            return Ok(None);
+        }
+        let from = (index + 1).to_be_bytes();
+        let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
+        match self.db.iterator_cf(self.cf(CF_LOG_CHECKPOINTS), mode).next() {
+            Some(item) => {
+                let (_, note) = item?;
+                Ok(Some(String::from_utf8(note.to_vec()).map_err(|_| Error::Corrupt("a kept checkpoint".into()))?))
+            }
+            None => Err(Error::Pending { index, published: log.published_size() }),
+        }
+    }
+}
+
+/// The log size from which published checkpoints are kept ([`META_CHECKPOINTS_FROM`]): set to
+/// the log's size the first time a data dir is opened by a version that keeps them.
+pub(super) fn checkpoints_from(db: &DB, size: u64) -> Result<u64, Error> {
+    let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    if let Some(v) = db.get_cf(meta, META_CHECKPOINTS_FROM)? {
+        let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| Error::Corrupt("checkpoints-from".into()))?;
+        return Ok(u64::from_be_bytes(bytes));
+    }
+    db.put_cf_opt(meta, META_CHECKPOINTS_FROM, size.to_be_bytes(), &synced())?;
+    Ok(size)
 }
 
 /// Rebuilds the log's tree from its entries and checks it against the last signed checkpoint
@@ -199,6 +313,7 @@ pub(super) fn receipt_of(
     bytes: &[u8],
     stored: Option<&[u8]>,
     fallback: Option<receipt::Statements>,
+    against: Option<&str>,
 ) -> Result<Receipt, Error> {
     let entry = decode_entry(index, bytes)?;
     let statements = match stored {
@@ -207,7 +322,7 @@ pub(super) fn receipt_of(
         None if entry.statements.is_some() => crate::transparency::statements::for_event(&entry.event),
         None => fallback.unwrap_or_else(|| crate::transparency::statements::for_event(&entry.event)),
     };
-    Ok(log.receipt(index, bytes, &entry, statements)?)
+    Ok(log.receipt(index, bytes, &entry, statements, against)?)
 }
 
 impl From<Recovery<Error>> for Error {
@@ -241,8 +356,9 @@ impl LogSink for BatchSink<'_> {
             leaf.statements = Some(canonical.to_string());
         }
     }
-    fn put_checkpoint(&mut self, note: &str) {
+    fn put_checkpoint(&mut self, size: u64, note: &str) {
         self.batch.put_cf(self.store.cf(CF_META), META_CHECKPOINT, note.as_bytes());
+        self.batch.put_cf(self.store.cf(CF_LOG_CHECKPOINTS), size.to_be_bytes(), note.as_bytes());
     }
 }
 

@@ -29,7 +29,8 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
         event::{Entry, Event, Logged},
-        log::{LogSink, LogWriter},
+        log::{LogSink, LogWriter, Signing},
+        tiles::TilePath,
         merkle::Hash,
         note::SignerKey,
         receipt::{Receipt, Statements},
@@ -59,6 +60,8 @@ struct Rows {
     log_nodes: BTreeMap<(u32, u64), Hash>,
     log_statements: BTreeMap<u64, String>,
     checkpoint: Option<String>,
+    /// Every published checkpoint, by size.
+    checkpoints: BTreeMap<u64, String>,
     next_seq: u64,
     epoch: u32,
 }
@@ -205,7 +208,8 @@ impl LogSink for Rows {
     fn put_statements(&mut self, index: u64, canonical: &str) {
         self.log_statements.insert(index, canonical.into());
     }
-    fn put_checkpoint(&mut self, note: &str) {
+    fn put_checkpoint(&mut self, size: u64, note: &str) {
+        self.checkpoints.insert(size, note.into());
         self.checkpoint = Some(note.into());
     }
 }
@@ -578,7 +582,59 @@ impl LogStore for MemoryStore {
         let rows = self.lock();
         let bytes = rows.log.get(&index).cloned().ok_or(Error::NoEntry { index, size: log.size() })?;
         let stored = rows.log_statements.get(&index).cloned();
+        let against = match rows.checkpoints.range(index + 1..).next() {
+            Some((_, note)) => note.clone(),
+            None => return Err(Error::Pending { index, published: log.published_size() }),
+        };
         drop(rows);
-        super::log::receipt_of(&log, index, &bytes, stored.as_deref().map(str::as_bytes), statements)
+        super::log::receipt_of(&log, index, &bytes, stored.as_deref().map(str::as_bytes), statements, Some(&against))
+    }
+
+    fn set_signing(&self, signing: Signing) {
+        self.log.lock().set_signing(signing);
+    }
+
+    fn to_sign(&self) -> (u64, String, u64) {
+        let log = self.log.lock();
+        let (size, note) = log.to_sign();
+        (size, note, log.published_size())
+    }
+
+    fn consistency_proof_unpublished(&self, from: u64, to: u64) -> Result<Vec<Hash>, Error> {
+        Ok(self.log.lock().consistency_proof_unpublished(from, to)?)
+    }
+
+    fn publish(&self, size: u64, note: &str) -> Result<(), Error> {
+        let mut log = self.log.lock();
+        log.check_publishable(size, note).map_err(Error::LogMismatch)?;
+        let mut rows = self.lock();
+        rows.checkpoints.entry(size).or_insert_with(|| note.to_string());
+        rows.checkpoint = Some(note.to_string());
+        drop(rows);
+        log.publish(size, note.to_string()).map_err(Error::LogMismatch)
+    }
+
+    fn wait_published(&self, size: u64, _: std::time::Duration) -> bool {
+        self.log.lock().published_size() >= size
+    }
+
+    fn published_size(&self) -> u64 {
+        self.log.lock().published_size()
+    }
+
+    fn tile(&self, path: &TilePath) -> Result<Option<Vec<u8>>, Error> {
+        let log = self.log.lock();
+        match *path {
+            TilePath::Hashes { .. } => Ok(log.tile(path)),
+            TilePath::Entries { index, width } => {
+                if !crate::transparency::tiles::exists(path, log.published_size()) {
+                    return Ok(None);
+                }
+                let start = index * crate::transparency::tiles::WIDTH;
+                let rows = self.lock();
+                let entries = rows.log.range(start..start + width).map(|(_, b)| b.as_slice());
+                Ok(Some(crate::transparency::tiles::entry_bundle(entries)))
+            }
+        }
     }
 }

@@ -92,7 +92,10 @@ const CF_IDEMPOTENCY_OF: &str = "idempotency_of";
 const CF_OUTBOX: &str = "outbox";
 const CF_SUPPRESSED: &str = "suppressed";
 const CF_SUPPRESSED_FACES: &str = "suppressed_faces";
-const COLUMN_FAMILIES: [&str; 17] = [
+/// Every published checkpoint by tree size (`u64` big-endian), with the cosignatures it was
+/// published with: a receipt is proven against the first one that covers its leaf.
+const CF_LOG_CHECKPOINTS: &str = "log_checkpoints";
+const COLUMN_FAMILIES: [&str; 18] = [
     CF_RECORDS,
     CF_DATA_KEYS,
     CF_IDEMPOTENCY,
@@ -100,6 +103,7 @@ const COLUMN_FAMILIES: [&str; 17] = [
     CF_LOG,
     CF_LOG_NODES,
     CF_LOG_STATEMENTS,
+    CF_LOG_CHECKPOINTS,
     CF_REQUESTS,
     CF_RECIPIENTS,
     CF_QUARANTINE,
@@ -127,6 +131,9 @@ const META_DIMENSION: &[u8] = b"dimension";
 const META_KEY_CHECK: &[u8] = b"key-check";
 const META_LOG_ORIGIN: &[u8] = b"log-origin";
 const META_CHECKPOINT: &[u8] = b"checkpoint";
+/// The log size when `log_checkpoints` began (`u64` big-endian): a leaf below it was logged
+/// before published checkpoints were kept, and its receipt keeps its first tree's checkpoint.
+const META_CHECKPOINTS_FROM: &[u8] = b"checkpoints-from";
 /// The data dir's id, which its key dir is bound to (`outside.rs`).
 const META_DATA_DIR_ID: &[u8] = b"data-dir-id";
 /// Present from the write that copies a restored data dir's missing log entries back until
@@ -184,6 +191,11 @@ pub enum Error {
     Proof(#[from] crate::transparency::merkle::ProofError),
     #[error("no log entry {index}: the log holds {size}")]
     NoEntry { index: u64, size: u64 },
+    #[error(
+        "log entry {index} is sequenced but no published checkpoint covers it yet (the latest covers \
+         {published}); checkpoints are signed at a cadence: retry in a second"
+    )]
+    Pending { index: u64, published: u64 },
     #[error("purge check failed: {0}; the purge is retried")]
     Unverified(String),
     #[error(
@@ -240,6 +252,10 @@ pub struct Store {
     erase_lock: parking_lot::RwLock<()>,
     /// The log's mirror in the key dir; locked after `log`.
     mirror: parking_lot::Mutex<outside::Mirror>,
+    /// Signalled (with `log` held) whenever a checkpoint is published.
+    published: parking_lot::Condvar,
+    /// See [`META_CHECKPOINTS_FROM`].
+    checkpoints_from: u64,
     /// The erasure journal in the key dir.
     journal: parking_lot::Mutex<outside::Journal>,
 }
@@ -329,6 +345,7 @@ impl Store {
         };
         bind_key_dir(&db, key_dir)?;
         let log = log::open_log(&db, &keys, log_origin)?;
+        let checkpoints_from = log::checkpoints_from(&db, log.size())?;
         let (mirror, scan) = outside::Mirror::open(&key_dir.join(outside::MIRROR_FILE), log.size())?;
         let (journal, torn) = outside::Journal::open(&key_dir.join(outside::JOURNAL_FILE))?;
         if torn > 0 {
@@ -351,6 +368,8 @@ impl Store {
             rotation_lock: Default::default(),
             erase_lock: Default::default(),
             mirror: parking_lot::Mutex::new(mirror),
+            published: Default::default(),
+            checkpoints_from,
             journal: parking_lot::Mutex::new(journal),
         };
         // Before anything is logged: a copy behind the mirror is refused before it is changed.

@@ -190,14 +190,15 @@ impl Mirror {
     }
 
     /// Appends `leaves` (from leaf index `first`, which must be the mirror's size) and then
-    /// `checkpoint`, synced; `checkpoint` is then the one served.
-    pub fn append(&mut self, first: u64, leaves: &[MirrorLeaf], checkpoint: &str) -> Result<(), Error> {
+    /// `checkpoint` if there is one (a log signing at a cadence mirrors its leaves first),
+    /// synced; `checkpoint` is then the one served.
+    pub fn append(&mut self, first: u64, leaves: &[MirrorLeaf], checkpoint: Option<&str>) -> Result<(), Error> {
         let result = self.try_append(first, leaves, checkpoint);
         self.broken = result.is_err();
         result
     }
 
-    fn try_append(&mut self, first: u64, leaves: &[MirrorLeaf], checkpoint: &str) -> Result<(), Error> {
+    fn try_append(&mut self, first: u64, leaves: &[MirrorLeaf], checkpoint: Option<&str>) -> Result<(), Error> {
         if first != self.size {
             return Err(Error::Corrupt(format!(
                 "the log mirror holds {} leaves; an append from leaf {first} would leave a gap",
@@ -220,12 +221,19 @@ impl Mirror {
             }
             payloads.push(p);
         }
-        let mut p = vec![CHECKPOINT];
-        p.extend_from_slice(checkpoint.as_bytes());
-        payloads.push(p);
+        if let Some(checkpoint) = checkpoint {
+            let mut p = vec![CHECKPOINT];
+            p.extend_from_slice(checkpoint.as_bytes());
+            payloads.push(p);
+        }
+        if payloads.is_empty() {
+            return Ok(());
+        }
         self.frames.append(&payloads)?;
         self.size += leaves.len() as u64;
-        self.published = checkpoint.to_string();
+        if let Some(checkpoint) = checkpoint {
+            self.published = checkpoint.to_string();
+        }
         Ok(())
     }
 }
@@ -345,9 +353,9 @@ mod tests {
         let (mut mirror, scan) = Mirror::open(&path, 0).unwrap();
         assert_eq!((mirror.size(), scan.anchor, scan.dropped), (0, None, 0));
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        mirror.append(0, &[leaf(0), leaf(1)], "cp2").unwrap();
-        mirror.append(2, &[leaf(2)], "cp3").unwrap();
-        assert!(mirror.append(5, &[leaf(5)], "cp6").is_err(), "a gap is refused");
+        mirror.append(0, &[leaf(0), leaf(1)], Some("cp2")).unwrap();
+        mirror.append(2, &[leaf(2)], Some("cp3")).unwrap();
+        assert!(mirror.append(5, &[leaf(5)], Some("cp6")).is_err(), "a gap is refused");
         assert!(mirror.usable().is_err(), "and the mirror refuses writes until a restart");
         drop(mirror);
         let whole = std::fs::read(&path).unwrap();

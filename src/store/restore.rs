@@ -77,14 +77,14 @@ impl Store {
         }
         match db_size.cmp(&mirror_size) {
             Ordering::Equal => {
-                if anchor_size != Some(db_size) {
-                    mirror.append(db_size, &[], log.checkpoint())?;
+                if anchor_size != Some(log.published_size()) {
+                    mirror.append(db_size, &[], Some(log.checkpoint()))?;
                 }
                 Ok(false)
             }
             Ordering::Greater => {
                 let leaves = self.mirror_leaves(mirror_size, db_size)?;
-                mirror.append(mirror_size, &leaves, log.checkpoint())?;
+                mirror.append(mirror_size, &leaves, Some(log.checkpoint()))?;
                 info!(leaves = leaves.len(), "the log mirror was caught up from the data dir");
                 Ok(false)
             }
@@ -96,7 +96,7 @@ impl Store {
             }),
             Ordering::Less => {
                 self.restore_leaves(&mut log, &scan.tail)?;
-                mirror.append(mirror_size, &[], log.checkpoint())?;
+                mirror.append(mirror_size, &[], Some(log.checkpoint()))?;
                 warn!(
                     copied = scan.tail.len(),
                     size = mirror_size,

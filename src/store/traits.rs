@@ -21,8 +21,10 @@ use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
     transparency::{
         event::{Entry, Logged},
+        log::Signing,
         merkle::Hash,
         receipt::{Receipt, Statements},
+        tiles::TilePath,
     },
 };
 
@@ -212,6 +214,28 @@ pub trait LogStore: Send + Sync {
     fn receipt(&self, index: u64) -> Result<Receipt, Error> {
         self.receipt_with(index, None)
     }
+
+    /// When checkpoints are signed from now on.
+    fn set_signing(&self, signing: Signing);
+
+    /// The checkpoint of every leaf sequenced so far: its size, its note (the log's signature
+    /// only), and the published size it would follow.
+    fn to_sign(&self) -> (u64, String, u64);
+
+    /// The consistency proof between two sequenced sizes, published or not (for a witness).
+    fn consistency_proof_unpublished(&self, from: u64, to: u64) -> Result<Vec<Hash>, Error>;
+
+    /// Publishes the log's checkpoint of `size` leaves (`note`, with any cosignatures).
+    fn publish(&self, size: u64, note: &str) -> Result<(), Error>;
+
+    /// Waits at most `timeout` until a published checkpoint covers `size` leaves; whether one does.
+    fn wait_published(&self, size: u64, timeout: std::time::Duration) -> bool;
+
+    /// The size of the latest published checkpoint.
+    fn published_size(&self) -> u64;
+
+    /// The tile or entry bundle `path` of the published tree, if it holds it.
+    fn tile(&self, path: &TilePath) -> Result<Option<Vec<u8>>, Error>;
 }
 
 /// Everything the engine needs of its storage.

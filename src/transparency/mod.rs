@@ -9,6 +9,7 @@ pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod statements;
+pub mod tiles;
 pub mod tree;
 pub mod witness;
 

@@ -20,7 +20,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 4),
     ("engine", 5),
     ("rights", 6),
-    ("grpc", 7),
+    ("http", 7),
+    ("grpc", 8),
 ];
 
 /// External crates and the only top-level modules (or `bin`) that may name them.
@@ -33,6 +34,9 @@ const EXTERNAL: &[(&str, &[&str])] = &[
     ("tonic_prost", &["grpc", "bin"]),
     ("prost", &["grpc", "bin"]),
     ("prost_types", &["grpc", "bin"]),
+    ("axum", &["http", "bin"]),
+    ("hyper", &["http", "bin"]),
+    ("hyper_util", &["http", "bin"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

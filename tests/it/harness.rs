@@ -160,6 +160,11 @@ impl Server {
         self.embedded.metrics_addr
     }
 
+    /// Where the server serves the log's tiles, if configured to.
+    pub fn tiles_addr(&self) -> Option<SocketAddr> {
+        self.embedded.tiles_addr
+    }
+
     /// A client with the local all-roles token.
     pub async fn client(&self) -> TemplatesServiceClient<AuthChannel> {
         TemplatesServiceClient::new(self.channel().await)

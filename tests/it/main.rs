@@ -15,5 +15,6 @@ mod restore;
 mod rights;
 mod synth;
 mod templates;
+mod tiles;
 mod tls;
 mod transparency;

@@ -69,6 +69,10 @@ pub enum Erase {
         secret: RequestSecret,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Wait up to this many seconds while a receipt is pending (its leaf logged, no
+        /// published checkpoint covering it yet).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
     },
     /// Run the erasure purges now instead of at the end of the purge window (admin).
     Purge,
@@ -182,12 +186,15 @@ pub async fn erase(command: Erase, server: &str, json: bool) -> Result<()> {
                 outln!("step:      {}", s.erasure_step);
             }
         }
-        Erase::Receipt { request_id, secret, out } => {
-            let r = client
-                .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id, request_secret: secret.or_empty()? })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+        Erase::Receipt { request_id, secret, out, wait } => {
+            let request = pb::GetErasureReceiptsRequest { request_id, request_secret: secret.or_empty()? };
+            let r = crate::until_published(wait, || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.get_erasure_receipts(request).await }
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
             if let Some(dir) = &out {
                 secret::create_dir(dir)?;
                 secret::write_private(&dir.join("erasure.json"), r.erasure_json.clone() + "\n")?;

@@ -41,10 +41,18 @@ pub enum Command {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Write the published log as C2SP tlog-tiles static files (checkpoint, tiles, entry
+    /// bundles) under DIR, rebuilt from its entries and checked against its checkpoint: the
+    /// same bytes `oubli-server --tiles-listen` serves, for any web server to serve.
+    Export { dir: PathBuf },
     /// Print the signed receipt of a leaf.
     Receipt {
         #[arg(long)]
         leaf: u64,
+        /// Wait up to this many seconds while the receipt is pending (the log signs
+        /// checkpoints at a cadence: a new leaf's receipt is ready once one covers it).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
     },
 }
 
@@ -176,9 +184,15 @@ pub async fn run(command: Command, server: &str) -> Result<()> {
             let json = serde_json::json!({ "from_size": r.from_size, "to_size": r.to_size, "hashes": b64(&r.hashes) });
             outln!("{json}");
         }
-        Command::Receipt { leaf } => {
-            let r =
-                log.get_receipt(pb::GetReceiptRequest { leaf_index: leaf }).await.map_err(status_error)?.into_inner();
+        Command::Export { dir } => super::export::export(&mut log, &dir).await?,
+        Command::Receipt { leaf, wait } => {
+            let r = super::until_published(wait, || {
+                let mut log = log.clone();
+                async move { log.get_receipt(pb::GetReceiptRequest { leaf_index: leaf }).await }
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
             out!("{}", r.receipt);
         }
     }

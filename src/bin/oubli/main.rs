@@ -27,6 +27,7 @@ mod output;
 mod capture;
 mod demo;
 mod erase;
+mod export;
 mod load;
 mod log;
 mod rights;
@@ -350,6 +351,42 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
         );
     }
     anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+/// Whether the server answered that a receipt is pending: its leaf is logged, but the log
+/// (signing checkpoints at a cadence) has not yet published a checkpoint covering it.
+fn is_pending(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message().starts_with("pending:")
+}
+
+/// Calls `call` again while the server answers that the receipt is pending, for at most `wait`
+/// seconds, as each answer's `retry-after` says; then returns its last answer.
+pub async fn until_published<T, F, Fut>(wait: u64, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    use std::time::Duration;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        match call().await {
+            Err(status) if is_pending(&status) => {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    let hint = if wait == 0 { " (give --wait SECS to wait for it)" } else { "" };
+                    return Err(tonic::Status::unavailable(format!("{}{hint}", status.message())));
+                }
+                let after = status
+                    .metadata()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(after.max(1)).min(deadline - now)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Reads enrolment requests from a records JSONL file, or a .npy matrix with provenance JSONL.

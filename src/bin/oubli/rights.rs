@@ -68,6 +68,10 @@ pub enum Access {
         format: Format,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Wait up to this many seconds while the report's receipt is pending (its leaf logged,
+        /// no published checkpoint covering it yet).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
     },
 }
 
@@ -267,12 +271,15 @@ pub async fn access(command: Access, server: &str, json: bool) -> Result<()> {
             let s = answered(s.status)?;
             print_status(&s, json);
         }
-        Access::Report { request_id, secret, format, out } => {
-            let r = client
-                .get_access_report(pb::GetAccessReportRequest { request_id, request_secret: secret.or_empty()? })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+        Access::Report { request_id, secret, format, out, wait } => {
+            let request = pb::GetAccessReportRequest { request_id, request_secret: secret.or_empty()? };
+            let r = crate::until_published(wait, || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.get_access_report(request).await }
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
             if r.report_json.is_empty() {
                 let state = r.status.map(|s| s.state).unwrap_or_default();
                 bail!("the request is {state}: no report yet (try `oubli access status --wait 30`)");
