@@ -10,7 +10,11 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::engine::Engine;
+use super::client::{self, AddOutcome};
+use crate::{
+    engine::Engine,
+    transparency::cosign::{self, WitnessKey},
+};
 
 /// When the log signs checkpoints, and who cosigns them.
 #[derive(Debug, Clone)]
@@ -90,7 +94,6 @@ pub async fn integrate(engine: &Arc<Engine>, witnesses: &mut Witnesses, refresh:
 /// The witnesses, with the tree size each is known to hold.
 pub struct Witnesses {
     targets: Vec<(WitnessTarget, Option<u64>)>,
-    #[allow(dead_code)]
     timeout: Duration,
 }
 
@@ -99,11 +102,70 @@ impl Witnesses {
         Witnesses { targets: cadence.witnesses.iter().map(|t| (t.clone(), None)).collect(), timeout: cadence.witness_timeout }
     }
 
-    /// `note` with the cosignatures of every witness that cosigned it.
-    async fn cosign(&mut self, _engine: &Arc<Engine>, _size: u64, note: String) -> String {
-        if self.targets.is_empty() {
-            return note;
+    /// `note` (the log's checkpoint of `size` leaves) with the cosignature of every witness
+    /// that cosigned it. A witness that answers 409 says which size it holds: the push is
+    /// retried once from that size. A cosignature that does not verify under the witness's
+    /// configured key is dropped and reported.
+    async fn cosign(&mut self, engine: &Arc<Engine>, size: u64, note: String) -> String {
+        let Ok((text, _)) = cosign::split_note(&note) else { return note };
+        let text = text.to_string();
+        let mut out = note.clone();
+        for (target, known) in &mut self.targets {
+            let key = match WitnessKey::parse(&target.key) {
+                Ok(key) => key,
+                Err(e) => {
+                    warn!(witness = %target.url, error = %e, "a configured witness key does not parse");
+                    continue;
+                }
+            };
+            let mut old = known.unwrap_or(0);
+            for _ in 0..2 {
+                let proof = if old == 0 || old >= size {
+                    Vec::new()
+                } else {
+                    let e = engine.clone();
+                    match tokio::task::spawn_blocking(move || e.log().consistency_proof_unpublished(old, size)).await {
+                        Ok(Ok(proof)) => proof,
+                        _ => break,
+                    }
+                };
+                match client::add_checkpoint(&target.url, old, &proof, &note, self.timeout).await {
+                    Ok(AddOutcome::Cosigned(lines)) => {
+                        let mine: String = lines
+                            .lines()
+                            .filter(|line| matches!(cosign::verify_line(line, &text, std::slice::from_ref(&key)), Ok(Some(_))))
+                            .map(|line| format!("{line}\n"))
+                            .collect();
+                        if mine.is_empty() {
+                            warn!(witness = %target.url, "the witness answered without a valid cosignature by its key");
+                        } else {
+                            match cosign::add_signatures(&out, &mine) {
+                                Ok(with) => out = with,
+                                Err(e) => warn!(witness = %target.url, error = %e, "a cosignature could not be added"),
+                            }
+                        }
+                        *known = Some(size);
+                        break;
+                    }
+                    Ok(AddOutcome::Conflict { witness_size }) if witness_size > size => {
+                        tracing::error!(
+                            witness = %target.url, witness_size, size,
+                            "the witness holds a larger tree than this log: it will report a rollback"
+                        );
+                        *known = Some(witness_size);
+                        break;
+                    }
+                    Ok(AddOutcome::Conflict { witness_size }) => {
+                        old = witness_size;
+                        *known = Some(witness_size);
+                    }
+                    Err(e) => {
+                        warn!(witness = %target.url, error = %e, "the witness did not cosign");
+                        break;
+                    }
+                }
+            }
         }
-        note
+        out
     }
 }

@@ -72,12 +72,13 @@ async fn enrolments_are_logged_proven_and_receipted() {
     assert_eq!(bad.expect_err("out of range").code(), tonic::Code::InvalidArgument);
 
     // A receipt, checked with the server stopped: the same bytes every time, proven in the
-    // first tree that holds its leaf (4 leaves), which the latest extends.
+    // first published checkpoint that covers its leaf (the batch's: 10 leaves), which the
+    // latest extends.
     let receipt = log.get_receipt(pb::GetReceiptRequest { leaf_index: 3 }).await.expect("receipt").into_inner().receipt;
     let again = log.get_receipt(pb::GetReceiptRequest { leaf_index: 3 }).await.expect("receipt").into_inner().receipt;
     assert_eq!(receipt, again, "a receipt fetched twice is byte-identical");
     let extends = log
-        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 4, to_size: 11 })
+        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 10, to_size: 11 })
         .await
         .expect("consistency")
         .into_inner();
