@@ -29,6 +29,7 @@ mod demo;
 mod erase;
 mod load;
 mod log;
+mod page;
 mod rights;
 mod secret;
 mod synth;
