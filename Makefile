@@ -7,11 +7,12 @@
 # 13 minutes on 2 cores) and linked from there by every cargo call (scripts/cargo).
 
 CARGO := scripts/cargo
-# (openssl: docs/usage.md, which runs as a test, makes a TLS certificate with it.)
-APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl
+# (openssl: docs/usage.md, which runs as a test, makes a TLS certificate with it. chromium: the
+# receipt page's browser test, tests/it/browser.rs, opens docs/verify/index.html in it, headless.)
+APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl chromium
 ARGS ?=
 
-.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-erase compare-deletion fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-erase compare-deletion fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -62,9 +63,16 @@ $(BUF_STAMP):
 	touch $@
 
 # The Python example's packages and its gRPC stubs (grpcio-tools), under target/python: nothing
-# is installed system-wide. The stubs are regenerated when a .proto changes.
+# is installed system-wide. The stubs are regenerated when a .proto changes. Playwright drives
+# Debian's chromium in the browser test (scripts/browser-verify.py); it never downloads a browser.
 PYTHON_PACKAGES := grpcio-tools==1.85.1 cryptography
-python-deps: target/python/stubs/.stamp
+PLAYWRIGHT_VERSION := 1.65.2
+PLAYWRIGHT_STAMP := target/python/deps/.playwright-$(PLAYWRIGHT_VERSION)
+python-deps: target/python/stubs/.stamp $(PLAYWRIGHT_STAMP)
+
+$(PLAYWRIGHT_STAMP): target/python/deps/.stamp
+	python3 -m pip install --quiet --disable-pip-version-check --target target/python/deps playwright==$(PLAYWRIGHT_VERSION)
+	touch $@
 
 target/python/deps/.stamp:
 	python3 -m pip install --quiet --disable-pip-version-check --target target/python/deps $(PYTHON_PACKAGES)
@@ -131,6 +139,11 @@ $(COMPARE_STAMP): scripts/compare-deletion-requirements.txt
 	@[ -x $(COMPARE_VENV)/bin/python ] || python3 -m venv $(COMPARE_VENV)
 	$(COMPARE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/compare-deletion-requirements.txt
 	touch $@
+
+# The receipt page's screenshots in the README and docs/educators.md (docs/verify-pass.png,
+# docs/verify-fail.png), taken by the browser test from a real receipt.
+docs-screenshots: rocksdb python-deps
+	OUBLI_WRITE_SCREENSHOTS=1 $(CARGO) test --locked --features failpoints --test it browser:: -- --nocapture
 
 # The DET curve and score histogram shown in the README.
 docs-plots: build

@@ -207,3 +207,15 @@ async fn run_python_example(server: &Server, extra: &[std::ffi::OsString]) {
     assert!(out.status.success(), "the Python example failed:\n{text}");
     assert!(text.contains("3 records disclosed") && text.contains("receipt: every check passed"), "{text}");
 }
+
+/// The README prints the receipt page's SHA-256, so a person can check they have the real page:
+/// it stays the hash of docs/verify/index.html.
+#[test]
+fn the_readme_prints_the_receipt_page_s_sha256() {
+    use sha2::{Digest, Sha256};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read(repo.join("docs/verify/index.html")).expect("the page");
+    let line = format!("{}  docs/verify/index.html", hex::encode(Sha256::digest(&page)));
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("README.md");
+    assert!(readme.contains(&line), "README.md must print `{line}` (`sha256sum docs/verify/index.html`)");
+}

@@ -1,6 +1,7 @@
 //! One integration-test binary: a real server on 127.0.0.1:0, real RocksDB in a temp dir, real
 //! gRPC. No mocks.
 mod architecture;
+mod browser;
 mod cli;
 mod crash;
 mod docs;

@@ -59,7 +59,8 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
     /// The receipt (JSON) to check.
-    receipt: PathBuf,
+    #[arg(required_unless_present = "html")]
+    receipt: Option<PathBuf>,
     /// The log's verifier key, or a file holding it (from `oubli log verifier-key`).
     #[arg(long)]
     verifier_key: String,
@@ -81,6 +82,10 @@ pub struct VerifyArgs {
     /// ...and the salt that opens it (`answer_log.salt`, `enrolment_log.salt`).
     #[arg(long)]
     salt: Option<String>,
+    /// Write the receipt page (docs/verify/index.html) to this file, with --verifier-key pinned
+    /// in it, for people to check their receipts in a browser; no receipt needed.
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 /// What opens a receipt's commitment, from the command line.
@@ -212,8 +217,14 @@ fn verifier_key(value: &str) -> Result<VerifierKey> {
 /// Prints every check; fails unless all pass.
 pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
     let key = verifier_key(&args.verifier_key)?;
+    // TODO(witnesses): pin --witness keys and --quorum once VerifyArgs has them.
+    if let Some(out) = &args.html {
+        super::page::write_page(out, &key.to_string(), &[], 0)?;
+        outln!("wrote {} (sha256 {})", out.display(), super::page::sha256_hex(&fs::read_to_string(out)?));
+    }
+    let Some(receipt_path) = &args.receipt else { return Ok(()) };
     let receipt_json =
-        fs::read_to_string(&args.receipt).with_context(|| format!("cannot read {}", args.receipt.display()))?;
+        fs::read_to_string(receipt_path).with_context(|| format!("cannot read {}", receipt_path.display()))?;
     let newer_note = match &args.checkpoint {
         Some(path) => Some(fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?),
         None => None,

@@ -30,6 +30,7 @@ mod erase;
 mod export;
 mod load;
 mod log;
+mod page;
 mod rights;
 mod secret;
 mod synth;
