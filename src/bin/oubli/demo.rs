@@ -739,6 +739,11 @@ async fn public_log(demo: &Demo, live: Live) -> Result<String> {
         demo.out.join("erasure-receipt-phase1.json").display(),
         key_file.display()
     );
+    let page = demo.out.join("verify.html");
+    super::page::write_page(&page, &key, &[], 0)?;
+    let page = fs::canonicalize(&page).unwrap_or(page);
+    outln!("Or in a browser, with nothing installed and no network: open file://{} and drop a", page.display());
+    outln!("receipt on it. The page runs the same checks; this copy has the log's key pinned in it.");
     Ok(key)
 }
 
