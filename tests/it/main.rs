@@ -17,3 +17,4 @@ mod synth;
 mod templates;
 mod tls;
 mod transparency;
+mod witness;
