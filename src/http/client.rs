@@ -92,7 +92,8 @@ pub async fn add_checkpoint(
             },
         }
     };
-    let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| ClientError::Timeout(timeout))??;
+    let (status, bytes) =
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| ClientError::Timeout(timeout))??;
     let text = std::str::from_utf8(&bytes).map_err(|_| ClientError::Malformed("the answer is not UTF-8"))?;
     match status {
         200 => cosignatures(text).map(|()| AddOutcome::Cosigned(text.to_string())),
@@ -119,7 +120,8 @@ fn cosignatures(text: &str) -> Result<(), ClientError> {
 /// The tree size of a 409 answer (`text/x.tlog.size`): a decimal and a newline.
 fn size(text: &str) -> Result<u64, ClientError> {
     let digits = text.strip_suffix('\n').unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0')) {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0'))
+    {
         return Err(ClientError::Malformed("a 409 answer is not a tree size"));
     }
     digits.parse().map_err(|_| ClientError::Malformed("a 409 answer's size does not fit in 64 bits"))

@@ -172,7 +172,10 @@ async fn add_checkpoint(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
         Ok(Ok(cosignature)) => text(StatusCode::OK, cosignature),
         Ok(Err(Decision::Refused(refused))) => {
             if refused.status() == 422 || matches!(refused, Refusal::OldAboveNew { .. }) {
-                tracing::warn!(status = refused.status(), "witness refused a checkpoint that does not extend its state");
+                tracing::warn!(
+                    status = refused.status(),
+                    "witness refused a checkpoint that does not extend its state"
+                );
             }
             refusal(&refused)
         }
@@ -202,8 +205,8 @@ fn decide(shared: &Shared, origin: &str, request: &AddCheckpoint) -> Result<Stri
         Err(e) => return Err(Decision::Storage(format!("the witness cannot read its state: {e}"))),
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let cosigned = witness::add_checkpoint(stored.as_ref(), &shared.logs, request, &shared.key, now)
-        .map_err(Decision::Refused)?;
+    let cosigned =
+        witness::add_checkpoint(stored.as_ref(), &shared.logs, request, &shared.key, now).map_err(Decision::Refused)?;
     private::replace(&path, cosigned.state.as_bytes())
         .and_then(|()| sync_dir(&path))
         .map_err(|e| Decision::Storage(format!("the witness cannot write its state: {e}")))?;

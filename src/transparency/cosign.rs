@@ -498,7 +498,10 @@ mod tests {
         );
         assert_eq!(verify_line(&line, TEXT, &[witness(2).verifier()]), Ok(None), "another witness's line");
         let other = TEXT.replace("\n8\n", "\n9\n");
-        assert_eq!(verify_line(&line, &other, &[key.verifier()]), Err(CosignError::InvalidSignature(key.verifier().label())));
+        assert_eq!(
+            verify_line(&line, &other, &[key.verifier()]),
+            Err(CosignError::InvalidSignature(key.verifier().label()))
+        );
         assert_eq!(key.cosign(TEXT, 0), Err(CosignError::BadTime(0)));
         assert_eq!(key.cosign(TEXT, u64::MAX), Err(CosignError::BadTime(u64::MAX)));
     }
@@ -524,7 +527,9 @@ mod tests {
 
         // A second, different line by one witness is refused when added.
         let again = w1.cosign(TEXT, 99).unwrap();
-        assert!(matches!(add_signatures(&all, &again), Err(CosignError::DuplicateKey(k)) if k == w1.verifier().label()));
+        assert!(
+            matches!(add_signatures(&all, &again), Err(CosignError::DuplicateKey(k)) if k == w1.verifier().label())
+        );
         // The same line twice is one line.
         assert_eq!(add_signatures(&all, &w1.cosign(TEXT, 10).unwrap()).unwrap(), all);
         // Put in by hand, it still counts once.
@@ -573,7 +578,11 @@ mod tests {
         ];
         for body in bad {
             let err = AddCheckpoint::parse(&body);
-            assert!(matches!(err, Err(CosignError::MalformedRequest(_))), "{:?}: {err:?}", String::from_utf8_lossy(&body));
+            assert!(
+                matches!(err, Err(CosignError::MalformedRequest(_))),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(&body)
+            );
         }
         assert!(Checkpoint::parse(TEXT).is_ok());
     }

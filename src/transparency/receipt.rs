@@ -399,7 +399,10 @@ mod tests {
         let staged = log.stage(std::slice::from_ref(&entry), &mut Sink);
         log.commit(staged);
         let plain = log.receipt(0, &entry.entry.encode(), &entry.entry, for_event(&event)).unwrap();
-        let (w1, w2) = (CosignerKey::from_seed("w.example/1", &[1; 32]).unwrap(), CosignerKey::from_seed("w.example/2", &[2; 32]).unwrap());
+        let (w1, w2) = (
+            CosignerKey::from_seed("w.example/1", &[1; 32]).unwrap(),
+            CosignerKey::from_seed("w.example/2", &[2; 32]).unwrap(),
+        );
         let witnesses = [w1.verifier(), w2.verifier()];
         let mut body: Body = serde_json::from_str(&plain.body).unwrap();
         let text = &body.checkpoint[..body.checkpoint.rfind("\n\n").unwrap() + 1].to_string();
@@ -423,7 +426,10 @@ mod tests {
         let three = [w1.verifier(), w2.verifier(), third];
         let checks = verify_witnessed(&cosigned, &key, Some(Quorum { witnesses: &three, needed: 3 }), None);
         let witnessed = checks.iter().find(|c| c.name == "witness cosignatures").unwrap();
-        assert!(!witnessed.ok && witnessed.detail.contains("2 of the 3") && witnessed.detail.contains("3 needed"), "{witnessed:?}");
+        assert!(
+            !witnessed.ok && witnessed.detail.contains("2 of the 3") && witnessed.detail.contains("3 needed"),
+            "{witnessed:?}"
+        );
         let checks = verify_witnessed(&plain.to_json(), &key, Some(Quorum { witnesses: &witnesses, needed: 1 }), None);
         let witnessed = checks.iter().find(|c| c.name == "witness cosignatures").unwrap();
         assert!(!witnessed.ok && witnessed.detail.starts_with("none of the 2"), "{witnessed:?}");

@@ -150,7 +150,8 @@ pub fn origin_hash(origin: &str) -> String {
 
 /// The checkpoint a stored state note holds (written by this witness after checking it).
 pub fn stored_checkpoint(state: &str) -> Result<Checkpoint, NoteError> {
-    let (text, _) = cosign::split_note(state).map_err(|_| NoteError::Malformed("the stored state is not a signed note"))?;
+    let (text, _) =
+        cosign::split_note(state).map_err(|_| NoteError::Malformed("the stored state is not a signed note"))?;
     Checkpoint::parse(text)
 }
 
@@ -306,7 +307,8 @@ mod tests {
         // 404: an origin the witness does not know.
         let stranger = SignerKey::from_seed("other.example/log", &[1; 32]).unwrap();
         let mut request = log.request(5, 8);
-        request.checkpoint = stranger.sign(&Checkpoint { origin: "other.example/log".into(), ..log.checkpoint(8).0 }.text()).unwrap();
+        request.checkpoint =
+            stranger.sign(&Checkpoint { origin: "other.example/log".into(), ..log.checkpoint(8).0 }.text()).unwrap();
         assert_eq!(decide(Some(&stored), &log, &request), Err(Refusal::UnknownOrigin("other.example/log".into())));
         // 403: signed by another key under the log's name, or a bad signature by the known key.
         let impostor = Log { signer: SignerKey::from_seed(ORIGIN, &[2; 32]).unwrap(), tree: Tree::new() };
@@ -317,7 +319,10 @@ mod tests {
         request.checkpoint = request.checkpoint.replace("\n8\n", "\n7\n");
         assert_eq!(status(decide(Some(&stored), &log, &request)), 403);
         // 400: old above new (a rollback pushed with the witness's size).
-        assert_eq!(decide(Some(&log.checkpoint(8).0), &log, &log.request(8, 5)), Err(Refusal::OldAboveNew { old: 8, size: 5 }));
+        assert_eq!(
+            decide(Some(&log.checkpoint(8).0), &log, &log.request(8, 5)),
+            Err(Refusal::OldAboveNew { old: 8, size: 5 })
+        );
         // 409: the witness holds another size; it says which.
         assert_eq!(decide(Some(&stored), &log, &log.request(3, 8)), Err(Refusal::Conflict { stored: 5, old: 3 }));
         assert_eq!(decide(None, &log, &log.request(5, 8)), Err(Refusal::Conflict { stored: 0, old: 5 }));
@@ -341,10 +346,17 @@ mod tests {
         let request = AddCheckpoint { old_size: 0, proof: vec![], checkpoint: log.signer.sign(&bad.text()).unwrap() };
         assert_eq!(decide(None, &log, &request), Err(Refusal::EmptyRoot));
         // 400: a checkpoint text that is not a checkpoint.
-        let request = AddCheckpoint { old_size: 0, proof: vec![], checkpoint: log.signer.sign(&format!("{ORIGIN}\nnot a size\n")).unwrap() };
+        let request = AddCheckpoint {
+            old_size: 0,
+            proof: vec![],
+            checkpoint: log.signer.sign(&format!("{ORIGIN}\nnot a size\n")).unwrap(),
+        };
         assert_eq!(status(decide(None, &log, &request)), 400);
         // 500 only if the clock says 0.
-        assert_eq!(add_checkpoint(None, &[log.signer.verifier()], &log.request(0, 8), &cosigner(), 0).map_err(|e| e.status()), Err(500));
+        assert_eq!(
+            add_checkpoint(None, &[log.signer.verifier()], &log.request(0, 8), &cosigner(), 0).map_err(|e| e.status()),
+            Err(500)
+        );
     }
 
     #[test]

@@ -77,7 +77,11 @@ impl Log {
     }
 
     fn proof(&self, from: u64, to: u64) -> Vec<Hash> {
-        if from == 0 || from >= to { Vec::new() } else { self.writer.consistency_proof(from, Some(to)).expect("proof").1 }
+        if from == 0 || from >= to {
+            Vec::new()
+        } else {
+            self.writer.consistency_proof(from, Some(to)).expect("proof").1
+        }
     }
 
     /// The receipt of the last leaf of the tree of `size` leaves, its checkpoint replaced by
@@ -160,7 +164,13 @@ fn status(result: Result<AddOutcome, ClientError>) -> u16 {
 }
 
 /// Runs `oubli verify` on `receipt` with both witnesses at a quorum of 2.
-fn verify_cli(dir: &std::path::Path, name: &str, receipt: &str, log: &VerifierKey, witnesses: &[&Witness]) -> (bool, String) {
+fn verify_cli(
+    dir: &std::path::Path,
+    name: &str,
+    receipt: &str,
+    log: &VerifierKey,
+    witnesses: &[&Witness],
+) -> (bool, String) {
     let path = dir.join(name);
     std::fs::write(&path, receipt).expect("write receipt");
     let (log, w) = (log.to_string(), witnesses.iter().map(|w| w.key.to_string()).collect::<Vec<_>>());
@@ -206,13 +216,15 @@ async fn two_witnesses_cosign_growth_and_a_receipt_needs_a_quorum_of_both() {
     assert_eq!(count_cosigners(&note, &witnesses).expect("a note").count(), 2);
 
     // A log that believes the witness holds another size learns the one it holds.
-    assert_eq!(w1.push(5, &log.proof(5, 8), &log.note_at(8)).await.expect("answer"), AddOutcome::Conflict {
-        witness_size: 8
-    });
+    assert_eq!(
+        w1.push(5, &log.proof(5, 8), &log.note_at(8)).await.expect("answer"),
+        AddOutcome::Conflict { witness_size: 8 }
+    );
 
     // The receipt of leaf 7 is proven in the tree of 8: the cosigned checkpoint.
     let cosigned = log.receipt(8, Some(&note));
-    let checks = receipt::verify_witnessed(&cosigned, &log.key(), Some(Quorum { witnesses: &witnesses, needed: 2 }), None);
+    let checks =
+        receipt::verify_witnessed(&cosigned, &log.key(), Some(Quorum { witnesses: &witnesses, needed: 2 }), None);
     assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
     let dir = tempfile::tempdir().expect("tmp");
     let (ok, out) = verify_cli(dir.path(), "cosigned.json", &cosigned, &log.key(), &[&w1, &w2]);
@@ -268,7 +280,11 @@ async fn a_forked_log_and_a_rollback_are_refused_by_the_witnesses_and_by_verify(
     let impostor = Log::new(8, 1);
     assert_eq!(status(w1.push(5, &[], &impostor.note_at(0)).await), 403);
     let stranger = SignerKey::from_seed("other.example/log", &[7; 32]).expect("key");
-    let other = stranger.sign(&Checkpoint { origin: "other.example/log".into(), size: 0, root: log.writer.root(0).expect("root") }.text()).expect("sign");
+    let other = stranger
+        .sign(
+            &Checkpoint { origin: "other.example/log".into(), size: 0, root: log.writer.root(0).expect("root") }.text(),
+        )
+        .expect("sign");
     assert_eq!(status(w1.push(0, &[], &other).await), 404);
     assert_eq!(status(w1.push(0, &[], "not a note").await), 400);
     assert_eq!((w1.state(), w2.state()), saved, "no refusal changed a witness's state");
@@ -276,8 +292,9 @@ async fn a_forked_log_and_a_rollback_are_refused_by_the_witnesses_and_by_verify(
     // The forked tree's receipt cannot get cosignatures: none at all, or the honest tree's
     // copied onto it, fail the quorum.
     let key = log.key();
-    let copied = add_signatures(&fork.note_at(5), honest.split_once("\n\n").expect("sigs").1.split_once('\n').expect("lines").1)
-        .expect("add the honest cosignatures");
+    let copied =
+        add_signatures(&fork.note_at(5), honest.split_once("\n\n").expect("sigs").1.split_once('\n').expect("lines").1)
+            .expect("add the honest cosignatures");
     for (name, note) in [("fork.json", None), ("fork-copied.json", Some(copied.as_str()))] {
         let (ok, out) = verify_cli(dir.path(), name, &fork.receipt(5, note), &key, &[&w1, &w2]);
         assert!(!ok && out.contains("FAIL witness cosignatures"), "{name}: {out}");
@@ -306,7 +323,8 @@ async fn concurrent_pushes_for_one_origin_leave_one_consistent_state() {
     log.grow_to(3 + 2 * 4);
     for _ in 0..4 {
         let (a, b) = (held + 1, held + 2);
-        let (proof_a, note_a, proof_b, note_b) = (log.proof(held, a), log.note_at(a), log.proof(held, b), log.note_at(b));
+        let (proof_a, note_a, proof_b, note_b) =
+            (log.proof(held, a), log.note_at(a), log.proof(held, b), log.note_at(b));
         let (ra, rb) = tokio::join!(w.push(held, &proof_a, &note_a), w.push(held, &proof_b, &note_b));
         let (winner, conflict) = match (ra.expect("answer"), rb.expect("answer")) {
             (AddOutcome::Cosigned(_), AddOutcome::Conflict { witness_size }) => (a, witness_size),
@@ -318,4 +336,43 @@ async fn concurrent_pushes_for_one_origin_leave_one_consistent_state() {
         held = winner;
     }
     w.stop().await;
+}
+
+/// The real CLI: `oubli witness key` writes an owner-only key file (never over one) and prints
+/// the witness's verifier key; `oubli witness serve` cosigns with it on 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_makes_a_witness_key_and_serves_with_it() {
+    use std::{
+        io::{BufRead, BufReader},
+        os::unix::fs::PermissionsExt,
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let key_file = dir.path().join("w.key");
+    let key_path = key_file.to_str().expect("utf-8");
+    let (ok, out) = oubli(&["witness", "key", "--name", "witness.example/cli", "--out", key_path]);
+    assert!(ok, "{out}");
+    let printed = WitnessKey::parse(out.trim()).expect("a witness verifier key");
+    assert_eq!(std::fs::metadata(&key_file).expect("key file").permissions().mode() & 0o777, 0o600);
+    let (ok, out) = oubli(&["witness", "key", "--name", "witness.example/cli", "--out", key_path]);
+    assert!(!ok, "a key file was overwritten: {out}");
+
+    let mut log = Log::new(7, 1);
+    log.grow_to(5);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oubli"))
+        .args(["witness", "serve", "--listen", "127.0.0.1:0", "--key-file", key_path, "--state-dir"])
+        .arg(dir.path().join("state"))
+        .args(["--log", &log.key().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn oubli witness serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+    assert!(line.contains(&printed.to_string()) && url.starts_with("http://127.0.0.1:"), "{line}");
+    let answer = add_checkpoint(&url, 0, &[], &log.note_at(5), TIMEOUT).await;
+    child.kill().expect("stop the witness");
+    child.wait().expect("reap");
+    let Ok(AddOutcome::Cosigned(lines)) = answer else { panic!("{answer:?}") };
+    let note = add_signatures(&log.note_at(5), &lines).expect("add");
+    assert_eq!(count_cosigners(&note, &[printed]).expect("note").count(), 1);
 }

@@ -208,8 +208,8 @@ fn witness_key(value: &str) -> Result<WitnessKey> {
         Ok(key) => return Ok(key),
         Err(e) => e,
     };
-    let text =
-        fs::read_to_string(value).with_context(|| format!("--witness {value:?} is neither a witness key ({err}) nor a file"))?;
+    let text = fs::read_to_string(value)
+        .with_context(|| format!("--witness {value:?} is neither a witness key ({err}) nor a file"))?;
     WitnessKey::parse(text.trim()).with_context(|| format!("{value}: not a witness key"))
 }
 
