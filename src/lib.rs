@@ -9,7 +9,8 @@
 //! - [`engine`]: the store and the index kept in step (sync);
 //! - [`rights`]: roles, ingest policy, recipients log, audit trail, access requests (sync);
 //! - [`synth`]: seeded synthetic templates and provenance (the `synth` feature, on by default);
-//! - [`grpc`]: the tonic services and `run`, the server as a library function.
+//! - [`grpc`]: the tonic services and `run`, the server as a library function;
+//! - [`http`]: the tlog-witness server and the log's client for it (axum, hyper).
 pub mod embedding;
 pub mod engine;
 pub mod failpoint;

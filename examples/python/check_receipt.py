@@ -4,6 +4,7 @@
 
     python3 examples/python/check_receipt.py RECEIPT.json VERIFIER_KEY [ERASURE_STATUS.json]
         [--checkpoint NEWER_CHECKPOINT --consistency PROOF.json]
+        [--witness WITNESS_KEY ... --quorum K]
 
 or, from Python, `check(receipt_json, verifier_key)` (examples/python/client.py does).
 
@@ -13,12 +14,16 @@ signature and the inclusion proof against the checkpoint's root; given a newer c
 the consistency proof to it (`oubli log consistency --from N --to M`), that the log only grew;
 given the holder's erasure status (erasure.json from `oubli erase receipt
 --out`), also opens the leaf's commitment with its request id and plan salt and, on the plan's
-leaf, recomputes the plan digest from its record ids. Exit 0 only if all hold."""
+leaf, recomputes the plan digest from its record ids; given witness keys (`--witness`, repeated)
+and a quorum (`--quorum K`, default all), that the receipt's checkpoint carries valid
+cosignature/v1 signatures (c2sp.org/tlog-cosignature) by K distinct ones of them. Exit 0 only if
+all hold."""
 import base64
 import hashlib
 import json
 import sys
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
@@ -29,6 +34,38 @@ def parse_verifier_key(text):
     public = raw[1:]
     assert hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4].hex() == key_id, "key id"
     return name, bytes.fromhex(key_id), Ed25519PublicKey.from_public_bytes(public)
+
+
+def parse_witness_key(text):
+    """A witness's verifier key: <name>+<hex key id>+base64(0x04 || Ed25519 public key)."""
+    name, key_id, key = text.strip().split("+", 2)
+    raw = base64.b64decode(key)
+    assert raw[0] == 0x04 and len(raw) == 33, "a cosignature/v1 (type 0x04) witness key"
+    public = raw[1:]
+    assert hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4].hex() == key_id, "witness key id"
+    return name, bytes.fromhex(key_id), Ed25519PublicKey.from_public_bytes(public)
+
+
+def check_cosignatures(note, witnesses, quorum):
+    """At least `quorum` distinct witnesses cosigned the note's text: each line by a given
+    witness is key id || u64 big-endian time || Ed25519 signature over
+    "cosignature/v1\ntime <time>\n" || text."""
+    split = note.rindex("\n\n")
+    text, signatures = note[: split + 1], note[split + 2 :]
+    cosigned = []
+    for line in signatures.splitlines():
+        signer, b64 = line[2:].split(" ")
+        raw = base64.b64decode(b64)
+        for name, key_id, public in witnesses:
+            if signer == name and raw[:4] == key_id and len(raw) == 76 and f"{name}+{key_id.hex()}" not in cosigned:
+                time = int.from_bytes(raw[4:12], "big")
+                try:
+                    public.verify(raw[12:], b"cosignature/v1\ntime %d\n" % time + text.encode())
+                    cosigned.append(f"{name}+{key_id.hex()}")
+                except InvalidSignature:
+                    pass
+    assert len(cosigned) >= quorum, f"witness cosignatures: {len(cosigned)} of {len(witnesses)} cosigned, {quorum} needed"
+    print(f"ok  witness cosignatures ({len(cosigned)} of {len(witnesses)}: {', '.join(cosigned)})")
 
 
 def open_note(note, name, key_id, public):
@@ -119,7 +156,7 @@ def root_from_inclusion_proof(leaf, index, size, proof):
     return r
 
 
-def check(receipt_json, verifier_key):
+def check(receipt_json, verifier_key, witnesses=(), quorum=0):
     """Raises unless every check holds; prints each one as it passes."""
     name, key_id, public = parse_verifier_key(verifier_key)
     receipt = json.loads(receipt_json)
@@ -137,6 +174,8 @@ def check(receipt_json, verifier_key):
     size, root = int(size), base64.b64decode(root)
     assert origin == body["log_origin"]
     print(f"ok  checkpoint signature ({size} leaves)")
+    if witnesses:
+        check_cosignatures(body["checkpoint"], witnesses, quorum)
     entry = base64.b64decode(body["entry"])
     # versions 1 and 2; kinds 1-8 (docs/log-format.md); the commitment follows the time.
     assert entry[0] in (1, 2) and entry[1] in KIND_FIELDS, "a known leaf version and kind"
@@ -219,15 +258,19 @@ def open_leaf(entry, request_id, salt, records=None):
 
 
 def main(argv):
-    options, positional = {}, []
+    options, positional, witnesses = {}, [], []
     it = iter(argv)
     for arg in it:
-        if arg in ("--checkpoint", "--consistency"):
+        if arg in ("--checkpoint", "--consistency", "--quorum"):
             options[arg] = next(it)
+        elif arg == "--witness":
+            witnesses.append(parse_witness_key(next(it)))
         else:
             positional.append(arg)
+    quorum = int(options.get("--quorum", len(witnesses)))
+    assert not witnesses or 0 < quorum <= len(witnesses), "--quorum is between 1 and the number of --witness keys"
     with open(positional[0]) as f:
-        entry, key, tree = check(f.read(), positional[1])
+        entry, key, tree = check(f.read(), positional[1], witnesses, quorum)
     if len(positional) > 2:
         with open(positional[2]) as f:
             status = json.load(f)

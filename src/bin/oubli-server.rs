@@ -340,9 +340,9 @@ async fn shutdown_signal() {
 
 /// `URL=KEY`: a witness's base URL and its cosignature verifier key.
 fn parse_witness(s: &str) -> Result<oubli::http::integrate::WitnessTarget, String> {
-    let (url, key) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected URL=KEY, e.g. http://127.0.0.1:7380=witness.example+1a2b3c4d+BASE64"))?;
+    let (url, key) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected URL=KEY, e.g. http://127.0.0.1:7380=witness.example+1a2b3c4d+BASE64")
+    })?;
     if !url.starts_with("http://") {
         return Err(format!("{url:?}: a witness URL starts with http://"));
     }

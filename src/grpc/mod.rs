@@ -271,7 +271,8 @@ async fn serve(
         .map(|cadence| tokio::spawn(crate::http::integrate::run(engine.clone(), cadence, stopped())));
     info!(?addr, tls = tls.is_some(), "serving oubli.v1");
     if let Some(ready) = ready {
-        let _ = ready.send(Bound { metrics: metrics.as_ref().map(|(a, _)| *a), tiles: tiles.as_ref().map(|(a, _)| *a) });
+        let _ =
+            ready.send(Bound { metrics: metrics.as_ref().map(|(a, _)| *a), tiles: tiles.as_ref().map(|(a, _)| *a) });
     }
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {

@@ -99,7 +99,10 @@ pub struct Witnesses {
 
 impl Witnesses {
     pub fn new(cadence: &Cadence) -> Witnesses {
-        Witnesses { targets: cadence.witnesses.iter().map(|t| (t.clone(), None)).collect(), timeout: cadence.witness_timeout }
+        Witnesses {
+            targets: cadence.witnesses.iter().map(|t| (t.clone(), None)).collect(),
+            timeout: cadence.witness_timeout,
+        }
     }
 
     /// `note` (the log's checkpoint of `size` leaves) with the cosignature of every witness
@@ -133,7 +136,9 @@ impl Witnesses {
                     Ok(AddOutcome::Cosigned(lines)) => {
                         let mine: String = lines
                             .lines()
-                            .filter(|line| matches!(cosign::verify_line(line, &text, std::slice::from_ref(&key)), Ok(Some(_))))
+                            .filter(|line| {
+                                matches!(cosign::verify_line(line, &text, std::slice::from_ref(&key)), Ok(Some(_)))
+                            })
                             .map(|line| format!("{line}\n"))
                             .collect();
                         if mine.is_empty() {

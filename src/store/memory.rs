@@ -30,10 +30,10 @@ use crate::{
     transparency::{
         event::{Entry, Event, Logged},
         log::{LogSink, LogWriter, Signing},
-        tiles::TilePath,
         merkle::Hash,
         note::SignerKey,
         receipt::{Receipt, Statements},
+        tiles::TilePath,
     },
 };
 

@@ -441,7 +441,11 @@ mod tests {
         let receipt = again.receipt(1, &e.encode(), &e, statements.clone(), None).unwrap();
         let checks = receipt::verify(&receipt.to_json(), &signer().verifier(), None);
         assert!(checks.iter().all(|c| c.ok), "{checks:?}");
-        assert_eq!(receipt, log.receipt(1, &e.encode(), &e, statements.clone(), None).unwrap(), "the same bytes every time");
+        assert_eq!(
+            receipt,
+            log.receipt(1, &e.encode(), &e, statements.clone(), None).unwrap(),
+            "the same bytes every time"
+        );
         let body: receipt::Body = serde_json::from_str(&receipt.body).unwrap();
         assert!(body.checkpoint.contains("\n2\n"), "proven in the first tree that holds it: {}", body.checkpoint);
         let mut other = statements;

@@ -339,6 +339,29 @@ mod tests {
         }
     }
 
+    /// A checkpoint carrying witness cosignatures (signature type 0x04, keys the reader does not
+    /// hold) is still the log's checkpoint: unknown signatures are ignored, as the spec says.
+    #[test]
+    fn unknown_signature_lines_such_as_cosignatures_are_ignored() {
+        let log = SignerKey::from_seed("example.com/log", &[5; 32]).expect("key");
+        let text = "example.com/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n";
+        let cosigned = format!(
+            "{}\u{2014} witness.example/w1 {}\n\u{2014} witness.example/w2 {}\n",
+            log.sign(text).expect("sign"),
+            STANDARD.encode([1u8; 76]),
+            STANDARD.encode([2u8; 76])
+        );
+        let opened = open(&cosigned, &[log.verifier()]).expect("opens");
+        assert_eq!(opened.text, text);
+        assert_eq!(opened.unverified, vec!["witness.example/w1+01010101", "witness.example/w2+02020202"]);
+        assert_eq!(crate::transparency::receipt::open_checkpoint(&cosigned, &log.verifier()).expect("opens").size, 8);
+        // Cosignatures before the log's own line change nothing either.
+        let (note_text, log_line) = cosigned.split_once("\n\n").expect("blank line");
+        let (log_line, rest) = log_line.split_once('\n').expect("lines");
+        let reordered = format!("{note_text}\n\n{rest}{log_line}\n");
+        assert_eq!(open(&reordered, &[log.verifier()]).expect("opens").text, text);
+    }
+
     #[test]
     fn checkpoints_are_parsed_strictly() {
         let ok = "example.com/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n";

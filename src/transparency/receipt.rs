@@ -12,6 +12,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    cosign::{self, WitnessKey},
     event::{self, Entry, Event},
     merkle::{self, Hash, LeafIndex, TreeSize},
     note::{self, Checkpoint, SignerKey, VerifierKey},
@@ -124,10 +125,28 @@ pub struct Newer<'a> {
     pub proof: &'a [Hash],
 }
 
+/// The witnesses a verifier trusts and how many of them must have cosigned the checkpoint.
+pub struct Quorum<'a> {
+    pub witnesses: &'a [WitnessKey],
+    pub needed: usize,
+}
+
 /// Checks a receipt offline against the log's verifier key: its signature, the checkpoint's
 /// signature, the leaf, the statement digest in the leaf, the inclusion proof and, given a newer
 /// checkpoint, consistency. Returns every check made; the receipt holds only if all passed.
 pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -> Vec<Check> {
+    verify_witnessed(receipt_json, key, None, newer)
+}
+
+/// [`verify`], and given a `quorum`, the check "witness cosignatures" right after the
+/// checkpoint's origin: the receipt's checkpoint must carry valid cosignatures
+/// (c2sp.org/tlog-cosignature) by at least `quorum.needed` distinct given witnesses.
+pub fn verify_witnessed(
+    receipt_json: &str,
+    key: &VerifierKey,
+    quorum: Option<Quorum<'_>>,
+    newer: Option<Newer<'_>>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut check = |name, result: Result<String, String>| {
         let ok = result.is_ok();
@@ -188,6 +207,9 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
             Err(format!("checkpoint of {:?}, receipt of {:?}", checkpoint.origin, body.log_origin))
         },
     );
+    if let Some(quorum) = quorum {
+        check("witness cosignatures", cosigned(&body.checkpoint, &quorum));
+    }
     let leaf = (|| {
         let bytes = STANDARD.decode(&body.entry).map_err(|_| "entry is not base64".to_string())?;
         let entry = Entry::decode(&bytes).map_err(|e| e.to_string())?;
@@ -245,6 +267,24 @@ pub fn verify(receipt_json: &str, key: &VerifierKey, newer: Option<Newer<'_>>) -
         check("consistency with the newer checkpoint", result);
     }
     checks
+}
+
+/// Whether `note` carries cosignatures by at least `quorum.needed` of the given witnesses.
+fn cosigned(note: &str, quorum: &Quorum<'_>) -> Result<String, String> {
+    let found = cosign::count_cosigners(note, quorum.witnesses).map_err(|e| e.to_string())?;
+    let given = quorum.witnesses.len();
+    let mut detail = match found.count() {
+        0 => format!("none of the {given} given witness(es) cosigned this checkpoint"),
+        n => format!("{n} of the {given} given witness(es) cosigned this checkpoint ({})", found.labels().join(", ")),
+    };
+    if !found.invalid.is_empty() {
+        detail.push_str(&format!("; refused: {}", found.invalid.join("; ")));
+    }
+    if found.count() >= quorum.needed {
+        Ok(format!("{detail}; {} needed", quorum.needed))
+    } else {
+        Err(format!("{detail}; {} needed", quorum.needed))
+    }
 }
 
 /// Whether each count the leaf holds is the one its statements give, in the line that states it
@@ -326,4 +366,72 @@ pub fn verify_opening(receipt_json: &str, opening: &Opening<'_>) -> Vec<Check> {
 pub fn open_checkpoint(note_text: &str, key: &VerifierKey) -> Result<Checkpoint, String> {
     let opened = note::open(note_text, std::slice::from_ref(key)).map_err(|e| e.to_string())?;
     Checkpoint::parse(&opened.text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transparency::{
+        cosign::{CosignerKey, add_signatures},
+        event::Logged,
+        log::{LogSink, LogWriter},
+        statements::for_event,
+    };
+
+    struct Sink;
+    impl LogSink for Sink {
+        fn put_leaf(&mut self, _: u64, _: &[u8]) {}
+        fn put_node(&mut self, _: u32, _: u64, _: &Hash) {}
+        fn put_statements(&mut self, _: u64, _: &str) {}
+        fn put_checkpoint(&mut self, _: u64, _: &str) {}
+    }
+
+    /// A receipt whose checkpoint carries cosignatures passes "witness cosignatures" at a quorum
+    /// its witnesses meet, fails it above, and the check sits right after "checkpoint origin".
+    #[test]
+    fn the_witness_quorum_is_checked_after_the_origin() {
+        let signer = || SignerKey::from_seed("test.example/log", &[7; 32]).unwrap();
+        let (mut log, _) =
+            LogWriter::recover::<()>("test.example/log".into(), signer(), Vec::new(), |_, _| Ok(None), None).unwrap();
+        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let event = Event::ErasureTemplatesPurged { commitment: [1; 32], records: 2 };
+        let entry = Logged::plain(time, event.clone());
+        let staged = log.stage(std::slice::from_ref(&entry), &mut Sink);
+        log.commit(staged);
+        let plain = log.receipt(0, &entry.entry.encode(), &entry.entry, for_event(&event), None).unwrap();
+        let (w1, w2) = (
+            CosignerKey::from_seed("w.example/1", &[1; 32]).unwrap(),
+            CosignerKey::from_seed("w.example/2", &[2; 32]).unwrap(),
+        );
+        let witnesses = [w1.verifier(), w2.verifier()];
+        let mut body: Body = serde_json::from_str(&plain.body).unwrap();
+        let text = &body.checkpoint[..body.checkpoint.rfind("\n\n").unwrap() + 1].to_string();
+        let lines = w1.cosign(text, 100).unwrap() + &w2.cosign(text, 101).unwrap();
+        body.checkpoint = add_signatures(&body.checkpoint, &lines).unwrap();
+        let cosigned = Receipt::sign(&body, &signer()).to_json();
+        let key = signer().verifier();
+
+        let names = |checks: &[Check]| checks.iter().map(|c| c.name).collect::<Vec<_>>();
+        let plain_checks = verify(&cosigned, &key, None);
+        assert!(plain_checks.iter().all(|c| c.ok), "{plain_checks:#?}");
+        let checks = verify_witnessed(&cosigned, &key, Some(Quorum { witnesses: &witnesses, needed: 2 }), None);
+        assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+        let mut expected = names(&plain_checks);
+        expected.insert(3, "witness cosignatures");
+        assert_eq!(names(&checks), expected);
+        assert!(checks[3].detail.starts_with("2 of the 2 given witness(es)"), "{:?}", checks[3]);
+
+        // One witness short, or none at all: the check fails and says so.
+        let third = CosignerKey::from_seed("w.example/3", &[3; 32]).unwrap().verifier();
+        let three = [w1.verifier(), w2.verifier(), third];
+        let checks = verify_witnessed(&cosigned, &key, Some(Quorum { witnesses: &three, needed: 3 }), None);
+        let witnessed = checks.iter().find(|c| c.name == "witness cosignatures").unwrap();
+        assert!(
+            !witnessed.ok && witnessed.detail.contains("2 of the 3") && witnessed.detail.contains("3 needed"),
+            "{witnessed:?}"
+        );
+        let checks = verify_witnessed(&plain.to_json(), &key, Some(Quorum { witnesses: &witnesses, needed: 1 }), None);
+        let witnessed = checks.iter().find(|c| c.name == "witness cosignatures").unwrap();
+        assert!(!witnessed.ok && witnessed.detail.starts_with("none of the 2"), "{witnessed:?}");
+    }
 }

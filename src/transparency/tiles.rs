@@ -192,7 +192,9 @@ mod tests {
             assert_eq!(tile.path(), path);
             assert_eq!(TilePath::parse(path.strip_prefix("tile/").unwrap()), Ok(tile), "{path}");
         }
-        for bad in ["0/00", "0/0000", "0/x000/001", "0/001.p/0", "0/001.p/256", "0/001.p/07", "8/000", "01/000", "x/000", "0"] {
+        for bad in
+            ["0/00", "0/0000", "0/x000/001", "0/001.p/0", "0/001.p/256", "0/001.p/07", "8/000", "01/000", "x/000", "0"]
+        {
             assert!(TilePath::parse(bad).is_err(), "{bad}");
         }
     }
@@ -220,7 +222,10 @@ mod tests {
         assert!(paths.contains(&TilePath::Hashes { level: 1, index: 1, width: 17 }));
         // A level-1 hash is the root of 256 leaves, a level-2 hash that of 65,536.
         let level1 = hash_tile(&tree, 1, 0, 256);
-        assert_eq!(&level1[32..64], merkle::root(leaf_hashes(&entries[256..512]).as_slice(), merkle::TreeSize(256)).as_slice());
+        assert_eq!(
+            &level1[32..64],
+            merkle::root(leaf_hashes(&entries[256..512]).as_slice(), merkle::TreeSize(256)).as_slice()
+        );
         let level2 = hash_tile(&tree, 2, 0, 1);
         assert_eq!(level2.as_slice(), tree.root(merkle::TreeSize(65_536)).unwrap().as_slice());
         let bundle = entry_bundle(entries[256..512].iter().map(Vec::as_slice));

@@ -572,8 +572,8 @@ async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() 
         let mut rights = RightsServiceClient::new(server.channel(&dirs).await);
         let (id, secret) = submit_erasure(&mut rights, &probe).await;
         server.wait_for(&format!("failpoint {failpoint} reached"));
-        let mut child = server.child;
-        let status = child.wait().unwrap();
+        let mut server = server;
+        let status = server.child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{failpoint}: SIGKILL");
 
         let server = Process::spawn(&dirs, None);
@@ -607,9 +607,7 @@ async fn a_server_killed_at_each_step_of_an_erasure_finishes_it_after_restart() 
         for json in [&r.phase1_receipt_json, &r.phase2_receipt_json] {
             assert!(receipt::verify(json, &key, None).iter().all(|c| c.ok), "{failpoint}");
         }
-        let mut child = server.child;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        drop(server);
     }
 }
 

@@ -347,6 +347,15 @@ pub struct Process {
     lines: std::sync::mpsc::Receiver<String>,
 }
 
+/// A test that panics still stops the server it started (and the lock its cargo holds, which
+/// the child inherits, is released).
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 impl Process {
     pub fn spawn(dirs: &Dirs, failpoint: Option<&str>) -> Process {

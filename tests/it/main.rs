@@ -19,3 +19,4 @@ mod templates;
 mod tiles;
 mod tls;
 mod transparency;
+mod witness;

@@ -64,7 +64,7 @@ async fn a_restored_backup_is_refused_then_reapplies_every_erasure_and_continues
     std::fs::write(&key_file, key.trim()).expect("write key");
     let witness = |addr: &str| {
         let (state, key) = (state.to_str().expect("path"), key_file.to_str().expect("path"));
-        oubli(&["--server", addr, "witness", "--state", state, "--verifier-key", key])
+        oubli(&["--server", addr, "witness", "check", "--state", state, "--verifier-key", key])
     };
     let (ok, out) = witness(&addr);
     assert!(ok && out.contains("first checkpoint"), "{out}");

@@ -233,8 +233,12 @@ async fn tiles_over_http_are_the_exported_files_and_third_party_crates_verify_th
     let (receipt_size, receipt_root) = third_party_checkpoint(body["checkpoint"].as_str().unwrap(), &key);
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let proof: Vec<_> =
-        body["inclusion_proof"].as_array().unwrap().iter().map(|h| hash(&b64.decode(h.as_str().unwrap()).unwrap())).collect();
+    let proof: Vec<_> = body["inclusion_proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hash(&b64.decode(h.as_str().unwrap()).unwrap()))
+        .collect();
     let entry = b64.decode(body["entry"].as_str().unwrap()).unwrap();
     tlog_tiles::check_record(&proof, receipt_size, receipt_root, 704, tlog_tiles::record_hash(&entry))
         .expect("the receipt's proof checks");
@@ -248,10 +252,7 @@ async fn tiles_over_http_are_the_exported_files_and_third_party_crates_verify_th
 async fn receipts_are_pending_until_the_cadence_publishes_a_checkpoint_that_covers_them() {
     let slow: crate::harness::Configure = Arc::new(|c: &mut oubli::Config| {
         c.tiles_listen = Some("127.0.0.1:0".parse().unwrap());
-        c.cadence = Some(oubli::http::integrate::Cadence {
-            interval: Duration::from_secs(3600),
-            ..Default::default()
-        });
+        c.cadence = Some(oubli::http::integrate::Cadence { interval: Duration::from_secs(3600), ..Default::default() });
     });
     let server = Server::start_with(Dirs::new(), slow.clone()).await;
     let (one, _) = seeded(1, 5);
@@ -278,7 +279,8 @@ async fn receipts_are_pending_until_the_cadence_publishes_a_checkpoint_that_cove
 
     // At a short cadence, `--wait` gets the next leaf's receipt once it is published.
     let fast: crate::harness::Configure = Arc::new(|c: &mut oubli::Config| {
-        c.cadence = Some(oubli::http::integrate::Cadence { interval: Duration::from_millis(100), ..Default::default() });
+        c.cadence =
+            Some(oubli::http::integrate::Cadence { interval: Duration::from_millis(100), ..Default::default() });
     });
     let server = server.restart_with(fast).await;
     let (one, _) = seeded(1, 6);

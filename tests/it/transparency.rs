@@ -138,7 +138,16 @@ async fn the_cli_verifies_receipts_and_the_witness_catches_rollback_and_fork() {
     std::fs::write(&receipt_file, receipt).expect("write receipt");
     let key_arg = key_file.to_str().expect("utf-8 path");
     let witness = |addr: &str| {
-        oubli(&["--server", addr, "witness", "--state", state.to_str().expect("path"), "--verifier-key", key_arg])
+        oubli(&[
+            "--server",
+            addr,
+            "witness",
+            "check",
+            "--state",
+            state.to_str().expect("path"),
+            "--verifier-key",
+            key_arg,
+        ])
     };
     let (ok, out) = witness(&addr);
     assert!(ok && out.contains("first checkpoint: 5 leaves"), "{out}");

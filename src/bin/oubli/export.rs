@@ -45,7 +45,9 @@ pub async fn export(log: &mut TransparencyServiceClient<AuthChannel>, dir: &Path
         tree.append(e);
     }
     if tree.root(TreeSize(signed.size))? != signed.root {
-        bail!("the entries served do not give the checkpoint's root: not exporting a tree the checkpoint does not sign");
+        bail!(
+            "the entries served do not give the checkpoint's root: not exporting a tree the checkpoint does not sign"
+        );
     }
     let mut written = 0usize;
     for path in tiles::all_paths(signed.size) {

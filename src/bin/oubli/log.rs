@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use oubli::grpc::pb::{self, transparency_service_client::TransparencyServiceClient};
 use oubli::transparency::{
+    cosign::{CosignerKey, WitnessKey},
     merkle::Hash,
     note::VerifierKey,
     receipt::{self, Newer},
@@ -86,6 +87,13 @@ pub struct VerifyArgs {
     /// in it, for people to check their receipts in a browser; no receipt needed.
     #[arg(long)]
     html: Option<PathBuf>,
+    /// A witness's verifier key, or a file holding it (repeat for each): the receipt's
+    /// checkpoint must carry valid cosignatures by --quorum distinct ones of them.
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned the checkpoint (default: all).
+    #[arg(long, requires = "witnesses")]
+    quorum: Option<usize>,
 }
 
 /// What opens a receipt's commitment, from the command line.
@@ -213,13 +221,29 @@ fn verifier_key(value: &str) -> Result<VerifierKey> {
     VerifierKey::parse(text.trim()).with_context(|| format!("{value}: not a verifier key"))
 }
 
+/// Reads a witness's verifier key given inline or in a file.
+fn witness_key(value: &str) -> Result<WitnessKey> {
+    let err = match WitnessKey::parse(value) {
+        Ok(key) => return Ok(key),
+        Err(e) => e,
+    };
+    let text = fs::read_to_string(value)
+        .with_context(|| format!("--witness {value:?} is neither a witness key ({err}) nor a file"))?;
+    WitnessKey::parse(text.trim()).with_context(|| format!("{value}: not a witness key"))
+}
+
 /// `oubli verify`: offline, except for fetching a consistency proof for a newer checkpoint.
 /// Prints every check; fails unless all pass.
 pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
     let key = verifier_key(&args.verifier_key)?;
-    // TODO(witnesses): pin --witness keys and --quorum once VerifyArgs has them.
+    let witnesses = args.witnesses.iter().map(|w| witness_key(w)).collect::<Result<Vec<_>>>()?;
+    let needed = args.quorum.unwrap_or(witnesses.len());
+    if !witnesses.is_empty() && (needed == 0 || needed > witnesses.len()) {
+        bail!("--quorum {needed}: give a number from 1 to the {} --witness key(s)", witnesses.len());
+    }
     if let Some(out) = &args.html {
-        super::page::write_page(out, &key.to_string(), &[], 0)?;
+        let pinned: Vec<String> = witnesses.iter().map(ToString::to_string).collect();
+        super::page::write_page(out, &key.to_string(), &pinned, if pinned.is_empty() { 0 } else { needed })?;
         outln!("wrote {} (sha256 {})", out.display(), super::page::sha256_hex(&fs::read_to_string(out)?));
     }
     let Some(receipt_path) = &args.receipt else { return Ok(()) };
@@ -238,8 +262,9 @@ pub async fn verify(args: VerifyArgs, server: &str) -> Result<()> {
             proof = consistency_proof(&mut log, from, to).await?;
         }
     }
-    let mut checks =
-        receipt::verify(&receipt_json, &key, newer_note.as_deref().map(|note| Newer { note, proof: &proof }));
+    let quorum = (!witnesses.is_empty()).then_some(receipt::Quorum { witnesses: &witnesses, needed });
+    let newer = newer_note.as_deref().map(|note| Newer { note, proof: &proof });
+    let mut checks = receipt::verify_witnessed(&receipt_json, &key, quorum, newer);
     if let Some(h) = opening(&args)? {
         let opening = receipt::Opening { id: h.id, salt: h.salt, plan: h.plan.as_deref() };
         checks.extend(receipt::verify_opening(&receipt_json, &opening));
@@ -261,6 +286,66 @@ fn receipt_tree_size(receipt_json: &str, key: &VerifierKey) -> Result<u64> {
     Ok(receipt::open_checkpoint(&body.checkpoint, key).map_err(anyhow::Error::msg).context("receipt checkpoint")?.size)
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum WitnessCommand {
+    /// Monitor the log: check the latest checkpoint extends the last one verified (saved in
+    /// --state); report a rollback or a fork loudly, with a non-zero exit.
+    Check(WitnessArgs),
+    /// Serve c2sp.org/tlog-witness (`POST /add-checkpoint`): cosign each checkpoint a log
+    /// pushes that extends the last one cosigned for it; refuse rollbacks and forks.
+    Serve(ServeArgs),
+    /// Make a witness key: write it to a new owner-only file, print its verifier key.
+    Key {
+        /// The witness's name (a schema-less URL such as witness.example/w1).
+        #[arg(long)]
+        name: String,
+        /// The key file to create (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    listen: std::net::SocketAddr,
+    /// The witness's key file (from `oubli witness key`), owner-only.
+    #[arg(long)]
+    key_file: PathBuf,
+    /// Where the latest cosigned checkpoint of each log is kept (created if missing).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// The verifier key of a log to witness, or a file holding it (repeat for each log).
+    #[arg(long = "log", required = true)]
+    logs: Vec<String>,
+}
+
+pub async fn witness_command(command: WitnessCommand, server: &str) -> Result<()> {
+    match command {
+        WitnessCommand::Check(args) => witness(args, server).await,
+        WitnessCommand::Serve(args) => {
+            let logs = args.logs.iter().map(|l| verifier_key(l)).collect::<Result<Vec<_>>>()?;
+            let config = oubli::http::witness::WitnessConfig::load(&args.key_file, args.state_dir, logs)?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            outln!("witness {} serving on http://{}", config.key.verifier(), listener.local_addr()?);
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            oubli::http::witness::serve(listener, config, shutdown).await?;
+            Ok(())
+        }
+        WitnessCommand::Key { name, out } => {
+            let key = CosignerKey::generate(&name)?;
+            oubli::http::witness::create_key_file(&out, &key)?;
+            outln!("{}", key.verifier());
+            Ok(())
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct WitnessArgs {
     /// Where the witness keeps the last checkpoint it verified (created on first run).
@@ -271,7 +356,7 @@ pub struct WitnessArgs {
     pub verifier_key: String,
 }
 
-/// `oubli witness`: fetch the latest checkpoint, check it extends the one saved, save it.
+/// `oubli witness check`: fetch the latest checkpoint, check it extends the one saved, save it.
 /// Exits non-zero, saving nothing, on a bad signature, a rollback or a fork.
 pub async fn witness(args: WitnessArgs, server: &str) -> Result<()> {
     use oubli::transparency::witness::{self, Verdict};

@@ -111,9 +111,10 @@ enum Command {
     /// Check a receipt offline: its signature, the checkpoint's, the leaf and its inclusion
     /// proof (and, with --checkpoint, that the log only grew since). Exit 0 only if all pass.
     Verify(log::VerifyArgs),
-    /// Monitor the log: check the latest checkpoint extends the last one verified (saved in
-    /// --state); report a rollback or a fork loudly, with a non-zero exit.
-    Witness(log::WitnessArgs),
+    /// Witness the log: `check` it as a monitor, or `serve` c2sp.org/tlog-witness and cosign
+    /// the checkpoints logs push (`key` makes the witness's key).
+    #[command(subcommand)]
+    Witness(log::WitnessCommand),
     /// Access requests (GDPR Art. 15): submit one, follow it, read the report.
     #[command(subcommand)]
     Access(rights::Access),
@@ -188,7 +189,7 @@ async fn main() -> Result<()> {
         Command::Synth(command) => synth::run(command, &cli.server, cli.json).await,
         Command::Log(command) => log::run(command, &cli.server).await,
         Command::Verify(args) => log::verify(args, &cli.server).await,
-        Command::Witness(args) => log::witness(args, &cli.server).await,
+        Command::Witness(command) => log::witness_command(command, &cli.server).await,
         Command::Access(c) => rights::access(c, &cli.server, cli.json).await,
         Command::Requests(c) => rights::requests(c, &cli.server, cli.json).await,
         Command::Policy(c) => rights::policy(c, &cli.server).await,
