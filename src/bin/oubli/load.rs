@@ -448,11 +448,14 @@ async fn request(
     if op != Op::Erase {
         return Ok(Vec::new());
     }
-    let r = rights
-        .get_erasure_receipts(pb::GetErasureReceiptsRequest { request_id: id, request_secret: secret })
-        .await
-        .map_err(|e| e.message().to_string())?
-        .into_inner();
+    let request = pb::GetErasureReceiptsRequest { request_id: id, request_secret: secret };
+    let r = crate::until_published(10, || {
+        let (mut rights, request) = (rights.clone(), request.clone());
+        async move { rights.get_erasure_receipts(request).await }
+    })
+    .await
+    .map_err(|e| e.message().to_string())?
+    .into_inner();
     let status: serde_json::Value = serde_json::from_str(&r.erasure_json).map_err(|e| e.to_string())?;
     Ok(status["records"]
         .as_array()
