@@ -714,6 +714,66 @@ fn a_short_mixed_load_loses_nothing_and_resurrects_nothing() {
     assert!(out.contains(" 0 lost, 0 resurrected") && out.contains("consistent"), "{out}");
 }
 
+/// `oubli load` against a server with default settings (the lawful policy, the per-address
+/// and global limits, checkpoints at a cadence): the limits' refusals are counted as throttled,
+/// not errors; a second run enrols no source the first run's erasures suppressed; both pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_against_default_settings_is_throttled_not_failed() {
+    let server = Server::start_with(
+        Dirs::new(),
+        std::sync::Arc::new(|c: &mut oubli::Config| {
+            c.rights.policy = oubli::rights::PolicySource::Profile("lawful".into());
+            c.cadence = Some(oubli::http::integrate::Cadence::default());
+        }),
+    )
+    .await;
+    let keys = server.dirs.keys.clone();
+    let app = keys.join("load-app.key");
+    let capture_keys = keys.join(oubli::grpc::CAPTURE_KEYS_FILE);
+    let (ok, out) = oubli(&[
+        "capture-keys",
+        "add",
+        "--file",
+        capture_keys.to_str().unwrap(),
+        "--name",
+        "load-app",
+        "--generate",
+        app.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let token = std::fs::read_to_string(keys.join(oubli::grpc::LOCAL_TOKEN_FILE)).unwrap();
+    let addr = server.addr.to_string();
+    let run = |seed: &'static str| {
+        let (addr, token, app) = (addr.clone(), token.trim().to_string(), app.clone());
+        tokio::task::spawn_blocking(move || {
+            oubli(&[
+                "--server",
+                &addr,
+                "--token",
+                &token,
+                "load",
+                "--clients",
+                "4",
+                "--duration",
+                "3",
+                "--seed",
+                seed,
+                "--mix",
+                "enroll:40,search:40,access:10,erase:10",
+                "--capture-key",
+                app.to_str().unwrap(),
+            ])
+        })
+    };
+    for seed in ["7", "7"] {
+        let (ok, out) = run(seed).await.unwrap();
+        assert!(ok, "{out}");
+        assert!(out.contains(" 0 lost, 0 resurrected") && out.contains("consistent"), "{out}");
+        assert!(out.contains("throttled"), "{out}");
+    }
+    server.stop().await;
+}
+
 /// `GET path` on the metrics port, as a scraper would; returns the status line and the body.
 async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -216,7 +216,12 @@ impl App {
         terms: &Terms<'_>,
         probes: &[pb::Embedding],
     ) -> Result<(pb::Capture, Option<prost_types::Timestamp>)> {
-        let begun = client.begin_capture(pb::BeginCaptureRequest {}).await.map_err(status_error)?.into_inner();
+        // The status stays inside the error (for `oubli load` to tell throttling apart).
+        let begun = client
+            .begin_capture(pb::BeginCaptureRequest {})
+            .await
+            .map_err(|s| anyhow::Error::new(s.clone()).context(status_error(s).to_string()))?
+            .into_inner();
         let challenge: [u8; 32] =
             begun.challenge.as_slice().try_into().context("the server's challenge is not 32 bytes")?;
         let slices: Vec<&[f32]> = probes.iter().map(|p| p.values.as_slice()).collect();

@@ -103,6 +103,8 @@ struct Ledger {
     erased: BTreeSet<String>,
     latencies: BTreeMap<Op, Vec<Duration>>,
     errors: BTreeMap<Op, Vec<String>>,
+    /// Calls the server refused with RESOURCE_EXHAUSTED (its rate limits or its queue).
+    throttled: BTreeMap<Op, usize>,
 }
 
 fn unit(rng: &mut ChaCha8Rng, d: usize) -> Vec<f32> {
@@ -115,7 +117,22 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
     if !(1..=256).contains(&args.clients) || !(1..=3600).contains(&args.duration) {
         bail!("use 1 to 256 clients and 1 to 3600 seconds");
     }
-    let mix = parse_mix(&args.mix)?;
+    let mut mix = parse_mix(&args.mix)?;
+    if !args.embedded && args.capture_key.is_none() {
+        // A server answers a request only once the sender's identity is established: without
+        // a capture application it trusts, access and erasure requests would wait forever.
+        let before = mix.len();
+        mix.retain(|(op, _)| !matches!(op, Op::Access | Op::Erase));
+        if mix.len() < before {
+            eprintln!(
+                "access and erasure requests left out of the mix: the server answers them only with a signed \
+                 capture (give --capture-key FILE, a capture application the server trusts)"
+            );
+        }
+        if mix.is_empty() {
+            bail!("nothing left to run: give --capture-key FILE for access and erasure requests");
+        }
+    }
     let (embedded, _tmp) = if args.embedded {
         let tmp = TempDir::new()?;
         let mut config = oubli::Config::new(tmp.path().join("data"), tmp.path().join("keys"));
@@ -138,7 +155,14 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         )?),
         (None, None) => None,
     };
-    let work = Arc::new(Work { mix: mix.clone(), app });
+    // Sources are unique to this run: an erasure suppresses its records' sources, and a later
+    // run must never try to enrol them again.
+    let run = {
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).context("no randomness for the run's id")?;
+        hex::encode(nonce)
+    };
+    let work = Arc::new(Work { mix: mix.clone(), app, run });
     let address = embedded.as_ref().map_or_else(|| server.to_string(), |(s, _)| s.addr.to_string());
     let token = embedded.as_ref().map(|(_, t)| t.clone());
     let connect = || {
@@ -208,13 +232,14 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         });
 
     outln!(
-        "{:<8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>7}",
+        "{:<8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>9} {:>7}",
         "op",
         "count",
         "per s",
         "p50 ms",
         "p99 ms",
         "p999 ms",
+        "throttled",
         "errors"
     );
     let mut errors = 0;
@@ -225,13 +250,14 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         let e = ledger.errors.get(op).map_or(0, Vec::len);
         errors += e;
         outln!(
-            "{:<8} {:>8} {:>9.1} {:>10.2} {:>10.2} {:>10.2} {:>7}",
+            "{:<8} {:>8} {:>9.1} {:>10.2} {:>10.2} {:>10.2} {:>9} {:>7}",
             op.name(),
             l.len(),
             l.len() as f64 / wall,
             q(0.5),
             q(0.99),
             q(0.999),
+            ledger.throttled.get(op).copied().unwrap_or(0),
             e
         );
     }
@@ -294,6 +320,8 @@ fn ms(d: &Duration) -> f64 {
 struct Work {
     mix: Vec<(Op, u32)>,
     app: Option<super::capture::App>,
+    /// This run's id, in every source it enrols.
+    run: String,
 }
 
 async fn client(
@@ -320,17 +348,18 @@ async fn client(
         });
         let op = op.map_or(Op::Search, |(op, _)| *op);
         let started = Instant::now();
-        let outcome: Result<(), String> = match op {
+        let outcome: Result<(), tonic::Status> = match op {
             Op::Enroll => {
                 let values = unit(&mut rng, d);
                 i += 1;
                 let request = pb::EnrollRequest {
                     embedding: Some(pb::Embedding { values: values.clone() }),
                     provenance: Some(pb::Provenance {
-                        source_uri: format!("https://load.example/{seed}/{n}/{i}.jpg"),
+                        source_uri: format!("https://load.example/{}/{seed}/{n}/{i}.jpg", work.run),
                         collected_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
-                        source_kind: pb::SourceKind::PublicWebScrape.into(),
-                        legal_basis: pb::LegalBasis::NoneDeclared.into(),
+                        // What the default (lawful) policy admits: the person enrolled, with consent.
+                        source_kind: pb::SourceKind::ConsentedEnrolment.into(),
+                        legal_basis: pb::LegalBasis::Consent.into(),
                         jurisdiction: "FR".into(),
                     }),
                     idempotency_key: String::new(),
@@ -343,7 +372,7 @@ async fn client(
                         l.pool.push((id, values));
                         Ok(())
                     }
-                    Err(e) => Err(e.message().to_string()),
+                    Err(e) => Err(e),
                 }
             }
             Op::Search => {
@@ -358,7 +387,7 @@ async fn client(
                     min_score: None,
                     exact: false,
                 };
-                templates.search(request).await.map(|_| ()).map_err(|e| e.message().to_string())
+                templates.search(request).await.map(|_| ())
             }
             Op::Access | Op::Erase => {
                 let picked = {
@@ -387,7 +416,9 @@ async fn client(
         let mut l = ledger.lock();
         match outcome {
             Ok(()) => l.latencies.entry(op).or_default().push(took),
-            Err(e) => l.errors.entry(op).or_default().push(e),
+            // The server's limits at work (per address, global, queue): reported, not an error.
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => *l.throttled.entry(op).or_default() += 1,
+            Err(e) => l.errors.entry(op).or_default().push(e.message().to_string()),
         }
     }
     Ok(())
@@ -400,14 +431,21 @@ async fn request(
     app: Option<&super::capture::App>,
     op: Op,
     probe: Vec<f32>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, tonic::Status> {
     let probes = vec![pb::Embedding { values: probe }];
     let contact = "load@example.org".to_string();
     let kind = if op == Op::Access { Kind::Access } else { Kind::Erasure };
     let terms =
         Terms { kind, contact: &contact, jurisdiction_claim: "", include_templates: false, never_enrol_again: false };
     let capture = match app {
-        Some(app) => Some(app.sign(rights, &terms, &probes).await.map_err(|e| e.to_string())?.0),
+        Some(app) => Some(
+            app.sign(rights, &terms, &probes)
+                .await
+                .map_err(|e| {
+                    e.downcast_ref::<tonic::Status>().cloned().unwrap_or_else(|| tonic::Status::unknown(e.to_string()))
+                })?
+                .0,
+        ),
         None => None,
     };
     let (id, secret) = if op == Op::Access {
@@ -419,31 +457,31 @@ async fn request(
                 include_templates: false,
                 capture,
             })
-            .await
-            .map_err(|e| e.message().to_string())?
+            .await?
             .into_inner();
         (r.request_id, r.request_secret)
     } else {
         let r = rights
             .submit_erasure_request(pb::SubmitErasureRequestRequest { probes, contact, capture, ..Default::default() })
-            .await
-            .map_err(|e| e.message().to_string())?
+            .await?
             .into_inner();
         (r.request_id, r.request_secret)
     };
     let status = rights
         .get_request(pb::GetRequestRequest { request_id: id.clone(), request_secret: secret.clone(), wait_seconds: 30 })
-        .await
-        .map_err(|e| e.message().to_string())?
+        .await?
         .into_inner()
         .status
-        .ok_or_else(|| format!("request {id}: the server's answer holds no status"))?;
+        .ok_or_else(|| tonic::Status::unknown(format!("request {id}: the server's answer holds no status")))?;
     let done = match op {
         Op::Erase => matches!(status.erasure_step.as_str(), "keys_purged" | "templates_purged"),
         _ => status.state == "completed",
     };
     if !done {
-        return Err(format!("request {id} is {} {} after 30 s", status.state, status.erasure_step));
+        return Err(tonic::Status::deadline_exceeded(format!(
+            "request {id} is {} {} after 30 s",
+            status.state, status.erasure_step
+        )));
     }
     if op != Op::Erase {
         return Ok(Vec::new());
@@ -453,10 +491,10 @@ async fn request(
         let (mut rights, request) = (rights.clone(), request.clone());
         async move { rights.get_erasure_receipts(request).await }
     })
-    .await
-    .map_err(|e| e.message().to_string())?
+    .await?
     .into_inner();
-    let status: serde_json::Value = serde_json::from_str(&r.erasure_json).map_err(|e| e.to_string())?;
+    let status: serde_json::Value =
+        serde_json::from_str(&r.erasure_json).map_err(|e| tonic::Status::unknown(e.to_string()))?;
     Ok(status["records"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
