@@ -115,7 +115,7 @@ fn main() -> Result<()> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        ids.extend(rights.enroll(&operator, &batch)?.into_iter().map(|e| e.id));
+        ids.extend(rights.enroll(&operator, batch)?.into_iter().map(|e| e.id));
     }
     eprintln!("oubli: {} records enrolled; erasing person {person} ({} records)", ids.len(), samples.len());
     drop(rights);

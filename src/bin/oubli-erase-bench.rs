@@ -79,7 +79,7 @@ fn main() -> Result<()> {
             })
             .collect::<Result<_>>()?;
         n += batch.len();
-        rights.enroll(&operator, &batch)?;
+        rights.enroll(&operator, batch)?;
     }
     let enrol_s = started.elapsed().as_secs_f64();
     eprintln!("{} records enrolled in {enrol_s:.1} s", args.records);

@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 
 mod graph;
+mod group;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -142,6 +143,8 @@ pub struct Engine {
     /// requests.
     quarantined: RwLock<HashSet<RecordId>>,
     writer: Mutex<()>,
+    /// Concurrent enrolments waiting for one write ([`Engine::enroll_grouped`]).
+    group: group::Group,
 }
 
 impl Engine {
@@ -191,6 +194,7 @@ impl Engine {
             graph_status,
             quarantined: RwLock::new(quarantined),
             writer: Mutex::new(()),
+            group: Default::default(),
         })
     }
 
@@ -212,6 +216,16 @@ impl Engine {
     /// `quarantine[i]`, when given, names the policy rule that quarantines record `i`.
     /// On any error nothing is stored.
     #[instrument(skip_all, fields(items = records.len()))]
+    /// [`Engine::enroll`] in a group commit: concurrent calls share one synced write (see
+    /// `group.rs`); each returns once its own records are durable.
+    pub fn enroll_grouped(
+        &self,
+        records: Vec<NewRecord>,
+        quarantine: Vec<Option<&'static str>>,
+    ) -> Result<Vec<Enrolled>, Error> {
+        self.group.enroll(self, records, quarantine)
+    }
+
     pub fn enroll(&self, records: &[NewRecord], quarantine: &[Option<&str>]) -> Result<Vec<Enrolled>, Error> {
         let _writer = self.writer.lock();
         let mut outcomes = Vec::with_capacity(records.len());

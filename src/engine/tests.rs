@@ -1,6 +1,6 @@
 //! The engine on the in-memory store: enrolment and idempotency, both indexes answering the
 //! same records, quarantine, removal, and a reopen that reconciles the stored graph.
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use jiff::Timestamp;
 
@@ -103,4 +103,43 @@ fn unindexed_records_are_never_found_and_a_reopen_reconciles_the_graph() {
     let status = engine.graph_status();
     assert!(status.loaded && status.linked == 1 && status.dropped == 0, "{status:?}");
     assert_eq!(engine.search(&Query::new(&template(3), 1)).unwrap().hits[0].id, ids[3]);
+}
+
+/// Concurrent enrolments through the group commit: every call gets its own records (distinct
+/// ids, all stored and found), a key used by several calls gives every one of them the same
+/// record, and a call refused for an idempotency conflict fails alone, not the others of its
+/// group.
+#[test]
+fn concurrent_grouped_enrolments_each_get_their_own_outcome() {
+    let store = memory();
+    let engine = Arc::new(engine(&store, IndexChoice::Exact));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..40u64 {
+                    let outcome = engine.enroll_grouped(vec![record(1000 + t * 100 + i, None)], vec![None]).unwrap();
+                    mine.push(outcome[0].id);
+                }
+                let shared = engine.enroll_grouped(vec![record(7, Some("shared"))], vec![None]).unwrap()[0].id;
+                let conflict = engine.enroll_grouped(vec![record(8 + t, Some("shared"))], vec![None]);
+                (mine, shared, conflict.is_err())
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut shared = HashSet::new();
+    for t in threads {
+        let (mine, one, refused) = t.join().unwrap();
+        assert!(refused, "other content under a used key is refused");
+        ids.extend(mine);
+        shared.insert(one);
+    }
+    assert_eq!(ids.len(), 8 * 40, "distinct ids for distinct calls");
+    assert_eq!(shared.len(), 1, "one record for the shared key");
+    assert_eq!(engine.stats().unwrap().record_count, 8 * 40 + 1);
+    for id in ids.iter().take(20) {
+        assert!(engine.get(*id).is_ok());
+    }
 }

@@ -30,7 +30,7 @@ impl pb::templates_service_server::TemplatesService for TemplatesService {
         let caller = gate::caller(&request);
         let record = convert::new_record(request.into_inner(), self.rights.engine().dimension(), Timestamp::now())?;
         let rights = self.rights.clone();
-        let enrolled = blocking(move || rights.enroll(&caller, std::slice::from_ref(&record))).await?;
+        let enrolled = blocking(move || rights.enroll(&caller, vec![record])).await?;
         let first = enrolled.first().expect("one outcome per enrolled record");
         tracing::info!(record_id = %first.id, created = first.created, "enrolled");
         Ok(Response::new(pb::EnrollResponse { record_id: first.id.to_string(), created: first.created }))
@@ -60,7 +60,7 @@ impl pb::templates_service_server::TemplatesService for TemplatesService {
         }
         tracing::Span::current().record("items", records.len());
         let rights = self.rights.clone();
-        let enrolled = blocking(move || rights.enroll(&caller, &records)).await?;
+        let enrolled = blocking(move || rights.enroll(&caller, records)).await?;
         let created = enrolled.iter().filter(|e| e.created).count() as u64;
         tracing::info!(items = enrolled.len(), created, "stream enrolled");
         Ok(Response::new(pb::EnrollStreamResponse {

@@ -675,7 +675,7 @@ fn kept_faces_and_attestation_probes_expire() {
     clock.set(later(365));
     let new_face = record(face(0, -0.29), 99);
     let operator = Caller { client: "op".into(), roles: vec![Role::Operator] };
-    assert!(rights.enroll(&operator, std::slice::from_ref(&new_face)).is_ok(), "the kept face expired: enrolled");
+    assert!(rights.enroll(&operator, vec![new_face]).is_ok(), "the kept face expired: enrolled");
     assert_eq!(rights.expire_due().unwrap(), 2, "the faces deleted, and the request minimised");
     assert!(store.suppressed_faces().unwrap().is_empty(), "the kept face's row is deleted");
     assert!(rights.requests.load(sub.id).unwrap().minimised);

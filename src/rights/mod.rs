@@ -356,11 +356,13 @@ impl Rights {
         self.limits.admit_read(peer, self.now())
     }
 
-    /// Enrols `records` if the policy allows every one (else nothing is stored).
+    /// Enrols `records` if the policy allows every one (else nothing is stored), in a group
+    /// commit with whatever other enrolments are in flight: one synced write for all of them,
+    /// each answered once its own records are durable.
     #[instrument(skip_all, fields(items = records.len(), client = %caller.client))]
-    pub fn enroll(&self, caller: &Caller, records: &[NewRecord]) -> Result<Vec<Enrolled>, Error> {
-        let quarantine = self.intake.admit_records(self.engine.records(), records, self.now())?;
-        Ok(self.engine.enroll(records, &quarantine)?)
+    pub fn enroll(&self, caller: &Caller, records: Vec<NewRecord>) -> Result<Vec<Enrolled>, Error> {
+        let quarantine = self.intake.admit_records(self.engine.records(), &records, self.now())?;
+        Ok(self.engine.enroll_grouped(records, quarantine)?)
     }
 
     /// An operator's search (`exact` forces the exact scan): quarantined records are left

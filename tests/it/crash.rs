@@ -142,6 +142,64 @@ async fn an_enrolment_killed_at_each_failpoint_loses_nothing_acknowledged() {
     }
 }
 
+/// Eight clients enrolling one record per call, so the server gathers their calls into group
+/// commits, killed after some are acknowledged: after the restart every acknowledged enrolment
+/// is there (a call is answered only once the group's write is durable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unary_enrolments_killed_mid_group_lose_nothing_acknowledged() {
+    let (requests, _) = seeded(BATCH * 8, 27);
+    let dirs = Dirs::new();
+    let server = Process::spawn(&dirs, None);
+    let acknowledged = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for share in requests.chunks(BATCH) {
+        let mut templates = TemplatesServiceClient::new(server.channel(&dirs).await);
+        let (share, acknowledged) = (share.to_vec(), acknowledged.clone());
+        clients.push(tokio::spawn(async move {
+            for request in share {
+                match templates.enroll(request).await {
+                    Ok(r) => acknowledged.lock().push(r.into_inner().record_id),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Kill once a third are acknowledged (bounded: 30 s at most).
+    for _ in 0..3000 {
+        if acknowledged.lock().len() >= requests.len() / 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    kill(server);
+    for client in clients {
+        let _ = client.await;
+    }
+    let told = acknowledged.lock().clone();
+    assert!(told.len() >= requests.len() / 3, "enrolments were acknowledged before the kill");
+    let server = Process::spawn(&dirs, None);
+    let mut templates = TemplatesServiceClient::new(server.channel(&dirs).await);
+    for id in &told {
+        let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
+        got.unwrap_or_else(|e| panic!("acknowledged record {id} lost: {e}"));
+    }
+    // Stored but never answered: at most the one call each client had in flight.
+    let count = templates.stats(pb::StatsRequest {}).await.unwrap().into_inner().record_count as usize;
+    assert!((told.len()..=told.len() + clients_n()).contains(&count), "{count} records, {} acknowledged", told.len());
+    let enrolled = events(server.channel(&dirs).await)
+        .await
+        .iter()
+        .filter(|e| matches!(e, oubli::transparency::event::Event::Enrolled { .. }))
+        .count();
+    assert_eq!(enrolled, count, "one enrolment leaf per record stored");
+    kill(server);
+}
+
+/// The clients of the concurrent-unary crash test.
+fn clients_n() -> usize {
+    8
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_enrolment_killed_at_random_moments_loses_nothing_and_resurrects_nothing() {
     let rounds: usize = std::env::var("OUBLI_CRASH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(2);
