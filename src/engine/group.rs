@@ -85,11 +85,11 @@ fn enroll_group(engine: &Engine, calls: Vec<Call>) -> Vec<(u64, Result<Vec<Enrol
         quarantine.extend(call.quarantine);
     }
     let held = quarantine;
-    if spans.len() > 1 {
-        if let Ok(all) = engine.enroll(&records, &held) {
-            tracing::debug!(calls = spans.len(), records = records.len(), "group committed");
-            return spans.iter().map(|&(id, start, end)| (id, Ok(all[start..end].to_vec()))).collect();
-        }
+    if spans.len() > 1
+        && let Ok(all) = engine.enroll(&records, &held)
+    {
+        tracing::debug!(calls = spans.len(), records = records.len(), "group committed");
+        return spans.iter().map(|&(id, start, end)| (id, Ok(all[start..end].to_vec()))).collect();
     }
     spans.iter().map(|&(id, start, end)| (id, engine.enroll(&records[start..end], &held[start..end]))).collect()
 }
