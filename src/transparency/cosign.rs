@@ -10,10 +10,12 @@ use std::fmt;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::merkle::Hash;
+use super::{
+    merkle::Hash,
+    note::{self, SignatureLine},
+};
 
 /// The signature type byte of timestamped Ed25519 checkpoint cosignatures.
 pub const COSIGNATURE_V1: u8 = 0x04;
@@ -45,19 +47,6 @@ pub enum CosignError {
     MalformedRequest(&'static str),
 }
 
-fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update([b'\n', COSIGNATURE_V1]);
-    h.update(public);
-    let digest = h.finalize();
-    [digest[0], digest[1], digest[2], digest[3]]
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains('+') && !name.chars().any(char::is_whitespace)
-}
-
 /// A witness's public key: the vkey `<name>+<hex key id>+<base64(0x04 ‖ Ed25519 key)>`, with
 /// the key id `SHA-256(name ‖ "\n" ‖ 0x04 ‖ key)[:4]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,29 +60,10 @@ impl WitnessKey {
     /// Parses a cosigner vkey; refuses another signature type (a log's 0x01 key, say) or a key
     /// id that is not the name's and key's.
     pub fn parse(text: &str) -> Result<Self, CosignError> {
-        let bad = CosignError::MalformedKey;
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected <name>+<key id>+<key>"));
-        };
-        if !valid_name(name) {
-            return Err(bad("name is empty or has a space or a +"));
-        }
-        let mut given = [0u8; 4];
-        if id.len() != 8 || hex::decode_to_slice(id, &mut given).is_err() {
-            return Err(bad("key id is not 8 hex digits"));
-        }
-        let raw = STANDARD.decode(key).map_err(|_| bad("key is not base64"))?;
-        let (&alg, public) = raw.split_first().ok_or(bad("key is empty"))?;
-        if alg != COSIGNATURE_V1 {
-            return Err(bad("not a cosignature/v1 key (type 0x04); a log's verifier key is type 0x01"));
-        }
-        let public: [u8; 32] = public.try_into().map_err(|_| bad("an Ed25519 key is 32 bytes"))?;
-        if key_id(name, &public) != given {
-            return Err(bad("key id does not match the name and key"));
-        }
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| bad("not an Ed25519 point"))?;
-        Ok(WitnessKey { name: name.to_string(), id: given, key })
+        let wrong = "not a cosignature/v1 key (type 0x04); a log's verifier key is type 0x01";
+        let (name, id, key) =
+            note::parse_vkey(text.trim(), COSIGNATURE_V1, wrong).map_err(CosignError::MalformedKey)?;
+        Ok(WitnessKey { name: name.to_string(), id, key })
     }
 
     pub fn name(&self) -> &str {
@@ -129,11 +99,15 @@ pub struct CosignerKey {
 
 impl CosignerKey {
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, CosignError> {
-        if !valid_name(name) {
+        if !note::valid_name(name) {
             return Err(CosignError::MalformedKey("name is empty or has a space or a +"));
         }
         let key = SigningKey::from_bytes(seed);
-        Ok(CosignerKey { name: name.to_string(), id: key_id(name, key.verifying_key().as_bytes()), key })
+        Ok(CosignerKey {
+            name: name.to_string(),
+            id: note::key_id(name, COSIGNATURE_V1, key.verifying_key().as_bytes()),
+            key,
+        })
     }
 
     /// A new key from the operating system's random source.
@@ -207,60 +181,23 @@ pub fn message(checkpoint_text: &str, time: u64) -> String {
 }
 
 fn check_text(text: &str) -> Result<(), CosignError> {
-    if text.is_empty() || !text.ends_with('\n') {
-        return Err(CosignError::MalformedNote("text must be non-empty and end with a newline"));
-    }
-    if text.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(CosignError::MalformedNote("only newline may appear as a control character"));
-    }
-    Ok(())
+    note::text_problem(text).map_err(CosignError::MalformedNote)
 }
 
-/// A signature line, split: the key name and the decoded bytes (key id first).
-struct Line<'a> {
-    text: &'a str,
-    name: &'a str,
-    raw: Vec<u8>,
+fn parse_line(line: &str) -> Result<SignatureLine<'_>, CosignError> {
+    note::signature_line(line).map_err(CosignError::MalformedNote)
 }
 
-impl Line<'_> {
-    fn key(&self) -> (&str, &[u8]) {
-        (self.name, &self.raw[..4])
-    }
-}
-
-fn parse_line(line: &str) -> Result<Line<'_>, CosignError> {
-    let bad = CosignError::MalformedNote;
-    let rest = line.strip_prefix(DASH).ok_or(bad("a line after the text is not a signature"))?;
-    let (name, b64) = rest.split_once(' ').ok_or(bad("signature line has no signature"))?;
-    if !valid_name(name) || b64.contains(' ') {
-        return Err(bad("bad signature line"));
-    }
-    let raw = STANDARD.decode(b64).map_err(|_| bad("signature is not base64"))?;
-    if raw.len() < 5 {
-        return Err(bad("signature too short"));
-    }
-    Ok(Line { text: line, name, raw })
+/// A signature line's key: its name and key id.
+fn key_of<'a>(line: &'a SignatureLine<'_>) -> (&'a str, &'a [u8]) {
+    (line.name, &line.raw[..4])
 }
 
 /// Splits a signed note into its text (with its final newline) and its signature lines
-/// (without their newlines), checking the signed-note syntax.
+/// (without their newlines), checking the signed-note syntax (`note::split`).
 pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), CosignError> {
-    if note.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(CosignError::MalformedNote("only newline may appear as a control character"));
-    }
-    let body = note.strip_suffix('\n').ok_or(CosignError::MalformedNote("the last line must end with a newline"))?;
-    let split = note.rfind("\n\n").ok_or(CosignError::MalformedNote("no blank line before the signatures"))?;
-    let text = &note[..split + 1];
-    check_text(text)?;
-    let lines: Vec<&str> = body.get(split + 2..).unwrap_or("").split('\n').collect();
-    if lines.len() > MAX_SIGNATURES {
-        return Err(CosignError::MalformedNote("too many signatures"));
-    }
-    for line in &lines {
-        parse_line(line)?;
-    }
-    Ok((text, lines))
+    let (text, lines) = note::split(note).map_err(CosignError::MalformedNote)?;
+    Ok((text, lines.into_iter().map(|l| l.line).collect()))
 }
 
 /// A cosignature that verified.
@@ -347,13 +284,13 @@ pub fn count_cosigners(note: &str, witnesses: &[WitnessKey]) -> Result<Cosigners
 pub fn add_signatures(note: &str, lines: &str) -> Result<String, CosignError> {
     let (text, existing) = split_note(note)?;
     let body = lines.strip_suffix('\n').ok_or(CosignError::MalformedNote("signature lines end with a newline"))?;
-    let mut all: Vec<Line<'_>> = existing.into_iter().map(parse_line).collect::<Result<_, _>>()?;
+    let mut all: Vec<SignatureLine<'_>> = existing.into_iter().map(parse_line).collect::<Result<_, _>>()?;
     for line in body.split('\n') {
         let line = parse_line(line)?;
-        if all.iter().any(|l| l.text == line.text) {
+        if all.iter().any(|l| l.line == line.line) {
             continue;
         }
-        if let Some(same) = all.iter().find(|l| l.key() == line.key()) {
+        if let Some(same) = all.iter().find(|l| key_of(l) == key_of(&line)) {
             return Err(CosignError::DuplicateKey(format!("{}+{}", same.name, hex::encode(&same.raw[..4]))));
         }
         all.push(line);
@@ -363,7 +300,7 @@ pub fn add_signatures(note: &str, lines: &str) -> Result<String, CosignError> {
     }
     let mut out = format!("{text}\n");
     for line in &all {
-        out.push_str(line.text);
+        out.push_str(line.line);
         out.push('\n');
     }
     Ok(out)
@@ -426,6 +363,7 @@ impl AddCheckpoint {
 mod tests {
     use super::*;
     use crate::transparency::note::{self, Checkpoint, SignerKey};
+    use sha2::{Digest, Sha256};
 
     const TEXT: &str = "example.com/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n";
 

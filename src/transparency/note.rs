@@ -33,17 +33,51 @@ pub enum NoteError {
     MalformedCheckpoint(&'static str),
 }
 
-fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+/// The key id of a key of signature type `alg`: `SHA-256(name ‖ LF ‖ alg ‖ key)[:4]`.
+pub(super) fn key_id(name: &str, alg: u8, public: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ED25519]);
+    h.update([b'\n', alg]);
     h.update(public);
     let digest = h.finalize();
     [digest[0], digest[1], digest[2], digest[3]]
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('+') && !name.chars().any(char::is_whitespace)
+}
+
+/// Parses a verifier key `<name>+<hex key id>+<base64(alg ‖ Ed25519 key)>` of signature type
+/// `alg` (`wrong_alg` says why another type is refused): its name, key id and key. Shared by
+/// the log's keys (0x01) and the witnesses' (`cosign`, 0x04); each wraps the reason in its own
+/// error.
+pub(super) fn parse_vkey<'a>(
+    text: &'a str,
+    alg: u8,
+    wrong_alg: &'static str,
+) -> Result<(&'a str, [u8; 4], VerifyingKey), &'static str> {
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected <name>+<key id>+<key>");
+    };
+    if !valid_name(name) {
+        return Err("name is empty or has a space or a +");
+    }
+    let mut given = [0u8; 4];
+    if id.len() != 8 || hex::decode_to_slice(id, &mut given).is_err() {
+        return Err("key id is not 8 hex digits");
+    }
+    let raw = STANDARD.decode(key).map_err(|_| "key is not base64")?;
+    let (&found, public) = raw.split_first().ok_or("key is empty")?;
+    if found != alg {
+        return Err(wrong_alg);
+    }
+    let public: [u8; 32] = public.try_into().map_err(|_| "an Ed25519 key is 32 bytes")?;
+    if key_id(name, alg, &public) != given {
+        return Err("key id does not match the name and key");
+    }
+    let key = VerifyingKey::from_bytes(&public).map_err(|_| "not an Ed25519 point")?;
+    Ok((name, given, key))
 }
 
 /// A public key to check notes with: `<name>+<hex key id>+<base64(0x01 ‖ key)>`.
@@ -56,28 +90,9 @@ pub struct VerifierKey {
 
 impl VerifierKey {
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        let mut parts = text.trim_end().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::MalformedKey("expected <name>+<key id>+<key>"));
-        };
-        if !valid_name(name) {
-            return Err(NoteError::MalformedKey("name is empty or has a space or a +"));
-        }
-        let mut given_id = [0u8; 4];
-        if id.len() != 8 || hex::decode_to_slice(id, &mut given_id).is_err() {
-            return Err(NoteError::MalformedKey("key id is not 8 hex digits"));
-        }
-        let raw = STANDARD.decode(key).map_err(|_| NoteError::MalformedKey("key is not base64"))?;
-        let (&alg, public) = raw.split_first().ok_or(NoteError::MalformedKey("key is empty"))?;
-        if alg != ED25519 {
-            return Err(NoteError::MalformedKey("only Ed25519 (type 0x01) keys are supported"));
-        }
-        let public: [u8; 32] = public.try_into().map_err(|_| NoteError::MalformedKey("an Ed25519 key is 32 bytes"))?;
-        if key_id(name, &public) != given_id {
-            return Err(NoteError::MalformedKey("key id does not match the name and key"));
-        }
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| NoteError::MalformedKey("not an Ed25519 point"))?;
-        Ok(VerifierKey { name: name.to_string(), id: given_id, key })
+        let (name, id, key) = parse_vkey(text.trim_end(), ED25519, "only Ed25519 (type 0x01) keys are supported")
+            .map_err(NoteError::MalformedKey)?;
+        Ok(VerifierKey { name: name.to_string(), id, key })
     }
 
     pub fn name(&self) -> &str {
@@ -123,7 +138,7 @@ impl SignerKey {
             return Err(NoteError::MalformedKey("name is empty or has a space or a +"));
         }
         let key = SigningKey::from_bytes(seed);
-        Ok(SignerKey { name: name.to_string(), id: key_id(name, key.verifying_key().as_bytes()), key })
+        Ok(SignerKey { name: name.to_string(), id: key_id(name, ED25519, key.verifying_key().as_bytes()), key })
     }
 
     /// Parses Go's `PRIVATE+KEY+<name>+<hex id>+<base64(0x01 ‖ seed)>`.
@@ -171,13 +186,60 @@ impl fmt::Debug for SignerKey {
 }
 
 fn check_text(text: &str) -> Result<(), NoteError> {
+    text_problem(text).map_err(NoteError::Malformed)
+}
+
+/// Why `text` cannot be a note's text, if it cannot: it must be non-empty, end in LF and hold
+/// no other control character.
+pub(super) fn text_problem(text: &str) -> Result<(), &'static str> {
     if text.is_empty() || !text.ends_with('\n') {
-        return Err(NoteError::Malformed("text must be non-empty and end with a newline"));
+        return Err("text must be non-empty and end with a newline");
     }
     if text.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(NoteError::Malformed("only newline may appear as a control character"));
+        return Err("only newline may appear as a control character");
     }
     Ok(())
+}
+
+/// One signature line of a note, split: the line (without its LF), the key name, and the
+/// decoded bytes (key id first, at least one byte of signature after it).
+pub(super) struct SignatureLine<'a> {
+    pub line: &'a str,
+    pub name: &'a str,
+    pub raw: Vec<u8>,
+}
+
+/// Splits a signed note into its text (with its final LF) and its signature lines, checking the
+/// signed-note syntax (not the signatures): what [`open`] and the witnesses' cosignatures
+/// (`cosign`) both read.
+pub(super) fn split(note: &str) -> Result<(&str, Vec<SignatureLine<'_>>), &'static str> {
+    if note.chars().any(|c| c.is_control() && c != '\n') {
+        return Err("only newline may appear as a control character");
+    }
+    let body = note.strip_suffix('\n').ok_or("the last line must end with a newline")?;
+    let split = note.rfind("\n\n").ok_or("no blank line before the signatures")?;
+    let text = &note[..split + 1];
+    text_problem(text)?;
+    let lines: Vec<&str> = body.get(split + 2..).unwrap_or("").split('\n').collect();
+    if lines.len() > MAX_SIGNATURES {
+        return Err("too many signatures");
+    }
+    let lines = lines.into_iter().map(signature_line).collect::<Result<_, _>>()?;
+    Ok((text, lines))
+}
+
+/// Parses one signature line `— <name> <base64>` (without its LF).
+pub(super) fn signature_line(line: &str) -> Result<SignatureLine<'_>, &'static str> {
+    let rest = line.strip_prefix(DASH).ok_or("a line after the text is not a signature")?;
+    let (name, b64) = rest.split_once(' ').ok_or("signature line has no signature")?;
+    if !valid_name(name) || b64.contains(' ') {
+        return Err("bad signature line");
+    }
+    let raw = STANDARD.decode(b64).map_err(|_| "signature is not base64")?;
+    if raw.len() < 5 {
+        return Err("signature too short");
+    }
+    Ok(SignatureLine { line, name, raw })
 }
 
 /// A note whose signatures were checked.
@@ -193,31 +255,10 @@ pub struct Opened {
 
 /// Opens `note` with the known `keys`.
 pub fn open(note: &str, keys: &[VerifierKey]) -> Result<Opened, NoteError> {
-    if note.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(NoteError::Malformed("only newline may appear as a control character"));
-    }
-    if !note.ends_with('\n') {
-        return Err(NoteError::Malformed("the last line must end with a newline"));
-    }
-    let split = note.rfind("\n\n").ok_or(NoteError::Malformed("no blank line before the signatures"))?;
-    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-    check_text(text)?;
-    let lines: Vec<&str> = sigs.strip_suffix('\n').unwrap_or(sigs).split('\n').collect();
-    if lines.len() > MAX_SIGNATURES {
-        return Err(NoteError::Malformed("too many signatures"));
-    }
+    let (text, lines) = split(note).map_err(NoteError::Malformed)?;
     let (mut verified, mut unverified) = (Vec::new(), Vec::new());
     let mut seen = std::collections::HashSet::new();
-    for line in lines {
-        let rest = line.strip_prefix(DASH).ok_or(NoteError::Malformed("a line after the text is not a signature"))?;
-        let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed("signature line has no signature"))?;
-        if !valid_name(name) || b64.contains(' ') {
-            return Err(NoteError::Malformed("bad signature line"));
-        }
-        let raw = STANDARD.decode(b64).map_err(|_| NoteError::Malformed("signature is not base64"))?;
-        if raw.len() < 5 {
-            return Err(NoteError::Malformed("signature too short"));
-        }
+    for SignatureLine { line, name, raw } in lines {
         if !seen.insert(line) {
             continue;
         }
