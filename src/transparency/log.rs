@@ -27,6 +27,16 @@ pub trait LogSink {
     fn put_checkpoint(&mut self, size: u64, note: &str);
 }
 
+/// A sink that keeps nothing: for a log held only in memory (tests, a simulated log).
+pub struct Discard;
+
+impl LogSink for Discard {
+    fn put_leaf(&mut self, _: u64, _: &[u8]) {}
+    fn put_statements(&mut self, _: u64, _: &str) {}
+    fn put_node(&mut self, _: u32, _: u64, _: &Hash) {}
+    fn put_checkpoint(&mut self, _: u64, _: &str) {}
+}
+
 /// Why a stored log cannot be opened: its rows disagree with each other or with the last
 /// signed checkpoint, or the storage under it failed.
 #[derive(Debug)]
@@ -560,13 +570,7 @@ mod versions {
         statements::for_event,
     };
 
-    struct Sink;
-    impl LogSink for Sink {
-        fn put_leaf(&mut self, _: u64, _: &[u8]) {}
-        fn put_node(&mut self, _: u32, _: u64, _: &Hash) {}
-        fn put_statements(&mut self, _: u64, _: &str) {}
-        fn put_checkpoint(&mut self, _: u64, _: &str) {}
-    }
+    use super::Discard as Sink;
 
     /// A version-1 leaf (no statements digest) and a version-1 receipt (signed without the
     /// context), as written before statements were committed, still read and verify; a body

@@ -374,17 +374,11 @@ mod tests {
     use crate::transparency::{
         cosign::{CosignerKey, add_signatures},
         event::Logged,
-        log::{LogSink, LogWriter},
+        log::LogWriter,
         statements::for_event,
     };
 
-    struct Sink;
-    impl LogSink for Sink {
-        fn put_leaf(&mut self, _: u64, _: &[u8]) {}
-        fn put_node(&mut self, _: u32, _: u64, _: &Hash) {}
-        fn put_statements(&mut self, _: u64, _: &str) {}
-        fn put_checkpoint(&mut self, _: u64, _: &str) {}
-    }
+    use crate::transparency::log::Discard as Sink;
 
     /// A receipt whose checkpoint carries cosignatures passes "witness cosignatures" at a quorum
     /// its witnesses meet, fails it above, and the check sits right after "checkpoint origin".

@@ -15,7 +15,7 @@ use oubli::{
     transparency::{
         cosign::{CosignerKey, WitnessKey, add_signatures, count_cosigners},
         event::{Logged, commitment},
-        log::{LogSink, LogWriter},
+        log::LogWriter,
         merkle::Hash,
         note::{Checkpoint, SignerKey, VerifierKey},
         receipt::{self, Body, Quorum, Receipt},
@@ -29,13 +29,7 @@ use crate::harness::oubli;
 const ORIGIN: &str = "test.example/log";
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-struct Sink;
-impl LogSink for Sink {
-    fn put_leaf(&mut self, _: u64, _: &[u8]) {}
-    fn put_node(&mut self, _: u32, _: u64, _: &Hash) {}
-    fn put_statements(&mut self, _: u64, _: &str) {}
-    fn put_checkpoint(&mut self, _: u64, _: &str) {}
-}
+use oubli::transparency::log::Discard as Sink;
 
 fn signer(seed: u8) -> SignerKey {
     SignerKey::from_seed(ORIGIN, &[seed; 32]).expect("log key")
