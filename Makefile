@@ -12,7 +12,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl chromium
 ARGS ?=
 
-.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-erase compare-deletion fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -117,6 +117,21 @@ BENCH_N ?= 100000
 BENCH_THREADS ?=
 bench-peers: build
 	BENCH_N=$(BENCH_N) BENCH_THREADS=$(BENCH_THREADS) python3 scripts/bench-peers.py
+
+# The same synthetic population served by Oubli (exact and HNSW indexes) and by a Chroma server
+# (`chroma run`, chromadb from PyPI into a venv under target/bench-serve), 10k and 100k records,
+# 1/8/32 concurrent clients of one Rust load generator (`oubli load --bench`): search calls/s,
+# p50/p99 and match recall; single-record enrolments (Oubli's synced, Chroma's defaults).
+# target/bench-serve/results.json, calls-vs-clients.png and a table (about 10 minutes on 2 cores;
+# quick: BENCH_SERVE_N=2000 BENCH_SERVE_CLIENTS=1,8 BENCH_SERVE_SECONDS=2). BENCH_SERVE_PIN=split
+# pins the server to the first core and the client to the last; docs/scaling.md#serving-measured.
+BENCH_SERVE_N ?= 10000,100000
+BENCH_SERVE_CLIENTS ?= 1,8,32
+BENCH_SERVE_SECONDS ?= 5
+BENCH_SERVE_PIN ?= none
+bench-serve: build
+	BENCH_SERVE_N=$(BENCH_SERVE_N) BENCH_SERVE_CLIENTS=$(BENCH_SERVE_CLIENTS) BENCH_SERVE_SECONDS=$(BENCH_SERVE_SECONDS) \
+	  BENCH_SERVE_PIN=$(BENCH_SERVE_PIN) python3 scripts/bench-serve.py
 
 # What an erasure costs as the store grows: phase-1 latency (data-key purge) and the batched
 # phase-2 templates purge, through the real workflow (BENCH_N=1000000 for the 1M run).

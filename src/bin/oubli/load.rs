@@ -6,6 +6,14 @@
 //! enrolled template, until answered) and `erase` (an erasure by one enrolled template, until
 //! phase 1 is logged). Afterwards every acknowledged record not erased must be found, every
 //! erased one must be gone, and the log must extend the checkpoint taken before the run.
+//!
+//! With `--bench` (or `--chroma URL`) it measures one operation instead (`--mix search:1` or
+//! `--mix enroll:1`, `load/bench.rs`): requests built before the clock starts (probes from
+//! `--probes FILE.npy`), each client's latencies kept in its own vector, a warm-up, then calls
+//! per second and percentiles over the measured seconds, and no consistency check. `--chroma
+//! URL --collection ID` sends the same searches and single-record adds to a Chroma server's
+//! HTTP API (v2, `load/chroma.rs`), the calls its Python client makes, so both systems are
+//! measured by the same client.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -27,6 +35,9 @@ use oubli::{
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+mod bench;
+mod chroma;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -54,6 +65,33 @@ pub struct Args {
     /// With --embedded, a new one is made and trusted.
     #[arg(long)]
     capture_key: Option<std::path::PathBuf>,
+    /// Measure one operation (the mix's only op: search or enroll) instead of the mixed run:
+    /// pre-built requests, no shared ledger, no consistency check.
+    #[arg(long)]
+    bench: bool,
+    /// Seconds of calls before the measured --duration (--bench; 0 to 600).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// Search probes, a float32 .npy matrix (one row per probe), sent in turn by the clients
+    /// (--bench); default: 1,000 random unit vectors.
+    #[arg(long)]
+    probes: Option<std::path::PathBuf>,
+    /// Hits per search (--bench).
+    #[arg(long, default_value_t = 10)]
+    k: u32,
+    /// Before measuring, search every probe once and write its hits to this file, one JSON
+    /// object a line in row order: {"row", "ids", "scores"} (Oubli) or {"row", "ids",
+    /// "distances"} (Chroma) (--bench, search).
+    #[arg(long)]
+    results: Option<std::path::PathBuf>,
+    /// Send the calls to a Chroma server (its base URL, http://host:port) instead of Oubli
+    /// (implies --bench): queries and single-record adds through its HTTP API v2, in the
+    /// default tenant and database.
+    #[arg(long, requires = "collection")]
+    chroma: Option<String>,
+    /// The Chroma collection's id (a UUID), for --chroma.
+    #[arg(long)]
+    collection: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,9 +151,15 @@ fn unit(rng: &mut ChaCha8Rng, d: usize) -> Vec<f32> {
     v.into_iter().map(|x| x / norm).collect()
 }
 
-pub async fn run(args: Args, server: &str) -> Result<()> {
+pub async fn run(args: Args, server: &str, json: bool) -> Result<()> {
     if !(1..=256).contains(&args.clients) || !(1..=3600).contains(&args.duration) {
         bail!("use 1 to 256 clients and 1 to 3600 seconds");
+    }
+    if args.bench || args.chroma.is_some() {
+        return bench::run(args, server, json).await;
+    }
+    if args.probes.is_some() || args.results.is_some() {
+        bail!("--probes and --results are for --bench");
     }
     let mut mix = parse_mix(&args.mix)?;
     if !args.embedded && args.capture_key.is_none() {
@@ -134,16 +178,8 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         }
     }
     let (embedded, _tmp) = if args.embedded {
-        let tmp = TempDir::new()?;
-        let mut config = oubli::Config::new(tmp.path().join("data"), tmp.path().join("keys"));
-        config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
-        config.rights.submissions_per_minute = 1_000_000;
-        config.rights.public_submissions_per_minute = 1_000_000;
-        config.rights.queue_capacity = 1_000_000;
-        config.dimension = Some(args.dimension);
-        let server = Embedded::start(config).await.context("the embedded server did not start")?;
-        let token = std::fs::read_to_string(tmp.path().join("keys").join(oubli::grpc::LOCAL_TOKEN_FILE))?;
-        (Some((server, token.trim().to_string())), Some(tmp))
+        let (server, token, tmp) = start_embedded(args.dimension).await?;
+        (Some((server, token)), Some(tmp))
     } else {
         (None, None)
     };
@@ -287,6 +323,21 @@ pub async fn run(args: Args, server: &str) -> Result<()> {
         bail!("the load run failed its checks");
     }
     Ok(())
+}
+
+/// An embedded server on a fresh temp data dir (permissive policy, no per-address submission
+/// limit), with its all-roles local token.
+async fn start_embedded(dimension: usize) -> Result<(Embedded, String, TempDir)> {
+    let tmp = TempDir::new()?;
+    let mut config = oubli::Config::new(tmp.path().join("data"), tmp.path().join("keys"));
+    config.rights.policy = oubli::rights::PolicySource::Profile("permissive".into());
+    config.rights.submissions_per_minute = 1_000_000;
+    config.rights.public_submissions_per_minute = 1_000_000;
+    config.rights.queue_capacity = 1_000_000;
+    config.dimension = Some(dimension);
+    let server = Embedded::start(config).await.context("the embedded server did not start")?;
+    let token = std::fs::read_to_string(tmp.path().join("keys").join(oubli::grpc::LOCAL_TOKEN_FILE))?;
+    Ok((server, token.trim().to_string(), tmp))
 }
 
 /// A fresh directory under the system's temp dir, removed when dropped.

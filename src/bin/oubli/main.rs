@@ -201,7 +201,7 @@ async fn main() -> Result<()> {
         Command::Attest(args) => erase::attest(args, &cli.server).await,
         Command::Keys(c) => erase::keys(c, &cli.server).await,
         Command::Notifications(c) => erase::notifications(c, &cli.server, cli.json).await,
-        Command::Load(args) => load::run(args, &cli.server).await,
+        Command::Load(args) => load::run(args, &cli.server, cli.json).await,
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
