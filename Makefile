@@ -122,9 +122,11 @@ bench-peers: build
 # (`chroma run`, chromadb from PyPI into a venv under target/bench-serve), 10k and 100k records,
 # 1/8/32 concurrent clients of one Rust load generator (`oubli load --bench`): search calls/s,
 # p50/p99 and match recall; single-record enrolments (Oubli's synced, Chroma's defaults).
-# target/bench-serve/results.json, calls-vs-clients.png and a table (about 10 minutes on 2 cores;
-# quick: BENCH_SERVE_N=2000 BENCH_SERVE_CLIENTS=1,8 BENCH_SERVE_SECONDS=2). BENCH_SERVE_PIN=split
-# pins the server to the first core and the client to the last; docs/scaling.md#serving-measured.
+# target/bench-serve/results.json, calls-vs-clients.png and a table: 8 minutes on 2 cores (about
+# 12 the first time, which also generates the populations and installs chromadb); quick:
+# BENCH_SERVE_N=2000 BENCH_SERVE_CLIENTS=1,8 BENCH_SERVE_SECONDS=2 (under 2 minutes).
+# BENCH_SERVE_PIN=split pins the server to the first core and the client to the last
+# (docs/scaling.md#serving-measured).
 BENCH_SERVE_N ?= 10000,100000
 BENCH_SERVE_CLIENTS ?= 1,8,32
 BENCH_SERVE_SECONDS ?= 5
