@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 
+pub mod combine;
 mod graph;
 mod group;
 mod query;
@@ -26,10 +27,12 @@ mod tests;
 
 pub use query::{IndexUse, Matches, OpenOptions, Query};
 
+use combine::Combiner;
+
 use crate::{
     embedding::Embedding,
     index::{
-        ExactIndex, HnswIndex, HnswParams, Index,
+        ExactIndex, Hit, HnswIndex, HnswParams, Index,
         hnsw::{GraphChanges, HnswError},
     },
     record::{NewRecord, Provenance, Record, RecordId},
@@ -145,6 +148,19 @@ pub struct Engine {
     writer: Mutex<()>,
     /// Concurrent enrolments waiting for one write ([`Engine::enroll_grouped`]).
     group: group::Group,
+    /// Concurrent exact searches waiting for one pass of the batched kernel.
+    scans: Combiner<Scan, (Vec<Hit>, usize)>,
+}
+
+/// The most probes one pass of the batched exact kernel scores for concurrent searches: enough
+/// to turn the scan from memory-bound to compute-bound, few enough that a batch stays short.
+const MAX_SCAN_BATCH: usize = 64;
+
+/// One exact search waiting in [`Engine::scans`].
+struct Scan {
+    probe: Embedding,
+    wanted: usize,
+    min_score: Option<f32>,
 }
 
 impl Engine {
@@ -195,6 +211,11 @@ impl Engine {
             quarantined: RwLock::new(quarantined),
             writer: Mutex::new(()),
             group: Default::default(),
+            scans: Combiner::with_leaders(
+                MAX_SCAN_BATCH,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                crate::kernel::BLOCK_PROBES,
+            ),
         })
     }
 
@@ -211,11 +232,6 @@ impl Engine {
         self.store.dimension()
     }
 
-    /// Stores `records` in one durable write and indexes them. An idempotency key seen before
-    /// (in the store or earlier in `records`) answers with its record instead of a new one.
-    /// `quarantine[i]`, when given, names the policy rule that quarantines record `i`.
-    /// On any error nothing is stored.
-    #[instrument(skip_all, fields(items = records.len()))]
     /// [`Engine::enroll`] in a group commit: concurrent calls share one synced write (see
     /// `group.rs`); each returns once its own records are durable.
     pub fn enroll_grouped(
@@ -226,6 +242,11 @@ impl Engine {
         self.group.enroll(self, records, quarantine)
     }
 
+    /// Stores `records` in one durable write and indexes them. An idempotency key seen before
+    /// (in the store or earlier in `records`) answers with its record instead of a new one.
+    /// `quarantine[i]`, when given, names the policy rule that quarantines record `i`.
+    /// On any error nothing is stored.
+    #[instrument(skip_all, fields(items = records.len()))]
     pub fn enroll(&self, records: &[NewRecord], quarantine: &[Option<&str>]) -> Result<Vec<Enrolled>, Error> {
         let _writer = self.writer.lock();
         let mut outcomes = Vec::with_capacity(records.len());
@@ -309,34 +330,34 @@ impl Engine {
         if let Some(s) = min_score.filter(|s| !(-1.0..=1.0).contains(s)) {
             return Err(Error::InvalidMinScore(s));
         }
-        let quarantined = self.quarantined.read();
-        let hidden = if include_quarantined { 0 } else { quarantined.len() };
+        let hidden = if include_quarantined { 0 } else { self.quarantined.read().len() };
         // Ask for enough that k remain once quarantined records are dropped.
         let wanted = k + hidden;
-        // Whichever index answers is read through the one contract both keep (`Index`).
-        let (graph, exact);
-        let index: &dyn Index = match self.hnsw.as_ref().filter(|_| index_use == IndexUse::Configured).map(|h| h.read())
-        {
-            Some(g) if self.graph_answers(g.len()) => {
-                graph = g;
-                &*graph
-            }
-            _ => {
-                exact = self.index.read();
-                &*exact
-            }
+        let graph = self
+            .hnsw
+            .as_ref()
+            .filter(|_| index_use == IndexUse::Configured)
+            .map(|h| h.read())
+            .filter(|g| self.graph_answers(g.len()));
+        let (hits, candidates, index_name) = if let Some(g) = graph {
+            // Graph searches run side by side under the read lock, each on its caller's thread.
+            let (hits, candidates) = g.search_counted(probe, wanted, min_score);
+            (hits, candidates, g.name())
+        } else {
+            // No lock is held while waiting for the batch: its leader takes the index's.
+            let scan = Scan { probe: probe.clone(), wanted, min_score };
+            let (hits, candidates) = self.scans.run(scan, |scans| self.scan_batch(scans));
+            (hits, candidates, "exact")
         };
-        let (hits, candidates) = index.search_counted(probe, wanted, min_score);
-        let index_name = index.name();
         let (hits, candidates) = if hidden == 0 {
             (hits, candidates)
         } else {
+            let quarantined = self.quarantined.read();
             let mut hits = hits;
             hits.retain(|h| !quarantined.contains(&h.id));
             hits.truncate(k);
             (hits, candidates.saturating_sub(hidden))
         };
-        drop(quarantined);
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
             // A record erased between the scan and this read is simply no longer a hit.
@@ -351,6 +372,35 @@ impl Engine {
         }
         tracing::debug!(hits = out.len(), candidates, "searched");
         Ok(SearchResult { hits: out, candidates, index: index_name })
+    }
+
+    /// Exact searches that queued together, in one pass of the batched kernel when there are
+    /// several. Each answer equals the search alone bit for bit: the batched kernel's scores
+    /// are the single-probe kernel's, and hits are ranked by one total order, so the top
+    /// `wanted` of a larger `k`, filtered at the caller's own `min_score`, are the caller's own.
+    fn scan_batch(&self, scans: Vec<Scan>) -> Vec<(Vec<Hit>, usize)> {
+        let index = self.index.read();
+        let compared = index.len();
+        if let [scan] = scans.as_slice() {
+            return vec![index.search_counted(&scan.probe, scan.wanted, scan.min_score)];
+        }
+        let k = scans.iter().map(|s| s.wanted).max().unwrap_or(0);
+        let floor = scans.iter().map(|s| s.min_score).try_fold(f32::INFINITY, |low, m| m.map(|m| low.min(m)));
+        let probes: Vec<Embedding> = scans.iter().map(|s| s.probe.clone()).collect();
+        let all = index.search_batch(&probes, Some(k), floor);
+        drop(index);
+        tracing::debug!(probes = scans.len(), "searches scored in one pass");
+        scans
+            .iter()
+            .zip(all)
+            .map(|(scan, mut hits)| {
+                if let Some(m) = scan.min_score {
+                    hits.retain(|h| h.score >= m);
+                }
+                hits.truncate(scan.wanted);
+                (hits, compared)
+            })
+            .collect()
     }
 
     /// Every record scoring at least `min_score` against each of `probes`, by the exact scan

@@ -236,8 +236,9 @@ where
                 code: code_name(code).to_string(),
                 rights_request: response.extensions().get::<RightsRequestNote>().map(|n| n.0.clone()),
             };
-            // A memtable insert and a buffered write-ahead-log append: cheap enough inline.
-            if let Err(e) = rights.audit(&event) {
+            // A memtable insert and a buffered write-ahead-log append, grouped with the events of
+            // calls ending meanwhile: cheap enough inline.
+            if let Err(e) = rights.audit(event) {
                 tracing::error!(error = %e, "audit trail append failed");
             }
             if let Ok(value) = http::HeaderValue::from_str(&call_id) {

@@ -65,8 +65,7 @@ impl Rights {
         common.identity = identity;
         let secret = Self::new_secret(&mut common);
         let request = AccessRequest { common, include_templates, report: None };
-        let _guard = self.requests.lock();
-        self.requests.save(&request)?;
+        self.requests.save_new(&request)?;
         info!(request_id = %request.id, "access request received");
         let request = Request::Access(request);
         // The holder's view, not the desk's: the sender is not yet anyone in particular.

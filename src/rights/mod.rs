@@ -42,7 +42,7 @@ use tracing::instrument;
 
 use crate::{
     embedding::Embedding,
-    engine::{self, Engine, Enrolled, IndexUse, Query, SearchResult},
+    engine::{self, Engine, Enrolled, IndexUse, Query, SearchResult, combine::Combiner},
     metrics::{Gauge, Metrics},
     record::{NewRecord, Record, RecordId},
     store,
@@ -269,7 +269,14 @@ pub struct Rights {
     requests: Repository,
     metrics: Metrics,
     challenges: identity::Challenges,
+    /// Recipients-log rows of concurrent searches and reads, written in one synced write.
+    disclosures: Combiner<store::Disclosed, Result<(), Error>>,
+    /// Audit events of concurrent calls, appended in one write ([`Rights::audit`]).
+    audits: Combiner<trail::AuditEvent, Result<u64, Error>>,
 }
+
+/// The most calls whose recipients-log rows or audit events go in one write.
+const MAX_GROUPED_WRITES: usize = 256;
 
 impl Rights {
     pub fn new(engine: Arc<Engine>, settings: Settings, clock: Arc<dyn Clock>) -> Result<Rights, Error> {
@@ -288,6 +295,8 @@ impl Rights {
             metrics: Metrics::default(),
             challenges: identity::Challenges::new(settings.capture_ttl, settings.max_challenges),
             settings,
+            disclosures: Combiner::new(MAX_GROUPED_WRITES),
+            audits: Combiner::new(MAX_GROUPED_WRITES),
         };
         rights.prune_audit()?;
         rights.forget_erased_in_reports()?;
@@ -378,16 +387,31 @@ impl Rights {
     ) -> Result<SearchResult, Error> {
         let index = if exact { IndexUse::Exact } else { IndexUse::Configured };
         let result = self.engine.search(&Query { probe, k, min_score, index, include_quarantined: false })?;
-        let ids: Vec<RecordId> = result.hits.iter().map(|h| h.id).collect();
-        self.engine.records().record_disclosures(&ids, &caller.client, self.now())?;
+        self.disclose(caller, result.hits.iter().map(|h| h.id).collect())?;
         Ok(result)
     }
 
     /// One record, for an operator: recorded as disclosed to the caller.
     pub fn get(&self, caller: &Caller, id: RecordId) -> Result<Record, Error> {
         let record = self.engine.get(id)?;
-        self.engine.records().record_disclosures(&[id], &caller.client, self.now())?;
+        self.disclose(caller, vec![id])?;
         Ok(record)
+    }
+
+    /// Writes the recipients-log rows of one answer, grouped with those of the other answers in
+    /// flight into one synced write; returns once the write holding this answer's rows is
+    /// durable, so no answer leaves the server before its disclosure is on disk. If a group's
+    /// write fails, each call's rows are written again on their own, so that one call's error
+    /// is never another's.
+    fn disclose(&self, caller: &Caller, records: Vec<RecordId>) -> Result<(), Error> {
+        let call = store::Disclosed { records, client: caller.client.clone(), at: self.now() };
+        self.disclosures.run(call, |calls| {
+            let store = self.engine.records();
+            if store.record_disclosures(&calls).is_ok() {
+                return calls.iter().map(|_| Ok(())).collect();
+            }
+            calls.iter().map(|call| Ok(store.record_disclosures(std::slice::from_ref(call))?)).collect()
+        })
     }
 
     /// A receiver that changes after every request change.

@@ -5,24 +5,41 @@
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
+use zeroize::Zeroizing;
 
 use super::{
     Error,
     request::{Request, RequestId, Stored},
 };
-use crate::{engine::Engine, transparency::event::Logged};
+use crate::{
+    engine::{Engine, combine::Combiner},
+    transparency::event::Logged,
+};
+
+/// A new request's id and row, waiting in [`Repository::save_new`].
+type NewRow = ([u8; 16], Zeroizing<Vec<u8>>);
+
+/// The most new requests written in one group.
+const MAX_NEW: usize = 64;
 
 pub struct Repository {
     engine: Arc<Engine>,
     /// Serialises request state changes.
     lock: Mutex<()>,
+    /// New requests submitted concurrently, written in one synced write ([`Repository::save_new`]).
+    new: Combiner<NewRow, Result<(), Error>>,
     /// Bumped after every request change, for callers waiting on one.
     changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Repository {
     pub fn new(engine: Arc<Engine>) -> Repository {
-        Repository { engine, lock: Mutex::default(), changes: tokio::sync::watch::Sender::new(0) }
+        Repository {
+            engine,
+            lock: Mutex::default(),
+            new: Combiner::new(MAX_NEW),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
     }
 
     /// Held while a request is read, moved on and written.
@@ -59,6 +76,22 @@ impl Repository {
 
     pub fn save(&self, request: &impl Stored) -> Result<(), Error> {
         Ok(self.engine.requests().put_request(request.id().as_bytes(), &request.encode())?)
+    }
+
+    /// Writes a request just submitted, in one synced write with the other submissions in
+    /// flight; returns once the write holding it is durable. It needs no [`Repository::lock`]:
+    /// its id is fresh and random, so no other state change can hold a copy of it. A group
+    /// whose write fails is written again request by request, so that one's error is never
+    /// another's.
+    pub fn save_new(&self, request: &impl Stored) -> Result<(), Error> {
+        self.new.run((*request.id().as_bytes(), request.encode()), |rows| {
+            let store = self.engine.requests();
+            let plain: Vec<([u8; 16], &[u8])> = rows.iter().map(|(id, row)| (*id, &row[..])).collect();
+            if store.put_requests(&plain).is_ok() {
+                return rows.iter().map(|_| Ok(())).collect();
+            }
+            plain.iter().map(|row| Ok(store.put_requests(std::slice::from_ref(row))?)).collect()
+        })
     }
 
     /// Writes `request` and appends `entry` in one synced write; `apply` first records the

@@ -45,12 +45,27 @@ impl AuditEvent {
 }
 
 impl Rights {
-    pub fn audit(&self, event: &AuditEvent) -> Result<u64, Error> {
-        let seq = self.engine.requests().append_audit(event.at, &mut |seq| event.encode(seq))?;
-        if seq % 10_000 == 0 {
-            self.prune_audit()?;
-        }
-        Ok(seq)
+    /// Appends `event` to the trail, in one write with the events of the other calls ending
+    /// meanwhile (the same promise as alone: in the write-ahead log, unsynced, before this
+    /// returns); returns its sequence number. A follower waits for one unsynced write at most.
+    pub fn audit(&self, event: AuditEvent) -> Result<u64, Error> {
+        self.audits.run(event, |events| {
+            let store = self.engine.requests();
+            let encoders: Vec<_> = events.iter().map(|e| move |seq| e.encode(seq)).collect();
+            let rows: Vec<store::AuditAppend<'_>> =
+                events.iter().zip(&encoders).map(|(e, encode)| store::AuditAppend { at: e.at, encode }).collect();
+            let seqs: Vec<Result<u64, Error>> = match store.append_audit(&rows) {
+                Ok(first) => (first..).take(rows.len()).map(Ok).collect(),
+                Err(_) => rows.iter().map(|row| Ok(store.append_audit(std::slice::from_ref(row))?)).collect(),
+            };
+            // Every 10,000th event prunes the events past retention.
+            if seqs.iter().any(|s| matches!(s, Ok(seq) if seq % 10_000 == 0))
+                && let Err(e) = self.prune_audit()
+            {
+                tracing::warn!(error = %e, "audit pruning failed");
+            }
+            seqs
+        })
     }
 
     pub fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {

@@ -676,7 +676,9 @@ mod tests {
         store.insert(&pairs[..20], Timestamp::now(), &[]).unwrap();
         store.flush_all().unwrap();
         store.insert(&pairs[20..], Timestamp::now(), &[(ids[3], "unknown-jurisdiction")]).unwrap();
-        store.record_disclosures(&ids[..5], "operator-a", Timestamp::now()).unwrap();
+        let disclosed =
+            crate::store::Disclosed { records: ids[..5].to_vec(), client: "operator-a".into(), at: Timestamp::now() };
+        store.record_disclosures(&[disclosed]).unwrap();
         // An earlier access report naming record 2, the erasure request holding the probes,
         // and a control request; flushed, so their versions are in table files.
         let (report, request, control) = ([1u8; 16], [7u8; 16], [2u8; 16]);

@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use zeroize::Zeroizing;
 
 use super::{
-    Deletion, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation, Store, StoreStats, StoredGraph,
-    StoredRequest, Target,
+    AuditAppend, Deletion, Disclosed, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation, Store,
+    StoreStats, StoredGraph, StoredRequest, Target,
     traits::{LogStore, RecordStore, RequestStore},
 };
 use crate::{
@@ -58,8 +58,8 @@ impl RecordStore for Store {
         Store::stats(self)
     }
 
-    fn record_disclosures(&self, records: &[RecordId], client: &str, at: Timestamp) -> Result<(), Error> {
-        Store::record_disclosures(self, records, client, at)
+    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error> {
+        Store::record_disclosures(self, calls)
     }
 
     fn disclosures(&self, id: RecordId) -> Result<Vec<Disclosure>, Error> {
@@ -157,6 +157,10 @@ impl RequestStore for Store {
         Store::put_request(self, id, plaintext)
     }
 
+    fn put_requests(&self, rows: &[([u8; 16], &[u8])]) -> Result<(), Error> {
+        Store::put_requests(self, rows)
+    }
+
     fn put_request_logged(
         &self,
         id: &[u8; 16],
@@ -183,8 +187,8 @@ impl RequestStore for Store {
         Store::requests(self)
     }
 
-    fn append_audit(&self, at: Timestamp, encode: &mut dyn FnMut(u64) -> Vec<u8>) -> Result<u64, Error> {
-        Store::append_audit(self, at, encode)
+    fn append_audit(&self, events: &[AuditAppend<'_>]) -> Result<u64, Error> {
+        Store::append_audit(self, events)
     }
 
     fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>, Error> {

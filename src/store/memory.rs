@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{
-    Deletion, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation, StoreStats, StoredGraph,
-    StoredRequest, Target, codec,
+    AuditAppend, Deletion, Disclosed, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation,
+    StoreStats, StoredGraph, StoredRequest, Target, codec,
     traits::{LogStore, RecordStore, RequestStore},
 };
 use crate::{
@@ -287,11 +287,13 @@ impl RecordStore for MemoryStore {
         Ok(StoreStats { bytes_on_disk: 0, sst_file_count: 0 })
     }
 
-    fn record_disclosures(&self, records: &[RecordId], client: &str, at: Timestamp) -> Result<(), Error> {
+    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error> {
         self.write()?;
         let mut rows = self.lock();
-        for id in records.iter().filter(|id| rows.data_keys.contains(id)).copied().collect::<Vec<_>>() {
-            rows.recipients.entry(id).or_default().push(Disclosure { client: client.into(), at });
+        for call in calls {
+            for id in call.records.iter().filter(|id| rows.data_keys.contains(id)).copied().collect::<Vec<_>>() {
+                rows.recipients.entry(id).or_default().push(Disclosure { client: call.client.clone(), at: call.at });
+            }
         }
         Ok(())
     }
@@ -476,8 +478,15 @@ impl RecordStore for MemoryStore {
 
 impl RequestStore for MemoryStore {
     fn put_request(&self, id: &[u8; 16], plaintext: &[u8]) -> Result<(), Error> {
+        self.put_requests(&[(*id, plaintext)])
+    }
+
+    fn put_requests(&self, rows: &[([u8; 16], &[u8])]) -> Result<(), Error> {
         self.write()?;
-        self.lock().requests.insert(*id, plaintext.to_vec());
+        let mut held = self.lock();
+        for (id, plaintext) in rows {
+            held.requests.insert(*id, plaintext.to_vec());
+        }
         Ok(())
     }
 
@@ -513,13 +522,14 @@ impl RequestStore for MemoryStore {
         Ok(self.lock().requests.iter().map(|(id, r)| (*id, Zeroizing::new(r.clone()))).collect())
     }
 
-    fn append_audit(&self, at: Timestamp, encode: &mut dyn FnMut(u64) -> Vec<u8>) -> Result<u64, Error> {
+    fn append_audit(&self, events: &[AuditAppend<'_>]) -> Result<u64, Error> {
         self.write()?;
         let mut rows = self.lock();
-        let seq = rows.audit.last_key_value().map_or(0, |(s, _)| *s) + 1;
-        let bytes = encode(seq);
-        rows.audit.insert(seq, (at, bytes));
-        Ok(seq)
+        let first = rows.audit.last_key_value().map_or(0, |(s, _)| *s) + 1;
+        for (seq, event) in (first..).zip(events) {
+            rows.audit.insert(seq, (event.at, (event.encode)(seq)));
+        }
+        Ok(first)
     }
 
     fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>, Error> {

@@ -68,7 +68,7 @@ pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
 pub use memory::MemoryStore;
 pub use rotate::Rotation;
-pub use rows::{Disclosure, StoredRequest};
+pub use rows::{AuditAppend, Disclosed, Disclosure, StoredRequest};
 pub use traits::{LogStore, RecordStore, RequestStore, Storage};
 
 /// The log's origin (and signing key name) when a data dir is created without one.
@@ -505,16 +505,49 @@ impl Store {
         codec::decode(id, &plaintext, self.dimension)
     }
 
-    /// Calls `f` with every record, in id order (for rebuilding indexes at start-up).
+    /// Calls `f` with every record, in id order (for rebuilding indexes at start-up). The
+    /// records are read in runs and each run is decrypted on every core, since unwrapping the
+    /// data keys and opening the records is most of the work.
     pub fn for_each(&self, mut f: impl FnMut(Record)) -> Result<usize, Error> {
+        /// Records per run: a few megabytes of ciphertext, enough to keep every core busy.
+        const RUN: usize = 8192;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut rows = self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::Start);
+        let mut run: Vec<SealedRow> = Vec::with_capacity(RUN);
         let mut count = 0;
-        for item in self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::Start) {
-            let (key, sealed) = item?;
-            let id: [u8; 16] = key.as_ref().try_into().map_err(|_| Error::Corrupt("record key is not an id".into()))?;
-            f(self.decrypt(RecordId::from_bytes(id), &sealed)?);
-            count += 1;
+        loop {
+            run.clear();
+            for item in rows.by_ref().take(RUN) {
+                let (key, sealed) = item?;
+                let id: [u8; 16] =
+                    key.as_ref().try_into().map_err(|_| Error::Corrupt("record key is not an id".into()))?;
+                run.push((RecordId::from_bytes(id), sealed));
+            }
+            if run.is_empty() {
+                return Ok(count);
+            }
+            count += run.len();
+            self.decrypt_run(&run, workers)?.into_iter().for_each(&mut f);
         }
-        Ok(count)
+    }
+
+    /// Decrypts `run` on `workers` threads (the caller's among them), in order.
+    fn decrypt_run(&self, run: &[SealedRow], workers: usize) -> Result<Vec<Record>, Error> {
+        let open = |part: &[SealedRow]| -> Result<Vec<Record>, Error> {
+            part.iter().map(|(id, sealed)| self.decrypt(*id, sealed)).collect()
+        };
+        let parts: Vec<&[SealedRow]> = run.chunks(run.len().div_ceil(workers).max(1)).collect();
+        let Some((&last, rest)) = parts.split_last() else { return Ok(Vec::new()) };
+        std::thread::scope(|s| {
+            let others: Vec<_> = rest.iter().map(|&part| s.spawn(move || open(part))).collect();
+            let mine = open(last);
+            let mut out = Vec::with_capacity(run.len());
+            for other in others {
+                out.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+            }
+            out.extend(mine?);
+            Ok(out)
+        })
     }
 
     /// What the data dir occupies.
@@ -535,6 +568,9 @@ impl Drop for Store {
         }
     }
 }
+
+/// A record's id and its sealed row, as read at start-up.
+type SealedRow = (RecordId, Box<[u8]>);
 
 /// A fresh commitment salt for record `id` and the log entry of its enrolment, which names the
 /// record only through that salted commitment, at the second.

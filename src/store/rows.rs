@@ -25,12 +25,34 @@ pub struct Disclosure {
     pub at: Timestamp,
 }
 
+/// One call's disclosures, for [`Store::record_disclosures`]: `client` received `records` at `at`.
+#[derive(Debug, Clone)]
+pub struct Disclosed {
+    pub records: Vec<RecordId>,
+    pub client: String,
+    pub at: Timestamp,
+}
+
+/// One audit event to append, for [`Store::append_audit`]: `encode(seq)` gives its bytes for
+/// the sequence number it gets; `at` orders pruning.
+pub struct AuditAppend<'a> {
+    pub at: Timestamp,
+    pub encode: &'a dyn Fn(u64) -> Vec<u8>,
+}
+
 impl Store {
     /// Stores (or replaces) a request's encrypted state, durably.
     pub fn put_request(&self, id: &[u8; 16], plaintext: &[u8]) -> Result<(), Error> {
+        self.put_requests(&[(*id, plaintext)])
+    }
+
+    /// Stores (or replaces) several requests' encrypted states in one synced write.
+    pub fn put_requests(&self, rows: &[([u8; 16], &[u8])]) -> Result<(), Error> {
         let _keys = self.key_lock.read();
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_REQUESTS), id, crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, plaintext));
+        for (id, plaintext) in rows {
+            batch.put_cf(self.cf(CF_REQUESTS), id, crypto::seal_blob(&self.keys, REQUEST_DOMAIN, id, plaintext));
+        }
         self.db.write_opt(batch, &super::synced())?;
         Ok(())
     }
@@ -96,21 +118,27 @@ impl Store {
         Ok(out)
     }
 
-    /// Records that `client` received `records` at `at`: one row per record, keyed by record
-    /// and sealed under the record's data key. Records erased meanwhile are skipped.
-    pub fn record_disclosures(&self, records: &[RecordId], client: &str, at: Timestamp) -> Result<(), Error> {
+    /// Records each call's disclosures (`client` received `records` at `at`) in one synced
+    /// write: one row per record, keyed by record and sealed under the record's data key.
+    /// Records erased meanwhile are skipped.
+    pub fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error> {
         let _not_erasing = self.erase_lock.read();
         let mut batch = WriteBatch::default();
-        let value = serde_json::to_vec(&Disclosure { client: client.into(), at }).expect("a disclosure serialises");
-        for id in records {
-            let Some(dek) = self.data_key(*id)? else { continue };
-            let seq = self.disclosure_seq.fetch_add(1, Ordering::Relaxed);
-            let mut key = id.as_bytes().to_vec();
-            key.extend_from_slice(&at.as_microsecond().to_be_bytes());
-            key.extend_from_slice(&seq.to_be_bytes());
-            batch.put_cf(self.cf(CF_RECIPIENTS), &key, crypto::seal_derived(&dek, RECIPIENT_DOMAIN, &key, &value));
+        for call in calls {
+            let row = Disclosure { client: call.client.clone(), at: call.at };
+            let value = serde_json::to_vec(&row).expect("a disclosure serialises");
+            for id in &call.records {
+                let Some(dek) = self.data_key(*id)? else { continue };
+                let seq = self.disclosure_seq.fetch_add(1, Ordering::Relaxed);
+                let mut key = id.as_bytes().to_vec();
+                key.extend_from_slice(&call.at.as_microsecond().to_be_bytes());
+                key.extend_from_slice(&seq.to_be_bytes());
+                batch.put_cf(self.cf(CF_RECIPIENTS), &key, crypto::seal_derived(&dek, RECIPIENT_DOMAIN, &key, &value));
+            }
         }
-        self.db.write_opt(batch, &super::synced())?;
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &super::synced())?;
+        }
         Ok(())
     }
 
@@ -151,18 +179,21 @@ impl Store {
         Ok(Some(u64::from_be_bytes(bytes)))
     }
 
-    /// Appends an event to the audit trail: `encode(seq)` gives its bytes for the sequence number
-    /// it gets, which is returned. Not synced per call (it would cost a disk flush per RPC):
-    /// written to the write-ahead log, so a process crash loses nothing, and a power loss at most
-    /// the last moments. `at` orders pruning.
-    pub fn append_audit(&self, at: Timestamp, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, Error> {
+    /// Appends events to the audit trail in one write, with consecutive sequence numbers; returns
+    /// the first. Not synced (it would cost a disk flush per RPC): written to the write-ahead
+    /// log, so a process crash loses nothing, and a power loss at most the last moments.
+    pub fn append_audit(&self, events: &[AuditAppend<'_>]) -> Result<u64, Error> {
         let _order = self.audit_lock.lock();
-        let seq = self.audit_seq.load(Ordering::Relaxed) + 1;
-        let mut value = at.as_microsecond().to_be_bytes().to_vec();
-        value.extend_from_slice(&encode(seq));
-        self.db.put_cf_opt(self.cf(CF_AUDIT), seq.to_be_bytes(), value, &WriteOptions::default())?;
-        self.audit_seq.store(seq, Ordering::Relaxed);
-        Ok(seq)
+        let first = self.audit_seq.load(Ordering::Relaxed) + 1;
+        let mut batch = WriteBatch::default();
+        for (seq, event) in (first..).zip(events) {
+            let mut value = event.at.as_microsecond().to_be_bytes().to_vec();
+            value.extend_from_slice(&(event.encode)(seq));
+            batch.put_cf(self.cf(CF_AUDIT), seq.to_be_bytes(), value);
+        }
+        self.db.write_opt(batch, &WriteOptions::default())?;
+        self.audit_seq.store(first + events.len() as u64 - 1, Ordering::Relaxed);
+        Ok(first)
     }
 
     /// The bytes of the audit events with `seq > after`, oldest first, at most `limit`.

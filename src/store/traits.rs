@@ -14,8 +14,8 @@ use jiff::Timestamp;
 use zeroize::Zeroizing;
 
 use super::{
-    Deletion, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation, StoreStats, StoredGraph,
-    StoredRequest, Target,
+    AuditAppend, Deletion, Disclosed, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation,
+    StoreStats, StoredGraph, StoredRequest, Target,
 };
 use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
@@ -60,8 +60,9 @@ pub trait RecordStore: Send + Sync {
     /// What the store occupies.
     fn stats(&self) -> Result<StoreStats, Error>;
 
-    /// Records that `client` received `records` at `at` (records erased meanwhile are skipped).
-    fn record_disclosures(&self, records: &[RecordId], client: &str, at: Timestamp) -> Result<(), Error>;
+    /// Records each call's disclosures in one durable write (records erased meanwhile are
+    /// skipped).
+    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error>;
 
     /// Who received `id`, oldest first.
     fn disclosures(&self, id: RecordId) -> Result<Vec<Disclosure>, Error>;
@@ -141,6 +142,9 @@ pub trait RequestStore: Send + Sync {
     /// Stores (or replaces) a request's sealed state, durably.
     fn put_request(&self, id: &[u8; 16], plaintext: &[u8]) -> Result<(), Error>;
 
+    /// Stores (or replaces) several requests' sealed states in one durable write.
+    fn put_requests(&self, rows: &[([u8; 16], &[u8])]) -> Result<(), Error>;
+
     /// Stores a request's new state (built from its entry's leaf index) and appends `entry` to
     /// the log in one durable write; returns the leaf index.
     fn put_request_logged(
@@ -165,8 +169,8 @@ pub trait RequestStore: Send + Sync {
     /// Every request, decrypted, in id order.
     fn requests(&self) -> Result<Vec<StoredRequest>, Error>;
 
-    /// Appends an audit event (`encode(seq)` gives its bytes) and returns its sequence number.
-    fn append_audit(&self, at: Timestamp, encode: &mut dyn FnMut(u64) -> Vec<u8>) -> Result<u64, Error>;
+    /// Appends audit events in one write, with consecutive sequence numbers; returns the first.
+    fn append_audit(&self, events: &[AuditAppend<'_>]) -> Result<u64, Error>;
 
     /// The bytes of the audit events with `seq > after`, oldest first, at most `limit`.
     fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>, Error>;

@@ -169,8 +169,7 @@ impl Rights {
         common.matched = plan.iter().map(|&record_id| Match { record_id, score: 1.0 }).collect();
         let mut request = new_erasure(common, origin);
         request.pipeline.keep_face = never_enrol_again;
-        let _guard = self.requests.lock();
-        self.requests.save(&request)?;
+        self.requests.save_new(&request)?;
         info!(request_id = %request.id, "erasure request received");
         let request = Request::Erasure(request);
         // The holder's view, not the desk's: the sender is not yet anyone in particular.
