@@ -147,6 +147,19 @@ fn exact_batch(c: &mut Criterion) {
     });
     group.bench_function("16_probes_batched", |b| b.iter(|| index.search_batch(&probes, Some(10), None)));
     group.finish();
+
+    // The server's micro-batch: up to 64 concurrent searches in one pass over 10,000 records.
+    let mut index = ExactIndex::with_capacity(DIMENSION, 10_000);
+    for i in 0..10_000 {
+        index.insert(RecordId::random(), &Embedding::new(population.sample(i).to_vec(), DIMENSION).expect("unit"));
+    }
+    let probes: Vec<Embedding> =
+        (0..64).map(|i| Embedding::new(population.probe(i).to_vec(), DIMENSION).expect("unit vector")).collect();
+    let mut group = c.benchmark_group("exact_10k_512d");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("64_probes_batched", |b| b.iter(|| index.search_batch(&probes, Some(10), None)));
+    group.finish();
 }
 
 criterion_group!(benches, kernels, hnsw, exact_batch);

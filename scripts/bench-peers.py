@@ -12,7 +12,8 @@ Run through `make bench-peers` (BENCH_N=1000000 for the 1M run). Steps:
    ef_construction=200, a sweep of ef), each on one thread and on all cores (BENCH_THREADS,
    e.g. `2` for only the all-core runs at 1M, where single-thread builds take hours), each in
    its own process so thread settings and memory do not leak between runs; Oubli through
-   `target/release/oubli-bench`;
+   `target/release/oubli-bench` (BENCH_EXACT_ONLY=1: only the exact searches, no HNSW: numpy,
+   faiss flat and Oubli's exact scan, a few minutes at 100k);
 6. target/bench-peers/results.json and recall-vs-qps.png (copied to results-N.json and
    recall-vs-qps-N.png, so the 100k and 1M runs can both be kept), and a table on stdout.
 
@@ -39,6 +40,7 @@ M, EF_CONSTRUCTION = 16, 200
 CORES = os.cpu_count() or 1
 THREADS = sorted({int(t) for t in (os.environ.get("BENCH_THREADS") or f"1,{CORES}").split(",")})
 PEERS = ["numpy", "faiss-cpu", "hnswlib", "matplotlib"]
+EXACT_ONLY = os.environ.get("BENCH_EXACT_ONLY", "") not in ("", "0")
 
 
 def log(*args):
@@ -175,6 +177,9 @@ def worker(system, threads, data, threshold):
         results = flat.search(probes, K)[1]
         run("exact", {"mode": "batched"}, None, len(probes) / (time.perf_counter() - started), results, rss)
         del flat
+        if EXACT_ONLY:
+            print(json.dumps(runs))
+            return
         before = rss_mb()
         started = time.perf_counter()
         hnsw = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
@@ -234,7 +239,8 @@ def run_oubli(data, threshold):
         [str(OUBLI_BENCH), str(data), "--truth", str(data / f"truth-{PROBES}.npy"),
          "--truth-scores", str(data / f"truth-scores-{PROBES}.npy"), "--threshold", str(threshold),
          "--probes", str(PROBES), "--ef", efs, "--m", str(M), "--ef-construction", str(EF_CONSTRUCTION),
-         "--threads", str(max(THREADS))] + (["--single-thread-build"] if 1 in THREADS else []),
+         "--threads", str(max(THREADS))] + (["--single-thread-build"] if 1 in THREADS else [])
+        + (["--skip-hnsw"] if EXACT_ONLY else []),
         check=True, stdout=subprocess.PIPE, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -317,7 +323,7 @@ def main():
     run_peer(python, "truth", CORES, data, threshold)
     results = {"machine": machine(), "runs": []}
     log(f"memory read bandwidth: {results['machine']['mem_read_gbps']:.1f} GB/s")
-    for system in ["numpy", "faiss", "hnswlib"]:
+    for system in ["numpy", "faiss"] + ([] if EXACT_ONLY else ["hnswlib"]):
         for threads in THREADS:
             results["runs"] += run_peer(python, system, threads, data, threshold)
     results["runs"] += run_oubli(data, threshold)

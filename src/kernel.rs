@@ -61,12 +61,34 @@ pub type PanelsFn = fn(probe: &[f32], panels: &[f32], out: &mut [f32]);
 /// element-major (`packed[k * BLOCK_PROBES + p]` is element `k` of probe `p`, see [`pack_probes`]).
 pub type BlockFn = fn(packed: &[f32], panels: &[f32], out: &mut [[f32; BLOCK_ROWS]; BLOCK_PROBES]);
 
-/// The fastest single-probe panel kernel this CPU runs.
+/// Whether this is an AMD CPU of family 0x19 or later (Zen 4, Zen 5): the single-probe scan
+/// there takes its own shape (see `panels_avx512_zen`). Read once from CPUID.
+pub fn is_amd_zen4_or_later() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ZEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ZEN.get_or_init(|| {
+            use std::arch::x86_64::__cpuid;
+            // CPUID exists on every x86_64 CPU; leaf 0 (vendor) and leaf 1 (family) always answer.
+            let (vendor, signature) = (__cpuid(0), __cpuid(1));
+            let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+            let base = (signature.eax >> 8) & 0xf;
+            let family = if base == 0xf { base + ((signature.eax >> 20) & 0xff) } else { base };
+            amd && family >= 0x19
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The fastest single-probe panel kernel this CPU runs: on AMD Zen 4 and later
+/// the Zen kernel (eight panels, L2 prefetch), on other AVX-512 CPUs (the Intel Xeon the first kernel was tuned on)
+/// [`panels_avx512`], unchanged.
 pub fn select_panels() -> PanelsFn {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return panels_avx512;
+            return if is_amd_zen4_or_later() { panels_avx512_zen } else { panels_avx512 };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return panels_avx2_fma;
@@ -195,6 +217,20 @@ fn panels_avx512(probe: &[f32], panels: &[f32], out: &mut [f32]) {
     // SAFETY: `select_panels` hands this kernel out only after detecting AVX-512F; `panels`
     // holds `count` whole panels of the probe's dimension and `out` room for their scores.
     unsafe { x86::panels_avx512(probe, panels.as_ptr(), count, out.as_mut_ptr()) }
+}
+
+/// The single-probe scan for AMD Zen 4: eight panels in flight (eight sums, eight streams) and
+/// a software prefetch into L2 32 lines (2 KB) ahead in each stream. Measured on an EPYC Zen 4
+/// (2 vCPU, 100,000 rows of 512 floats, criterion, one run each): the Intel shape (4 panels,
+/// no prefetch) 21.5-24 GB/s; 4 panels with this prefetch 25.6; 8 panels without 20.9; 8 with
+/// it 29.9 GB/s. Prefetching into L1 instead, or 64 or more lines ahead, was slower (20-24), and
+/// so were 256-bit FMAs (19.6). Same summation order as every panel kernel.
+#[cfg(target_arch = "x86_64")]
+fn panels_avx512_zen(probe: &[f32], panels: &[f32], out: &mut [f32]) {
+    let count = panel_count(probe.len(), panels, out.len());
+    // SAFETY: only handed out (and tested) after detecting AVX-512F; `panels` holds `count`
+    // whole panels of the probe's dimension and `out` room for their scores.
+    unsafe { x86::panels_avx512_zen(probe, panels.as_ptr(), count, out.as_mut_ptr()) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -390,6 +426,54 @@ mod x86 {
     }
 
     /// # Safety
+    /// The CPU must support AVX-512F; `panels` must hold `count` panels of `probe.len()`
+    /// elements each, and `out` room for `count * PANEL` scores.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn panels_avx512_zen(probe: &[f32], panels: *const f32, count: usize, out: *mut f32) {
+        let stride = probe.len() * PANEL;
+        let mut p = 0;
+        while p < count {
+            let n = count - p;
+            // SAFETY: panel p < count starts inside `panels`; the tails score fewer panels.
+            let base = unsafe { panels.add(p * stride) };
+            let out = unsafe { out.add(p * PANEL) };
+            // SAFETY (all three): `base` holds at least as many panels as each call scores.
+            p += match n {
+                8.. => unsafe { zen_group::<8>(probe, base, out) },
+                4.. => unsafe { zen_group::<4>(probe, base, out) },
+                _ => unsafe { zen_group::<1>(probe, base, out) },
+            };
+        }
+    }
+
+    /// `G` panels at `base`, each prefetched 32 lines ahead into L2; returns `G`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `base` must hold `G` panels of `probe.len()` elements and
+    /// `out` room for `G * PANEL` scores.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn zen_group<const G: usize>(probe: &[f32], base: *const f32, out: *mut f32) -> usize {
+        const AHEAD: usize = 32 * PANEL;
+        let stride = probe.len() * PANEL;
+        let mut acc = [_mm512_setzero_ps(); G];
+        for (k, &q) in probe.iter().enumerate() {
+            let q = _mm512_set1_ps(q);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let at = base.wrapping_add(j * stride + k * PANEL);
+                // A prefetch never faults, even past the end; `wrapping_add` keeps it free of UB.
+                _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(AHEAD).cast());
+                // SAFETY: panel j < G has `stride` floats; k < d.
+                *acc = _mm512_fmadd_ps(q, unsafe { _mm512_loadu_ps(at) }, *acc);
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            // SAFETY: out has room for `G * PANEL` scores.
+            unsafe { _mm512_storeu_ps(out.add(j * PANEL), *acc) };
+        }
+        G
+    }
+
+    /// # Safety
     /// The CPU must support AVX-512F; `packed` must hold `d * BLOCK_PROBES` floats and `panels`
     /// `R` panels of `d` elements.
     ///
@@ -516,6 +600,7 @@ mod tests {
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 all.push(("avx512", panels_avx512, block_avx512));
+                all.push(("avx512 zen", panels_avx512_zen, block_avx512));
             }
         }
         all
@@ -524,7 +609,7 @@ mod tests {
     #[test]
     fn every_panel_kernel_gives_the_same_bits_alone_or_batched() {
         for n in [1, 15, 16, 17, 100, 512, 513] {
-            for panels in [1, 2, 3, 4, 5, 9] {
+            for panels in [1, 2, 3, 4, 5, 8, 9, 13, 17] {
                 let (data, probes) = panels_and_probes(n, panels, 11, (n * 31 + panels) as u32);
                 for (name, scan, block) in kernels() {
                     for probe in &probes {

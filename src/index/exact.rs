@@ -21,8 +21,9 @@ use crate::{
 #[repr(C, align(64))]
 struct Block([f32; PANEL]);
 
-/// Panels per call of the single-probe kernel.
-const SCAN_PANELS: usize = 4;
+/// Panels per call of the single-probe kernel: 128 scores between top-k checks. The Zen 4 kernel
+/// takes them eight at a time, the others four (see [`kernel::select_panels`]).
+const SCAN_PANELS: usize = 8;
 
 /// Exact inner-product search over all enrolled vectors.
 pub struct ExactIndex {
