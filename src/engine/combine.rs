@@ -127,6 +127,15 @@ impl<I, O> Combiner<I, O> {
     }
 }
 
+/// One write for every item of a batch or, if that is refused, one write per item, so that one
+/// item's error is never another's: the outputs of a [`Combiner`] whose work is a write.
+pub fn write_all_or_each<T, E>(items: &[T], write: impl Fn(&[T]) -> Result<(), E>) -> Vec<Result<(), E>> {
+    if write(items).is_ok() {
+        return items.iter().map(|_| Ok(())).collect();
+    }
+    items.iter().map(|item| write(std::slice::from_ref(item))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

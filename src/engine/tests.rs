@@ -14,15 +14,7 @@ use crate::{
 const DIM: usize = 16;
 
 fn template(seed: u64) -> Embedding {
-    // A deterministic spread of directions (a small LCG: no RNG state to share between tests).
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let values = (0..DIM)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    Embedding::new(values, DIM).unwrap()
+    wide_template(seed, DIM)
 }
 
 fn record(seed: u64, key: Option<&str>) -> NewRecord {
@@ -144,7 +136,8 @@ fn concurrent_grouped_enrolments_each_get_their_own_outcome() {
     }
 }
 
-/// A template of `dim` values from `seed` (the same generator as [`template`]).
+/// A template of `dim` values from `seed`: a deterministic spread of directions (a small LCG,
+/// no RNG state to share between tests).
 fn wide_template(seed: u64, dim: usize) -> Embedding {
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let values = (0..dim)

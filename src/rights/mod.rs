@@ -42,7 +42,10 @@ use tracing::instrument;
 
 use crate::{
     embedding::Embedding,
-    engine::{self, Engine, Enrolled, IndexUse, Query, SearchResult, combine::Combiner},
+    engine::{
+        self, Engine, Enrolled, IndexUse, Query, SearchResult,
+        combine::{self, Combiner},
+    },
     metrics::{Gauge, Metrics},
     record::{NewRecord, Record, RecordId},
     store,
@@ -406,11 +409,7 @@ impl Rights {
     fn disclose(&self, caller: &Caller, records: Vec<RecordId>) -> Result<(), Error> {
         let call = store::Disclosed { records, client: caller.client.clone(), at: self.now() };
         self.disclosures.run(call, |calls| {
-            let store = self.engine.records();
-            if store.record_disclosures(&calls).is_ok() {
-                return calls.iter().map(|_| Ok(())).collect();
-            }
-            calls.iter().map(|call| Ok(store.record_disclosures(std::slice::from_ref(call))?)).collect()
+            combine::write_all_or_each(&calls, |some| Ok(self.engine.records().record_disclosures(some)?))
         })
     }
 

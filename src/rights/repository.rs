@@ -12,7 +12,10 @@ use super::{
     request::{Request, RequestId, Stored},
 };
 use crate::{
-    engine::{Engine, combine::Combiner},
+    engine::{
+        Engine,
+        combine::{self, Combiner},
+    },
     transparency::event::Logged,
 };
 
@@ -85,12 +88,8 @@ impl Repository {
     /// another's.
     pub fn save_new(&self, request: &impl Stored) -> Result<(), Error> {
         self.new.run((*request.id().as_bytes(), request.encode()), |rows| {
-            let store = self.engine.requests();
             let plain: Vec<([u8; 16], &[u8])> = rows.iter().map(|(id, row)| (*id, &row[..])).collect();
-            if store.put_requests(&plain).is_ok() {
-                return rows.iter().map(|_| Ok(())).collect();
-            }
-            plain.iter().map(|row| Ok(store.put_requests(std::slice::from_ref(row))?)).collect()
+            combine::write_all_or_each(&plain, |some| Ok(self.engine.requests().put_requests(some)?))
         })
     }
 
