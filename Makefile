@@ -9,10 +9,10 @@
 CARGO := scripts/cargo
 # (openssl: docs/usage.md, which runs as a test, makes a TLS certificate with it. chromium: the
 # receipt page's browser test, tests/it/browser.rs, opens docs/verify/index.html in it, headless.)
-APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl chromium
+APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl chromium etcd-server etcd-client
 ARGS ?=
 
-.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion etcd-demo fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -48,6 +48,16 @@ test: lint fmt clippy python-deps
 
 demo: build
 	target/release/oubli demo $(ARGS)
+
+# The etcd key store, narrated: a local 3-member etcd under target/etcd-demo (scripts/etcd-local.sh,
+# loopback only, a small snapshot count so the write-ahead log can be retired), an erasure's keys
+# looked for on every member's disk after each step, a member paused during the purge. The
+# members are stopped at the end, whatever the outcome.
+etcd-demo: build
+	rm -rf target/etcd-demo
+	OUBLI_ETCD_SNAPSHOT_COUNT=100 OUBLI_ETCD_MAX_WALS=1 scripts/etcd-local.sh start target/etcd-demo
+	target/release/oubli cluster demo --dir target/etcd-demo $(ARGS); rc=$$?; \
+	  scripts/etcd-local.sh stop target/etcd-demo; exit $$rc
 
 # The API against buf's STANDARD lint rules (buf.yaml): the protobuf ecosystem's conventions for
 # service and message names. buf comes from npm, pinned, under target/buf: nothing is installed

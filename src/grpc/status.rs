@@ -69,10 +69,12 @@ impl From<store::Error> for Status {
     fn from(e: store::Error) -> Self {
         match e {
             store::Error::Corrupt(_) | store::Error::LogMismatch(_) => data_loss(&e),
-            store::Error::Proof(_) => Status::invalid_argument(e.to_string()),
+            store::Error::Proof(_) | store::Error::TooManyKeys { .. } => Status::invalid_argument(e.to_string()),
             store::Error::NoEntry { .. } => Status::not_found(e.to_string()),
             store::Error::Pending { .. } => pending(e.to_string()),
-            store::Error::Unverified(_) => Status::unavailable(e.to_string()),
+            store::Error::Unverified(_) | store::Error::Consensus { .. } => Status::unavailable(e.to_string()),
+            store::Error::Fenced { .. } => Status::failed_precondition(e.to_string()),
+            store::Error::KeyConflict(_) => Status::aborted(e.to_string()),
             store::Error::Rocks(_)
             | store::Error::Io { .. }
             | store::Error::DimensionMismatch { .. }

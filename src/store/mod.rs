@@ -35,6 +35,7 @@
 //! written with a synced WAL, so an acknowledged write survives a crash and a crash leaves all
 //! of a change or none of it.
 mod codec;
+pub mod consensus;
 pub mod crypto;
 mod erase;
 mod graph;
@@ -215,6 +216,17 @@ pub enum Error {
          log, or start with the newer data dir"
     )]
     BehindMirror { log: u64, mirror: u64, anchor: u64, erasures: usize },
+    #[error("the key store (etcd) could not {what}: {reason}")]
+    Consensus { what: String, reason: String },
+    #[error(
+        "this node planned the write under configuration epoch {ours}, but the cluster is at epoch {current}: \
+         the shard map changed; reload it and plan again"
+    )]
+    Fenced { ours: u64, current: u64 },
+    #[error("record {0} already has another key in the key store: a record id is committed once")]
+    KeyConflict(RecordId),
+    #[error("{n} keys in one write: one etcd transaction carries at most {max}; split the batch")]
+    TooManyKeys { n: usize, max: usize },
 }
 
 /// What an idempotency key says about an enrolment.

@@ -77,6 +77,16 @@ impl Hasher {
         bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(self.base).wrapping_add(u64::from(b) + 1))
     }
 
+    /// The fingerprints of the windows of each of `values`.
+    pub(super) fn prints_of<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Prints {
+        let mut out = Prints::default();
+        for v in values {
+            out.values += 1;
+            out.prints.extend(self.prints(v));
+        }
+        out
+    }
+
     /// The fingerprints of `value`'s windows (none for a value shorter than a window).
     pub(super) fn prints(&self, value: &[u8]) -> Vec<u64> {
         if value.len() < WINDOW {
@@ -198,6 +208,35 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads every file under `dir` once, looking for any window of `prints`. A file that
+/// disappears during the scan (a compaction's input, a rotated log) is skipped: it is no longer
+/// on disk.
+pub(super) fn scan_dir(dir: &Path, hasher: Hasher, prints: &Prints) -> Result<Scan, Error> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut files = Vec::new();
+    files_under(dir, &mut files).map_err(io(dir))?;
+    files.sort();
+    let filter = Filter::new(&prints.prints);
+    let mut scan = Scan { files: 0, bytes: 0, found: Vec::new() };
+    for path in files {
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let (bytes, hits) = scan_reader(hasher, &filter, file).map_err(io(&path))?;
+        scan.files += 1;
+        scan.bytes += bytes;
+        if hits > 0 {
+            scan.found.push((path, hits));
+        }
+    }
+    Ok(scan)
+}
+
 impl Store {
     pub(super) fn hasher(&self) -> Hasher {
         Hasher::new(self.keys.mac(b"oubli/scan-fingerprint/v1", b""))
@@ -205,43 +244,12 @@ impl Store {
 
     /// The fingerprints of `values` (what the scan after a purge looks for).
     pub(super) fn prints_of<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Prints {
-        let hasher = self.hasher();
-        let mut out = Prints::default();
-        for v in values {
-            out.values += 1;
-            out.prints.extend(hasher.prints(v));
-        }
-        out
+        self.hasher().prints_of(values)
     }
 
-    /// Reads every file of the data dir once, looking for any window of `prints`. A file that
-    /// disappears during the scan (a compaction's input, a rotated log) is skipped: it is no
-    /// longer on disk.
+    /// Reads every file of the data dir once, looking for any window of `prints`.
     pub fn scan_data_dir(&self, prints: &Prints) -> Result<Scan, Error> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
-        let mut files = Vec::new();
-        files_under(&self.data_dir, &mut files).map_err(io(&self.data_dir))?;
-        files.sort();
-        let filter = Filter::new(&prints.prints);
-        let hasher = self.hasher();
-        let mut scan = Scan { files: 0, bytes: 0, found: Vec::new() };
-        for path in files {
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io(&path)(e)),
-            };
-            let (bytes, hits) = scan_reader(hasher, &filter, file).map_err(io(&path))?;
-            scan.files += 1;
-            scan.bytes += bytes;
-            if hits > 0 {
-                scan.found.push((path, hits));
-            }
-        }
-        Ok(scan)
+        scan_dir(&self.data_dir, self.hasher(), prints)
     }
 
     /// The scan after a purge, as a check: `what` names the values.

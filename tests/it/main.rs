@@ -3,6 +3,7 @@
 mod architecture;
 mod browser;
 mod cli;
+mod cluster;
 mod crash;
 mod docs;
 mod erasure;

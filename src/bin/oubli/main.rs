@@ -25,6 +25,7 @@ static CA_CERT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new(
 #[macro_use]
 mod output;
 mod capture;
+mod cluster;
 mod demo;
 mod erase;
 mod export;
@@ -150,6 +151,9 @@ enum Command {
     Notifications(erase::Notifications),
     /// Concurrent clients with a mixed workload for a bounded time, then a consistency check.
     Load(load::Args),
+    /// The etcd key store: its members' status, and a narrated purge on a local cluster.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
 }
 
 /// One line of a records JSONL file: a template with its provenance.
@@ -202,6 +206,11 @@ async fn main() -> Result<()> {
         Command::Keys(c) => erase::keys(c, &cli.server).await,
         Command::Notifications(c) => erase::notifications(c, &cli.server, cli.json).await,
         Command::Load(args) => load::run(args, &cli.server, cli.json).await,
+        // The key store's client is synchronous over a runtime of its own.
+        Command::Cluster(c) => {
+            let json = cli.json;
+            tokio::task::spawn_blocking(move || cluster::run(c, json)).await?
+        }
         command => {
             let mut client = connect(&cli.server).await?;
             match command {
@@ -274,7 +283,8 @@ async fn main() -> Result<()> {
                 | Command::Attest(_)
                 | Command::Keys(_)
                 | Command::Notifications(_)
-                | Command::Load(_) => unreachable!("handled above"),
+                | Command::Load(_)
+                | Command::Cluster(_) => unreachable!("handled above"),
             }
             Ok(())
         }

@@ -1,0 +1,894 @@
+//! The consensus key store: the wrapped data keys in etcd, replicated by Raft to every member.
+//!
+//! Crypto-shredding makes the data key the only piece of a record that needs consensus: a
+//! ciphertext without its key is noise, so a record exists exactly when its wrapped key is in
+//! etcd. Committing the key (one transaction) is the commit point of an enrolment; deleting it
+//! (one transaction) is the commit point of an erasure. Every write carries the configuration
+//! epoch it was planned under and is refused once the cluster has moved on (fencing).
+//!
+//! A deleted key is not yet gone from the members' disks (../shared/DOMAIN.md): it stays
+//! readable at old revisions until a compaction, in the bbolt file until a defragmentation, and
+//! in the write-ahead log until a snapshot lets etcd retire the segment that holds it. The purge
+//! ([`ConsensusKeys::purge`]) does all three and then checks each member beside it: the compact
+//! revision the member reports, a read at an old revision refused, the oldest WAL segment past
+//! the delete's Raft index, and a byte scan of its data dir for the erased keys. A member that
+//! does not answer, or fails a check, is named as pending; nothing is claimed for it.
+//!
+//! etcd's client is async; this facade is synchronous over a runtime of its own, so the core
+//! calls it like the RocksDB store. It must not be called from an async task: use
+//! `spawn_blocking`.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
+};
+
+use super::{
+    Error,
+    crypto::KeyRing,
+    scan::{self, Hasher, Prints, Scan},
+};
+use crate::record::RecordId;
+
+/// One etcd member: its client URL and, when this node runs beside it, its data dir (the
+/// checks of a purge read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub endpoint: String,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How to reach the cluster and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub members: Vec<Member>,
+    /// Prefix of every key this store writes.
+    pub namespace: String,
+    /// One request's timeout.
+    pub request_timeout: Duration,
+    /// How long a write is retried (leader elections, a member down) before it is refused.
+    pub write_deadline: Duration,
+    /// How long one member's defragmentation may take.
+    pub defrag_timeout: Duration,
+    /// How long the purge may spend retiring write-ahead-log segments, and how many bytes of
+    /// filler it may write to make etcd cut and snapshot past the delete.
+    pub wal_deadline: Duration,
+    pub max_filler_bytes: u64,
+}
+
+impl ClusterConfig {
+    /// `etcd://host:port,host:port,...` (or `http://` URLs, comma-separated).
+    pub fn parse(spec: &str) -> Result<ClusterConfig, Error> {
+        let list = spec.strip_prefix("etcd://").unwrap_or(spec);
+        let mut members = Vec::new();
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let endpoint = if part.contains("://") { part.to_string() } else { format!("http://{part}") };
+            let hostport = endpoint.split_once("://").map(|(_, r)| r).unwrap_or_default();
+            if hostport.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(Error::Consensus {
+                    what: "parse the cluster address".into(),
+                    reason: format!("{part:?} is not host:port; write etcd://127.0.0.1:2379,127.0.0.1:2381,..."),
+                });
+            }
+            members.push(Member { endpoint, data_dir: None });
+        }
+        if members.is_empty() {
+            return Err(Error::Consensus {
+                what: "parse the cluster address".into(),
+                reason: "no members given; write etcd://127.0.0.1:2379,127.0.0.1:2381,...".into(),
+            });
+        }
+        Ok(ClusterConfig {
+            members,
+            namespace: "oubli".into(),
+            request_timeout: Duration::from_secs(2),
+            write_deadline: Duration::from_secs(10),
+            defrag_timeout: Duration::from_secs(30),
+            wal_deadline: Duration::from_secs(120),
+            max_filler_bytes: 320 << 20,
+        })
+    }
+
+    /// The same members, each with the data dir of the same position in `dirs`.
+    pub fn with_data_dirs(mut self, dirs: &[PathBuf]) -> ClusterConfig {
+        for (m, d) in self.members.iter_mut().zip(dirs) {
+            m.data_dir = Some(d.clone());
+        }
+        self
+    }
+}
+
+/// The outcome of committing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// This call wrote them, at this revision.
+    Now { revision: i64 },
+    /// An earlier attempt whose answer was lost had written exactly these values.
+    Already,
+}
+
+/// A committed deletion: what its purge must reach past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// The revision right after the delete: compaction to it drops every older revision.
+    pub revision: i64,
+    /// How many of the keys were there.
+    pub deleted: usize,
+    /// A Raft index at or past the delete's entry (the highest any member reported after it),
+    /// so every entry that ever held the keys is at or below it.
+    pub index_bound: u64,
+}
+
+/// One member after a purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPurge {
+    pub endpoint: String,
+    /// etcd's member id, when it answered.
+    pub id: Option<u64>,
+    pub outcome: Outcome,
+}
+
+/// What a purge established about one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check passed; each string says what was checked.
+    Checked(Vec<String>),
+    /// Not established, and why (the member did not answer, or a check failed).
+    Pending(String),
+}
+
+/// The result of a purge, member by member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purge {
+    pub revision: i64,
+    pub members: Vec<MemberPurge>,
+    /// Filler written to make etcd retire its write-ahead-log segments, and how long that took.
+    pub filler_bytes: u64,
+    pub wal_retirement: Duration,
+    pub defrag: Duration,
+}
+
+impl Purge {
+    /// Every member checked.
+    pub fn is_complete(&self) -> bool {
+        self.members.iter().all(|m| matches!(m.outcome, Outcome::Checked(_)))
+    }
+
+    /// The members still pending, with why.
+    pub fn pending(&self) -> Vec<(&str, &str)> {
+        self.members
+            .iter()
+            .filter_map(|m| match &m.outcome {
+                Outcome::Pending(why) => Some((m.endpoint.as_str(), why.as_str())),
+                Outcome::Checked(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// What one member reports of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub endpoint: String,
+    pub answer: Result<MemberState, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    pub id: u64,
+    pub version: String,
+    pub is_leader: bool,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub db_size: i64,
+}
+
+/// A read's consistency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Through the leader: sees every committed write; needs a majority.
+    Linearizable,
+    /// Serializable: answered by whichever member is asked, as far as it has applied, without a
+    /// round through the leader; still refused by a member that knows no leader. For a read with
+    /// no majority at all, [`ConsensusKeys::get_from`] asks one member alone.
+    Local,
+}
+
+/// A key as etcd holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub wrapped: Vec<u8>,
+    /// How many times the key was written since it was created: 1 for a key committed once.
+    pub version: i64,
+}
+
+/// The wrapped data keys in etcd.
+pub struct ConsensusKeys {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    config: ClusterConfig,
+    hasher: Hasher,
+}
+
+/// The filler values written to move etcd's write-ahead log on, and the small ones that only
+/// count entries towards a snapshot.
+const FILLER_VALUE: usize = 1_000_000;
+/// The most keys one commit or delete may carry: etcd refuses a transaction with more than
+/// `--max-txn-ops` (128 by default) operations in a branch, and each carries one more.
+pub const MAX_KEYS_PER_TXN: usize = 127;
+const TICK_VALUE: usize = 64;
+
+impl ConsensusKeys {
+    /// Connects to the cluster and makes sure its configuration epoch exists (1 when new).
+    /// `keys` gives the secret of the byte scans' fingerprints, so a purge resumed by another
+    /// process looks for the same prints; no key leaves the key ring.
+    pub fn open(config: ClusterConfig, keys: &KeyRing) -> Result<ConsensusKeys, Error> {
+        let mut store = ConsensusKeys::connect(config)?;
+        store.hasher = Hasher::new(keys.mac(b"oubli/etcd-scan-fingerprint/v1", b""));
+        let epoch = store.epoch_key();
+        store.write("create the configuration epoch", |mut c| {
+            let epoch = epoch.clone();
+            async move {
+                c.txn(
+                    Txn::new()
+                        .when([Compare::create_revision(epoch.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(epoch, "1", None)]),
+                )
+                .await
+            }
+        })?;
+        Ok(store)
+    }
+
+    /// Connects without writing anything (to read status). Its fingerprints use a secret of
+    /// this process's own.
+    pub fn connect(config: ClusterConfig) -> Result<ConsensusKeys, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("oubli-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Consensus { what: "start the etcd client".into(), reason: e.to_string() })?;
+        let endpoints: Vec<String> = config.members.iter().map(|m| m.endpoint.clone()).collect();
+        let client = runtime
+            .block_on(Client::connect(&endpoints, Some(options(config.request_timeout, true))))
+            .map_err(|e| unavailable("connect to etcd", &e))?;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| Error::Consensus { what: "draw a scan secret".into(), reason: e.to_string() })?;
+        Ok(ConsensusKeys { runtime, client, config, hasher: Hasher::new(secret) })
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}/epoch", self.config.namespace)
+    }
+
+    fn key_of(&self, id: RecordId) -> String {
+        format!("{}/keys/{id}", self.config.namespace)
+    }
+
+    fn filler_prefix(&self) -> String {
+        format!("{}/purge-filler/", self.config.namespace)
+    }
+
+    /// The configuration epoch every write is checked against.
+    pub fn epoch(&self) -> Result<u64, Error> {
+        let key = self.epoch_key();
+        let got = self.write("read the configuration epoch", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        parse_epoch(got.kvs().first().map(|kv| kv.value()))
+    }
+
+    /// Moves the epoch from `from` to `from + 1` (a new shard map); writes planned under `from`
+    /// are refused from then on.
+    pub fn advance_epoch(&self, from: u64) -> Result<u64, Error> {
+        let key = self.epoch_key();
+        let resp = self.write("advance the configuration epoch", |mut c| {
+            let key = key.clone();
+            async move {
+                c.txn(
+                    Txn::new()
+                        .when([Compare::value(key.clone(), CompareOp::Equal, from.to_string())])
+                        .and_then([TxnOp::put(key.clone(), (from + 1).to_string(), None)])
+                        .or_else([TxnOp::get(key, None)]),
+                )
+                .await
+            }
+        })?;
+        if resp.succeeded() {
+            return Ok(from + 1);
+        }
+        Err(Error::Fenced { ours: from, current: current_epoch(&resp.op_responses())? })
+    }
+
+    /// Commits the wrapped keys of new records, all or none, under configuration `epoch`. Each
+    /// key must be new: a record id is committed once. A retry after a lost answer finds its own
+    /// values and reports [`Committed::Already`], so a key is never written twice.
+    pub fn commit(&self, epoch: u64, keys: &[(RecordId, &[u8])]) -> Result<Committed, Error> {
+        if keys.is_empty() {
+            return Ok(Committed::Already);
+        }
+        too_many(keys.len())?;
+        let epoch_key = self.epoch_key();
+        let names: Vec<String> = keys.iter().map(|(id, _)| self.key_of(*id)).collect();
+        let resp = self.write("commit the records' keys", |mut c| {
+            let mut when = vec![Compare::value(epoch_key.clone(), CompareOp::Equal, epoch.to_string())];
+            when.extend(names.iter().map(|k| Compare::create_revision(k.clone(), CompareOp::Equal, 0)));
+            let then: Vec<TxnOp> = names.iter().zip(keys).map(|(k, (_, v))| TxnOp::put(k.clone(), *v, None)).collect();
+            let mut otherwise = vec![TxnOp::get(epoch_key.clone(), None)];
+            otherwise.extend(names.iter().map(|k| TxnOp::get(k.clone(), None)));
+            async move { c.txn(Txn::new().when(when).and_then(then).or_else(otherwise)).await }
+        })?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+        if resp.succeeded() {
+            return Ok(Committed::Now { revision });
+        }
+        let answers = resp.op_responses();
+        let current = current_epoch(&answers)?;
+        if current != epoch {
+            return Err(Error::Fenced { ours: epoch, current });
+        }
+        let mut same = 0;
+        for ((id, ours), answer) in keys.iter().zip(&answers[1..]) {
+            if let TxnOpResponse::Get(got) = answer {
+                match got.kvs().first() {
+                    Some(kv) if kv.value() == *ours && kv.version() == 1 => same += 1,
+                    Some(_) => return Err(Error::KeyConflict(*id)),
+                    None => {}
+                }
+            }
+        }
+        if same == keys.len() {
+            Ok(Committed::Already)
+        } else {
+            // Some of the keys exist with these values and some do not: an earlier call
+            // committed another set that overlaps this one.
+            Err(Error::KeyConflict(keys[0].0))
+        }
+    }
+
+    /// A record's wrapped key, or `None` when it has none (never committed, or erased).
+    pub fn get(&self, id: RecordId, read: Read) -> Result<Option<StoredKey>, Error> {
+        let key = self.key_of(id);
+        let opts = match read {
+            Read::Linearizable => None,
+            Read::Local => Some(GetOptions::new().with_serializable()),
+        };
+        let got = self.write("read a record's key", |mut c| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { c.get(key, opts).await }
+        })?;
+        Ok(got.kvs().first().map(|kv| StoredKey { wrapped: kv.value().to_vec(), version: kv.version() }))
+    }
+
+    /// A record's key as member `member` alone has applied it (no majority needed).
+    pub fn get_from(&self, member: usize, id: RecordId) -> Result<Option<StoredKey>, Error> {
+        let key = self.key_of(id);
+        let mut c = self.member_client(member, self.config.request_timeout)?;
+        let got = self
+            .runtime
+            .block_on(async move { c.get(key, Some(GetOptions::new().with_serializable())).await })
+            .map_err(|e| unavailable("read a record's key from one member", &e))?;
+        Ok(got.kvs().first().map(|kv| StoredKey { wrapped: kv.value().to_vec(), version: kv.version() }))
+    }
+
+    /// A record's key as of an older `revision`, from member `i` alone: what a reader of the
+    /// history still gets after a delete, until a compaction.
+    pub fn get_at(&self, i: usize, id: RecordId, revision: i64) -> Result<Option<StoredKey>, Error> {
+        let key = self.key_of(id);
+        let mut c = self.member_client(i, self.config.request_timeout)?;
+        let opts = GetOptions::new().with_serializable().with_revision(revision);
+        let got = self
+            .runtime
+            .block_on(async move { c.get(key, Some(opts)).await })
+            .map_err(|e| unavailable("read a record's key at an older revision", &e))?;
+        Ok(got.kvs().first().map(|kv| StoredKey { wrapped: kv.value().to_vec(), version: kv.version() }))
+    }
+
+    /// How many records have a key.
+    pub fn count(&self) -> Result<usize, Error> {
+        let prefix = format!("{}/keys/", self.config.namespace);
+        let got = self.write("count the records' keys", |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await }
+        })?;
+        Ok(got.count() as usize)
+    }
+
+    /// Deletes the records' keys in one transaction under configuration `epoch`: the commit
+    /// point of their erasure. What stays on the members' disks is for [`Self::purge`].
+    pub fn delete(&self, epoch: u64, ids: &[RecordId]) -> Result<Deleted, Error> {
+        too_many(ids.len())?;
+        let epoch_key = self.epoch_key();
+        let names: Vec<String> = ids.iter().map(|id| self.key_of(*id)).collect();
+        let resp = self.write("delete the records' keys", |mut c| {
+            let when = vec![Compare::value(epoch_key.clone(), CompareOp::Equal, epoch.to_string())];
+            let then: Vec<TxnOp> = names.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
+            let otherwise = vec![TxnOp::get(epoch_key.clone(), None)];
+            async move { c.txn(Txn::new().when(when).and_then(then).or_else(otherwise)).await }
+        })?;
+        let answers = resp.op_responses();
+        if !resp.succeeded() {
+            return Err(Error::Fenced { ours: epoch, current: current_epoch(&answers)? });
+        }
+        let deleted = answers
+            .iter()
+            .map(|a| match a {
+                TxnOpResponse::Delete(d) => d.deleted() as usize,
+                _ => 0,
+            })
+            .sum();
+        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+        let index_bound =
+            self.status().iter().filter_map(|s| s.answer.as_ref().ok().map(|a| a.raft_index)).max().ok_or_else(
+                || Error::Consensus {
+                    what: "read the Raft index after the delete".into(),
+                    reason: "no member answered".into(),
+                },
+            )?;
+        Ok(Deleted { revision, deleted, index_bound })
+    }
+
+    /// Every member's own report, one at a time, each bounded by the request timeout.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        (0..self.config.members.len())
+            .map(|i| MemberStatus {
+                endpoint: self.config.members[i].endpoint.clone(),
+                answer: self.member_state(i).map_err(|e| e.to_string()),
+            })
+            .collect()
+    }
+
+    fn member_state(&self, i: usize) -> Result<MemberState, Error> {
+        let mut c = self.member_client(i, self.config.request_timeout)?;
+        self.runtime
+            .block_on(async move {
+                let s = c.status().await?;
+                let h = c.hash_kv(0).await?;
+                let header = s.header().map(|h| (h.member_id(), h.revision())).unwrap_or_default();
+                Ok::<_, etcd_client::Error>(MemberState {
+                    id: header.0,
+                    version: s.version().to_string(),
+                    is_leader: s.leader() == header.0,
+                    raft_index: s.raft_index(),
+                    raft_term: s.raft_term(),
+                    revision: header.1,
+                    compact_revision: h.compact_version(),
+                    db_size: s.db_size(),
+                })
+            })
+            .map_err(|e| unavailable("read a member's status", &e))
+    }
+
+    /// A client of member `i` alone.
+    fn member_client(&self, i: usize, timeout: Duration) -> Result<Client, Error> {
+        let endpoint = [self.config.members[i].endpoint.clone()];
+        self.runtime
+            .block_on(Client::connect(endpoint, Some(options(timeout, false))))
+            .map_err(|e| unavailable("connect to one etcd member", &e))
+    }
+
+    /// Removes an erasure's keys from every member's disk and checks each member beside it:
+    /// compaction to the delete's revision, then each member defragmented in turn, then the
+    /// write-ahead-log segments that held the keys retired (etcd retires a segment only after
+    /// a snapshot past it, so filler is written until each member has cut and snapshotted past
+    /// the delete, bounded in bytes and time), then the filler removed the same way. `erased`
+    /// are the fingerprints of the erased wrapped keys ([`Self::prints_of`]). Safe to repeat:
+    /// a second purge after a member comes back completes it.
+    pub fn purge(&self, deleted: &Deleted, erased: &Prints) -> Result<Purge, Error> {
+        let mut pending: BTreeMap<usize, String> = BTreeMap::new();
+        let mut ids: BTreeMap<usize, u64> = BTreeMap::new();
+        for i in 0..self.config.members.len() {
+            match self.member_state(i) {
+                Ok(s) => {
+                    ids.insert(i, s.id);
+                }
+                Err(e) => {
+                    pending.insert(i, format!("did not answer: {e}"));
+                }
+            }
+        }
+        let live: Vec<usize> = (0..self.config.members.len()).filter(|i| !pending.contains_key(i)).collect();
+        if live.is_empty() {
+            return Err(Error::Consensus { what: "purge".into(), reason: "no member answered".into() });
+        }
+        let client = self.client_of(&live)?;
+        self.compact_via(&client, deleted.revision)?;
+        let started = Instant::now();
+        self.defragment_each(&mut pending);
+        let mut defrag = started.elapsed();
+        let started = Instant::now();
+        let filler_bytes = self.retire_wal(&client, deleted.index_bound, &pending)?;
+        let wal_retirement = started.elapsed();
+        if filler_bytes > 0 {
+            let revision = self.delete_filler(&client)?;
+            self.compact_via(&client, revision)?;
+            let started = Instant::now();
+            self.defragment_each(&mut pending);
+            defrag += started.elapsed();
+        }
+        let members = (0..self.config.members.len())
+            .map(|i| {
+                let endpoint = self.config.members[i].endpoint.clone();
+                let outcome = match pending.remove(&i) {
+                    Some(why) => Outcome::Pending(why),
+                    None => match self.check_member(i, deleted, erased) {
+                        Ok(checks) => Outcome::Checked(checks),
+                        Err(why) => Outcome::Pending(why),
+                    },
+                };
+                MemberPurge { endpoint, id: ids.get(&i).copied(), outcome }
+            })
+            .collect();
+        Ok(Purge { revision: deleted.revision, members, filler_bytes, wal_retirement, defrag })
+    }
+
+    /// The fingerprints the purge's byte scans look for, of values about to be erased.
+    pub fn prints_of<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Prints {
+        self.hasher.prints_of(values)
+    }
+
+    /// A byte scan of member `i`'s data dir for `prints` (`None` without a data dir).
+    pub fn scan_member(&self, i: usize, prints: &Prints) -> Result<Option<Scan>, Error> {
+        match &self.config.members[i].data_dir {
+            Some(dir) => scan::scan_dir(dir, self.hasher, prints).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Compacts the cluster's history up to `revision` (physically: the call returns once the
+    /// member that answered has removed the older revisions from its file; the others apply it
+    /// from the Raft log, and a purge's checks read each one's compact revision). Repeating it is
+    /// not an error.
+    pub fn compact(&self, revision: i64) -> Result<(), Error> {
+        self.compact_via(&self.client, revision)
+    }
+
+    fn compact_via(&self, client: &Client, revision: i64) -> Result<(), Error> {
+        let result = self.write_via(client, "compact past the delete", |mut c| async move {
+            c.compact(revision, Some(CompactionOptions::new().with_physical())).await.map(|_| ())
+        });
+        match result {
+            // A repeated purge: compacted to it or past it already.
+            Err(Error::Consensus { reason, .. }) if reason.contains("compacted") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Defragments member `i` alone (bounded by the defrag timeout).
+    pub fn defragment(&self, i: usize) -> Result<(), Error> {
+        let mut c = self.member_client(i, self.config.defrag_timeout)?;
+        self.runtime
+            .block_on(async move { c.defragment().await })
+            .map(|_| ())
+            .map_err(|e| unavailable("defragment", &e))
+    }
+
+    /// Defragments the members not yet pending, one at a time (a member defragmenting does not
+    /// serve), each bounded by the defrag timeout; one that fails becomes pending.
+    fn defragment_each(&self, pending: &mut BTreeMap<usize, String>) {
+        for i in 0..self.config.members.len() {
+            if pending.contains_key(&i) {
+                continue;
+            }
+            if let Err(e) = self.defragment(i) {
+                pending.insert(i, format!("defragmentation did not complete: {e}"));
+            }
+        }
+    }
+
+    /// Writes filler until the oldest write-ahead-log segment of every member that answers and
+    /// runs beside this node starts past `bound`; returns the filler's bytes. Members pending
+    /// already, or without a data dir, are not waited for (their check says so).
+    fn retire_wal(&self, client: &Client, bound: u64, pending: &BTreeMap<usize, String>) -> Result<u64, Error> {
+        let dirs: Vec<&Path> = (0..self.config.members.len())
+            .filter(|i| !pending.contains_key(i))
+            .filter_map(|i| self.config.members[i].data_dir.as_deref())
+            .collect();
+        let deadline = Instant::now() + self.config.wal_deadline;
+        let prefix = self.filler_prefix();
+        let (mut bytes, mut n) = (0u64, 0u64);
+        let big = vec![b'f'; FILLER_VALUE];
+        let small = vec![b't'; TICK_VALUE];
+        loop {
+            let segments: Vec<Option<WalSegments>> = dirs.iter().map(|d| wal_segments(d).ok()).collect();
+            if segments.iter().all(|s| s.as_ref().is_some_and(|s| s.oldest > bound)) {
+                return Ok(bytes);
+            }
+            if Instant::now() >= deadline || bytes >= self.config.max_filler_bytes {
+                return Ok(bytes);
+            }
+            // Until every member has cut a segment past the delete, its current segment must be
+            // filled (etcd cuts at 64 MB); after that only entries count, towards a snapshot past
+            // the cut; after that etcd removes the retired segments on a 30-second timer.
+            let cut = segments.iter().all(|s| s.as_ref().is_some_and(|s| s.newest > bound));
+            let snapped = dirs
+                .iter()
+                .zip(&segments)
+                .all(|(d, s)| s.as_ref().is_some_and(|s| newest_snapshot(d).is_some_and(|snap| snap >= s.newest)));
+            let (value, count) = match (cut, snapped) {
+                (false, _) => (&big, 8),
+                (true, false) => (&small, 10),
+                (true, true) => (&small, 0),
+            };
+            for _ in 0..count {
+                let key = format!("{prefix}{n:08}");
+                n += 1;
+                self.write_via(client, "write filler to retire the write-ahead log", |mut c| {
+                    let (key, value) = (key.clone(), value.clone());
+                    async move { c.put(key, value, Some(PutOptions::new())).await.map(|_| ()) }
+                })?;
+                bytes += value.len() as u64;
+            }
+            if cut {
+                // Polled, bounded by the deadline: etcd says nothing when it removes a segment.
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    }
+
+    fn delete_filler(&self, client: &Client) -> Result<i64, Error> {
+        let prefix = self.filler_prefix();
+        let resp = self.write_via(client, "delete the filler", |mut c| {
+            let prefix = prefix.clone();
+            async move { c.delete(prefix, Some(DeleteOptions::new().with_prefix())).await }
+        })?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// The checks beside member `i`; `Err` says which failed or could not be made.
+    fn check_member(&self, i: usize, deleted: &Deleted, erased: &Prints) -> Result<Vec<String>, String> {
+        let state = self.member_state(i).map_err(|e| format!("did not answer for its checks: {e}"))?;
+        let mut checks = Vec::new();
+        if state.compact_revision < deleted.revision {
+            return Err(format!(
+                "its compact revision is {}, before the delete's {}",
+                state.compact_revision, deleted.revision
+            ));
+        }
+        checks.push(format!(
+            "member {:x} reports compact revision {} (the delete's revision is {})",
+            state.id, state.compact_revision, deleted.revision
+        ));
+        let old = deleted.revision - 1;
+        let key = format!("{}/keys/", self.config.namespace);
+        let mut c = self.member_client(i, self.config.request_timeout).map_err(|e| e.to_string())?;
+        let read = self.runtime.block_on(async move {
+            c.get(key, Some(GetOptions::new().with_prefix().with_revision(old).with_serializable().with_keys_only()))
+                .await
+        });
+        match read {
+            Err(e) if e.to_string().contains("compacted") => {
+                checks.push(format!("a read of the keys at revision {old}, before the delete, is refused as compacted"))
+            }
+            Err(e) => return Err(format!("a read at revision {old} failed otherwise: {e}")),
+            Ok(_) => return Err(format!("a read at revision {old}, before the delete, still answers")),
+        }
+        let Some(dir) = self.config.members[i].data_dir.as_deref() else {
+            return Err("no check beside this member: its data dir is not on this node, so its write-ahead log \
+                        and files were not read"
+                .into());
+        };
+        let wal = wal_segments(dir).map_err(|e| format!("its write-ahead log could not be listed: {e}"))?;
+        if wal.oldest <= deleted.index_bound {
+            return Err(format!(
+                "its oldest write-ahead-log segment starts at Raft index {}, not past the delete's (at most {}): \
+                 etcd has not retired it yet",
+                wal.oldest, deleted.index_bound
+            ));
+        }
+        checks.push(format!(
+            "its oldest write-ahead-log segment starts at Raft index {}, past the delete's (at most {})",
+            wal.oldest, deleted.index_bound
+        ));
+        let scan = scan::scan_dir(dir, self.hasher, erased).map_err(|e| e.to_string())?;
+        if let Some((path, hits)) = scan.found.first() {
+            let name = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+            return Err(format!("the byte scan found {hits} window(s) of the erased keys in {name}"));
+        }
+        checks.push(format!(
+            "a byte scan of its data dir ({} file(s), {} bytes) found no run of {} or more bytes of the {} erased \
+             key(s)",
+            scan.files,
+            scan.bytes,
+            2 * scan::WINDOW - 1,
+            erased.values
+        ));
+        Ok(checks)
+    }
+
+    /// Runs `call` against the cluster, retrying what a leader election or a member going down
+    /// causes until the write deadline; then refuses with the last error.
+    fn write<T, F, Fut>(&self, what: &str, call: F) -> Result<T, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.write_via(&self.client, what, call)
+    }
+
+    /// [`Self::write`] through `client`.
+    fn write_via<T, F, Fut>(&self, client: &Client, what: &str, call: F) -> Result<T, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let started = Instant::now();
+        let deadline = started + self.config.write_deadline;
+        let mut wait = Duration::from_millis(20);
+        for attempt in 1u32.. {
+            match self.runtime.block_on(call(client.clone())) {
+                Ok(v) => return Ok(v),
+                Err(e) if retryable(&e) && Instant::now() + wait < deadline => {
+                    tracing::debug!(attempt, "etcd call failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                Err(e) if retryable(&e) => {
+                    return Err(Error::Consensus {
+                        what: what.to_string(),
+                        reason: format!(
+                            "{} (no answer in {:.1?}, {attempt} attempt(s)). A write needs a majority of the members \
+                             up and reachable; `oubli cluster status` shows which answer",
+                            describe(&e),
+                            started.elapsed()
+                        ),
+                    });
+                }
+                Err(e) => return Err(unavailable(what, &e)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// A client of the members `live` only (the purge's, once a member is known not to answer:
+    /// every call routed to a paused member would wait out its timeout).
+    fn client_of(&self, live: &[usize]) -> Result<Client, Error> {
+        let endpoints: Vec<String> = live.iter().map(|&i| self.config.members[i].endpoint.clone()).collect();
+        self.runtime
+            .block_on(Client::connect(&endpoints, Some(options(self.config.request_timeout, true))))
+            .map_err(|e| unavailable("connect to the members that answer", &e))
+    }
+}
+
+/// Segment first indexes of a member's write-ahead log (names are `seq-index.wal`, hex).
+struct WalSegments {
+    oldest: u64,
+    newest: u64,
+}
+
+fn wal_segments(data_dir: &Path) -> std::io::Result<WalSegments> {
+    let mut firsts = Vec::new();
+    for entry in std::fs::read_dir(data_dir.join("member").join("wal"))? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(index) =
+            name.strip_suffix(".wal").and_then(|n| n.split_once('-')).and_then(|(_, i)| u64::from_str_radix(i, 16).ok())
+        {
+            firsts.push(index);
+        }
+    }
+    match (firsts.iter().min(), firsts.iter().max()) {
+        (Some(&oldest), Some(&newest)) => Ok(WalSegments { oldest, newest }),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no write-ahead-log segment")),
+    }
+}
+
+/// The Raft index of a member's newest snapshot (`term-index.snap`, hex), if any.
+fn newest_snapshot(data_dir: &Path) -> Option<u64> {
+    std::fs::read_dir(data_dir.join("member").join("snap"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (_, index) = name.strip_suffix(".snap")?.split_once('-')?;
+            u64::from_str_radix(index, 16).ok()
+        })
+        .max()
+}
+
+/// A client's options. `require_leader`: without a leader a call fails at once instead of
+/// waiting out its timeout (for writes); without it a member answers from what it has applied
+/// (for local reads and status, which must work without a majority).
+fn options(timeout: Duration, require_leader: bool) -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1).min(timeout))
+        .with_timeout(timeout)
+        .with_require_leader(require_leader)
+}
+
+fn too_many(n: usize) -> Result<(), Error> {
+    if n > MAX_KEYS_PER_TXN {
+        return Err(Error::TooManyKeys { n, max: MAX_KEYS_PER_TXN });
+    }
+    Ok(())
+}
+
+fn parse_epoch(value: Option<&[u8]>) -> Result<u64, Error> {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Corrupt("the cluster's configuration epoch is missing or not a number".into()))
+}
+
+fn current_epoch(answers: &[TxnOpResponse]) -> Result<u64, Error> {
+    match answers.first() {
+        Some(TxnOpResponse::Get(got)) => parse_epoch(got.kvs().first().map(|kv| kv.value())),
+        _ => parse_epoch(None),
+    }
+}
+
+/// Errors a retry can cure: no leader yet, a member or the connection gone, a timeout.
+fn retryable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let code = s.code() as i32;
+            // CANCELLED (1: the client's own timeout), UNKNOWN (2), DEADLINE_EXCEEDED (4),
+            // UNAVAILABLE (14: etcd's "no leader" and "leader changed"). Every write here is safe
+            // to repeat: a commit finds its own keys, a delete or compaction done is done.
+            matches!(code, 1 | 2 | 4 | 14)
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn unavailable(what: &str, e: &etcd_client::Error) -> Error {
+    Error::Consensus { what: what.to_string(), reason: describe(e) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_addresses_parse_or_say_how_to_write_them() {
+        let c = ClusterConfig::parse("etcd://127.0.0.1:2379, 127.0.0.1:2381").unwrap();
+        let eps: Vec<_> = c.members.iter().map(|m| m.endpoint.as_str()).collect();
+        assert_eq!(eps, ["http://127.0.0.1:2379", "http://127.0.0.1:2381"]);
+        for bad in ["etcd://", "etcd://localhost", "etcd://127.0.0.1:x"] {
+            let e = ClusterConfig::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("etcd://127.0.0.1:2379"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn wal_segment_names_give_their_first_raft_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let wal = dir.join("member").join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        for name in ["0000000000000002-00000000000000a1.wal", "0000000000000001-0000000000000054.wal", "0.tmp"] {
+            std::fs::write(wal.join(name), b"").unwrap();
+        }
+        let s = wal_segments(dir).unwrap();
+        assert_eq!((s.oldest, s.newest), (0x54, 0xa1));
+        let snap = dir.join("member").join("snap");
+        std::fs::create_dir_all(&snap).unwrap();
+        assert_eq!(newest_snapshot(dir), None);
+        for name in ["0000000000000002-0000000000000065.snap", "0000000000000002-00000000000000c9.snap", "db"] {
+            std::fs::write(snap.join(name), b"").unwrap();
+        }
+        assert_eq!(newest_snapshot(dir), Some(0xc9));
+    }
+}
