@@ -12,7 +12,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl chromium etcd-server etcd-client
 ARGS ?=
 
-.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion etcd-demo fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion etcd-demo bench-etcd fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -58,6 +58,19 @@ etcd-demo: build
 	OUBLI_ETCD_SNAPSHOT_COUNT=100 OUBLI_ETCD_MAX_WALS=1 scripts/etcd-local.sh start target/etcd-demo
 	target/release/oubli cluster demo --dir target/etcd-demo $(ARGS); rc=$$?; \
 	  scripts/etcd-local.sh stop target/etcd-demo; exit $$rc
+
+# The key store's costs by size (one fresh local cluster per size, settings as etcd-demo):
+# target/bench-etcd/results.json, one object per size.
+ETCD_BENCH_SIZES ?= 1000 10000 100000
+bench-etcd: build
+	rm -rf target/bench-etcd && mkdir -p target/bench-etcd
+	@for n in $(ETCD_BENCH_SIZES); do \
+	  d=target/bench-etcd/cluster-$$n; \
+	  OUBLI_ETCD_SNAPSHOT_COUNT=100 OUBLI_ETCD_MAX_WALS=1 scripts/etcd-local.sh start $$d >/dev/null || exit 1; \
+	  target/release/oubli cluster bench --dir $$d --records $$n >>target/bench-etcd/results.jsonl; rc=$$?; \
+	  scripts/etcd-local.sh stop $$d; rm -rf $$d; [ $$rc -eq 0 ] || exit $$rc; \
+	done
+	python3 -c 'import json,sys; rows=[json.loads(l) for l in open("target/bench-etcd/results.jsonl")]; json.dump({"runs": rows}, open("target/bench-etcd/results.json","w"), indent=1); [print(r) for r in rows]'
 
 # The API against buf's STANDARD lint rules (buf.yaml): the protobuf ecosystem's conventions for
 # service and message names. buf comes from npm, pinned, under target/buf: nothing is installed

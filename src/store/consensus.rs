@@ -124,6 +124,16 @@ pub struct Deleted {
     pub index_bound: u64,
 }
 
+/// A key rotation's re-wrap: the overwritten values are for a purge like an erasure's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrapped {
+    pub rewrapped: usize,
+    /// The fingerprints of the values overwritten.
+    pub old: Prints,
+    /// What their purge must reach past (`deleted` counts the overwritten keys).
+    pub after: Deleted,
+}
+
 /// One member after a purge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberPurge {
@@ -432,14 +442,71 @@ impl ConsensusKeys {
             })
             .sum();
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        let index_bound =
-            self.status().iter().filter_map(|s| s.answer.as_ref().ok().map(|a| a.raft_index)).max().ok_or_else(
-                || Error::Consensus {
-                    what: "read the Raft index after the delete".into(),
-                    reason: "no member answered".into(),
-                },
-            )?;
+        let index_bound = self.index_bound()?;
         Ok(Deleted { revision, deleted, index_bound })
+    }
+
+    /// Re-wraps every key not under `keys`' current epoch (a key rotation), in pages of up to
+    /// [`MAX_KEYS_PER_TXN`], each page one transaction that writes only the keys unchanged since
+    /// they were read (a key erased or re-wrapped meanwhile is left to that). Returns what the
+    /// old values' purge needs: their fingerprints and a bound past the overwrites; once that
+    /// purge is complete on every member, the old key-encryption key can be destroyed.
+    pub fn rewrap_all(&self, keys: &KeyRing) -> Result<Rewrapped, Error> {
+        let prefix = format!("{}/keys/", self.config.namespace);
+        let end = prefix_end(&prefix);
+        let mut from = prefix.clone().into_bytes();
+        let mut old = Prints::default();
+        let (mut rewrapped, mut revision, mut retries) = (0usize, 0i64, 0u32);
+        loop {
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(MAX_KEYS_PER_TXN as i64);
+            let page = self.write("read a page of keys to re-wrap", |mut c| {
+                let (from, opts) = (from.clone(), opts.clone());
+                async move { c.get(from, Some(opts)).await }
+            })?;
+            let kvs = page.kvs();
+            let Some(last) = kvs.last() else { break };
+            let mut when = Vec::new();
+            let mut then = Vec::new();
+            let mut olds = Vec::new();
+            for kv in kvs {
+                let id: RecordId = std::str::from_utf8(&kv.key()[prefix.len()..])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::Corrupt("a key in the key store is not named by a record id".into()))?;
+                if let Some(new) = keys.rewrap(id, kv.value())? {
+                    when.push(Compare::mod_revision(kv.key(), CompareOp::Equal, kv.mod_revision()));
+                    then.push(TxnOp::put(kv.key(), new, None));
+                    olds.push(kv.value().to_vec());
+                }
+            }
+            from = last.key().to_vec();
+            from.push(0);
+            if then.is_empty() {
+                continue;
+            }
+            let resp = self.write("re-wrap a page of keys", |mut c| {
+                let txn = Txn::new().when(when.clone()).and_then(then.clone());
+                async move { c.txn(txn).await }
+            })?;
+            if !resp.succeeded() {
+                // A key of the page changed since it was read: read the page again, a bounded
+                // number of times over the whole pass.
+                retries += 1;
+                if retries > 1000 {
+                    return Err(Error::Consensus {
+                        what: "re-wrap the keys".into(),
+                        reason: "the keys kept changing under the re-wrap; run it again when writes are fewer".into(),
+                    });
+                }
+                from = kvs[0].key().to_vec();
+                continue;
+            }
+            revision = resp.header().map(|h| h.revision()).unwrap_or(revision);
+            rewrapped += olds.len();
+            old.extend(&self.hasher.prints_of(olds.iter().map(Vec::as_slice)));
+        }
+        let index_bound = if rewrapped > 0 { self.index_bound()? } else { 0 };
+        Ok(Rewrapped { rewrapped, old, after: Deleted { revision, deleted: rewrapped, index_bound } })
     }
 
     /// Every member's own report, one at a time, each bounded by the request timeout.
@@ -471,6 +538,34 @@ impl ConsensusKeys {
                 })
             })
             .map_err(|e| unavailable("read a member's status", &e))
+    }
+
+    /// A Raft index at or past every entry committed so far. Every member that acknowledged an
+    /// entry holds it, and a majority did: the highest index a majority reports is at or past it.
+    fn index_bound(&self) -> Result<u64, Error> {
+        let indexes: Vec<u64> = (0..self.config.members.len()).filter_map(|i| self.raft_index(i).ok()).collect();
+        if indexes.len() * 2 <= self.config.members.len() {
+            return Err(Error::Consensus {
+                what: "read the Raft index after the write".into(),
+                reason: format!(
+                    "only {} of {} members answered; the write is committed, and its purge needs a majority to \
+                     answer first",
+                    indexes.len(),
+                    self.config.members.len()
+                ),
+            });
+        }
+        Ok(indexes.into_iter().max().unwrap_or_default())
+    }
+
+    /// Member `i`'s last Raft index (its status alone: cheaper than [`Self::status`], which also
+    /// hashes the member's whole keyspace for its compact revision).
+    fn raft_index(&self, i: usize) -> Result<u64, Error> {
+        let mut c = self.member_client(i, self.config.request_timeout)?;
+        self.runtime
+            .block_on(async move { c.status().await })
+            .map(|s| s.raft_index())
+            .map_err(|e| unavailable("read a member's Raft index", &e))
     }
 
     /// A client of member `i` alone.
@@ -508,7 +603,7 @@ impl ConsensusKeys {
         let client = self.client_of(&live)?;
         self.compact_via(&client, deleted.revision)?;
         let started = Instant::now();
-        self.defragment_each(&mut pending);
+        self.defragment_each(&mut pending, deleted.revision);
         let mut defrag = started.elapsed();
         let started = Instant::now();
         let filler_bytes = self.retire_wal(&client, deleted.index_bound, &pending)?;
@@ -517,7 +612,7 @@ impl ConsensusKeys {
             let revision = self.delete_filler(&client)?;
             self.compact_via(&client, revision)?;
             let started = Instant::now();
-            self.defragment_each(&mut pending);
+            self.defragment_each(&mut pending, revision);
             defrag += started.elapsed();
         }
         let members = (0..self.config.members.len())
@@ -579,9 +674,27 @@ impl ConsensusKeys {
 
     /// Defragments the members not yet pending, one at a time (a member defragmenting does not
     /// serve), each bounded by the defrag timeout; one that fails becomes pending.
-    fn defragment_each(&self, pending: &mut BTreeMap<usize, String>) {
+    /// Each first waits, bounded, until the member has applied the compaction to `revision`:
+    /// a physical compaction returns when the member that answered is done, and a member
+    /// defragmented before it compacts keeps the old values.
+    fn defragment_each(&self, pending: &mut BTreeMap<usize, String>, revision: i64) {
         for i in 0..self.config.members.len() {
             if pending.contains_key(&i) {
+                continue;
+            }
+            let mut compacted = false;
+            for _ in 0..100 {
+                match self.member_state(i) {
+                    Ok(s) if s.compact_revision >= revision => {
+                        compacted = true;
+                        break;
+                    }
+                    Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+                    Err(_) => break,
+                }
+            }
+            if !compacted {
+                pending.insert(i, format!("did not report the compaction to revision {revision} within 10 s"));
                 continue;
             }
             if let Err(e) = self.defragment(i) {
@@ -808,6 +921,18 @@ fn options(timeout: Duration, require_leader: bool) -> ConnectOptions {
         .with_connect_timeout(Duration::from_secs(1).min(timeout))
         .with_timeout(timeout)
         .with_require_leader(require_leader)
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 fn too_many(n: usize) -> Result<(), Error> {

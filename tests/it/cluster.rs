@@ -239,3 +239,39 @@ fn an_erasure_is_purged_from_every_etcd_member_and_a_paused_member_stays_pending
     }
     assert!(kept.iter().all(|(id, w)| store.get(*id, Read::Linearizable).unwrap().is_some_and(|k| &k.wrapped == w)));
 }
+
+#[test]
+fn a_key_rotation_rewraps_every_key_in_etcd_and_its_purge_leaves_no_old_wrapping_on_any_member() {
+    let etcd = Etcd::start(&[("OUBLI_ETCD_SNAPSHOT_COUNT", "100"), ("OUBLI_ETCD_MAX_WALS", "1")]);
+    let key_dir = tempfile::tempdir().unwrap();
+    let keys = keyring(key_dir.path());
+    let mut config = etcd.config();
+    config.wal_deadline = Duration::from_secs(150);
+    let store = ConsensusKeys::open(config, &keys).expect("open");
+    let epoch = store.epoch().unwrap();
+    // More than one page of the re-wrap.
+    let records: Vec<(RecordId, Vec<u8>)> = (0..150).map(|_| new_key(&keys)).collect();
+    for batch in records.chunks(100) {
+        let batch: Vec<(RecordId, &[u8])> = batch.iter().map(|(id, w)| (*id, w.as_slice())).collect();
+        store.commit(epoch, &batch).unwrap();
+    }
+    keys.add_epoch().unwrap();
+    let rotation = store.rewrap_all(&keys).unwrap();
+    assert_eq!(rotation.rewrapped, 150);
+    assert_eq!(store.rewrap_all(&keys).unwrap().rewrapped, 0, "a second pass finds nothing to re-wrap");
+    let purge = store.purge(&rotation.after, &rotation.old).unwrap();
+    assert!(purge.is_complete(), "{:?}", purge.pending());
+    let new: Vec<Vec<u8>> =
+        records.iter().map(|(id, _)| store.get(*id, Read::Linearizable).unwrap().expect("kept").wrapped).collect();
+    let new_prints = store.prints_of(new.iter().map(Vec::as_slice));
+    for i in 0..3 {
+        assert!(store.scan_member(i, &rotation.old).unwrap().unwrap().found.is_empty(), "old wrapping on member {i}");
+        assert!(!store.scan_member(i, &new_prints).unwrap().unwrap().found.is_empty(), "new wrapping on member {i}");
+    }
+    // The old key-encryption key can go: every key opens under the new one alone.
+    keys.destroy_old_epochs().unwrap();
+    for ((id, old), new) in records.iter().zip(&new) {
+        assert_ne!(old, new);
+        keys.unwrap(*id, new).expect("opens under the current epoch");
+    }
+}

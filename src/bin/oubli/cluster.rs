@@ -37,13 +37,85 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         records: usize,
     },
+    /// Measures, on a local cluster, what the key store costs at `--records` keys: commits,
+    /// one erasure's delete, compaction, defragmentation, and the purge with its checks. One
+    /// JSON object on standard output. `make bench-etcd` runs it at several sizes.
+    Bench {
+        #[arg(long, default_value = "target/etcd-bench")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+    },
 }
 
 pub fn run(command: Command, json: bool) -> Result<()> {
     match command {
         Command::Status { etcd } => status(&etcd, json),
         Command::Demo { dir, records } => demo(&dir, records),
+        Command::Bench { dir, records } => bench(&dir, records),
     }
+}
+
+fn bench(dir: &Path, records: usize) -> Result<()> {
+    let local = Local { dir: dir.to_path_buf() };
+    let keys = KeyRing::load(&dir.join("keys"), true)?;
+    let store = ConsensusKeys::open(local.config()?, &keys)?;
+    let epoch = store.epoch()?;
+    let all: Vec<(RecordId, Vec<u8>)> = (0..records.max(20))
+        .map(|_| {
+            let id = RecordId::random();
+            (id, keys.wrap(id, &random_secret()))
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in all.chunks(100) {
+        let refs: Vec<(RecordId, &[u8])> = batch.iter().map(|(id, w)| (*id, w.as_slice())).collect();
+        store.commit(epoch, &refs)?;
+    }
+    let commit_s = started.elapsed().as_secs_f64();
+    // One at a time: what a single enrolment waits for.
+    let singles: Vec<(RecordId, Vec<u8>)> = (0..200)
+        .map(|_| {
+            let id = RecordId::random();
+            (id, keys.wrap(id, &random_secret()))
+        })
+        .collect();
+    let started = Instant::now();
+    for (id, w) in &singles {
+        store.commit(epoch, &[(*id, w.as_slice())])?;
+    }
+    let single_s = started.elapsed().as_secs_f64() / singles.len() as f64;
+    let db_before = store.status().iter().filter_map(|m| m.answer.as_ref().ok().map(|a| a.db_size)).max();
+    let erased = &all[..10];
+    let prints = store.prints_of(erased.iter().map(|(_, w)| w.as_slice()));
+    let ids: Vec<RecordId> = erased.iter().map(|(id, _)| *id).collect();
+    let started = Instant::now();
+    let deleted = store.delete(epoch, &ids)?;
+    let delete_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let purge = store.purge(&deleted, &prints)?;
+    let purge_s = started.elapsed().as_secs_f64();
+    if !purge.is_complete() {
+        bail!("the purge is pending: {:?}", purge.pending());
+    }
+    let db_after = store.status().iter().filter_map(|m| m.answer.as_ref().ok().map(|a| a.db_size)).max();
+    outln!(
+        "{}",
+        serde_json::json!({
+            "records": all.len(),
+            "commit_keys_per_s": all.len() as f64 / commit_s,
+            "single_commit_ms": single_s * 1e3,
+            "db_bytes_before": db_before,
+            "delete_ms": delete_s * 1e3,
+            "purge_s": purge_s,
+            "defrag_s": purge.defrag.as_secs_f64(),
+            "wal_retirement_s": purge.wal_retirement.as_secs_f64(),
+            "filler_bytes": purge.filler_bytes,
+            "db_bytes_after": db_after,
+            "members_checked": purge.members.len(),
+        })
+    );
+    Ok(())
 }
 
 fn status(etcd: &str, json: bool) -> Result<()> {
