@@ -12,9 +12,10 @@
 #
 # Ports: OUBLI_ETCD_BASE_PORT (client ports BASE, BASE+2, BASE+4; peer ports one above each), or free
 # ports found by asking the kernel. Every member binds 127.0.0.1 only. OUBLI_ETCD_SNAPSHOT_COUNT and
-# OUBLI_ETCD_MAX_WALS pass through to etcd (the erasure's write-ahead-log retirement needs a small
-# snapshot count; etcd's defaults are 100000 and 5; etcd itself reads ETCD_* variables as flags,
-# hence the prefix). Every wait is bounded.
+# OUBLI_ETCD_MAX_WALS pass through to etcd at the first start and are kept in DIR/settings for
+# later ones (the erasure's write-ahead-log retirement needs a small snapshot count; etcd's
+# defaults are 100000 and 5; etcd itself reads ETCD_* variables as flags, hence the prefix).
+# Every wait is bounded.
 set -euo pipefail
 
 cmd=${1:-}
@@ -54,11 +55,21 @@ EOF
   read -r c1 p1 c2 p2 c3 p3 <"$dir/ports"
 }
 
+# The members' settings, chosen at the first start and kept in DIR/settings, so that a member
+# started again (start-member) runs as the others do.
+settings() {
+  if [ ! -s "$dir/settings" ]; then
+    echo "${OUBLI_ETCD_SNAPSHOT_COUNT:-100000} ${OUBLI_ETCD_MAX_WALS:-5}" >"$dir/settings"
+  fi
+  read -r snapshot_count max_wals <"$dir/settings"
+}
+
 endpoints() { ports; echo "http://127.0.0.1:$c1,http://127.0.0.1:$c2,http://127.0.0.1:$c3"; }
 
 start_one() { # N STATE
   local n=$1 state=$2 c p cluster
   ports
+  settings
   eval "c=\$c$n; p=\$p$n"
   cluster="m1=http://127.0.0.1:$p1,m2=http://127.0.0.1:$p2,m3=http://127.0.0.1:$p3"
   if alive "$n"; then return 0; fi
@@ -67,7 +78,7 @@ start_one() { # N STATE
     --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
     --initial-cluster "$cluster" --initial-cluster-state "$state" \
     --initial-cluster-token "oubli-$(basename "$dir")-$c1" \
-    --snapshot-count "${OUBLI_ETCD_SNAPSHOT_COUNT:-100000}" --max-wals "${OUBLI_ETCD_MAX_WALS:-5}" \
+    --snapshot-count "$snapshot_count" --max-wals "$max_wals" \
     --log-outputs "$dir/m$n.log" --logger zap \
     >>"$dir/m$n.out" 2>&1 &
   echo $! >"$dir/m$n.pid"

@@ -725,18 +725,11 @@ impl ConsensusKeys {
                 return Ok(bytes);
             }
             // Until every member has cut a segment past the delete, its current segment must be
-            // filled (etcd cuts at 64 MB); after that only entries count, towards a snapshot past
-            // the cut; after that etcd removes the retired segments on a 30-second timer.
+            // filled (etcd cuts at 64 MB). After that only entries count: a member releases the
+            // old segments at a snapshot it takes itself (one received from the leader does
+            // not), every `--snapshot-count` entries, and removes them on a 30-second timer.
             let cut = segments.iter().all(|s| s.as_ref().is_some_and(|s| s.newest > bound));
-            let snapped = dirs
-                .iter()
-                .zip(&segments)
-                .all(|(d, s)| s.as_ref().is_some_and(|s| newest_snapshot(d).is_some_and(|snap| snap >= s.newest)));
-            let (value, count) = match (cut, snapped) {
-                (false, _) => (&big, 8),
-                (true, false) => (&small, 10),
-                (true, true) => (&small, 0),
-            };
+            let (value, count) = if cut { (&small, 10) } else { (&big, 8) };
             for _ in 0..count {
                 let key = format!("{prefix}{n:08}");
                 n += 1;
@@ -900,19 +893,6 @@ fn wal_segments(data_dir: &Path) -> std::io::Result<WalSegments> {
     }
 }
 
-/// The Raft index of a member's newest snapshot (`term-index.snap`, hex), if any.
-fn newest_snapshot(data_dir: &Path) -> Option<u64> {
-    std::fs::read_dir(data_dir.join("member").join("snap"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let (_, index) = name.strip_suffix(".snap")?.split_once('-')?;
-            u64::from_str_radix(index, 16).ok()
-        })
-        .max()
-}
-
 /// A client's options. `require_leader`: without a leader a call fails at once instead of
 /// waiting out its timeout (for writes); without it a member answers from what it has applied
 /// (for local reads and status, which must work without a majority).
@@ -1008,12 +988,5 @@ mod tests {
         }
         let s = wal_segments(dir).unwrap();
         assert_eq!((s.oldest, s.newest), (0x54, 0xa1));
-        let snap = dir.join("member").join("snap");
-        std::fs::create_dir_all(&snap).unwrap();
-        assert_eq!(newest_snapshot(dir), None);
-        for name in ["0000000000000002-0000000000000065.snap", "0000000000000002-00000000000000c9.snap", "db"] {
-            std::fs::write(snap.join(name), b"").unwrap();
-        }
-        assert_eq!(newest_snapshot(dir), Some(0xc9));
     }
 }
