@@ -239,6 +239,7 @@ impl ConsensusKeys {
     /// Connects to the cluster and makes sure its configuration epoch exists (1 when new).
     /// `keys` gives the secret of the byte scans' fingerprints, so a purge resumed by another
     /// process looks for the same prints; no key leaves the key ring.
+    #[tracing::instrument(skip_all, fields(members = config.members.len()))]
     pub fn open(config: ClusterConfig, keys: &KeyRing) -> Result<ConsensusKeys, Error> {
         let mut store = ConsensusKeys::connect(config)?;
         store.hasher = Hasher::new(keys.mac(b"oubli/etcd-scan-fingerprint/v1", b""));
@@ -304,6 +305,7 @@ impl ConsensusKeys {
 
     /// Moves the epoch from `from` to `from + 1` (a new shard map); writes planned under `from`
     /// are refused from then on.
+    #[tracing::instrument(skip_all, fields(from))]
     pub fn advance_epoch(&self, from: u64) -> Result<u64, Error> {
         let key = self.epoch_key();
         let resp = self.write("advance the configuration epoch", |mut c| {
@@ -327,6 +329,7 @@ impl ConsensusKeys {
     /// Commits the wrapped keys of new records, all or none, under configuration `epoch`. Each
     /// key must be new: a record id is committed once. A retry after a lost answer finds its own
     /// values and reports [`Committed::Already`], so a key is never written twice.
+    #[tracing::instrument(skip_all, fields(epoch, keys = keys.len()))]
     pub fn commit(&self, epoch: u64, keys: &[(RecordId, &[u8])]) -> Result<Committed, Error> {
         if keys.is_empty() {
             return Ok(Committed::Already);
@@ -420,6 +423,7 @@ impl ConsensusKeys {
 
     /// Deletes the records' keys in one transaction under configuration `epoch`: the commit
     /// point of their erasure. What stays on the members' disks is for [`Self::purge`].
+    #[tracing::instrument(skip_all, fields(epoch, keys = ids.len()))]
     pub fn delete(&self, epoch: u64, ids: &[RecordId]) -> Result<Deleted, Error> {
         too_many(ids.len())?;
         let epoch_key = self.epoch_key();
@@ -451,6 +455,7 @@ impl ConsensusKeys {
     /// they were read (a key erased or re-wrapped meanwhile is left to that). Returns what the
     /// old values' purge needs: their fingerprints and a bound past the overwrites; once that
     /// purge is complete on every member, the old key-encryption key can be destroyed.
+    #[tracing::instrument(skip_all)]
     pub fn rewrap_all(&self, keys: &KeyRing) -> Result<Rewrapped, Error> {
         let prefix = format!("{}/keys/", self.config.namespace);
         let end = prefix_end(&prefix);
@@ -583,6 +588,7 @@ impl ConsensusKeys {
     /// the delete, bounded in bytes and time), then the filler removed the same way. `erased`
     /// are the fingerprints of the erased wrapped keys ([`Self::prints_of`]). Safe to repeat:
     /// a second purge after a member comes back completes it.
+    #[tracing::instrument(skip_all, fields(revision = deleted.revision, values = erased.values))]
     pub fn purge(&self, deleted: &Deleted, erased: &Prints) -> Result<Purge, Error> {
         let mut pending: BTreeMap<usize, String> = BTreeMap::new();
         let mut ids: BTreeMap<usize, u64> = BTreeMap::new();
@@ -628,7 +634,14 @@ impl ConsensusKeys {
                 MemberPurge { endpoint, id: ids.get(&i).copied(), outcome }
             })
             .collect();
-        Ok(Purge { revision: deleted.revision, members, filler_bytes, wal_retirement, defrag })
+        let purge = Purge { revision: deleted.revision, members, filler_bytes, wal_retirement, defrag };
+        tracing::info!(
+            checked = purge.members.len() - purge.pending().len(),
+            pending = purge.pending().len(),
+            filler_bytes,
+            "etcd purge"
+        );
+        Ok(purge)
     }
 
     /// The fingerprints the purge's byte scans look for, of values about to be erased.
