@@ -94,6 +94,16 @@ impl ClusterConfig {
         })
     }
 
+    /// The local cluster `scripts/etcd-local.sh start DIR` runs: its client URLs in
+    /// `DIR/endpoints`, member N's data dir in `DIR/mN`.
+    pub fn local(dir: &Path) -> Result<ClusterConfig, Error> {
+        let path = dir.join("endpoints");
+        let endpoints = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
+        let config = ClusterConfig::parse(endpoints.trim())?;
+        let dirs: Vec<PathBuf> = (1..=config.members.len()).map(|n| dir.join(format!("m{n}"))).collect();
+        Ok(config.with_data_dirs(&dirs))
+    }
+
     /// The same members, each with the data dir of the same position in `dirs`.
     pub fn with_data_dirs(mut self, dirs: &[PathBuf]) -> ClusterConfig {
         for (m, d) in self.members.iter_mut().zip(dirs) {
@@ -200,17 +210,6 @@ pub struct MemberState {
     pub db_size: i64,
 }
 
-/// A read's consistency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Read {
-    /// Through the leader: sees every committed write; needs a majority.
-    Linearizable,
-    /// Serializable: answered by whichever member is asked, as far as it has applied, without a
-    /// round through the leader; still refused by a member that knows no leader. For a read with
-    /// no majority at all, [`ConsensusKeys::get_from`] asks one member alone.
-    Local,
-}
-
 /// A key as etcd holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
@@ -241,8 +240,7 @@ impl ConsensusKeys {
     /// process looks for the same prints; no key leaves the key ring.
     #[tracing::instrument(skip_all, fields(members = config.members.len()))]
     pub fn open(config: ClusterConfig, keys: &KeyRing) -> Result<ConsensusKeys, Error> {
-        let mut store = ConsensusKeys::connect(config)?;
-        store.hasher = Hasher::new(keys.mac(b"oubli/etcd-scan-fingerprint/v1", b""));
+        let store = ConsensusKeys::connect_with(config, keys.mac(b"oubli/etcd-scan-fingerprint/v1", b""))?;
         let epoch = store.epoch_key();
         store.write("create the configuration epoch", |mut c| {
             let epoch = epoch.clone();
@@ -261,6 +259,14 @@ impl ConsensusKeys {
     /// Connects without writing anything (to read status). Its fingerprints use a secret of
     /// this process's own.
     pub fn connect(config: ClusterConfig) -> Result<ConsensusKeys, Error> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| Error::Consensus { what: "draw a scan secret".into(), reason: e.to_string() })?;
+        ConsensusKeys::connect_with(config, secret)
+    }
+
+    /// Connects, the byte scans' fingerprints keyed by `scan_secret`.
+    fn connect_with(config: ClusterConfig, scan_secret: [u8; 32]) -> Result<ConsensusKeys, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("oubli-etcd")
@@ -271,10 +277,7 @@ impl ConsensusKeys {
         let client = runtime
             .block_on(Client::connect(&endpoints, Some(options(config.request_timeout, true))))
             .map_err(|e| unavailable("connect to etcd", &e))?;
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| Error::Consensus { what: "draw a scan secret".into(), reason: e.to_string() })?;
-        Ok(ConsensusKeys { runtime, client, config, hasher: Hasher::new(secret) })
+        Ok(ConsensusKeys { runtime, client, config, hasher: Hasher::new(scan_secret) })
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -285,8 +288,13 @@ impl ConsensusKeys {
         format!("{}/epoch", self.config.namespace)
     }
 
+    /// The prefix of every record's key.
+    fn keys_prefix(&self) -> String {
+        format!("{}/keys/", self.config.namespace)
+    }
+
     fn key_of(&self, id: RecordId) -> String {
-        format!("{}/keys/{id}", self.config.namespace)
+        format!("{}{id}", self.keys_prefix())
     }
 
     fn filler_prefix(&self) -> String {
@@ -373,47 +381,52 @@ impl ConsensusKeys {
         }
     }
 
-    /// A record's wrapped key, or `None` when it has none (never committed, or erased).
-    pub fn get(&self, id: RecordId, read: Read) -> Result<Option<StoredKey>, Error> {
+    /// A record's wrapped key, or `None` when it has none (never committed, or erased). The read
+    /// goes through the leader, so it sees every committed write; it needs a majority, and
+    /// [`Self::get_from`] asks one member alone.
+    pub fn get(&self, id: RecordId) -> Result<Option<StoredKey>, Error> {
         let key = self.key_of(id);
-        let opts = match read {
-            Read::Linearizable => None,
-            Read::Local => Some(GetOptions::new().with_serializable()),
-        };
         let got = self.write("read a record's key", |mut c| {
-            let (key, opts) = (key.clone(), opts.clone());
-            async move { c.get(key, opts).await }
+            let key = key.clone();
+            async move { c.get(key, None).await }
         })?;
-        Ok(got.kvs().first().map(|kv| StoredKey { wrapped: kv.value().to_vec(), version: kv.version() }))
+        Ok(stored(&got))
     }
 
     /// A record's key as member `member` alone has applied it (no majority needed).
     pub fn get_from(&self, member: usize, id: RecordId) -> Result<Option<StoredKey>, Error> {
-        let key = self.key_of(id);
-        let mut c = self.member_client(member, self.config.request_timeout)?;
-        let got = self
-            .runtime
-            .block_on(async move { c.get(key, Some(GetOptions::new().with_serializable())).await })
-            .map_err(|e| unavailable("read a record's key from one member", &e))?;
-        Ok(got.kvs().first().map(|kv| StoredKey { wrapped: kv.value().to_vec(), version: kv.version() }))
+        self.read_member(member, id, None, "read a record's key from one member")
     }
 
     /// A record's key as of an older `revision`, from member `i` alone: what a reader of the
     /// history still gets after a delete, until a compaction.
     pub fn get_at(&self, i: usize, id: RecordId, revision: i64) -> Result<Option<StoredKey>, Error> {
+        self.read_member(i, id, Some(revision), "read a record's key at an older revision")
+    }
+
+    /// A serializable read of `id` from member `i` alone, at `revision` or its latest.
+    fn read_member(
+        &self,
+        i: usize,
+        id: RecordId,
+        revision: Option<i64>,
+        what: &str,
+    ) -> Result<Option<StoredKey>, Error> {
         let key = self.key_of(id);
         let mut c = self.member_client(i, self.config.request_timeout)?;
-        let opts = GetOptions::new().with_serializable().with_revision(revision);
-        let got = self
-            .runtime
-            .block_on(async move { c.get(key, Some(opts)).await })
-            .map_err(|e| unavailable("read a record's key at an older revision", &e))?;
-        Ok(got.kvs().first().map(|kv| StoredKey { wrapped: kv.value().to_vec(), version: kv.version() }))
+        let opts = GetOptions::new().with_serializable();
+        let opts = match revision {
+            Some(r) => opts.with_revision(r),
+            None => opts,
+        };
+        let got =
+            self.runtime.block_on(async move { c.get(key, Some(opts)).await }).map_err(|e| unavailable(what, &e))?;
+        Ok(stored(&got))
     }
 
     /// How many records have a key.
     pub fn count(&self) -> Result<usize, Error> {
-        let prefix = format!("{}/keys/", self.config.namespace);
+        let prefix = self.keys_prefix();
         let got = self.write("count the records' keys", |mut c| {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await }
@@ -457,7 +470,7 @@ impl ConsensusKeys {
     /// purge is complete on every member, the old key-encryption key can be destroyed.
     #[tracing::instrument(skip_all)]
     pub fn rewrap_all(&self, keys: &KeyRing) -> Result<Rewrapped, Error> {
-        let prefix = format!("{}/keys/", self.config.namespace);
+        let prefix = self.keys_prefix();
         let end = prefix_end(&prefix);
         let mut from = prefix.clone().into_bytes();
         let mut old = Prints::default();
@@ -783,7 +796,7 @@ impl ConsensusKeys {
             state.id, state.compact_revision, deleted.revision
         ));
         let old = deleted.revision - 1;
-        let key = format!("{}/keys/", self.config.namespace);
+        let key = self.keys_prefix();
         let mut c = self.member_client(i, self.config.request_timeout).map_err(|e| e.to_string())?;
         let read = self.runtime.block_on(async move {
             c.get(key, Some(GetOptions::new().with_prefix().with_revision(old).with_serializable().with_keys_only()))
@@ -814,18 +827,7 @@ impl ConsensusKeys {
             wal.oldest, deleted.index_bound
         ));
         let scan = scan::scan_dir(dir, self.hasher, erased).map_err(|e| e.to_string())?;
-        if let Some((path, hits)) = scan.found.first() {
-            let name = path.strip_prefix(dir).unwrap_or(path).display().to_string();
-            return Err(format!("the byte scan found {hits} window(s) of the erased keys in {name}"));
-        }
-        checks.push(format!(
-            "a byte scan of its data dir ({} file(s), {} bytes) found no run of {} or more bytes of the {} erased \
-             key(s)",
-            scan.files,
-            scan.bytes,
-            2 * scan::WINDOW - 1,
-            erased.values
-        ));
+        checks.push(scan.verdict(dir, "its data dir", erased.values, "erased key(s)")?);
         Ok(checks)
     }
 
@@ -926,6 +928,11 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// The key a read found, if any.
+fn stored(got: &etcd_client::GetResponse) -> Option<StoredKey> {
+    got.kvs().first().map(|kv| StoredKey { wrapped: kv.value().to_vec(), version: kv.version() })
 }
 
 fn too_many(n: usize) -> Result<(), Error> {

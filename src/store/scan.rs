@@ -55,6 +55,26 @@ pub struct Scan {
     pub found: Vec<(PathBuf, usize)>,
 }
 
+impl Scan {
+    /// The scan as a check of `values` erased values (`what`) under `root` (`place` names it):
+    /// what it found nowhere, or the first file holding a window of them.
+    pub(super) fn verdict(&self, root: &Path, place: &str, values: usize, what: &str) -> Result<String, String> {
+        if let Some((path, hits)) = self.found.first() {
+            let name = path.strip_prefix(root).unwrap_or(path).display();
+            return Err(format!(
+                "the byte scan found {hits} window(s) of {what} in {name} ({} file(s) with some)",
+                self.found.len()
+            ));
+        }
+        Ok(format!(
+            "a byte scan of {place} ({} file(s), {} bytes) found no run of {} or more bytes of the {values} {what}",
+            self.files,
+            self.bytes,
+            2 * WINDOW - 1
+        ))
+    }
+}
+
 /// The keyed polynomial hash: `Σ b[i]·base^(WINDOW-1-i)` mod 2^64.
 #[derive(Clone, Copy)]
 pub(super) struct Hasher {
@@ -254,22 +274,9 @@ impl Store {
 
     /// The scan after a purge, as a check: `what` names the values.
     pub(super) fn scan_check(&self, prints: &Prints, what: &str) -> Result<String, Error> {
-        let scan = self.scan_data_dir(prints)?;
-        if let Some((path, hits)) = scan.found.first() {
-            let name = path.strip_prefix(&self.data_dir).unwrap_or(path).display().to_string();
-            return Err(Error::Unverified(format!(
-                "the byte scan found {hits} window(s) of {what} in {name} ({} file(s) with some)",
-                scan.found.len()
-            )));
-        }
-        Ok(format!(
-            "a byte scan of every file of the data dir ({} file(s), {} bytes) found no run of {} or more bytes of \
-             the {} {what}",
-            scan.files,
-            scan.bytes,
-            2 * WINDOW - 1,
-            prints.values
-        ))
+        self.scan_data_dir(prints)?
+            .verdict(&self.data_dir, "every file of the data dir", prints.values, what)
+            .map_err(Error::Unverified)
     }
 }
 

@@ -12,7 +12,7 @@ use oubli::{
     record::RecordId,
     store::{
         self,
-        consensus::{ClusterConfig, Committed, ConsensusKeys, Outcome, Read, StoredKey},
+        consensus::{ClusterConfig, Committed, ConsensusKeys, Outcome, StoredKey},
         crypto::{KeyRing, random_secret},
     },
 };
@@ -53,9 +53,7 @@ impl Etcd {
     }
 
     fn config(&self) -> ClusterConfig {
-        let endpoints = std::fs::read_to_string(self.dir().join("endpoints")).expect("endpoints file");
-        let dirs: Vec<PathBuf> = (1..=3).map(|n| self.dir().join(format!("m{n}"))).collect();
-        let mut c = ClusterConfig::parse(endpoints.trim()).expect("endpoints").with_data_dirs(&dirs);
+        let mut c = ClusterConfig::local(&self.dir()).expect("the local cluster's endpoints");
         c.request_timeout = Duration::from_secs(2);
         c.write_deadline = Duration::from_secs(6);
         c.defrag_timeout = Duration::from_secs(3);
@@ -96,6 +94,29 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("not within 5 s: {what}");
 }
 
+/// A cluster whose purge can retire the write-ahead-log segment that held the keys (a small
+/// snapshot count and one kept segment; etcd's defaults are 100000 and 5), with a store open on it.
+struct Purgeable {
+    etcd: Etcd,
+    _key_dir: TempDir,
+    keys: KeyRing,
+    store: ConsensusKeys,
+    epoch: u64,
+}
+
+impl Purgeable {
+    fn start() -> Purgeable {
+        let etcd = Etcd::start(&[("OUBLI_ETCD_SNAPSHOT_COUNT", "100"), ("OUBLI_ETCD_MAX_WALS", "1")]);
+        let key_dir = tempfile::tempdir().unwrap();
+        let keys = keyring(key_dir.path());
+        let mut config = etcd.config();
+        config.wal_deadline = Duration::from_secs(150);
+        let store = ConsensusKeys::open(config, &keys).expect("open");
+        let epoch = store.epoch().unwrap();
+        Purgeable { etcd, _key_dir: key_dir, keys, store, epoch }
+    }
+}
+
 #[test]
 fn the_etcd_leader_killed_during_an_enrolment_burst_loses_and_duplicates_no_committed_key() {
     let etcd = Etcd::start(&[]);
@@ -128,7 +149,7 @@ fn the_etcd_leader_killed_during_an_enrolment_burst_loses_and_duplicates_no_comm
     assert!(failed.is_empty(), "two of three members stayed up, yet commits failed: {failed:?}");
     assert_ne!(leader(&store), killed, "a new leader was elected");
     for (id, wrapped) in &acked {
-        let got = store.get(*id, Read::Linearizable).unwrap();
+        let got = store.get(*id).unwrap();
         assert_eq!(got, Some(StoredKey { wrapped: wrapped.clone(), version: 1 }), "record {id}");
     }
     // Nothing committed that was not acknowledged, nothing twice.
@@ -178,15 +199,7 @@ fn with_two_of_three_members_down_writes_are_refused_with_unavailable_and_reads_
 
 #[test]
 fn an_erasure_is_purged_from_every_etcd_member_and_a_paused_member_stays_pending_until_it_returns() {
-    // A small snapshot count and one kept segment, so that the purge can retire the
-    // write-ahead-log segment that held the keys (etcd's defaults: 100000 and 5).
-    let etcd = Etcd::start(&[("OUBLI_ETCD_SNAPSHOT_COUNT", "100"), ("OUBLI_ETCD_MAX_WALS", "1")]);
-    let key_dir = tempfile::tempdir().unwrap();
-    let keys = keyring(key_dir.path());
-    let mut config = etcd.config();
-    config.wal_deadline = Duration::from_secs(150);
-    let store = ConsensusKeys::open(config, &keys).expect("open");
-    let epoch = store.epoch().unwrap();
+    let Purgeable { etcd, _key_dir, keys, store, epoch } = Purgeable::start();
     let records: Vec<(RecordId, Vec<u8>)> = (0..12).map(|_| new_key(&keys)).collect();
     let batch: Vec<(RecordId, &[u8])> = records.iter().map(|(id, w)| (*id, w.as_slice())).collect();
     store.commit(epoch, &batch).unwrap();
@@ -201,7 +214,7 @@ fn an_erasure_is_purged_from_every_etcd_member_and_a_paused_member_stays_pending
     let ids: Vec<RecordId> = erased.iter().map(|(id, _)| *id).collect();
     let deleted = store.delete(epoch, &ids).unwrap();
     assert_eq!(deleted.deleted, 4);
-    assert!(ids.iter().all(|id| store.get(*id, Read::Linearizable).unwrap().is_none()));
+    assert!(ids.iter().all(|id| store.get(*id).unwrap().is_none()));
 
     // One follower paused for the whole first purge.
     let paused = (1..=3).find(|&n| n != leader(&store)).unwrap();
@@ -237,18 +250,12 @@ fn an_erasure_is_purged_from_every_etcd_member_and_a_paused_member_stays_pending
         assert!(store.scan_member(i, &erased_prints).unwrap().unwrap().found.is_empty(), "member {i}");
         assert!(!store.scan_member(i, &control).unwrap().unwrap().found.is_empty(), "control on member {i}");
     }
-    assert!(kept.iter().all(|(id, w)| store.get(*id, Read::Linearizable).unwrap().is_some_and(|k| &k.wrapped == w)));
+    assert!(kept.iter().all(|(id, w)| store.get(*id).unwrap().is_some_and(|k| &k.wrapped == w)));
 }
 
 #[test]
 fn a_key_rotation_with_a_member_down_is_purged_from_it_once_it_resynchronises() {
-    let etcd = Etcd::start(&[("OUBLI_ETCD_SNAPSHOT_COUNT", "100"), ("OUBLI_ETCD_MAX_WALS", "1")]);
-    let key_dir = tempfile::tempdir().unwrap();
-    let keys = keyring(key_dir.path());
-    let mut config = etcd.config();
-    config.wal_deadline = Duration::from_secs(150);
-    let store = ConsensusKeys::open(config, &keys).expect("open");
-    let epoch = store.epoch().unwrap();
+    let Purgeable { etcd, _key_dir, keys, store, epoch } = Purgeable::start();
     // More than one page of the re-wrap.
     let records: Vec<(RecordId, Vec<u8>)> = (0..150).map(|_| new_key(&keys)).collect();
     for batch in records.chunks(100) {
@@ -294,8 +301,7 @@ fn a_key_rotation_with_a_member_down_is_purged_from_it_once_it_resynchronises() 
             lines[lines.len().saturating_sub(12)..].join("\n")
         );
     }
-    let new: Vec<Vec<u8>> =
-        records.iter().map(|(id, _)| store.get(*id, Read::Linearizable).unwrap().expect("kept").wrapped).collect();
+    let new: Vec<Vec<u8>> = records.iter().map(|(id, _)| store.get(*id).unwrap().expect("kept").wrapped).collect();
     let new_prints = store.prints_of(new.iter().map(Vec::as_slice));
     for i in 0..3 {
         assert!(store.scan_member(i, &rotation.old).unwrap().unwrap().found.is_empty(), "old wrapping on member {i}");

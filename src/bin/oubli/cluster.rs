@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use oubli::{
     record::RecordId,
     store::{
-        consensus::{ClusterConfig, ConsensusKeys, Outcome, Read},
+        consensus::{ClusterConfig, ConsensusKeys, Outcome},
         crypto::{KeyRing, random_secret},
-        scan::Prints,
+        scan::{Prints, WINDOW},
     },
 };
 
@@ -61,31 +61,16 @@ fn bench(dir: &Path, records: usize) -> Result<()> {
     let keys = KeyRing::load(&dir.join("keys"), true)?;
     let store = ConsensusKeys::open(local.config()?, &keys)?;
     let epoch = store.epoch()?;
-    let all: Vec<(RecordId, Vec<u8>)> = (0..records.max(20))
-        .map(|_| {
-            let id = RecordId::random();
-            (id, keys.wrap(id, &random_secret()))
-        })
-        .collect();
+    let all = new_keys(&keys, records.max(20));
     let started = Instant::now();
-    for batch in all.chunks(100) {
-        let refs: Vec<(RecordId, &[u8])> = batch.iter().map(|(id, w)| (*id, w.as_slice())).collect();
-        store.commit(epoch, &refs)?;
-    }
+    commit_in_batches(&store, epoch, &all, 100)?;
     let commit_s = started.elapsed().as_secs_f64();
     // One at a time: what a single enrolment waits for.
-    let singles: Vec<(RecordId, Vec<u8>)> = (0..200)
-        .map(|_| {
-            let id = RecordId::random();
-            (id, keys.wrap(id, &random_secret()))
-        })
-        .collect();
+    let singles = new_keys(&keys, 200);
     let started = Instant::now();
-    for (id, w) in &singles {
-        store.commit(epoch, &[(*id, w.as_slice())])?;
-    }
+    commit_in_batches(&store, epoch, &singles, 1)?;
     let single_s = started.elapsed().as_secs_f64() / singles.len() as f64;
-    let db_before = store.status().iter().filter_map(|m| m.answer.as_ref().ok().map(|a| a.db_size)).max();
+    let db_before = largest_db(&store);
     let erased = &all[..10];
     let prints = store.prints_of(erased.iter().map(|(_, w)| w.as_slice()));
     let ids: Vec<RecordId> = erased.iter().map(|(id, _)| *id).collect();
@@ -98,7 +83,7 @@ fn bench(dir: &Path, records: usize) -> Result<()> {
     if !purge.is_complete() {
         bail!("the purge is pending: {:?}", purge.pending());
     }
-    let db_after = store.status().iter().filter_map(|m| m.answer.as_ref().ok().map(|a| a.db_size)).max();
+    let db_after = largest_db(&store);
     outln!(
         "{}",
         serde_json::json!({
@@ -178,11 +163,9 @@ struct Local {
 
 impl Local {
     fn config(&self) -> Result<ClusterConfig> {
-        let endpoints = fs::read_to_string(self.dir.join("endpoints")).with_context(|| {
+        ClusterConfig::local(&self.dir).with_context(|| {
             format!("no local cluster in {}: start one with scripts/etcd-local.sh start {0}", self.dir.display())
-        })?;
-        let dirs: Vec<PathBuf> = (1..=3).map(|n| self.dir.join(format!("m{n}"))).collect();
-        Ok(ClusterConfig::parse(endpoints.trim())?.with_data_dirs(&dirs))
+        })
     }
 
     /// Sends `signal` to member `n` (1-based) by its PID file.
@@ -214,12 +197,42 @@ fn show_residue(store: &ConsensusKeys, prints: &Prints, what: &str) -> Result<us
             .collect();
         total += scan.found.len();
         if places.is_empty() {
-            outln!("   m{}: no run of 31 bytes of {what} in {} file(s), {} bytes", i + 1, scan.files, scan.bytes);
+            outln!(
+                "   m{}: no run of {} bytes of {what} in {} file(s), {} bytes",
+                i + 1,
+                2 * WINDOW - 1,
+                scan.files,
+                scan.bytes
+            );
         } else {
             outln!("   m{}: {what} found in {}", i + 1, places.join(", "));
         }
     }
     Ok(total)
+}
+
+/// `n` new records' ids with their data keys wrapped by `keys`, as enrolments make them.
+fn new_keys(keys: &KeyRing, n: usize) -> Vec<(RecordId, Vec<u8>)> {
+    (0..n)
+        .map(|_| {
+            let id = RecordId::random();
+            (id, keys.wrap(id, &random_secret()))
+        })
+        .collect()
+}
+
+/// Commits `all` in transactions of `batch` keys each, one after another.
+fn commit_in_batches(store: &ConsensusKeys, epoch: u64, all: &[(RecordId, Vec<u8>)], batch: usize) -> Result<()> {
+    for chunk in all.chunks(batch) {
+        let refs: Vec<(RecordId, &[u8])> = chunk.iter().map(|(id, w)| (*id, w.as_slice())).collect();
+        store.commit(epoch, &refs)?;
+    }
+    Ok(())
+}
+
+/// The largest bbolt file any member reports.
+fn largest_db(store: &ConsensusKeys) -> Option<i64> {
+    store.status().iter().filter_map(|m| m.answer.as_ref().ok().map(|a| a.db_size)).max()
 }
 
 fn step(n: u32, title: &str) {
@@ -240,16 +253,9 @@ fn demo(dir: &Path, records: usize) -> Result<()> {
     outln!("A record exists exactly when its key is in etcd; the ciphertexts live elsewhere and are noise without it.");
 
     step(1, "Enrolment: each batch of keys committed in one etcd transaction");
+    let all = new_keys(&keys, records);
     let started = Instant::now();
-    let mut all: Vec<(RecordId, Vec<u8>)> = Vec::with_capacity(records);
-    for _ in 0..records {
-        let id = RecordId::random();
-        all.push((id, keys.wrap(id, &random_secret())));
-    }
-    for batch in all.chunks(50) {
-        let refs: Vec<(RecordId, &[u8])> = batch.iter().map(|(id, w)| (*id, w.as_slice())).collect();
-        store.commit(epoch, &refs)?;
-    }
+    commit_in_batches(&store, epoch, &all, 50)?;
     outln!("   {} keys committed in {:.2?}; etcd holds {} records' keys", records, started.elapsed(), store.count()?);
     let person = &all[..3.min(all.len())];
     let control = all.get(3).context("enrol at least 4 records")?;
@@ -262,7 +268,7 @@ fn demo(dir: &Path, records: usize) -> Result<()> {
     step(2, "Erasure, phase 1: the keys deleted in one transaction (the commit point)");
     let ids: Vec<RecordId> = person.iter().map(|(id, _)| *id).collect();
     let deleted = store.delete(epoch, &ids)?;
-    let gone = ids.iter().map(|id| store.get(*id, Read::Linearizable)).collect::<Result<Vec<_>, _>>()?;
+    let gone = ids.iter().map(|id| store.get(*id)).collect::<Result<Vec<_>, _>>()?;
     outln!(
         "   {} keys deleted at revision {} (Raft index at most {}); a read now finds {} of them",
         deleted.deleted,
@@ -315,7 +321,7 @@ fn demo(dir: &Path, records: usize) -> Result<()> {
     let left = show_residue(&store, &erased, "their keys")?;
     outln!("   And the control record, not erased, is still there:");
     show_residue(&store, &kept, "the control key")?;
-    let control_readable = store.get(control.0, Read::Linearizable)?.is_some();
+    let control_readable = store.get(control.0)?.is_some();
     outln!("   the control record's key reads back: {control_readable}");
     if left > 0 || !second.is_complete() || !control_readable {
         bail!("the purge is not complete: see above");
