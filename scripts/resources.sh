@@ -15,7 +15,7 @@ start=$(date +%s.%N)
 target/release/oubli-server --data-dir "$dir/data" --key-dir "$dir/keys" --index exact \
   --policy-profile permissive --listen 127.0.0.1:0 2> "$log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null; rm -f "$log"' EXIT
 until grep -q "serving oubli.v1" "$log"; do
   if ! kill -0 "$pid" 2>/dev/null; then cat "$log"; exit 1; fi
   sleep 0.2

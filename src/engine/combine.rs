@@ -128,12 +128,19 @@ impl<I, O> Combiner<I, O> {
 }
 
 /// One write for every item of a batch or, if that is refused, one write per item, so that one
-/// item's error is never another's: the outputs of a [`Combiner`] whose work is a write.
-pub fn write_all_or_each<T, E>(items: &[T], write: impl Fn(&[T]) -> Result<(), E>) -> Vec<Result<(), E>> {
-    if write(items).is_ok() {
-        return items.iter().map(|_| Ok(())).collect();
+/// item's error is never another's: the outputs of a [`Combiner`] whose work is a write. `write`
+/// gives one output per item it wrote.
+pub fn write_all_or_each<T, O, E>(items: &[T], write: impl Fn(&[T]) -> Result<Vec<O>, E>) -> Vec<Result<O, E>> {
+    if let Ok(outputs) = write(items) {
+        debug_assert_eq!(outputs.len(), items.len(), "one output per item");
+        return outputs.into_iter().map(Ok).collect();
     }
-    items.iter().map(|item| write(std::slice::from_ref(item))).collect()
+    items
+        .iter()
+        .map(|item| {
+            write(std::slice::from_ref(item)).map(|outputs| outputs.into_iter().next().expect("one output per item"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -145,6 +145,9 @@ pub struct Engine {
     /// Records the ingest policy quarantined: kept out of operator searches, found by rights
     /// requests.
     quarantined: RwLock<HashSet<RecordId>>,
+    /// What a search hit shows of each indexed record, kept beside the index so that a hit
+    /// costs no read and no decryption of its record (whose template the hit does not show).
+    shown: RwLock<HashMap<RecordId, Shown>>,
     writer: Mutex<()>,
     /// Concurrent enrolments waiting for one write ([`Engine::enroll_grouped`]).
     group: group::Group,
@@ -155,6 +158,12 @@ pub struct Engine {
 /// The most probes one pass of the batched exact kernel scores for concurrent searches: enough
 /// to turn the scan from memory-bound to compute-bound, few enough that a batch stays short.
 const MAX_SCAN_BATCH: usize = 64;
+
+/// What [`Engine::search`] shows of a record besides its id and score.
+struct Shown {
+    provenance: Provenance,
+    enrolled_at: Timestamp,
+}
 
 /// One exact search waiting in [`Engine::scans`].
 struct Scan {
@@ -182,8 +191,15 @@ impl Engine {
     /// The engine over any storage: the RocksDB store, or the in-memory one in unit tests.
     pub fn with_storage(store: Arc<dyn Storage>, config: IndexConfig) -> Result<Self, Error> {
         config.hnsw.check()?;
-        let mut index = ExactIndex::new(store.dimension());
-        let count = store.for_each(&mut |record| index.insert(record.id, &record.embedding))?;
+        // Reserved once rather than grown by doubling: each growth copies (and zeroes) the
+        // whole matrix. An estimate: at most a few percent over, and growing past it works.
+        let estimate = store.estimated_records();
+        let mut index = ExactIndex::with_capacity(store.dimension(), estimate);
+        let mut shown = HashMap::with_capacity(estimate);
+        let count = store.for_each(&mut |record| {
+            index.insert(record.id, &record.embedding);
+            shown.insert(record.id, Shown { provenance: record.provenance, enrolled_at: record.enrolled_at });
+        })?;
         let quarantined: HashSet<RecordId> = store.quarantined()?.into_iter().map(|(id, _)| id).collect();
         info!(
             records = count,
@@ -209,6 +225,7 @@ impl Engine {
             index_config: config,
             graph_status,
             quarantined: RwLock::new(quarantined),
+            shown: RwLock::new(shown),
             writer: Mutex::new(()),
             group: Default::default(),
             scans: Combiner::with_leaders(
@@ -287,10 +304,18 @@ impl Engine {
                 .zip(&fresh_items)
                 .filter_map(|((id, _), &item)| Some((*id, quarantine.get(item).copied().flatten()?)))
                 .collect();
-            self.store.insert(&fresh, Timestamp::now(), &held)?;
+            let enrolled_at = Timestamp::now();
+            self.store.insert(&fresh, enrolled_at, &held)?;
             if !held.is_empty() {
                 let mut q = self.quarantined.write();
                 q.extend(held.iter().map(|(id, _)| *id));
+            }
+            // Before the index, so that every record a search can find has what its hit shows.
+            {
+                let mut shown = self.shown.write();
+                for (id, record) in &fresh {
+                    shown.insert(*id, Shown { provenance: record.provenance.clone(), enrolled_at });
+                }
             }
             {
                 let mut index = self.index.write();
@@ -358,18 +383,21 @@ impl Engine {
             hits.truncate(k);
             (hits, candidates.saturating_sub(hidden))
         };
-        let mut out = Vec::with_capacity(hits.len());
-        for hit in hits {
-            // A record erased between the scan and this read is simply no longer a hit.
-            if let Some(record) = self.store.get(hit.id)? {
-                out.push(SearchHit {
+        let shown = self.shown.read();
+        // A record unindexed between the scan and here is simply no longer a hit.
+        let out: Vec<SearchHit> = hits
+            .into_iter()
+            .filter_map(|hit| {
+                let s = shown.get(&hit.id)?;
+                Some(SearchHit {
                     id: hit.id,
                     score: hit.score,
-                    provenance: record.provenance.clone(),
-                    enrolled_at: record.enrolled_at,
-                });
-            }
-        }
+                    provenance: s.provenance.clone(),
+                    enrolled_at: s.enrolled_at,
+                })
+            })
+            .collect();
+        drop(shown);
         tracing::debug!(hits = out.len(), candidates, "searched");
         Ok(SearchResult { hits: out, candidates, index: index_name })
     }
@@ -440,6 +468,7 @@ impl Engine {
         // With the writers: graph changes must reach the store in the order they were made.
         let _writer = self.writer.lock();
         let present = self.index.write().remove(id);
+        self.shown.write().remove(&id);
         if let Some(hnsw) = &self.hnsw {
             let mut graph = hnsw.write();
             graph.remove(id);

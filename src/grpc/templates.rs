@@ -32,7 +32,7 @@ impl pb::templates_service_server::TemplatesService for TemplatesService {
         let rights = self.rights.clone();
         let enrolled = blocking(move || rights.enroll(&caller, vec![record])).await?;
         let first = enrolled.first().expect("one outcome per enrolled record");
-        tracing::info!(record_id = %first.id, created = first.created, "enrolled");
+        tracing::debug!(record_id = %first.id, created = first.created, "enrolled");
         Ok(Response::new(pb::EnrollResponse { record_id: first.id.to_string(), created: first.created }))
     }
 
@@ -62,7 +62,7 @@ impl pb::templates_service_server::TemplatesService for TemplatesService {
         let rights = self.rights.clone();
         let enrolled = blocking(move || rights.enroll(&caller, records)).await?;
         let created = enrolled.iter().filter(|e| e.created).count() as u64;
-        tracing::info!(items = enrolled.len(), created, "stream enrolled");
+        tracing::debug!(items = enrolled.len(), created, "stream enrolled");
         Ok(Response::new(pb::EnrollStreamResponse {
             record_ids: enrolled.iter().map(|e| e.id.to_string()).collect(),
             created,
@@ -103,7 +103,7 @@ impl pb::templates_service_server::TemplatesService for TemplatesService {
         let rights = self.rights.clone();
         let k = req.k as usize;
         let result = blocking(move || rights.search(&caller, &probe, k, req.min_score, req.exact)).await?;
-        tracing::info!(hits = result.hits.len(), candidates = result.candidates, "searched");
+        tracing::debug!(hits = result.hits.len(), candidates = result.candidates, "searched");
         Ok(Response::new(pb::SearchResponse {
             hits: result
                 .hits

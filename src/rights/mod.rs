@@ -273,7 +273,7 @@ pub struct Rights {
     metrics: Metrics,
     challenges: identity::Challenges,
     /// Recipients-log rows of concurrent searches and reads, written in one synced write.
-    disclosures: Combiner<store::Disclosed, Result<(), Error>>,
+    disclosures: Combiner<store::Disclosed, Result<Vec<RecordId>, Error>>,
     /// Audit events of concurrent calls, appended in one write ([`Rights::audit`]).
     audits: Combiner<trail::AuditEvent, Result<u64, Error>>,
 }
@@ -389,24 +389,33 @@ impl Rights {
         exact: bool,
     ) -> Result<SearchResult, Error> {
         let index = if exact { IndexUse::Exact } else { IndexUse::Configured };
-        let result = self.engine.search(&Query { probe, k, min_score, index, include_quarantined: false })?;
-        self.disclose(caller, result.hits.iter().map(|h| h.id).collect())?;
+        let mut result = self.engine.search(&Query { probe, k, min_score, index, include_quarantined: false })?;
+        let disclosed = self.disclose(caller, result.hits.iter().map(|h| h.id).collect())?;
+        // A hit erased before its row was written is not answered: every hit that leaves the
+        // server is in its recipients log.
+        if disclosed.len() < result.hits.len() {
+            result.hits.retain(|h| disclosed.contains(&h.id));
+        }
         Ok(result)
     }
 
     /// One record, for an operator: recorded as disclosed to the caller.
     pub fn get(&self, caller: &Caller, id: RecordId) -> Result<Record, Error> {
         let record = self.engine.get(id)?;
-        self.disclose(caller, vec![id])?;
+        if self.disclose(caller, vec![id])?.is_empty() {
+            // Erased between the read and the recipients-log write.
+            return Err(engine::Error::NotFound(id).into());
+        }
         Ok(record)
     }
 
     /// Writes the recipients-log rows of one answer, grouped with those of the other answers in
     /// flight into one synced write; returns once the write holding this answer's rows is
-    /// durable, so no answer leaves the server before its disclosure is on disk. If a group's
-    /// write fails, each call's rows are written again on their own, so that one call's error
-    /// is never another's.
-    fn disclose(&self, caller: &Caller, records: Vec<RecordId>) -> Result<(), Error> {
+    /// durable, so no answer leaves the server before its disclosure is on disk, with the
+    /// records whose rows were written (those not erased meanwhile). If a group's write fails,
+    /// each call's rows are written again on their own, so that one call's error is never
+    /// another's.
+    fn disclose(&self, caller: &Caller, records: Vec<RecordId>) -> Result<Vec<RecordId>, Error> {
         let call = store::Disclosed { records, client: caller.client.clone(), at: self.now() };
         self.disclosures.run(call, |calls| {
             combine::write_all_or_each(&calls, |some| Ok(self.engine.records().record_disclosures(some)?))

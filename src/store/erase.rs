@@ -678,7 +678,7 @@ mod tests {
         store.insert(&pairs[20..], Timestamp::now(), &[(ids[3], "unknown-jurisdiction")]).unwrap();
         let disclosed =
             crate::store::Disclosed { records: ids[..5].to_vec(), client: "operator-a".into(), at: Timestamp::now() };
-        store.record_disclosures(&[disclosed]).unwrap();
+        assert_eq!(store.record_disclosures(&[disclosed]).unwrap(), vec![ids[..5].to_vec()]);
         // An earlier access report naming record 2, the erasure request holding the probes,
         // and a control request; flushed, so their versions are in table files.
         let (report, request, control) = ([1u8; 16], [7u8; 16], [2u8; 16]);
@@ -729,6 +729,11 @@ mod tests {
         assert_eq!(store.request(&request).unwrap().unwrap().as_slice(), b"state");
         assert_eq!(store.suppressed_faces().unwrap().iter().map(|f| f.to_vec()).collect::<Vec<_>>(), vec![b"face"]);
         assert!(store.get(ids[0]).unwrap().is_some(), "other records stay");
+        // A search that found erased records before the erasure writes rows only for the others,
+        // and answers only those.
+        let late =
+            crate::store::Disclosed { records: ids[1..4].to_vec(), client: "operator-c".into(), at: Timestamp::now() };
+        assert_eq!(store.record_disclosures(&[late]).unwrap(), vec![vec![ids[1]]]);
         assert!(!files_containing(&data, &wrapped).is_empty(), "before the purge the key is on disk");
 
         let verified = store.purge_keys(gone, &erased.evidence).unwrap();

@@ -42,6 +42,10 @@ impl RecordStore for Store {
         Store::get(self, id)
     }
 
+    fn estimated_records(&self) -> usize {
+        Store::estimated_records(self)
+    }
+
     fn for_each(&self, f: &mut dyn FnMut(Record)) -> Result<usize, Error> {
         Store::for_each(self, f)
     }
@@ -58,7 +62,7 @@ impl RecordStore for Store {
         Store::stats(self)
     }
 
-    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error> {
+    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<Vec<Vec<RecordId>>, Error> {
         Store::record_disclosures(self, calls)
     }
 

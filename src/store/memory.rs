@@ -283,19 +283,26 @@ impl RecordStore for MemoryStore {
         Ok(self.lock().enrolment_leaves.get(&id).copied())
     }
 
+    fn estimated_records(&self) -> usize {
+        self.lock().records.len()
+    }
+
     fn stats(&self) -> Result<StoreStats, Error> {
         Ok(StoreStats { bytes_on_disk: 0, sst_file_count: 0 })
     }
 
-    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error> {
+    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<Vec<Vec<RecordId>>, Error> {
         self.write()?;
         let mut rows = self.lock();
+        let mut written = Vec::with_capacity(calls.len());
         for call in calls {
-            for id in call.records.iter().filter(|id| rows.data_keys.contains(id)).copied().collect::<Vec<_>>() {
-                rows.recipients.entry(id).or_default().push(Disclosure { client: call.client.clone(), at: call.at });
+            let ids: Vec<RecordId> = call.records.iter().filter(|id| rows.data_keys.contains(id)).copied().collect();
+            for id in &ids {
+                rows.recipients.entry(*id).or_default().push(Disclosure { client: call.client.clone(), at: call.at });
             }
+            written.push(ids);
         }
-        Ok(())
+        Ok(written)
     }
 
     fn disclosures(&self, id: RecordId) -> Result<Vec<Disclosure>, Error> {

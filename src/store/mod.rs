@@ -517,6 +517,13 @@ impl Store {
         codec::decode(id, &plaintext, self.dimension)
     }
 
+    /// About how many records are held: RocksDB's estimate of the records column family's keys
+    /// (0 if it has none), which overwrites and deletes not yet compacted can inflate.
+    pub fn estimated_records(&self) -> usize {
+        let estimate = self.db.property_int_value_cf(self.cf(CF_RECORDS), "rocksdb.estimate-num-keys");
+        estimate.ok().flatten().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// Calls `f` with every record, in id order (for rebuilding indexes at start-up). The
     /// records are read in runs and each run is decrypted on every core, since unwrapping the
     /// data keys and opening the records is most of the work.

@@ -121,12 +121,14 @@ impl Store {
     /// Records each call's disclosures (`client` received `records` at `at`) in one synced
     /// write: one row per record, keyed by record and sealed under the record's data key.
     /// Records erased meanwhile are skipped.
-    pub fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error> {
+    pub fn record_disclosures(&self, calls: &[Disclosed]) -> Result<Vec<Vec<RecordId>>, Error> {
         let _not_erasing = self.erase_lock.read();
         let mut batch = WriteBatch::default();
+        let mut written = Vec::with_capacity(calls.len());
         for call in calls {
             let row = Disclosure { client: call.client.clone(), at: call.at };
             let value = serde_json::to_vec(&row).expect("a disclosure serialises");
+            let mut ids = Vec::with_capacity(call.records.len());
             for id in &call.records {
                 let Some(dek) = self.data_key(*id)? else { continue };
                 let seq = self.disclosure_seq.fetch_add(1, Ordering::Relaxed);
@@ -134,12 +136,14 @@ impl Store {
                 key.extend_from_slice(&call.at.as_microsecond().to_be_bytes());
                 key.extend_from_slice(&seq.to_be_bytes());
                 batch.put_cf(self.cf(CF_RECIPIENTS), &key, crypto::seal_derived(&dek, RECIPIENT_DOMAIN, &key, &value));
+                ids.push(*id);
             }
+            written.push(ids);
         }
         if !batch.is_empty() {
             self.db.write_opt(batch, &super::synced())?;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Who received `id`, oldest first.

@@ -48,6 +48,10 @@ pub trait RecordStore: Send + Sync {
     /// One record, decrypted; `None` if it is not held.
     fn get(&self, id: RecordId) -> Result<Option<Record>, Error>;
 
+    /// About how many records are held (RocksDB's estimate), to reserve memory before
+    /// [`RecordStore::for_each`].
+    fn estimated_records(&self) -> usize;
+
     /// Calls `f` with every record, in id order; returns how many.
     fn for_each(&self, f: &mut dyn FnMut(Record)) -> Result<usize, Error>;
 
@@ -60,9 +64,9 @@ pub trait RecordStore: Send + Sync {
     /// What the store occupies.
     fn stats(&self) -> Result<StoreStats, Error>;
 
-    /// Records each call's disclosures in one durable write (records erased meanwhile are
-    /// skipped).
-    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<(), Error>;
+    /// Records each call's disclosures in one durable write; returns, for each call, the records
+    /// whose rows were written (records erased meanwhile are skipped).
+    fn record_disclosures(&self, calls: &[Disclosed]) -> Result<Vec<Vec<RecordId>>, Error>;
 
     /// Who received `id`, oldest first.
     fn disclosures(&self, id: RecordId) -> Result<Vec<Disclosure>, Error>;
