@@ -264,16 +264,25 @@ fn main() -> Result<()> {
         // A mid-size batch, and every probe in one call (as numpy and faiss are given them).
         let mut batches = vec![args.batch.max(1), probes.len()];
         batches.dedup();
-        for batch in batches {
-            let started = Instant::now();
-            let mut results = Vec::with_capacity(probes.len());
-            for chunk in probes.chunks(batch) {
-                for hits in exact.search_batch(chunk, Some(K), None) {
-                    results.push(hits.iter().map(|h| row_of(h.id)).collect());
-                }
+        // On one thread, then on `threads` (a batch's rows split over the pool's threads).
+        for t in [1, threads] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+            for &batch in &batches {
+                let started = Instant::now();
+                let mut results = Vec::with_capacity(probes.len());
+                pool.install(|| {
+                    for chunk in probes.chunks(batch) {
+                        for hits in exact.search_batch(chunk, Some(K), None) {
+                            results.push(hits.iter().map(|h| row_of(h.id)).collect());
+                        }
+                    }
+                });
+                let qps = probes.len() as f64 / started.elapsed().as_secs_f64();
+                emit("exact", t, json!({"mode": "batched", "batch": batch}), None, qps, &results, exact_rss);
             }
-            let qps = probes.len() as f64 / started.elapsed().as_secs_f64();
-            emit("exact", 1, json!({"mode": "batched", "batch": batch}), None, qps, &results, exact_rss);
+            if threads == 1 {
+                break;
+            }
         }
     }
 

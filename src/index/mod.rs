@@ -111,6 +111,13 @@ impl TopK {
         }
     }
 
+    /// Offers every hit `other` kept: the top of two disjoint sets of rows from their tops.
+    pub fn absorb(&mut self, other: TopK) {
+        for w in other.heap {
+            self.offer(w.0.id, w.0.score);
+        }
+    }
+
     /// The kept hits, best first.
     pub fn into_sorted(self) -> Vec<Hit> {
         self.heap.into_sorted_vec().into_iter().map(|w| w.0).collect()
