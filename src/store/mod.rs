@@ -524,30 +524,57 @@ impl Store {
         estimate.ok().flatten().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    /// Calls `f` with every record, in id order (for rebuilding indexes at start-up). The
-    /// records are read in runs and each run is decrypted on every core, since unwrapping the
-    /// data keys and opening the records is most of the work.
+    /// Calls `f` with every record, in id order (for rebuilding indexes at start-up). Three
+    /// stages overlap, with at most two runs of records waiting between each: one thread reads
+    /// the sealed rows in runs, another decrypts each run on every core (unwrapping the data
+    /// keys and opening the records is most of the work), and the caller's thread hands the
+    /// records to `f` meanwhile. The first error stops every stage and is returned.
     pub fn for_each(&self, mut f: impl FnMut(Record)) -> Result<usize, Error> {
         /// Records per run: a few megabytes of ciphertext, enough to keep every core busy.
         const RUN: usize = 8192;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut rows = self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::Start);
-        let mut run: Vec<SealedRow> = Vec::with_capacity(RUN);
-        let mut count = 0;
-        loop {
-            run.clear();
-            for item in rows.by_ref().take(RUN) {
-                let (key, sealed) = item?;
-                let id: [u8; 16] =
-                    key.as_ref().try_into().map_err(|_| Error::Corrupt("record key is not an id".into()))?;
-                run.push((RecordId::from_bytes(id), sealed));
+        std::thread::scope(|s| {
+            let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Result<Vec<SealedRow>, Error>>(2);
+            let (open_tx, open_rx) = std::sync::mpsc::sync_channel::<Result<Vec<Record>, Error>>(2);
+            s.spawn(move || {
+                let mut rows = self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::Start);
+                loop {
+                    let run: Result<Vec<SealedRow>, Error> = rows
+                        .by_ref()
+                        .take(RUN)
+                        .map(|item| {
+                            let (key, sealed) = item?;
+                            let id: [u8; 16] = key
+                                .as_ref()
+                                .try_into()
+                                .map_err(|_| Error::Corrupt("record key is not an id".into()))?;
+                            Ok((RecordId::from_bytes(id), sealed))
+                        })
+                        .collect();
+                    let last = run.as_ref().map_or(true, Vec::is_empty);
+                    // A send fails only when a later stage has stopped: stop too.
+                    if sealed_tx.send(run).is_err() || last {
+                        return;
+                    }
+                }
+            });
+            s.spawn(move || {
+                for run in sealed_rx {
+                    let opened = run.and_then(|run| self.decrypt_run(&run, workers));
+                    let last = opened.as_ref().map_or(true, Vec::is_empty);
+                    if open_tx.send(opened).is_err() || last {
+                        return;
+                    }
+                }
+            });
+            let mut count = 0;
+            for records in open_rx {
+                let records = records?;
+                count += records.len();
+                records.into_iter().for_each(&mut f);
             }
-            if run.is_empty() {
-                return Ok(count);
-            }
-            count += run.len();
-            self.decrypt_run(&run, workers)?.into_iter().for_each(&mut f);
-        }
+            Ok(count)
+        })
     }
 
     /// Decrypts `run` on `workers` threads (the caller's among them), in order.
