@@ -201,6 +201,9 @@ fn main() -> Result<()> {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(cores);
+    // Each search is measured on one thread, then on `threads` when that is more.
+    let mut thread_counts = vec![1, threads];
+    thread_counts.dedup();
     let data = files::read_matrix(&dir.join(files::EMBEDDINGS_FILE))?;
     let mut probes = embeddings(&files::read_matrix(&dir.join(files::PROBES_FILE))?)?;
     probes.truncate(args.probes);
@@ -254,18 +257,15 @@ fn main() -> Result<()> {
     };
 
     if !args.skip_exact {
-        for t in [1, threads] {
+        for &t in &thread_counts {
             let (results, qps) = timed(&probes, t, |p| exact.search(p, K, None).iter().map(|h| row_of(h.id)).collect());
             emit("exact", t, json!({"mode": "single-probe"}), None, qps, &results, exact_rss);
-            if t == 1 && threads == 1 {
-                break;
-            }
         }
         // A mid-size batch, and every probe in one call (as numpy and faiss are given them).
         let mut batches = vec![args.batch.max(1), probes.len()];
         batches.dedup();
-        // On one thread, then on `threads` (a batch's rows split over the pool's threads).
-        for t in [1, threads] {
+        // A batch's rows are split over the pool's threads.
+        for &t in &thread_counts {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
             for &batch in &batches {
                 let started = Instant::now();
@@ -279,9 +279,6 @@ fn main() -> Result<()> {
                 });
                 let qps = probes.len() as f64 / started.elapsed().as_secs_f64();
                 emit("exact", t, json!({"mode": "batched", "batch": batch}), None, qps, &results, exact_rss);
-            }
-            if threads == 1 {
-                break;
             }
         }
     }
@@ -307,15 +304,12 @@ fn main() -> Result<()> {
             );
             for &ef in &args.ef {
                 hnsw.set_ef_search(ef.max(K))?;
-                for t in [1, threads] {
+                for &t in &thread_counts {
                     let (results, qps) =
                         timed(&probes, t, |p| hnsw.search(p, K, None).iter().map(|h| row_of(h.id)).collect());
                     let params = json!({"m": args.m, "ef_construction": args.ef_construction, "ef": ef.max(K),
                         "build_threads": build_threads, "bytes_per_vector": hnsw.memory_bytes() / n.max(1)});
                     emit("hnsw", t, params, Some(build), qps, &results, rss);
-                    if threads == 1 {
-                        break;
-                    }
                 }
             }
         }

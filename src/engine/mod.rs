@@ -192,7 +192,7 @@ impl Engine {
     pub fn with_storage(store: Arc<dyn Storage>, config: IndexConfig) -> Result<Self, Error> {
         config.hnsw.check()?;
         // Reserved once rather than grown by doubling: each growth copies (and zeroes) the
-        // whole matrix. An estimate: at most a few percent over, and growing past it works.
+        // whole matrix. The store's estimate: if low, the matrix grows past it as before.
         let estimate = store.estimated_records();
         let mut index = ExactIndex::with_capacity(store.dimension(), estimate);
         let mut shown = HashMap::with_capacity(estimate);

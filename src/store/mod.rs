@@ -558,11 +558,10 @@ impl Store {
                     }
                 }
             });
+            // Ends when the reader has stopped (its channel closes) or the caller has.
             s.spawn(move || {
                 for run in sealed_rx {
-                    let opened = run.and_then(|run| self.decrypt_run(&run, workers));
-                    let last = opened.as_ref().map_or(true, Vec::is_empty);
-                    if open_tx.send(opened).is_err() || last {
+                    if open_tx.send(run.and_then(|run| self.decrypt_run(&run, workers))).is_err() {
                         return;
                     }
                 }

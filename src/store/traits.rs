@@ -48,8 +48,8 @@ pub trait RecordStore: Send + Sync {
     /// One record, decrypted; `None` if it is not held.
     fn get(&self, id: RecordId) -> Result<Option<Record>, Error>;
 
-    /// About how many records are held (RocksDB's estimate), to reserve memory before
-    /// [`RecordStore::for_each`].
+    /// About how many records are held (RocksDB's estimate; the memory store's exact count), to
+    /// reserve memory before [`RecordStore::for_each`].
     fn estimated_records(&self) -> usize;
 
     /// Calls `f` with every record, in id order; returns how many.
