@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use oubli::rights::{PolicySource, Thresholds};
+use oubli::store::consensus::ClusterConfig;
 use oubli::{
     engine::{IndexChoice, IndexConfig},
     index::HnswParams,
@@ -51,6 +52,21 @@ struct Args {
     /// continue the log. Needed once, on the first start after the restore.
     #[arg(long, env = "OUBLI_RESTORE_FROM_BACKUP")]
     restore_from_backup: bool,
+    /// Keep the wrapped data keys in this etcd cluster (`etcd://HOST:PORT,HOST:PORT,...`)
+    /// instead of the data dir: a record exists exactly when its key is committed there, and an
+    /// erasure's phase 1 purges and checks every member. A data dir made without it refuses it.
+    #[arg(long, env = "OUBLI_CLUSTER")]
+    cluster: Option<String>,
+    /// The etcd members' data dirs, in the order of --cluster, so phase 1 can check each member
+    /// beside it (write-ahead-log segments, a byte scan); a member without one stays pending.
+    #[arg(long, env = "OUBLI_ETCD_DATA_DIRS", value_delimiter = ',', requires = "cluster")]
+    etcd_data_dirs: Vec<PathBuf>,
+    /// The shard this node serves: its keys live under `/oubli/shard-S` in etcd.
+    #[arg(long, env = "OUBLI_SHARD", default_value_t = 0, requires = "cluster")]
+    shard: u32,
+    /// Which replica of the shard this node is. Only replica 0 exists so far.
+    #[arg(long, env = "OUBLI_REPLICA", default_value_t = 0, requires = "cluster")]
+    replica: u32,
     /// Log format.
     #[arg(long, env = "OUBLI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -215,6 +231,26 @@ async fn main() -> anyhow::Result<()> {
     config.dimension = args.dimension;
     config.log_origin = args.log_origin;
     config.restore_from_backup = args.restore_from_backup;
+    if let Some(spec) = &args.cluster {
+        if args.replica != 0 {
+            anyhow::bail!(
+                "--replica {}: only replica 0 of a shard can run so far (replicas do not yet copy ciphertexts to \
+                 each other); start one node per shard",
+                args.replica
+            );
+        }
+        let mut cluster = ClusterConfig::parse(spec)?;
+        if !args.etcd_data_dirs.is_empty() && args.etcd_data_dirs.len() != cluster.members.len() {
+            anyhow::bail!(
+                "--etcd-data-dirs names {} dirs for {} members: give one per member of --cluster, in its order",
+                args.etcd_data_dirs.len(),
+                cluster.members.len()
+            );
+        }
+        cluster = cluster.with_data_dirs(&args.etcd_data_dirs);
+        cluster.namespace = format!("/oubli/shard-{}", args.shard);
+        config.cluster = Some(cluster);
+    }
     config.tiles_listen = args.tiles_listen;
     config.cadence = match args.checkpoint_interval_ms {
         0 if !args.witnesses.is_empty() => anyhow::bail!(

@@ -178,12 +178,13 @@ impl Engine {
     /// builds it on all cores.
     #[instrument(skip_all)]
     pub fn open(options: &OpenOptions) -> Result<Self, Error> {
-        let store = Store::open_with(
+        let store = Store::open_on(
             &options.data_dir,
             &options.key_dir,
             options.dimension,
             options.log_origin.as_deref(),
             options.restore_from_backup,
+            options.cluster.clone(),
         )?;
         Self::with_storage(Arc::new(store), options.index)
     }

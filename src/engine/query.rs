@@ -19,6 +19,8 @@ pub struct OpenOptions {
     /// Open a data dir whose log is behind the key dir's mirror (a restored backup): copy the
     /// missing log entries back and re-apply every journaled erasure, instead of refusing it.
     pub restore_from_backup: bool,
+    /// The etcd cluster that holds the wrapped data keys (`None`: the data dir holds them).
+    pub cluster: Option<crate::store::consensus::ClusterConfig>,
 }
 
 impl OpenOptions {
@@ -31,6 +33,7 @@ impl OpenOptions {
             log_origin: None,
             index: IndexConfig::default(),
             restore_from_backup: false,
+            cluster: None,
         }
     }
 }

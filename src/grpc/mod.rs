@@ -76,6 +76,9 @@ pub struct Config {
     pub cadence: Option<crate::http::integrate::Cadence>,
     /// Where to serve the log's tlog-tiles HTTP API; `None`: not served.
     pub tiles_listen: Option<std::net::SocketAddr>,
+    /// The etcd cluster that holds the wrapped data keys, under this shard's namespace; `None`:
+    /// the data dir holds them (one node).
+    pub cluster: Option<crate::store::consensus::ClusterConfig>,
 }
 
 impl Config {
@@ -97,6 +100,7 @@ impl Config {
             restore_from_backup: false,
             cadence: None,
             tiles_listen: None,
+            cluster: None,
         }
     }
 }
@@ -187,6 +191,7 @@ async fn serve(
                 log_origin: config.log_origin.clone(),
                 index: config.index,
                 restore_from_backup: config.restore_from_backup,
+                cluster: config.cluster.clone(),
             })
         })
         .await??

@@ -86,6 +86,7 @@ impl From<store::Error> for Status {
             | store::Error::KeyFile { .. }
             | store::Error::KeyDirBound { .. }
             | store::Error::BehindMirror { .. }
+            | store::Error::KeyHomeMismatch { .. }
             | store::Error::Private(_) => internal(&e),
         }
     }

@@ -220,10 +220,21 @@ pub struct StoredKey {
 
 /// The wrapped data keys in etcd.
 pub struct ConsensusKeys {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` but in `drop`, which shuts it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
     client: Client,
     config: ClusterConfig,
     hasher: Hasher,
+}
+
+impl Drop for ConsensusKeys {
+    /// Shuts the runtime down without waiting: a store is often dropped on an async task (the
+    /// server's shutdown), where dropping a runtime the blocking way panics.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The filler values written to move etcd's write-ahead log on, and the small ones that only
@@ -240,7 +251,14 @@ impl ConsensusKeys {
     /// process looks for the same prints; no key leaves the key ring.
     #[tracing::instrument(skip_all, fields(members = config.members.len()))]
     pub fn open(config: ClusterConfig, keys: &KeyRing) -> Result<ConsensusKeys, Error> {
-        let store = ConsensusKeys::connect_with(config, keys.mac(b"oubli/etcd-scan-fingerprint/v1", b""))?;
+        ConsensusKeys::open_with_secret(config, keys.mac(b"oubli/etcd-scan-fingerprint/v1", b""))
+    }
+
+    /// [`Self::open`] with the byte scans' fingerprints keyed by `scan_secret`: the RocksDB store
+    /// passes its own, so one set of fingerprints serves the scans of its data dir and of every
+    /// member's.
+    pub(super) fn open_with_secret(config: ClusterConfig, scan_secret: [u8; 32]) -> Result<ConsensusKeys, Error> {
+        let store = ConsensusKeys::connect_with(config, scan_secret)?;
         let epoch = store.epoch_key();
         store.write("create the configuration epoch", |mut c| {
             let epoch = epoch.clone();
@@ -277,7 +295,11 @@ impl ConsensusKeys {
         let client = runtime
             .block_on(Client::connect(&endpoints, Some(options(config.request_timeout, true))))
             .map_err(|e| unavailable("connect to etcd", &e))?;
-        Ok(ConsensusKeys { runtime, client, config, hasher: Hasher::new(scan_secret) })
+        Ok(ConsensusKeys { runtime: Some(runtime), client, config, hasher: Hasher::new(scan_secret) })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives until the store is dropped")
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -419,9 +441,66 @@ impl ConsensusKeys {
             Some(r) => opts.with_revision(r),
             None => opts,
         };
-        let got =
-            self.runtime.block_on(async move { c.get(key, Some(opts)).await }).map_err(|e| unavailable(what, &e))?;
+        let got = self.rt().block_on(async move { c.get(key, Some(opts)).await }).map_err(|e| unavailable(what, &e))?;
         Ok(stored(&got))
+    }
+
+    /// The wrapped keys of `ids`, in order (`None`: no key), read through the leader in one
+    /// transaction per [`MAX_KEYS_PER_TXN`] ids.
+    pub fn get_many(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_KEYS_PER_TXN) {
+            let names: Vec<String> = chunk.iter().map(|id| self.key_of(*id)).collect();
+            let resp = self.write("read the records' keys", |mut c| {
+                let gets: Vec<TxnOp> = names.iter().map(|k| TxnOp::get(k.clone(), None)).collect();
+                async move { c.txn(Txn::new().and_then(gets)).await }
+            })?;
+            for answer in resp.op_responses() {
+                out.push(match answer {
+                    TxnOpResponse::Get(got) => got.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                });
+            }
+        }
+        if out.len() != ids.len() {
+            return Err(Error::Corrupt("etcd answered a different number of reads than were asked".into()));
+        }
+        Ok(out)
+    }
+
+    /// Every record's wrapped key, in id-name order, read through the leader in pages.
+    pub fn all(&self) -> Result<Vec<(RecordId, Vec<u8>)>, Error> {
+        const PAGE: i64 = 10_000;
+        let prefix = self.keys_prefix();
+        let end = prefix_end(&prefix);
+        let mut from = prefix.clone().into_bytes();
+        let mut out = Vec::new();
+        loop {
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            let page = self.write("read every record's key", |mut c| {
+                let (from, opts) = (from.clone(), opts.clone());
+                async move { c.get(from, Some(opts)).await }
+            })?;
+            let kvs = page.kvs();
+            for kv in kvs {
+                out.push((self.id_of(kv.key(), &prefix)?, kv.value().to_vec()));
+            }
+            match kvs.last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The record id a key's name carries.
+    fn id_of(&self, name: &[u8], prefix: &str) -> Result<RecordId, Error> {
+        name.get(prefix.len()..)
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Corrupt("a key in the key store is not named by a record id".into()))
     }
 
     /// How many records have a key.
@@ -487,10 +566,7 @@ impl ConsensusKeys {
             let mut then = Vec::new();
             let mut olds = Vec::new();
             for kv in kvs {
-                let id: RecordId = std::str::from_utf8(&kv.key()[prefix.len()..])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Error::Corrupt("a key in the key store is not named by a record id".into()))?;
+                let id = self.id_of(kv.key(), &prefix)?;
                 if let Some(new) = keys.rewrap(id, kv.value())? {
                     when.push(Compare::mod_revision(kv.key(), CompareOp::Equal, kv.mod_revision()));
                     then.push(TxnOp::put(kv.key(), new, None));
@@ -539,7 +615,7 @@ impl ConsensusKeys {
 
     fn member_state(&self, i: usize) -> Result<MemberState, Error> {
         let mut c = self.member_client(i, self.config.request_timeout)?;
-        self.runtime
+        self.rt()
             .block_on(async move {
                 let s = c.status().await?;
                 let h = c.hash_kv(0).await?;
@@ -580,7 +656,7 @@ impl ConsensusKeys {
     /// hashes the member's whole keyspace for its compact revision).
     fn raft_index(&self, i: usize) -> Result<u64, Error> {
         let mut c = self.member_client(i, self.config.request_timeout)?;
-        self.runtime
+        self.rt()
             .block_on(async move { c.status().await })
             .map(|s| s.raft_index())
             .map_err(|e| unavailable("read a member's Raft index", &e))
@@ -589,7 +665,7 @@ impl ConsensusKeys {
     /// A client of member `i` alone.
     fn member_client(&self, i: usize, timeout: Duration) -> Result<Client, Error> {
         let endpoint = [self.config.members[i].endpoint.clone()];
-        self.runtime
+        self.rt()
             .block_on(Client::connect(endpoint, Some(options(timeout, false))))
             .map_err(|e| unavailable("connect to one etcd member", &e))
     }
@@ -692,10 +768,7 @@ impl ConsensusKeys {
     /// Defragments member `i` alone (bounded by the defrag timeout).
     pub fn defragment(&self, i: usize) -> Result<(), Error> {
         let mut c = self.member_client(i, self.config.defrag_timeout)?;
-        self.runtime
-            .block_on(async move { c.defragment().await })
-            .map(|_| ())
-            .map_err(|e| unavailable("defragment", &e))
+        self.rt().block_on(async move { c.defragment().await }).map(|_| ()).map_err(|e| unavailable("defragment", &e))
     }
 
     /// Defragments the members not yet pending, one at a time (a member defragmenting does not
@@ -798,7 +871,7 @@ impl ConsensusKeys {
         let old = deleted.revision - 1;
         let key = self.keys_prefix();
         let mut c = self.member_client(i, self.config.request_timeout).map_err(|e| e.to_string())?;
-        let read = self.runtime.block_on(async move {
+        let read = self.rt().block_on(async move {
             c.get(key, Some(GetOptions::new().with_prefix().with_revision(old).with_serializable().with_keys_only()))
                 .await
         });
@@ -851,7 +924,7 @@ impl ConsensusKeys {
         let deadline = started + self.config.write_deadline;
         let mut wait = Duration::from_millis(20);
         for attempt in 1u32.. {
-            match self.runtime.block_on(call(client.clone())) {
+            match self.rt().block_on(call(client.clone())) {
                 Ok(v) => return Ok(v),
                 Err(e) if retryable(&e) && Instant::now() + wait < deadline => {
                     tracing::debug!(attempt, "etcd call failed; retrying");
@@ -879,7 +952,7 @@ impl ConsensusKeys {
     /// every call routed to a paused member would wait out its timeout).
     fn client_of(&self, live: &[usize]) -> Result<Client, Error> {
         let endpoints: Vec<String> = live.iter().map(|&i| self.config.members[i].endpoint.clone()).collect();
-        self.runtime
+        self.rt()
             .block_on(Client::connect(&endpoints, Some(options(self.config.request_timeout, true))))
             .map_err(|e| unavailable("connect to the members that answer", &e))
     }

@@ -238,9 +238,15 @@ impl Store {
             request_id,
             crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, request_id, &plaintext),
         );
+        // Refused before anything changes when the keys' cluster does not answer.
+        self.check_etcd_answers()?;
         // Outside the data dir first, so a restored backup can re-apply this erasure.
         self.journal_erasure(deletion)?;
         self.db.write_opt(batch, &super::synced())?;
+        // The keys in etcd, if they live there: a failure now is finished by phase 1.
+        if let Err(e) = self.delete_etcd_keys(deletion.ids) {
+            tracing::warn!(error = %e, "the erased records' keys are still in etcd; phase 1 deletes them");
+        }
         Ok(erased)
     }
 
@@ -264,13 +270,11 @@ impl Store {
             end: key.to_vec(),
             absent,
         };
+        key_values.extend(self.wrapped_keys(ids)?.into_iter().flatten());
         for &id in ids {
             if let Some(sealed) = self.db.get_cf(self.cf(CF_RECORDS), id.as_bytes())? {
                 erased.records += 1;
                 row_values.push(sealed);
-            }
-            if let Some(wrapped) = self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())? {
-                key_values.push(wrapped);
             }
             let key = id.as_bytes();
             for cf in [CF_RECORDS, CF_DATA_KEYS, CF_ENROLMENT_LEAVES, CF_QUARANTINE, CF_IDEMPOTENCY_OF] {
@@ -378,9 +382,10 @@ impl Store {
     }
 
     /// Purges the data keys of `ids` (deleted earlier) from disk and checks it: see the module
-    /// documentation. `evidence` is what [`Store::erase`] saw. Returns the checks passed, each
-    /// one that could have failed, or [`Error::Unverified`] naming the first that failed (the
-    /// purge can simply be retried).
+    /// documentation. `evidence` is what [`Store::erase`] saw. With keys in etcd, the keys are
+    /// then deleted there again and every member purged and checked (`keyhome.rs`). Returns the
+    /// checks passed, each one that could have failed, or [`Error::Unverified`] naming the first
+    /// that failed, or the etcd members still pending (the purge can simply be retried).
     pub fn purge_keys(&self, ids: &[RecordId], evidence: &Evidence) -> Result<Vec<String>, Error> {
         self.flush_all()?;
         self.db.compact_range_cf_opt(self.cf(CF_DATA_KEYS), None::<&[u8]>, None::<&[u8]>, &forced());
@@ -396,6 +401,7 @@ impl Store {
         ];
         verified.extend(self.no_holds(evidence)?);
         verified.push(self.scan_check(&evidence.key_prints, "wrapped data key(s)")?);
+        verified.extend(self.purge_etcd_keys(ids, &evidence.key_prints)?);
         Ok(verified)
     }
 
@@ -605,10 +611,7 @@ impl Store {
     /// Test hook: the raw stored bytes of a record's sealed row and wrapped data key.
     #[doc(hidden)]
     pub fn raw_rows(&self, id: RecordId) -> Result<RawRows, Error> {
-        Ok(RawRows {
-            sealed: self.db.get_cf(self.cf(CF_RECORDS), id.as_bytes())?,
-            wrapped_key: self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?,
-        })
+        Ok(RawRows { sealed: self.db.get_cf(self.cf(CF_RECORDS), id.as_bytes())?, wrapped_key: self.wrapped_key(id)? })
     }
 
     /// A RocksDB checkpoint (hard links to the table files) in `dir`: what a backup taken now
@@ -627,7 +630,7 @@ fn is_old(t: &LiveTable, evidence: &Evidence) -> bool {
         || t.deletions > 0
 }
 
-fn forced() -> CompactOptions {
+pub(super) fn forced() -> CompactOptions {
     let mut opts = CompactOptions::default();
     opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
     opts.set_exclusive_manual_compaction(true);

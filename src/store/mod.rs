@@ -40,6 +40,7 @@ pub mod crypto;
 mod erase;
 mod graph;
 mod impls;
+mod keyhome;
 mod livefiles;
 mod log;
 mod memory;
@@ -67,6 +68,8 @@ use crate::{
 use crypto::KeyRing;
 pub use erase::{Deletion, Erased, Evidence, Held, Notice, RawRows, Target};
 pub use graph::StoredGraph;
+use keyhome::KeyHome;
+pub use keyhome::Sweep;
 pub use memory::MemoryStore;
 pub use rotate::Rotation;
 pub use rows::{AuditAppend, Disclosed, Disclosure, StoredRequest};
@@ -227,6 +230,11 @@ pub enum Error {
     KeyConflict(RecordId),
     #[error("{n} keys in one write: one etcd transaction carries at most {max}; split the batch")]
     TooManyKeys { n: usize, max: usize },
+    #[error(
+        "this data dir keeps its data keys in {recorded}, not {requested}: {how} (a data dir's records \
+         exist only where their keys are)"
+    )]
+    KeyHomeMismatch { recorded: String, requested: String, how: String },
 }
 
 /// What an idempotency key says about an enrolment.
@@ -270,6 +278,8 @@ pub struct Store {
     checkpoints_from: u64,
     /// The erasure journal in the key dir.
     journal: parking_lot::Mutex<outside::Journal>,
+    /// Where the wrapped data keys live (`keyhome.rs`).
+    home: KeyHome,
 }
 
 impl Store {
@@ -297,6 +307,22 @@ impl Store {
         log_origin: Option<&str>,
         restore_from_backup: bool,
     ) -> Result<Self, Error> {
+        Store::open_on(data_dir, key_dir, dimension, log_origin, restore_from_backup, None)
+    }
+
+    /// [`Store::open_with`], with the wrapped data keys in the etcd cluster `cluster` names
+    /// instead of the data dir (`None`: in the data dir). The data dir records where its keys
+    /// live when it is created, and refuses to open under the other ([`Error::KeyHomeMismatch`]).
+    /// With keys in etcd, ciphertexts whose key was never committed are removed before the
+    /// store is returned ([`Sweep`]).
+    pub fn open_on(
+        data_dir: &Path,
+        key_dir: &Path,
+        dimension: Option<usize>,
+        log_origin: Option<&str>,
+        restore_from_backup: bool,
+        cluster: Option<consensus::ClusterConfig>,
+    ) -> Result<Self, Error> {
         if let Some(d) = dimension.filter(|&d| d == 0 || d > MAX_DIMENSION) {
             return Err(Error::InvalidDimension(d));
         }
@@ -321,12 +347,13 @@ impl Store {
 
         let meta = db.cf_handle(CF_META).expect("column families are created at open");
         let stored_format = db.get_cf(meta, META_FORMAT)?;
-        let (keys, dimension) = match stored_format {
+        let (keys, dimension, home) = match stored_format {
             None => {
                 let keys = KeyRing::load(key_dir, true)?;
                 if outside::bound_id(key_dir)?.is_some() {
                     return Err(Error::KeyDirBound { key_dir: key_dir.to_path_buf() });
                 }
+                let home = KeyHome::open(cluster, scan::secret(&keys))?;
                 let dimension = dimension.unwrap_or(DEFAULT_DIMENSION);
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
@@ -334,8 +361,9 @@ impl Store {
                 batch.put_cf(meta, META_KEY_CHECK, keys.check_value());
                 batch.put_cf(meta, META_LOG_ORIGIN, log_origin.unwrap_or(DEFAULT_LOG_ORIGIN));
                 batch.put_cf(meta, META_DATA_DIR_ID, new_data_dir_id());
+                batch.put_cf(meta, keyhome::META_KEY_HOME, home.name());
                 db.write_opt(batch, &synced())?;
-                (keys, dimension)
+                (keys, dimension, home)
             }
             Some(format) => {
                 let found = read_u32(&format, "format")?;
@@ -352,7 +380,9 @@ impl Store {
                 if !keys.matches_check_value(&check) {
                     return Err(Error::WrongKeys { key_dir: key_dir.to_path_buf() });
                 }
-                (keys, stored)
+                keyhome::check_recorded(cluster.as_ref(), db.get_cf(meta, keyhome::META_KEY_HOME)?.as_deref())?;
+                let home = KeyHome::open(cluster, scan::secret(&keys))?;
+                (keys, stored, home)
             }
         };
         bind_key_dir(&db, key_dir)?;
@@ -383,6 +413,7 @@ impl Store {
             published: Default::default(),
             checkpoints_from,
             journal: parking_lot::Mutex::new(journal),
+            home,
         };
         // Before anything is logged: a copy behind the mirror is refused before it is changed.
         let restored = store.settle_log(scan, restore_from_backup)?;
@@ -392,6 +423,7 @@ impl Store {
         if let Some(rotation) = store.finish_rotation()? {
             tracing::warn!(epoch = rotation.epoch, "an interrupted key rotation was finished");
         }
+        store.sweep_orphans()?;
         Ok(store)
     }
 
@@ -427,7 +459,13 @@ impl Store {
         let (id, digest) =
             value.split_first_chunk::<16>().ok_or_else(|| Error::Corrupt("short idempotency row".into()))?;
         if crypto::constant_time_eq(digest, &self.content_digest(record)) {
-            Ok(Idempotency::Replay(RecordId::from_bytes(*id)))
+            let id = RecordId::from_bytes(*id);
+            // With keys in etcd, a record whose key was never committed (an enrolment refused
+            // or cut short) does not exist: enrol it again.
+            if self.home.etcd().is_some() && self.wrapped_key(id)?.is_none() {
+                return Ok(Idempotency::Fresh);
+            }
+            Ok(Idempotency::Replay(id))
         } else {
             Ok(Idempotency::Conflict)
         }
@@ -435,7 +473,8 @@ impl Store {
 
     /// Stores new records in one synced write: sealed record, wrapped data key, idempotency
     /// row, enrolment leaf and (for `quarantined`, with the rule) quarantine flag of each.
-    /// Returns once the write is durable.
+    /// With keys in etcd, the keys are committed there after that write (`keyhome.rs`).
+    /// Returns once every write is durable.
     pub fn insert(
         &self,
         records: &[(RecordId, &NewRecord)],
@@ -445,13 +484,18 @@ impl Store {
         let _keys = self.key_lock.read();
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(records.len());
+        let mut etcd_keys = Vec::new();
         for (id, record) in records {
             let dek = crypto::random_secret();
             let (salt, entry) = enrolment(*id, enrolled_at);
             events.push(entry);
             let plaintext = codec::encode(&record.provenance, &record.embedding, enrolled_at, &salt);
             batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), crypto::seal_record(&dek, *id, &plaintext));
-            batch.put_cf(self.cf(CF_DATA_KEYS), id.as_bytes(), self.keys.wrap(*id, &dek));
+            let wrapped = self.keys.wrap(*id, &dek);
+            match self.home {
+                KeyHome::Local => batch.put_cf(self.cf(CF_DATA_KEYS), id.as_bytes(), wrapped),
+                KeyHome::Etcd { .. } => etcd_keys.push((*id, wrapped)),
+            }
             if let Some(key) = &record.idempotency_key {
                 let mut value = id.as_bytes().to_vec();
                 value.extend_from_slice(&self.content_digest(record));
@@ -469,8 +513,9 @@ impl Store {
                 batch.put_cf(self.cf(CF_ENROLMENT_LEAVES), id.as_bytes(), (first + i as u64).to_be_bytes());
             }
         })?;
+        // With keys in etcd, a crash here leaves orphans: ciphertexts whose key is not committed.
         crate::failpoint::hit("enrol.after-write");
-        Ok(())
+        self.commit_keys(&etcd_keys)
     }
 
     /// Fills `idempotency_of` from `idempotency` for a data dir written before it existed.
@@ -493,26 +538,41 @@ impl Store {
 
     /// The unwrapped data key of a record, if it is held.
     fn data_key(&self, id: RecordId) -> Result<Option<crypto::Secret>, Error> {
-        match self.db.get_pinned_cf(self.cf(CF_DATA_KEYS), id.as_bytes())? {
+        match self.wrapped_key(id)? {
             None => Ok(None),
             Some(wrapped) => self.keys.unwrap(id, &wrapped).map(Some),
         }
     }
 
-    /// Reads and decrypts one record.
+    /// Reads and decrypts one record (`None` if it is not held; with keys in etcd, also when
+    /// its key is not committed there).
     pub fn get(&self, id: RecordId) -> Result<Option<Record>, Error> {
         let Some(sealed) = self.db.get_pinned_cf(self.cf(CF_RECORDS), id.as_bytes())? else {
             return Ok(None);
         };
-        self.decrypt(id, &sealed).map(Some)
+        match self.home {
+            KeyHome::Local => self.decrypt(id, &sealed, None).map(Some),
+            KeyHome::Etcd { .. } => match self.wrapped_key(id)? {
+                Some(wrapped) => self.decrypt(id, &sealed, Some(&wrapped)).map(Some),
+                None => Ok(None),
+            },
+        }
     }
 
-    fn decrypt(&self, id: RecordId, sealed: &[u8]) -> Result<Record, Error> {
-        let wrapped = self
-            .db
-            .get_pinned_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?
-            .ok_or_else(|| Error::Corrupt(format!("record {id} has no data key")))?;
-        let dek = self.keys.unwrap(id, &wrapped)?;
+    /// Opens a sealed record with its wrapped key, read from the data dir when not given.
+    fn decrypt(&self, id: RecordId, sealed: &[u8], wrapped: Option<&[u8]>) -> Result<Record, Error> {
+        let local;
+        let wrapped = match wrapped {
+            Some(w) => w,
+            None => {
+                local = self
+                    .db
+                    .get_pinned_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?
+                    .ok_or_else(|| Error::Corrupt(format!("record {id} has no data key")))?;
+                &local[..]
+            }
+        };
+        let dek = self.keys.unwrap(id, wrapped)?;
         let plaintext = crypto::open_record(&dek, id, sealed)?;
         codec::decode(id, &plaintext, self.dimension)
     }
@@ -533,6 +593,9 @@ impl Store {
         /// Records per run: a few megabytes of ciphertext, enough to keep every core busy.
         const RUN: usize = 8192;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // With keys in etcd: all of them, read once (a record with none is not served).
+        let etcd_keys = self.etcd_keys()?;
+        let etcd_keys = etcd_keys.as_ref();
         std::thread::scope(|s| {
             let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Result<Vec<SealedRow>, Error>>(2);
             let (open_tx, open_rx) = std::sync::mpsc::sync_channel::<Result<Vec<Record>, Error>>(2);
@@ -561,7 +624,7 @@ impl Store {
             // Ends when the reader has stopped (its channel closes) or the caller has.
             s.spawn(move || {
                 for run in sealed_rx {
-                    if open_tx.send(run.and_then(|run| self.decrypt_run(&run, workers))).is_err() {
+                    if open_tx.send(run.and_then(|run| self.decrypt_run(&run, workers, etcd_keys))).is_err() {
                         return;
                     }
                 }
@@ -576,10 +639,22 @@ impl Store {
         })
     }
 
-    /// Decrypts `run` on `workers` threads (the caller's among them), in order.
-    fn decrypt_run(&self, run: &[SealedRow], workers: usize) -> Result<Vec<Record>, Error> {
+    /// Decrypts `run` on `workers` threads (the caller's among them), in order. With `etcd_keys`,
+    /// a record with no key there is skipped.
+    fn decrypt_run(
+        &self,
+        run: &[SealedRow],
+        workers: usize,
+        etcd_keys: Option<&std::collections::HashMap<RecordId, Vec<u8>>>,
+    ) -> Result<Vec<Record>, Error> {
         let open = |part: &[SealedRow]| -> Result<Vec<Record>, Error> {
-            part.iter().map(|(id, sealed)| self.decrypt(*id, sealed)).collect()
+            match etcd_keys {
+                None => part.iter().map(|(id, sealed)| self.decrypt(*id, sealed, None)).collect(),
+                Some(keys) => part
+                    .iter()
+                    .filter_map(|(id, sealed)| keys.get(id).map(|w| self.decrypt(*id, sealed, Some(w))))
+                    .collect(),
+            }
         };
         let parts: Vec<&[SealedRow]> = run.chunks(run.len().div_ceil(workers).max(1)).collect();
         let Some((&last, rest)) = parts.split_last() else { return Ok(Vec::new()) };

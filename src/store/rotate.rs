@@ -78,6 +78,7 @@ impl Store {
         };
         if self.keys.epochs().len() > 1 {
             rewrapped += self.rewrap_all()?;
+            rewrapped += self.rewrap_etcd()?;
             crate::failpoint::hit("rotate.rewrapped");
             let mut batch = WriteBatch::default();
             batch.put_cf(self.cf(CF_META), META_KEY_CHECK, self.keys.check_value());
@@ -142,6 +143,26 @@ impl Store {
         }
         flush(&mut batch, &mut pending)?;
         Ok(count)
+    }
+
+    /// With keys in etcd: re-wraps them there, then purges the overwritten values from every
+    /// member and checks each, all before the old key-encryption key may be destroyed (a member
+    /// pending keeps the rotation unfinished: it is resumed at the next rotation check or open).
+    fn rewrap_etcd(&self) -> Result<u64, Error> {
+        let Some((etcd, _)) = self.home.etcd() else { return Ok(0) };
+        let done = etcd.rewrap_all(&self.keys)?;
+        if done.rewrapped > 0 {
+            let purge = etcd.purge(&done.after, &done.old)?;
+            if !purge.is_complete() {
+                let pending: Vec<String> = purge.pending().iter().map(|(m, why)| format!("{m}: {why}")).collect();
+                return Err(Error::Unverified(format!(
+                    "the re-wrapped keys' old values are not yet purged from every etcd member ({}); the old \
+                     key-encryption key is kept until they are",
+                    pending.join("; ")
+                )));
+            }
+        }
+        Ok(done.rewrapped as u64)
     }
 
     /// The current KEK epoch.

@@ -257,9 +257,15 @@ pub(super) fn scan_dir(dir: &Path, hasher: Hasher, prints: &Prints) -> Result<Sc
     Ok(scan)
 }
 
+/// The secret of a store's fingerprints, from its key ring (the same across processes, so a
+/// purge resumed after a restart looks for the same prints).
+pub(super) fn secret(keys: &super::crypto::KeyRing) -> [u8; 32] {
+    keys.mac(b"oubli/scan-fingerprint/v1", b"")
+}
+
 impl Store {
     pub(super) fn hasher(&self) -> Hasher {
-        Hasher::new(self.keys.mac(b"oubli/scan-fingerprint/v1", b""))
+        Hasher::new(secret(&self.keys))
     }
 
     /// The fingerprints of `values` (what the scan after a purge looks for).

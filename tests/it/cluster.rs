@@ -306,3 +306,221 @@ fn a_key_rotation_with_a_member_down_is_purged_from_it_once_it_resynchronises() 
         keys.unwrap(*id, new).expect("opens under the current epoch");
     }
 }
+
+/// The server's cluster settings for shard 0 of `etcd`, with every member's data dir so phase 1
+/// can check each beside it.
+fn shard_config(etcd: &Etcd) -> ClusterConfig {
+    let mut config = etcd.config();
+    config.namespace = "/oubli/shard-0".into();
+    config.wal_deadline = Duration::from_secs(150);
+    config
+}
+
+/// A reader of shard 0's keys, made off the async runtime (its client blocks).
+async fn shard_reader(config: &ClusterConfig) -> Arc<ConsensusKeys> {
+    let config = config.clone();
+    Arc::new(tokio::task::spawn_blocking(move || ConsensusKeys::connect(config)).await.unwrap().expect("connect"))
+}
+
+/// Runs a blocking read of the key store off the async runtime.
+async fn blocking<T: Send + 'static>(
+    reader: &Arc<ConsensusKeys>,
+    f: impl FnOnce(&ConsensusKeys) -> T + Send + 'static,
+) -> T {
+    let reader = reader.clone();
+    tokio::task::spawn_blocking(move || f(&reader)).await.unwrap()
+}
+
+/// Files under `dir` holding `needle`.
+fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    crate::harness::files_under(dir)
+        .into_iter()
+        .filter(|f| std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
+/// The request's status once `done` holds, polled (1 s long-polls, at most `rounds`).
+async fn status_until(
+    rights: &mut crate::erasure::Rights,
+    id: &str,
+    secret: &str,
+    rounds: usize,
+    what: &str,
+    done: impl Fn(&oubli::grpc::pb::RequestStatus) -> bool,
+) -> oubli::grpc::pb::RequestStatus {
+    use oubli::grpc::pb;
+    let mut last = None;
+    for _ in 0..rounds {
+        let status = rights
+            .get_request(pb::GetRequestRequest {
+                request_id: id.into(),
+                request_secret: secret.into(),
+                wait_seconds: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if done(&status) {
+            return status;
+        }
+        last = Some(status);
+    }
+    panic!("not within {rounds} polls: {what}; last status {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_etcd_commits_every_key_there_and_its_erasure_is_checked_on_every_member_even_one_paused() {
+    use oubli::grpc::pb::{
+        self, rights_service_client::RightsServiceClient, templates_service_client::TemplatesServiceClient,
+    };
+
+    use crate::{
+        erasure::{body, receipts, submit_erasure},
+        harness::{Dirs, Server},
+        rights::{enrol, tokens, with_tokens},
+    };
+    let etcd = Etcd::start(&[("OUBLI_ETCD_SNAPSHOT_COUNT", "100"), ("OUBLI_ETCD_MAX_WALS", "1")]);
+    let cluster = shard_config(&etcd);
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let for_server = cluster.clone();
+    let configure = with_tokens(path, move |c| c.cluster = Some(for_server.clone()));
+    let server = Server::start_with(dirs, configure.clone()).await;
+    let world = enrol(&server, &t.operator).await;
+    let reader = shard_reader(&cluster).await;
+    assert_eq!(blocking(&reader, |r| r.count()).await.unwrap(), world.ids.len(), "one key in etcd per record");
+
+    // The person's records, and a control record of someone else.
+    let person = world.clear_cut(0);
+    let probe = world.population.probe(person).to_vec();
+    let erased: Vec<RecordId> =
+        world.scored(person, 0.602, 2.0).into_iter().map(|(id, _)| id.parse().unwrap()).collect();
+    let control: RecordId =
+        world.ids.iter().map(|id| id.parse().unwrap()).find(|id| !erased.contains(id)).expect("another record");
+    let mut wanted = erased.clone();
+    wanted.push(control);
+    let wrapped: Vec<Vec<u8>> =
+        blocking(&reader, move |r| r.get_many(&wanted)).await.unwrap().into_iter().map(Option::unwrap).collect();
+    let (erased_keys, control_key) = wrapped.split_at(erased.len());
+    let data = server.dirs.data.clone();
+    for key in wrapped.iter() {
+        assert_eq!(holding(&data, key), Vec::<String>::new(), "a wrapped key was written to the data dir");
+    }
+
+    // One member paused through the first purge: phase 1 stays pending and names it.
+    let paused = blocking(&reader, |r| (1..=3).find(|&n| n != leader(r)).unwrap()).await;
+    let paused_endpoint = cluster.members[paused - 1].endpoint.clone();
+    etcd.member("pause-member", paused);
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
+    let (id, secret) = submit_erasure(&mut rights, &probe).await;
+    let status = status_until(&mut rights, &id, &secret, 120, "phase 1 names the paused member", |s| {
+        s.alert.contains(&paused_endpoint)
+    })
+    .await;
+    assert_eq!(status.erasure_step, "deleted", "{status:?}");
+    let gone: Vec<RecordId> = erased.clone();
+    let left = blocking(&reader, move |r| r.get_many(&gone)).await.unwrap();
+    assert!(left.iter().all(Option::is_none), "the keys are deleted in etcd before the purge completes");
+
+    // Back, the retried phase 1 completes on every member.
+    etcd.member("resume-member", paused);
+    let status =
+        status_until(&mut rights, &id, &secret, 240, "phase 1 completes", |s| s.erasure_step == "keys_purged").await;
+    assert!(status.alert.is_empty(), "{status:?}");
+    let phase1 = body(&receipts(&mut rights, &id, &secret).await.phase1_receipt_json);
+    for member in &cluster.members {
+        let checked: Vec<&String> =
+            phase1.verified.iter().filter(|v| v.starts_with(&format!("etcd member {}:", member.endpoint))).collect();
+        assert_eq!(checked.len(), 4, "four checks of {}: {:?}", member.endpoint, phase1.verified);
+    }
+    for (n, member) in cluster.members.iter().enumerate() {
+        let dir = member.data_dir.as_ref().unwrap();
+        for key in erased_keys {
+            assert_eq!(holding(dir, key), Vec::<String>::new(), "member {} still holds an erased key", n + 1);
+        }
+        assert!(!holding(dir, &control_key[0]).is_empty(), "member {} holds the control key", n + 1);
+    }
+    let mut police = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let search = pb::SearchRequest {
+        probe: Some(pb::Embedding { values: probe.clone() }),
+        k: 10,
+        min_score: Some(0.602),
+        exact: true,
+    };
+    assert!(police.search(search.clone()).await.unwrap().into_inner().hits.is_empty());
+
+    // A restart loads what etcd holds; the data dir refuses to open without its cluster.
+    let server = server.restart().await;
+    let mut police = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let got = police.get(pb::GetRequest { record_id: control.to_string(), include_embedding: false }).await;
+    assert!(got.is_ok(), "the control record is served after a restart: {got:?}");
+    assert!(police.search(search).await.unwrap().into_inner().hits.is_empty());
+    let left = world.ids.len() - erased.len();
+    assert_eq!(blocking(&reader, |r| r.count()).await.unwrap(), left);
+    let dirs = server.stop().await;
+    let refused = store::Store::open(&dirs.data, &dirs.keys, None, None).err().expect("refused");
+    assert!(matches!(refused, store::Error::KeyHomeMismatch { .. }), "{refused}");
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_ciphertext_and_its_key_commit_leaves_an_orphan_never_served_and_swept() {
+    use oubli::grpc::pb::{self, templates_service_client::TemplatesServiceClient};
+
+    use crate::harness::{Dirs, Process, record_count, request};
+    let etcd = Etcd::start(&[]);
+    let cluster = shard_config(&etcd);
+    let spec = std::fs::read_to_string(etcd.dir().join("endpoints")).unwrap();
+    let member_dirs: Vec<String> = (1..=3).map(|n| etcd.dir().join(format!("m{n}")).display().to_string()).collect();
+    let member_dirs = member_dirs.join(",");
+    let env = [("OUBLI_CLUSTER", spec.trim()), ("OUBLI_ETCD_DATA_DIRS", member_dirs.as_str())];
+    let dirs = Dirs::new();
+    let values: Vec<f32> = (0..512).map(|i| ((i * 7 % 13) as f32) - 6.0).collect();
+    let mut enrol = request(values.clone(), "https://photos.example/orphan.jpg");
+    enrol.idempotency_key = "orphan-1".into();
+
+    // Killed right after the ciphertext's synced write, before the key's commit.
+    let server = Process::spawn_with(&dirs, Some("enrol.after-write"), &env);
+    let mut client = TemplatesServiceClient::new(server.channel(&dirs).await);
+    assert!(client.enroll(enrol.clone()).await.is_err(), "the enrolment is never acknowledged");
+    drop(server);
+    let reader = shard_reader(&cluster).await;
+    assert_eq!(blocking(&reader, |r| r.count()).await.unwrap(), 0, "no key was committed");
+    {
+        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &dirs.data).unwrap();
+        let db = rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), &dirs.data, &names, false).unwrap();
+        let records = db.cf_handle("records").unwrap();
+        assert_eq!(
+            db.iterator_cf(records, rocksdb::IteratorMode::Start).count(),
+            1,
+            "the orphan's ciphertext is on disk"
+        );
+    }
+
+    // Restarted: the orphan is swept before anything is served, and never found.
+    let server = Process::spawn_with(&dirs, None, &env);
+    let mut client = TemplatesServiceClient::new(server.channel(&dirs).await);
+    assert_eq!(record_count(&mut client).await, 0);
+    let search =
+        pb::SearchRequest { probe: Some(pb::Embedding { values: values.clone() }), k: 5, min_score: None, exact: true };
+    assert!(client.search(search.clone()).await.unwrap().into_inner().hits.is_empty());
+    drop(server);
+    {
+        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &dirs.data).unwrap();
+        let db = rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), &dirs.data, &names, false).unwrap();
+        let records = db.cf_handle("records").unwrap();
+        assert_eq!(db.iterator_cf(records, rocksdb::IteratorMode::Start).count(), 0, "the orphan's rows are deleted");
+    }
+
+    // The same call again (same idempotency key) enrols it for real: one key, one record.
+    let server = Process::spawn_with(&dirs, None, &env);
+    let mut client = TemplatesServiceClient::new(server.channel(&dirs).await);
+    let id = client.enroll(enrol).await.unwrap().into_inner().record_id;
+    assert_eq!(record_count(&mut client).await, 1);
+    let hits = client.search(search).await.unwrap().into_inner().hits;
+    assert_eq!(hits.iter().map(|h| h.record_id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
+    assert_eq!(blocking(&reader, |r| r.count()).await.unwrap(), 1);
+}
