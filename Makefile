@@ -12,7 +12,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl chromium etcd-server etcd-client
 ARGS ?=
 
-.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion etcd-demo bench-etcd fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion etcd-demo bench-etcd bench-cluster fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -71,6 +71,13 @@ bench-etcd: build
 	  scripts/etcd-local.sh stop $$d; rm -rf $$d; [ $$rc -eq 0 ] || exit $$rc; \
 	done
 	python3 -c 'import json,sys; rows=[json.loads(l) for l in open("target/bench-etcd/results.jsonl")]; json.dump({"runs": rows}, open("target/bench-etcd/results.json","w"), indent=1); [print(r) for r in rows]'
+
+# One node against one shard whose data keys live in a local 3-member etcd, one run: enrolment
+# calls/s with 1 and 8 clients, and the erasure steps' durations after a mixed run (phase 1 on
+# etcd purges and checks every member). target/bench-cluster/results.json; everything it starts
+# is stopped at the end.
+bench-cluster: build
+	python3 scripts/bench-cluster.py
 
 # The API against buf's STANDARD lint rules (buf.yaml): the protobuf ecosystem's conventions for
 # service and message names. buf comes from npm, pinned, under target/buf: nothing is installed

@@ -12,6 +12,7 @@ pub const ALL: [&str; 11] = [
     "enrol.before-write",
     "log.signed",
     "log.before-mirror",
+    // With the keys in etcd (`--cluster`): after the ciphertext's write, before the keys' commit.
     "enrol.after-write",
     "erase.planned",
     "erase.deleted",

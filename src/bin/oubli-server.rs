@@ -248,7 +248,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         cluster = cluster.with_data_dirs(&args.etcd_data_dirs);
-        cluster.namespace = format!("/oubli/shard-{}", args.shard);
+        cluster.namespace = format!("{}{}", oubli::store::consensus::SHARDS_PREFIX, args.shard);
         config.cluster = Some(cluster);
     }
     config.tiles_listen = args.tiles_listen;

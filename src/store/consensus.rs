@@ -210,6 +210,18 @@ pub struct MemberState {
     pub db_size: i64,
 }
 
+/// Where `oubli-server --cluster --shard S` keeps its keys: `/oubli/shard-S`.
+pub const SHARDS_PREFIX: &str = "/oubli/shard-";
+
+/// One shard's keys in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardKeys {
+    pub namespace: String,
+    pub records: usize,
+    /// Its configuration epoch (`None`: unreadable).
+    pub epoch: Option<u64>,
+}
+
 /// A key as etcd holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
@@ -493,6 +505,49 @@ impl ConsensusKeys {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Every shard whose keys live in this cluster (`oubli-server --cluster --shard S` writes
+    /// under `/oubli/shard-S`), with how many records it holds and its configuration epoch, in
+    /// name order. Reads key names only, in pages.
+    pub fn shards(&self) -> Result<Vec<ShardKeys>, Error> {
+        const PAGE: i64 = 10_000;
+        let prefix = SHARDS_PREFIX.to_string();
+        let end = prefix_end(&prefix);
+        let mut from = prefix.clone().into_bytes();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        loop {
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_keys_only();
+            let page = self.write("list the shards' keys", |mut c| {
+                let (from, opts) = (from.clone(), opts.clone());
+                async move { c.get(from, Some(opts)).await }
+            })?;
+            for kv in page.kvs() {
+                let name = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
+                let Some((shard, rest)) = name.split_once('/') else { continue };
+                let held = counts.entry(shard.to_string()).or_default();
+                *held += usize::from(rest.starts_with("keys/"));
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(shard, records)| {
+                let key = format!("{SHARDS_PREFIX}{shard}/epoch");
+                let got = self.write("read a shard's epoch", |mut c| {
+                    let key = key.clone();
+                    async move { c.get(key, None).await }
+                })?;
+                let epoch = parse_epoch(got.kvs().first().map(|kv| kv.value())).ok();
+                Ok(ShardKeys { namespace: format!("{SHARDS_PREFIX}{shard}"), records, epoch })
+            })
+            .collect()
     }
 
     /// The record id a key's name carries.

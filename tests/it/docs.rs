@@ -9,7 +9,7 @@
 //! - `make TARGET` is checked with `make -n` (the target exists and its recipe expands) but not
 //!   run: `make test` is what runs this, and `make demo` is run by itself;
 //! - `target/release/oubli*` is this build's binary, and the temp dir links the repository's
-//!   `examples/` and `proto/`, so paths written from the repository root resolve.
+//!   `examples/`, `proto/` and `scripts/`, so paths written from the repository root resolve.
 //!
 //! Also: the Python example (examples/python/client.py) against a live server.
 use std::{path::Path, process::Command};
@@ -103,7 +103,7 @@ fn run_doc(name: &str) {
     let body = script(&markdown);
     assert!(!body.trim().is_empty(), "{name} has no sh block");
     let dir = tempfile::tempdir().expect("tmp");
-    for linked in ["examples", "proto"] {
+    for linked in ["examples", "proto", "scripts"] {
         std::os::unix::fs::symlink(repo.join(linked), dir.path().join(linked)).expect("symlink");
     }
     let out = Command::new("bash")

@@ -106,6 +106,12 @@ fn bench(dir: &Path, records: usize) -> Result<()> {
 fn status(etcd: &str, json: bool) -> Result<()> {
     let store = ConsensusKeys::connect(ClusterConfig::parse(etcd)?)?;
     let members = store.status();
+    // Without a majority nothing can be read through the leader: the members' rows say why.
+    let shards = store.shards().unwrap_or_default();
+    let shard_rows: Vec<_> = shards
+        .iter()
+        .map(|s| serde_json::json!({ "namespace": s.namespace, "records": s.records, "epoch": s.epoch, "replicas": 1 }))
+        .collect();
     if json {
         let rows: Vec<_> = members
             .iter()
@@ -118,7 +124,7 @@ fn status(etcd: &str, json: bool) -> Result<()> {
                 Err(e) => serde_json::json!({ "endpoint": m.endpoint, "error": e }),
             })
             .collect();
-        outln!("{}", serde_json::json!({ "members": rows }));
+        outln!("{}", serde_json::json!({ "members": rows, "shards": shard_rows }));
     } else {
         outln!(
             "{:<24} {:<17} {:<7} {:>6} {:>10} {:>9} {:>9} {:>12}",
@@ -148,6 +154,16 @@ fn status(etcd: &str, json: bool) -> Result<()> {
                 Err(e) => outln!("{:<24} does not answer: {e}", m.endpoint.trim_start_matches("http://")),
             }
         }
+        outln!();
+        outln!("{:<24} {:>9} {:>6} {:>9}", "shard", "records", "epoch", "replicas");
+        for s in &shards {
+            let epoch = s.epoch.map_or("-".into(), |e| e.to_string());
+            outln!("{:<24} {:>9} {:>6} {:>9}", s.namespace, s.records, epoch, 1);
+        }
+        if shards.is_empty() {
+            outln!("(no shard has written keys here)");
+        }
+        outln!("each shard runs one replica so far: replication of ciphertexts between replicas is not built");
     }
     let up = members.iter().filter(|m| m.answer.is_ok()).count();
     if up * 2 <= members.len() {

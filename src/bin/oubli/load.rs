@@ -139,6 +139,9 @@ struct Ledger {
     pool: Vec<(String, Vec<f32>)>,
     acknowledged: BTreeSet<String>,
     erased: BTreeSet<String>,
+    /// Records whose erasure failed or timed out after it was sent: the server may have erased
+    /// them or not, so the check counts neither a loss nor a resurrection for them.
+    unsettled: BTreeSet<String>,
     latencies: BTreeMap<Op, Vec<Duration>>,
     errors: BTreeMap<Op, Vec<String>>,
     /// Calls the server refused with RESOURCE_EXHAUSTED (its rate limits or its queue).
@@ -235,7 +238,7 @@ pub async fn run(args: Args, server: &str, json: bool) -> Result<()> {
     let ledger = std::mem::take(&mut *ledger.lock());
     let mut templates = TemplatesServiceClient::new(channel.clone());
     let (mut lost, mut resurrected) = (Vec::new(), Vec::new());
-    for id in &ledger.acknowledged {
+    for id in ledger.acknowledged.iter().filter(|id| !ledger.unsettled.contains(*id)) {
         let got = templates.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
         match (ledger.erased.contains(id), got) {
             (false, Err(e)) => lost.push(format!("{id}: {}", e.message())),
@@ -303,9 +306,11 @@ pub async fn run(args: Args, server: &str, json: bool) -> Result<()> {
         }
     }
     outln!(
-        "consistency: {} acknowledged, {} erased; {} lost, {} resurrected; log {} -> {} leaves {}",
+        "consistency: {} acknowledged, {} erased, {} unsettled (an erasure that failed or timed out); {} lost, {} \
+         resurrected; log {} -> {} leaves {}",
         ledger.acknowledged.len(),
         ledger.erased.len(),
+        ledger.unsettled.len(),
         lost.len(),
         resurrected.len(),
         old.size,
@@ -453,13 +458,23 @@ async fn client(
                 };
                 match picked {
                     None => continue,
-                    Some((id, probe)) => request(&mut rights, work.app.as_ref(), op, probe).await.map(|erased| {
+                    Some((id, probe)) => {
+                        let answer = request(&mut rights, work.app.as_ref(), op, probe).await;
                         let mut l = ledger.lock();
-                        l.erased.extend(erased);
-                        if op == Op::Erase {
-                            l.erased.insert(id);
+                        match &answer {
+                            Ok(erased) => {
+                                l.erased.extend(erased.iter().cloned());
+                                if op == Op::Erase {
+                                    l.erased.insert(id);
+                                }
+                            }
+                            Err(_) if op == Op::Erase => {
+                                l.unsettled.insert(id);
+                            }
+                            Err(_) => {}
                         }
-                    }),
+                        answer.map(|_| ())
+                    }
                 }
             }
         };
