@@ -276,6 +276,9 @@ pub struct Rights {
     disclosures: Combiner<store::Disclosed, Result<Vec<RecordId>, Error>>,
     /// Audit events of concurrent calls, appended in one write ([`Rights::audit`]).
     audits: Combiner<trail::AuditEvent, Result<u64, Error>>,
+    /// Held through [`Rights::purge_due`]: one purge at a time (the worker's and an
+    /// administrator's), without holding the request lock through the store's purge.
+    purging: parking_lot::Mutex<()>,
 }
 
 /// The most calls whose recipients-log rows or audit events go in one write.
@@ -300,6 +303,7 @@ impl Rights {
             settings,
             disclosures: Combiner::new(MAX_GROUPED_WRITES),
             audits: Combiner::new(MAX_GROUPED_WRITES),
+            purging: parking_lot::Mutex::new(()),
         };
         rights.prune_audit()?;
         rights.forget_erased_in_reports()?;

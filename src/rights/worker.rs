@@ -1,11 +1,16 @@
-//! The worker: the scheduler of every rights pipeline. It runs requests submitted now, those a
-//! restart left unfinished, and the timed work (phase 2 at the end of the purge window, a due
-//! key rotation, a retry after a failure), one round at a time, off the async threads.
+//! The worker: the scheduler of every rights pipeline. Two loops, off the async threads:
+//! - the request loop runs requests submitted now and those a restart left unfinished, one
+//!   round at a time, and after each round wakes the other loop;
+//! - the timed loop runs the purges (phase 1 as soon as a delete is checked, phase 2 at the end
+//!   of the purge window), a due key rotation and the expiries, and retries what failed. A
+//!   purge can take half a minute (on etcd: compaction, defragmentation, write-ahead-log
+//!   retirement on every member); requests submitted meanwhile are answered all the same.
 //!
 //! The decisions are synchronous methods on [`Rights`] ([`Rights::worker_round`],
-//! [`Rights::worker_sleep`]); the async loop only waits for a nudge or for the next timed work,
-//! and hands each round to `spawn_blocking`. The worker ends when every [`Nudge`] is gone and [`Worker::shutdown`] is
-//! called: it finishes its current round first.
+//! [`Rights::timed_round`], [`Rights::worker_sleep`]); the async loops only wait for a nudge or
+//! for the next timed work, and hand each round to `spawn_blocking`. The worker ends when every
+//! [`Nudge`] is gone and [`Worker::shutdown`] is called: each loop finishes its current round
+//! first.
 //!
 //! Its queue is bounded (`Settings::queue_capacity`): a public submission is refused before
 //! anything is stored while that many requests wait ([`Nudge::has_room`]), so a flood costs
@@ -82,7 +87,8 @@ impl Nudge {
 /// The running worker.
 pub struct Worker {
     nudge: Nudge,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The request loop and the timed loop.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     /// With processing off, the queue's receiver, held so that the queue fills and refuses.
     _held: Option<Receiver<RequestId>>,
 }
@@ -100,9 +106,15 @@ impl Worker {
             missed: AtomicBool::new(false),
             rescan: Notify::new(),
         });
-        let (task, held) =
-            if process { (Some(tokio::spawn(run(rights, shared.clone(), rx))), None) } else { (None, Some(rx)) };
-        Worker { nudge: Nudge(Some((tx, shared))), task, _held: held }
+        let (tasks, held) = if process {
+            // One kick waiting is enough: the timed round reads everything that is due.
+            let (kick, kicked) = tokio::sync::mpsc::channel(1);
+            let requests = tokio::spawn(run(rights.clone(), shared.clone(), rx, kick));
+            (vec![requests, tokio::spawn(timed(rights, kicked))], None)
+        } else {
+            (Vec::new(), Some(rx))
+        };
+        Worker { nudge: Nudge(Some((tx, shared))), tasks, _held: held }
     }
 
     /// A handle that nudges this worker.
@@ -114,10 +126,11 @@ impl Worker {
     /// [`Nudge`] must be dropped first (the services that hold them are gone).
     pub async fn shutdown(self) -> Result<(), tokio::task::JoinError> {
         drop(self.nudge);
-        match self.task {
-            Some(task) => task.await,
-            None => Ok(()),
+        // The request loop ends first (its queue closes); it drops the timed loop's kicks.
+        for task in self.tasks {
+            task.await?;
         }
+        Ok(())
     }
 }
 
@@ -136,7 +149,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn run(rights: Arc<Rights>, shared: Arc<Shared>, mut rx: Receiver<RequestId>) {
+async fn run(rights: Arc<Rights>, shared: Arc<Shared>, mut rx: Receiver<RequestId>, kick: Sender<()>) {
     // What a restart left unfinished is read from the store, and is the first round.
     let mut resumed = match blocking(&rights, Rights::pending_work).await {
         Some(Ok(ids)) => {
@@ -151,11 +164,12 @@ async fn run(rights: Arc<Rights>, shared: Arc<Shared>, mut rx: Receiver<RequestI
         }
         None => Vec::new(),
     };
-    let mut failed = false;
     loop {
         // (ids, how many of them came from the queue, whether to rescan the store)
         let (ids, queued, rescan) = if resumed.is_empty() {
-            let wait = blocking(&rights, move |r| r.worker_sleep(failed)).await.flatten();
+            // Woken by the clock at most every 10 s (the floor after a failure): exact times
+            // are the timed loop's, this one only retries steps that failed.
+            let wait = blocking(&rights, move |r| r.worker_sleep(true)).await.flatten();
             tokio::select! {
                 id = rx.recv() => {
                     let Some(id) = id else { break };
@@ -174,8 +188,22 @@ async fn run(rights: Arc<Rights>, shared: Arc<Shared>, mut rx: Receiver<RequestI
             (std::mem::take(&mut resumed), 0, false)
         };
         let rescan = rescan || shared.missed.swap(false, Ordering::SeqCst);
-        failed = blocking(&rights, move |r| r.worker_round(&ids, rescan)).await.unwrap_or(true);
+        blocking(&rights, move |r| r.worker_round(&ids, rescan)).await;
         shared.pending.fetch_sub(queued, Ordering::SeqCst);
+        // Full: a kick is already waiting. Closed: the timed loop has stopped.
+        let _ = kick.try_send(());
+    }
+}
+
+/// The timed loop: a round at start, after every kick, and when timed work is due.
+async fn timed(rights: Arc<Rights>, mut kicked: Receiver<()>) {
+    loop {
+        let failed = blocking(&rights, Rights::timed_round).await.unwrap_or(true);
+        let wait = blocking(&rights, move |r| r.worker_sleep(failed)).await.flatten();
+        tokio::select! {
+            kick = kicked.recv() => if kick.is_none() { break },
+            () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+        }
     }
 }
 
@@ -192,10 +220,10 @@ impl Rights {
         Some(Duration::from_secs_f64(secs))
     }
 
-    /// One round of the worker: the requests `ids`, every unfinished request when woken by
-    /// the clock (those whose last step failed) or after a nudge found the queue full, then the purges and a due rotation. Returns
-    /// whether the purge or the rotation failed (each failure is logged; all is retried).
-    pub fn worker_round(&self, ids: &[RequestId], woken_by_time: bool) -> bool {
+    /// One round of the request loop: the requests `ids`, then every unfinished request when
+    /// woken by the clock (those whose last step failed) or after a nudge found the queue full.
+    /// Each failure is logged and retried.
+    pub fn worker_round(&self, ids: &[RequestId], woken_by_time: bool) {
         for &id in ids {
             if let Err(e) = self.process(id) {
                 error!(request_id = %id, error = %e, "request processing failed; it is retried");
@@ -206,6 +234,11 @@ impl Rights {
                 let _ = self.process(id);
             }
         }
+    }
+
+    /// One round of the timed loop: the purges due, a due rotation, the expiries. Returns
+    /// whether one of them failed (each failure is logged; all is retried).
+    pub fn timed_round(&self) -> bool {
         let purge = self.purge_due(false);
         let rotation = self.rotate_if_due();
         // Unverified requests denied, attestation probes, kept faces and old rows deleted.

@@ -457,13 +457,35 @@ impl ConsensusKeys {
         Ok(stored(&got))
     }
 
-    /// The wrapped keys of `ids`, in order (`None`: no key), read through the leader in one
-    /// transaction per [`MAX_KEYS_PER_TXN`] ids.
+    /// The wrapped keys of `ids`, in order (`None`: no key): read through the leader in one
+    /// transaction per [`MAX_KEYS_PER_TXN`] ids, or, when no leader answers within the request
+    /// timeout (a majority down), from the first member that answers, alone. That read may lag
+    /// behind a delete another writer committed; a shard's node is its keys' only writer, and it
+    /// unindexes a record before deleting its key, so a key it reads for a search hit or a read
+    /// is never one it erased.
     pub fn get_many(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        match self.get_many_from_leader(ids) {
+            Err(Error::Consensus { what, reason }) => {
+                for i in 0..self.config.members.len() {
+                    let alone: Result<Vec<_>, Error> =
+                        ids.iter().map(|id| Ok(self.get_from(i, *id)?.map(|k| k.wrapped))).collect();
+                    if let Ok(keys) = alone {
+                        tracing::debug!(member = i, "keys read from one member: no leader answered");
+                        return Ok(keys);
+                    }
+                }
+                Err(Error::Consensus { what, reason })
+            }
+            other => other,
+        }
+    }
+
+    fn get_many_from_leader(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_KEYS_PER_TXN) {
             let names: Vec<String> = chunk.iter().map(|id| self.key_of(*id)).collect();
-            let resp = self.write("read the records' keys", |mut c| {
+            let within = self.config.request_timeout;
+            let resp = self.retry_via(&self.client, "read the records' keys", within, |mut c| {
                 let gets: Vec<TxnOp> = names.iter().map(|k| TxnOp::get(k.clone(), None)).collect();
                 async move { c.txn(Txn::new().and_then(gets)).await }
             })?;
@@ -975,8 +997,17 @@ impl ConsensusKeys {
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
+        self.retry_via(client, what, self.config.write_deadline, call)
+    }
+
+    /// [`Self::write_via`], retried for at most `within`.
+    fn retry_via<T, F, Fut>(&self, client: &Client, what: &str, within: Duration, call: F) -> Result<T, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
         let started = Instant::now();
-        let deadline = started + self.config.write_deadline;
+        let deadline = started + within;
         let mut wait = Duration::from_millis(20);
         for attempt in 1u32.. {
             match self.rt().block_on(call(client.clone())) {

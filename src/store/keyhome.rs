@@ -16,6 +16,10 @@
 //!   between the two writes is finished there) before purging every member and checking each
 //!   one beside it.
 //!
+//! Reads of keys go through etcd's leader; without a majority they fall back to one member's
+//! own copy ([`ConsensusKeys::get_many`]), so searches and reads are still answered while
+//! enrolments and erasures are refused.
+//!
 //! The data dir records its key home at creation and refuses to open under the other: a
 //! cluster's data dir opened alone would find every record an orphan.
 use std::collections::HashMap;
@@ -103,7 +107,7 @@ impl Store {
     pub(super) fn wrapped_key(&self, id: RecordId) -> Result<Option<Vec<u8>>, Error> {
         match self.home.etcd() {
             None => Ok(self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?),
-            Some((etcd, _)) => Ok(etcd.get(id)?.map(|k| k.wrapped)),
+            Some((etcd, _)) => Ok(etcd.get_many(&[id])?.pop().flatten()),
         }
     }
 

@@ -416,7 +416,7 @@ async fn a_server_on_etcd_commits_every_key_there_and_its_erasure_is_checked_on_
     etcd.member("pause-member", paused);
     let mut rights = RightsServiceClient::new(server.channel_as(None).await);
     let (id, secret) = submit_erasure(&mut rights, &probe).await;
-    let status = status_until(&mut rights, &id, &secret, 120, "phase 1 names the paused member", |s| {
+    let status = status_until(&mut rights, &id, &secret, 300, "phase 1 names the paused member", |s| {
         s.alert.contains(&paused_endpoint)
     })
     .await;
@@ -425,10 +425,22 @@ async fn a_server_on_etcd_commits_every_key_there_and_its_erasure_is_checked_on_
     let left = blocking(&reader, move |r| r.get_many(&gone)).await.unwrap();
     assert!(left.iter().all(Option::is_none), "the keys are deleted in etcd before the purge completes");
 
+    // Meanwhile other requests are answered: the purge holds no request lock, and runs on the
+    // worker's timed loop, not the loop that answers requests.
+    let other = (person + 1..world.population.probe_labels.len())
+        .map(|p| world.clear_cut(p))
+        .find(|&p| world.population.probe_labels[p] != world.population.probe_labels[person])
+        .expect("another clear-cut person");
+    let (access, access_secret) = crate::rights::submit(&mut rights, world.population.probe(other)).await;
+    let answered = crate::rights::wait(&mut rights, &access, &access_secret).await;
+    assert_eq!(answered.state, "completed", "{answered:?}");
+    let still = status_until(&mut rights, &id, &secret, 1, "the erasure's status", |_| true).await;
+    assert_eq!(still.erasure_step, "deleted", "phase 1 cannot complete while a member is paused");
+
     // Back, the retried phase 1 completes on every member.
     etcd.member("resume-member", paused);
     let status =
-        status_until(&mut rights, &id, &secret, 240, "phase 1 completes", |s| s.erasure_step == "keys_purged").await;
+        status_until(&mut rights, &id, &secret, 400, "phase 1 completes", |s| s.erasure_step == "keys_purged").await;
     assert!(status.alert.is_empty(), "{status:?}");
     let phase1 = body(&receipts(&mut rights, &id, &secret).await.phase1_receipt_json);
     for member in &cluster.members {
@@ -467,7 +479,7 @@ async fn a_server_on_etcd_commits_every_key_there_and_its_erasure_is_checked_on_
 
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_between_the_ciphertext_and_its_key_commit_leaves_an_orphan_never_served_and_swept() {
+async fn an_orphan_from_a_crash_before_the_key_commit_is_never_served_and_without_a_majority_enrolments_are_refused() {
     use oubli::grpc::pb::{self, templates_service_client::TemplatesServiceClient};
 
     use crate::harness::{Dirs, Process, record_count, request};
@@ -520,7 +532,21 @@ async fn a_crash_between_the_ciphertext_and_its_key_commit_leaves_an_orphan_neve
     let mut client = TemplatesServiceClient::new(server.channel(&dirs).await);
     let id = client.enroll(enrol).await.unwrap().into_inner().record_id;
     assert_eq!(record_count(&mut client).await, 1);
-    let hits = client.search(search).await.unwrap().into_inner().hits;
+    let hits = client.search(search.clone()).await.unwrap().into_inner().hits;
     assert_eq!(hits.iter().map(|h| h.record_id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
     assert_eq!(blocking(&reader, |r| r.count()).await.unwrap(), 1);
+
+    // Two of three members down: an enrolment is refused with UNAVAILABLE and a message (after
+    // the write deadline) and stores nothing; searches and reads are still answered.
+    etcd.member("kill-member", 2);
+    etcd.member("kill-member", 3);
+    let other = request(values.iter().map(|v| -v).collect(), "https://photos.example/refused.jpg");
+    let refused = client.enroll(other).await.expect_err("no majority, no commit");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("etcd") && refused.message().contains("majority"), "{}", refused.message());
+    let hits = client.search(search).await.expect("searches are answered").into_inner().hits;
+    assert_eq!(hits.iter().map(|h| h.record_id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
+    let got = client.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
+    assert!(got.is_ok(), "reads are answered: {got:?}");
+    assert_eq!(record_count(&mut client).await, 1, "the refused enrolment stored nothing");
 }

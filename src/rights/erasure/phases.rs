@@ -2,7 +2,9 @@
 //! costs the same for one record as for many): phase 1 purges the data keys, phase 2, once the
 //! purge window has passed, the rows themselves. Both run through [`Rights::run_phase`]: the
 //! store's purge and its checks, then every request of the batch moved on with its log entry
-//! in one synced write.
+//! in one synced write. The request lock is held to pick a batch and to move it on, not through
+//! the store's purge (on etcd, about half a minute): other requests go on meanwhile, and the
+//! batch is read again under the lock before it is moved on.
 use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
@@ -35,23 +37,20 @@ impl Rights {
     /// requests). Returns whether anything was done.
     #[instrument(skip_all)]
     pub fn purge_due(&self, now_regardless_of_window: bool) -> Result<bool, Error> {
-        let _guard = self.requests.lock();
+        let _one_purge = self.purging.lock();
         let mut did = false;
-        // Only once the post-delete check found nothing at the strict threshold.
-        let checked = |r: &ErasureRequest| r.pipeline.post_check.is_some_and(|(_, remaining)| remaining == 0);
-        let mut phase1: Vec<ErasureRequest> =
-            self.erasing()?.filter(|r| checked(r) && r.pipeline.step == Step::Deleted).collect();
+        let phase1 = self.waiting_for(Purge::Keys)?;
         if !phase1.is_empty() {
-            self.run_phase(Purge::Keys, &mut phase1)?;
+            self.run_phase(Purge::Keys, &phase1)?;
             did = true;
         }
 
         let now = self.now();
-        let mut phase2: Vec<ErasureRequest> = self.erasing()?.filter(|r| r.pipeline.step == Step::KeysPurged).collect();
+        let phase2 = self.waiting_for(Purge::Rows)?;
         let oldest = phase2.iter().filter_map(|r| r.pipeline.phase1.as_ref().map(|p| p.at)).min();
         let due = |at: Timestamp| at.checked_add(self.purge_window()).is_ok_and(|due| due <= now);
         if oldest.is_some_and(|at| now_regardless_of_window || due(at)) {
-            self.run_phase(Purge::Rows, &mut phase2)?;
+            self.run_phase(Purge::Rows, &phase2)?;
             did = true;
         }
         if did {
@@ -60,8 +59,31 @@ impl Rights {
         Ok(did)
     }
 
-    /// One purge for `batch`, its checks, and each request's next step logged with them.
-    fn run_phase(&self, purge: Purge, batch: &mut [ErasureRequest]) -> Result<(), Error> {
+    /// The erasures waiting for `purge`, read under the request lock: phase 1 once the
+    /// post-delete check found nothing at the strict threshold, phase 2 once phase 1 is logged.
+    fn waiting_for(&self, purge: Purge) -> Result<Vec<ErasureRequest>, Error> {
+        let _guard = self.requests.lock();
+        let checked = |r: &ErasureRequest| r.pipeline.post_check.is_some_and(|(_, remaining)| remaining == 0);
+        Ok(match purge {
+            Purge::Keys => self.erasing()?.filter(|r| checked(r) && r.pipeline.step == Step::Deleted).collect(),
+            Purge::Rows => self.erasing()?.filter(|r| r.pipeline.step == Step::KeysPurged).collect(),
+        })
+    }
+
+    /// `batch` as stored now (under the request lock the caller holds): those of its requests
+    /// still waiting for `purge`, so a request moved on meanwhile is not moved twice.
+    fn still_waiting(&self, purge: Purge, batch: &[ErasureRequest]) -> Result<Vec<ErasureRequest>, Error> {
+        let step = match purge {
+            Purge::Keys => Step::Deleted,
+            Purge::Rows => Step::KeysPurged,
+        };
+        let ids: std::collections::BTreeSet<_> = batch.iter().map(|r| r.id).collect();
+        Ok(self.erasing()?.filter(|r| ids.contains(&r.id) && r.pipeline.step == step).collect())
+    }
+
+    /// One purge for `batch` (outside the request lock), its checks, and each request's next
+    /// step logged with them (under it).
+    fn run_phase(&self, purge: Purge, batch: &[ErasureRequest]) -> Result<(), Error> {
         let store = self.engine.records();
         let mut evidence = store::Evidence::default();
         for erased in batch.iter().filter_map(|r| r.pipeline.erased.as_ref()) {
@@ -87,7 +109,10 @@ impl Rights {
             Err(store::Error::Unverified(why)) => {
                 // A check that failed: nothing is logged, the phase is retried, and every
                 // request of the batch shows the alert until it passes.
-                self.alert(batch, purge, &why)?;
+                let _guard = self.requests.lock();
+                let mut batch = self.still_waiting(purge, batch)?;
+                self.alert(&mut batch, purge, &why)?;
+                self.requests.changed();
                 return Err(store::Error::Unverified(why).into());
             }
             Err(e) => return Err(e.into()),
@@ -101,6 +126,11 @@ impl Rights {
                 self.metrics.record_step("phase2_purge", started.elapsed());
                 crate::failpoint::hit("erase.rows-purged");
             }
+        }
+        let _guard = self.requests.lock();
+        let mut batch = self.still_waiting(purge, batch)?;
+        if batch.is_empty() {
+            return Ok(());
         }
         let now = self.now();
         let epoch = store.key_epoch();
@@ -129,7 +159,7 @@ impl Rights {
                 }
             })
             .collect();
-        self.requests.save_all_logged(batch, &entries, |r, leaf| {
+        self.requests.save_all_logged(&mut batch, &entries, |r, leaf| {
             let phase = Some(Phase { at: now, leaf, verified: verified.clone() });
             r.pipeline.alert = None;
             match purge {
