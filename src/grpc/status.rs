@@ -87,6 +87,7 @@ impl From<store::Error> for Status {
             | store::Error::KeyDirBound { .. }
             | store::Error::BehindMirror { .. }
             | store::Error::KeyHomeMismatch { .. }
+            | store::Error::WrongCluster { .. }
             | store::Error::Private(_) => internal(&e),
         }
     }

@@ -195,14 +195,24 @@ async fn run(rights: Arc<Rights>, shared: Arc<Shared>, mut rx: Receiver<RequestI
     }
 }
 
-/// The timed loop: a round at start, after every kick, and when timed work is due.
+/// The timed loop: a round at start, after every kick, and when timed work is due. After a
+/// round that failed, kicks wait for the retry's time (at least 10 s): a purge that keeps
+/// failing is retried at that pace, not after every request round.
 async fn timed(rights: Arc<Rights>, mut kicked: Receiver<()>) {
     loop {
         let failed = blocking(&rights, Rights::timed_round).await.unwrap_or(true);
         let wait = blocking(&rights, move |r| r.worker_sleep(failed)).await.flatten();
-        tokio::select! {
-            kick = kicked.recv() => if kick.is_none() { break },
-            () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+        let sleep = tokio::time::sleep(wait.unwrap_or_default());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                kick = kicked.recv() => match kick {
+                    None => return,
+                    Some(()) if failed && wait.is_some() => continue,
+                    Some(()) => break,
+                },
+                () = &mut sleep, if wait.is_some() => break,
+            }
         }
     }
 }

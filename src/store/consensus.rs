@@ -271,8 +271,40 @@ impl ConsensusKeys {
     /// member's.
     pub(super) fn open_with_secret(config: ClusterConfig, scan_secret: [u8; 32]) -> Result<ConsensusKeys, Error> {
         let store = ConsensusKeys::connect_with(config, scan_secret)?;
-        let epoch = store.epoch_key();
-        store.write("create the configuration epoch", |mut c| {
+        store.create_epoch()?;
+        Ok(store)
+    }
+
+    /// Connects to a cluster that must already hold this namespace's epoch (a data dir written
+    /// with keys there), creating nothing, with the byte scans' fingerprints keyed by
+    /// `scan_secret`.
+    pub(super) fn reopen_with_secret(config: ClusterConfig, scan_secret: [u8; 32]) -> Result<ConsensusKeys, Error> {
+        ConsensusKeys::connect_with(config, scan_secret)
+    }
+
+    /// The etcd cluster's own id (from a response header), to tell one cluster from another.
+    pub fn cluster_id(&self) -> Result<u64, Error> {
+        let key = self.epoch_key();
+        let got = self.write("read the cluster's id", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+        })?;
+        Ok(got.header().map(|h| h.cluster_id()).unwrap_or_default())
+    }
+
+    /// Whether this namespace's configuration epoch exists.
+    pub fn has_epoch(&self) -> Result<bool, Error> {
+        let key = self.epoch_key();
+        let got = self.write("read the configuration epoch", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+        })?;
+        Ok(got.count() > 0)
+    }
+
+    fn create_epoch(&self) -> Result<(), Error> {
+        let epoch = self.epoch_key();
+        self.write("create the configuration epoch", |mut c| {
             let epoch = epoch.clone();
             async move {
                 c.txn(
@@ -283,7 +315,7 @@ impl ConsensusKeys {
                 .await
             }
         })?;
-        Ok(store)
+        Ok(())
     }
 
     /// Connects without writing anything (to read status). Its fingerprints use a secret of
@@ -457,14 +489,13 @@ impl ConsensusKeys {
         Ok(stored(&got))
     }
 
-    /// The wrapped keys of `ids`, in order (`None`: no key): read through the leader in one
-    /// transaction per [`MAX_KEYS_PER_TXN`] ids, or, when no leader answers within the request
-    /// timeout (a majority down), from the first member that answers, alone. That read may lag
-    /// behind a delete another writer committed; a shard's node is its keys' only writer, and it
-    /// unindexes a record before deleting its key, so a key it reads for a search hit or a read
-    /// is never one it erased.
-    pub fn get_many(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        match self.get_many_from_leader(ids) {
+    /// [`Self::get_many`], or, when no leader answers within the request timeout (a majority
+    /// down), the keys as the first member that answers holds them, alone. That copy may lag
+    /// behind a delete, or miss a commit: only for what tolerates it (sealing a search hit's
+    /// recipients row, for a record the caller holds indexed; its node is the only writer of its
+    /// keys, and unindexes a record before deleting its key).
+    pub fn get_many_or_any_member(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        match self.get_many_within(ids, self.config.request_timeout) {
             Err(Error::Consensus { what, reason }) => {
                 for i in 0..self.config.members.len() {
                     let alone: Result<Vec<_>, Error> =
@@ -480,11 +511,16 @@ impl ConsensusKeys {
         }
     }
 
-    fn get_many_from_leader(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+    /// The wrapped keys of `ids`, in order (`None`: no key), read through the leader in one
+    /// transaction per [`MAX_KEYS_PER_TXN`] ids: every committed write is seen.
+    pub fn get_many(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        self.get_many_within(ids, self.config.write_deadline)
+    }
+
+    fn get_many_within(&self, ids: &[RecordId], within: Duration) -> Result<Vec<Option<Vec<u8>>>, Error> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_KEYS_PER_TXN) {
             let names: Vec<String> = chunk.iter().map(|id| self.key_of(*id)).collect();
-            let within = self.config.request_timeout;
             let resp = self.retry_via(&self.client, "read the records' keys", within, |mut c| {
                 let gets: Vec<TxnOp> = names.iter().map(|k| TxnOp::get(k.clone(), None)).collect();
                 async move { c.txn(Txn::new().and_then(gets)).await }

@@ -16,9 +16,10 @@
 //!   between the two writes is finished there) before purging every member and checking each
 //!   one beside it.
 //!
-//! Reads of keys go through etcd's leader; without a majority they fall back to one member's
-//! own copy ([`ConsensusKeys::get_many`]), so searches and reads are still answered while
-//! enrolments and erasures are refused.
+//! Reads of keys go through etcd's leader. Without a majority, only the keys that seal search
+//! hits' recipients rows are read from one member's own copy, so searches are still answered
+//! while enrolments and erasures are refused; everything that decides what exists (reads,
+//! idempotency, erasure) waits for the leader or is refused.
 //!
 //! The data dir records its key home at creation and refuses to open under the other: a
 //! cluster's data dir opened alone would find every record an orphan.
@@ -36,6 +37,10 @@ use crate::record::RecordId;
 
 /// The data dir's key home, as recorded at creation (absent: the data dir predates clusters).
 pub(super) const META_KEY_HOME: &[u8] = b"key-home";
+/// With keys in etcd: the etcd cluster's id (u64 big-endian), recorded at creation. A data dir
+/// opened against another cluster, or one rebuilt empty, would find every record an orphan and
+/// sweep it: it is refused instead.
+pub(super) const META_ETCD_CLUSTER: &[u8] = b"etcd-cluster-id";
 const LOCAL: &str = "rocksdb";
 
 /// Where the keys live.
@@ -48,12 +53,39 @@ pub(super) enum KeyHome {
 
 impl KeyHome {
     /// Connects to the cluster `config` names (or stays local), with the store's fingerprint
-    /// secret for the purges' byte scans.
-    pub(super) fn open(config: Option<ClusterConfig>, scan_secret: [u8; 32]) -> Result<KeyHome, Error> {
+    /// secret for the purges' byte scans. A new data dir creates its namespace's epoch and
+    /// records the cluster's id in `meta` (in the creation batch, through `record`). An
+    /// existing one must find the cluster it recorded, and its epoch, or is refused.
+    pub(super) fn open(
+        config: Option<ClusterConfig>,
+        scan_secret: [u8; 32],
+        recorded_cluster: Option<Option<&[u8]>>,
+    ) -> Result<KeyHome, Error> {
         let Some(config) = config else { return Ok(KeyHome::Local) };
-        let keys = ConsensusKeys::open_with_secret(config, scan_secret)?;
+        let namespace = config.namespace.clone();
+        let keys = match recorded_cluster {
+            None => ConsensusKeys::open_with_secret(config, scan_secret)?,
+            Some(recorded) => {
+                let keys = ConsensusKeys::reopen_with_secret(config, scan_secret)?;
+                let ours = keys.cluster_id()?;
+                let theirs = recorded.and_then(|r| r.try_into().ok()).map(u64::from_be_bytes);
+                if theirs != Some(ours) || !keys.has_epoch()? {
+                    return Err(Error::WrongCluster { namespace, recorded: theirs.unwrap_or_default(), found: ours });
+                }
+                keys
+            }
+        };
         let epoch = keys.epoch()?;
         Ok(KeyHome::Etcd { keys: Box::new(keys), epoch })
+    }
+
+    /// The `meta` rows a new data dir records about its key home.
+    pub(super) fn creation_rows(&self) -> Result<Vec<MetaRow>, Error> {
+        let mut rows = vec![(META_KEY_HOME, self.name().into_bytes())];
+        if let Some((etcd, _)) = self.etcd() {
+            rows.push((META_ETCD_CLUSTER, etcd.cluster_id()?.to_be_bytes().to_vec()));
+        }
+        Ok(rows)
     }
 
     /// How the data dir names this home in its `meta` row.
@@ -92,6 +124,9 @@ pub(super) fn check_recorded(cluster: Option<&ClusterConfig>, recorded: Option<&
     Err(Error::KeyHomeMismatch { recorded, requested, how })
 }
 
+/// A `meta` row: its key and value.
+pub(super) type MetaRow = (&'static [u8], Vec<u8>);
+
 /// What the sweep at open found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -107,7 +142,17 @@ impl Store {
     pub(super) fn wrapped_key(&self, id: RecordId) -> Result<Option<Vec<u8>>, Error> {
         match self.home.etcd() {
             None => Ok(self.db.get_cf(self.cf(CF_DATA_KEYS), id.as_bytes())?),
-            Some((etcd, _)) => Ok(etcd.get_many(&[id])?.pop().flatten()),
+            Some((etcd, _)) => Ok(etcd.get(id)?.map(|k| k.wrapped)),
+        }
+    }
+
+    /// The wrapped data keys of search hits, to seal their recipients rows: without an etcd
+    /// majority, from one member's own copy ([`ConsensusKeys::get_many_or_any_member`]), so
+    /// searches are still answered.
+    pub(super) fn wrapped_keys_for_hits(&self, ids: &[RecordId]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        match self.home.etcd() {
+            None => self.wrapped_keys(ids),
+            Some((etcd, _)) => etcd.get_many_or_any_member(ids),
         }
     }
 

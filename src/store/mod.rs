@@ -235,6 +235,13 @@ pub enum Error {
          exist only where their keys are)"
     )]
     KeyHomeMismatch { recorded: String, requested: String, how: String },
+    #[error(
+        "this data dir keeps its keys in the etcd cluster {recorded:x}, under {namespace}, but the cluster \
+         reached is {found:x}{}: refusing to open, since every record here would look unkeyed and be swept. \
+         Start with --cluster pointing at the cluster this data dir was created with",
+        if recorded == found { " and it holds no configuration epoch for the namespace (was it wiped?)" } else { "" }
+    )]
+    WrongCluster { namespace: String, recorded: u64, found: u64 },
 }
 
 /// What an idempotency key says about an enrolment.
@@ -353,7 +360,7 @@ impl Store {
                 if outside::bound_id(key_dir)?.is_some() {
                     return Err(Error::KeyDirBound { key_dir: key_dir.to_path_buf() });
                 }
-                let home = KeyHome::open(cluster, scan::secret(&keys))?;
+                let home = KeyHome::open(cluster, scan::secret(&keys), None)?;
                 let dimension = dimension.unwrap_or(DEFAULT_DIMENSION);
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
@@ -361,7 +368,9 @@ impl Store {
                 batch.put_cf(meta, META_KEY_CHECK, keys.check_value());
                 batch.put_cf(meta, META_LOG_ORIGIN, log_origin.unwrap_or(DEFAULT_LOG_ORIGIN));
                 batch.put_cf(meta, META_DATA_DIR_ID, new_data_dir_id());
-                batch.put_cf(meta, keyhome::META_KEY_HOME, home.name());
+                for (row, value) in home.creation_rows()? {
+                    batch.put_cf(meta, row, value);
+                }
                 db.write_opt(batch, &synced())?;
                 (keys, dimension, home)
             }
@@ -381,7 +390,8 @@ impl Store {
                     return Err(Error::WrongKeys { key_dir: key_dir.to_path_buf() });
                 }
                 keyhome::check_recorded(cluster.as_ref(), db.get_cf(meta, keyhome::META_KEY_HOME)?.as_deref())?;
-                let home = KeyHome::open(cluster, scan::secret(&keys))?;
+                let recorded = db.get_cf(meta, keyhome::META_ETCD_CLUSTER)?;
+                let home = KeyHome::open(cluster, scan::secret(&keys), Some(recorded.as_deref()))?;
                 (keys, stored, home)
             }
         };

@@ -17,7 +17,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{
     CF_DATA_KEYS, CF_GRAPH, CF_META, CF_OUTBOX, CF_REQUESTS, CF_SUPPRESSED_FACES, Error, META_KEY_CHECK, Store,
-    blob_domain, crypto, synced,
+    blob_domain, consensus::Deleted, crypto, synced,
 };
 use crate::{
     record::RecordId,
@@ -25,6 +25,18 @@ use crate::{
 };
 
 const META_ROTATION: &[u8] = b"rotation";
+/// With keys in etcd: the purge a rotation's re-wrap still owes every member (JSON, a
+/// [`PendingPurge`]), from the re-wrap until the purge is complete.
+const META_ETCD_ROTATION_PURGE: &[u8] = b"etcd-rotation-purge";
+
+/// What the purge of a rotation's overwritten wrappings must reach past, and look for.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct PendingPurge {
+    revision: i64,
+    index_bound: u64,
+    deleted: usize,
+    old: super::scan::Prints,
+}
 /// When the current key epoch began (Unix seconds, big-endian).
 const META_EPOCH_SINCE: &[u8] = b"key-epoch-since";
 /// Rows re-wrapped per synced batch.
@@ -148,11 +160,31 @@ impl Store {
     /// With keys in etcd: re-wraps them there, then purges the overwritten values from every
     /// member and checks each, all before the old key-encryption key may be destroyed (a member
     /// pending keeps the rotation unfinished: it is resumed at the next rotation check or open).
+    /// What the purge must reach is kept in `meta` until it is complete, so a resumed rotation,
+    /// which finds nothing left to re-wrap, still purges and checks the values overwritten
+    /// before it was cut short.
     fn rewrap_etcd(&self) -> Result<u64, Error> {
         let Some((etcd, _)) = self.home.etcd() else { return Ok(0) };
         let done = etcd.rewrap_all(&self.keys)?;
+        let meta = self.cf(CF_META);
+        let mut pending: Option<PendingPurge> = match self.db.get_cf(meta, META_ETCD_ROTATION_PURGE)? {
+            Some(row) => {
+                Some(serde_json::from_slice(&row).map_err(|e| Error::Corrupt(format!("pending rotation purge: {e}")))?)
+            }
+            None => None,
+        };
         if done.rewrapped > 0 {
-            let purge = etcd.purge(&done.after, &done.old)?;
+            let p = pending.get_or_insert_with(PendingPurge::default);
+            p.old.extend(&done.old);
+            p.revision = p.revision.max(done.after.revision);
+            p.index_bound = p.index_bound.max(done.after.index_bound);
+            p.deleted += done.after.deleted;
+            let row = serde_json::to_vec(p).expect("a pending purge serialises");
+            self.db.put_cf_opt(meta, META_ETCD_ROTATION_PURGE, row, &synced())?;
+        }
+        if let Some(p) = pending {
+            let after = Deleted { revision: p.revision, deleted: p.deleted, index_bound: p.index_bound };
+            let purge = etcd.purge(&after, &p.old)?;
             if !purge.is_complete() {
                 let pending: Vec<String> = purge.pending().iter().map(|(m, why)| format!("{m}: {why}")).collect();
                 return Err(Error::Unverified(format!(
@@ -161,6 +193,7 @@ impl Store {
                     pending.join("; ")
                 )));
             }
+            self.db.delete_cf_opt(meta, META_ETCD_ROTATION_PURGE, &synced())?;
         }
         Ok(done.rewrapped as u64)
     }

@@ -468,7 +468,8 @@ async fn client(
                                     l.erased.insert(id);
                                 }
                             }
-                            Err(_) if op == Op::Erase => {
+                            // Refused by a limit: never stored, so still held.
+                            Err(e) if op == Op::Erase && e.code() != tonic::Code::ResourceExhausted => {
                                 l.unsettled.insert(id);
                             }
                             Err(_) => {}
