@@ -191,6 +191,20 @@ impl Purge {
     }
 }
 
+/// A purge not yet checked on every member, as its node publishes it for `oubli cluster
+/// status` (under `{namespace}/acks/`). No record id, template or key: a name derived from the
+/// batch, the members, and why each pending one is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingAcks {
+    /// What waits: "erasure phase 1 (3 key(s))", "key rotation".
+    pub what: String,
+    pub members: usize,
+    /// (endpoint, why) of each member not yet checked.
+    pub pending: Vec<(String, String)>,
+    /// When the purge was last tried.
+    pub tried_at: jiff::Timestamp,
+}
+
 /// What one member reports of itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -204,14 +218,28 @@ pub struct MemberState {
     pub version: String,
     pub is_leader: bool,
     pub raft_index: u64,
+    /// The last Raft entry it has applied to its key space.
+    pub raft_applied_index: u64,
     pub raft_term: u64,
     pub revision: i64,
     pub compact_revision: i64,
     pub db_size: i64,
 }
 
+/// What one read of a namespace's epoch key tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceState {
+    /// The etcd cluster's own id.
+    pub cluster_id: u64,
+    /// The namespace's configuration epoch, if it was created.
+    pub epoch: Option<u64>,
+}
+
 /// Where `oubli-server --cluster --shard S` keeps its keys: `/oubli/shard-S`.
 pub const SHARDS_PREFIX: &str = "/oubli/shard-";
+
+/// Under a namespace, its purges' pending acknowledgements ([`PendingAcks`]).
+const ACKS: &str = "/acks/";
 
 /// One shard's keys in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +248,8 @@ pub struct ShardKeys {
     pub records: usize,
     /// Its configuration epoch (`None`: unreadable).
     pub epoch: Option<u64>,
+    /// Its purges still waiting for members, by name.
+    pub pending: Vec<(String, PendingAcks)>,
 }
 
 /// A key as etcd holds it.
@@ -284,22 +314,27 @@ impl ConsensusKeys {
 
     /// The etcd cluster's own id (from a response header), to tell one cluster from another.
     pub fn cluster_id(&self) -> Result<u64, Error> {
-        let key = self.epoch_key();
-        let got = self.write("read the cluster's id", |mut c| {
-            let key = key.clone();
-            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
-        })?;
-        Ok(got.header().map(|h| h.cluster_id()).unwrap_or_default())
+        Ok(self.namespace_state()?.cluster_id)
     }
 
     /// Whether this namespace's configuration epoch exists.
     pub fn has_epoch(&self) -> Result<bool, Error> {
+        Ok(self.namespace_state()?.epoch.is_some())
+    }
+
+    /// The cluster's id and this namespace's configuration epoch (`None`: not created), in one
+    /// linearizable read.
+    pub fn namespace_state(&self) -> Result<NamespaceState, Error> {
         let key = self.epoch_key();
         let got = self.write("read the configuration epoch", |mut c| {
             let key = key.clone();
-            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+            async move { c.get(key, None).await }
         })?;
-        Ok(got.count() > 0)
+        let epoch = match got.kvs().first() {
+            None => None,
+            Some(kv) => Some(parse_epoch(Some(kv.value()))?),
+        };
+        Ok(NamespaceState { cluster_id: got.header().map(|h| h.cluster_id()).unwrap_or_default(), epoch })
     }
 
     fn create_epoch(&self) -> Result<(), Error> {
@@ -371,6 +406,17 @@ impl ConsensusKeys {
     pub fn epoch(&self) -> Result<u64, Error> {
         let key = self.epoch_key();
         let got = self.write("read the configuration epoch", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        parse_epoch(got.kvs().first().map(|kv| kv.value()))
+    }
+
+    /// [`Self::epoch`], waiting at most one request's timeout (not the write deadline) for a
+    /// majority to answer.
+    pub fn epoch_now(&self, what: &str) -> Result<u64, Error> {
+        let key = self.epoch_key();
+        let got = self.retry_via(&self.client, what, self.config.request_timeout, |mut c| {
             let key = key.clone();
             async move { c.get(key, None).await }
         })?;
@@ -603,9 +649,61 @@ impl ConsensusKeys {
                     async move { c.get(key, None).await }
                 })?;
                 let epoch = parse_epoch(got.kvs().first().map(|kv| kv.value())).ok();
-                Ok(ShardKeys { namespace: format!("{SHARDS_PREFIX}{shard}"), records, epoch })
+                let namespace = format!("{SHARDS_PREFIX}{shard}");
+                let pending = self.acks_of(&namespace)?;
+                Ok(ShardKeys { namespace, records, epoch, pending })
             })
             .collect()
+    }
+
+    /// The pending acknowledgements published under `namespace`, by name.
+    fn acks_of(&self, namespace: &str) -> Result<Vec<(String, PendingAcks)>, Error> {
+        let prefix = format!("{namespace}{ACKS}");
+        let got = self.write("read a shard's pending acknowledgements", |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        got.kvs()
+            .iter()
+            .map(|kv| {
+                let name = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
+                serde_json::from_slice(kv.value())
+                    .map(|acks| (name, acks))
+                    .map_err(|e| Error::Corrupt(format!("pending acknowledgements in etcd: {e}")))
+            })
+            .collect()
+    }
+
+    /// Publishes what `purge` still waits for as `name` under this namespace's `acks/`, for
+    /// `oubli cluster status`, or removes it once every member is checked. Bounded by one
+    /// request's timeout; a failure is only logged: the request's own state, not this, says
+    /// what is done.
+    pub fn publish_acks(&self, name: &str, what: &str, purge: &Purge) {
+        let key = format!("{}{ACKS}{name}", self.config.namespace);
+        let within = self.config.request_timeout;
+        let result = if purge.is_complete() {
+            self.retry_via(&self.client, "clear a purge's pending acknowledgements", within, |mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .map(drop)
+        } else {
+            let acks = PendingAcks {
+                what: what.to_string(),
+                members: purge.members.len(),
+                pending: purge.pending().into_iter().map(|(m, why)| (m.to_string(), why.to_string())).collect(),
+                tried_at: jiff::Timestamp::now(),
+            };
+            let value = serde_json::to_vec(&acks).expect("pending acknowledgements serialise");
+            self.retry_via(&self.client, "publish a purge's pending acknowledgements", within, |mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                async move { c.put(key, value, None).await }
+            })
+            .map(drop)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "a purge's pending acknowledgements were not published");
+        }
     }
 
     /// The record id a key's name carries.
@@ -738,6 +836,7 @@ impl ConsensusKeys {
                     version: s.version().to_string(),
                     is_leader: s.leader() == header.0,
                     raft_index: s.raft_index(),
+                    raft_applied_index: s.raft_applied_index(),
                     raft_term: s.raft_term(),
                     revision: header.1,
                     compact_revision: h.compact_version(),

@@ -102,6 +102,10 @@ impl RecordStore for Store {
         Store::purge_request_versions(self, request_ids)
     }
 
+    fn check_commit_point(&self) -> Result<(), Error> {
+        Store::check_commit_point(self)
+    }
+
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
         Store::erasure_inputs(self, ids)
     }

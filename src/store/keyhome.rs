@@ -48,7 +48,7 @@ pub(super) enum KeyHome {
     /// In the data dir's `data_keys` column family.
     Local,
     /// In etcd, under a shard's namespace, written under the configuration epoch read at open.
-    Etcd { keys: Box<ConsensusKeys>, epoch: u64 },
+    Etcd { keys: Box<ConsensusKeys>, epoch: u64, cluster_id: u64 },
 }
 
 impl KeyHome {
@@ -63,27 +63,37 @@ impl KeyHome {
     ) -> Result<KeyHome, Error> {
         let Some(config) = config else { return Ok(KeyHome::Local) };
         let namespace = config.namespace.clone();
-        let keys = match recorded_cluster {
-            None => ConsensusKeys::open_with_secret(config, scan_secret)?,
+        let (keys, state) = match recorded_cluster {
+            None => {
+                let keys = ConsensusKeys::open_with_secret(config, scan_secret)?;
+                let state = keys.namespace_state()?;
+                (keys, state)
+            }
             Some(recorded) => {
                 let keys = ConsensusKeys::reopen_with_secret(config, scan_secret)?;
-                let ours = keys.cluster_id()?;
+                let state = keys.namespace_state()?;
                 let theirs = recorded.and_then(|r| r.try_into().ok()).map(u64::from_be_bytes);
-                if theirs != Some(ours) || !keys.has_epoch()? {
-                    return Err(Error::WrongCluster { namespace, recorded: theirs.unwrap_or_default(), found: ours });
+                if theirs != Some(state.cluster_id) || state.epoch.is_none() {
+                    return Err(Error::WrongCluster {
+                        namespace,
+                        recorded: theirs.unwrap_or_default(),
+                        found: state.cluster_id,
+                    });
                 }
-                keys
+                (keys, state)
             }
         };
-        let epoch = keys.epoch()?;
-        Ok(KeyHome::Etcd { keys: Box::new(keys), epoch })
+        // Created by `open_with_secret` when new; required above when not.
+        let epoch =
+            state.epoch.ok_or_else(|| Error::Corrupt("the namespace's configuration epoch is missing".into()))?;
+        Ok(KeyHome::Etcd { keys: Box::new(keys), epoch, cluster_id: state.cluster_id })
     }
 
     /// The `meta` rows a new data dir records about its key home.
     pub(super) fn creation_rows(&self) -> Result<Vec<MetaRow>, Error> {
         let mut rows = vec![(META_KEY_HOME, self.name().into_bytes())];
-        if let Some((etcd, _)) = self.etcd() {
-            rows.push((META_ETCD_CLUSTER, etcd.cluster_id()?.to_be_bytes().to_vec()));
+        if let KeyHome::Etcd { cluster_id, .. } = self {
+            rows.push((META_ETCD_CLUSTER, cluster_id.to_be_bytes().to_vec()));
         }
         Ok(rows)
     }
@@ -96,7 +106,7 @@ impl KeyHome {
     pub(super) fn etcd(&self) -> Option<(&ConsensusKeys, u64)> {
         match self {
             KeyHome::Local => None,
-            KeyHome::Etcd { keys, epoch } => Some((keys, *epoch)),
+            KeyHome::Etcd { keys, epoch, .. } => Some((keys, *epoch)),
         }
     }
 }
@@ -183,6 +193,7 @@ impl Store {
     /// crash leaves is swept at the next open.
     pub(super) fn commit_keys(&self, keys: &[(RecordId, Vec<u8>)]) -> Result<(), Error> {
         let Some((etcd, epoch)) = self.home.etcd() else { return Ok(()) };
+        self.opened_keys.lock().take();
         let mut done = 0;
         for chunk in keys.chunks(MAX_KEYS_PER_TXN) {
             let pairs: Vec<(RecordId, &[u8])> = chunk.iter().map(|(id, w)| (*id, w.as_slice())).collect();
@@ -216,10 +227,24 @@ impl Store {
         }
     }
 
+    /// Before an erasure request is accepted: with keys in etcd, that its majority answers now
+    /// under our epoch. Nothing is written.
+    pub(super) fn check_commit_point(&self) -> Result<(), Error> {
+        let Some((etcd, epoch)) = self.home.etcd() else { return Ok(()) };
+        match etcd.epoch_now(
+            "accept an erasure request, whose delete needs a majority of the members to commit (nothing was stored; \
+             retry later)",
+        )? {
+            current if current == epoch => Ok(()),
+            current => Err(Error::Fenced { ours: epoch, current }),
+        }
+    }
+
     /// Deletes `ids`' keys in etcd (nothing with local keys, which the delete's batch removes),
     /// returning what their purge must reach past.
     pub(super) fn delete_etcd_keys(&self, ids: &[RecordId]) -> Result<Option<Deleted>, Error> {
         let Some((etcd, epoch)) = self.home.etcd() else { return Ok(None) };
+        self.opened_keys.lock().take();
         let mut last: Option<Deleted> = None;
         let mut deleted = 0;
         for chunk in ids.chunks(MAX_KEYS_PER_TXN) {
@@ -241,6 +266,9 @@ impl Store {
         let Some((etcd, _)) = self.home.etcd() else { return Ok(Vec::new()) };
         let Some(deleted) = self.delete_etcd_keys(ids)? else { return Ok(Vec::new()) };
         let purge = etcd.purge(&deleted, prints)?;
+        let batch: Vec<u8> = ids.iter().flat_map(|id| *id.as_bytes()).collect();
+        let name = format!("erasure-{}", hex::encode(&self.keys.mac(b"oubli/etcd-acks/v1", &batch)[..8]));
+        etcd.publish_acks(&name, &format!("erasure phase 1 ({} key(s))", ids.len()), &purge);
         let pending = purge.pending();
         if !pending.is_empty() {
             let names: Vec<String> =
@@ -284,6 +312,7 @@ impl Store {
         if sweep.keyless > 0 {
             tracing::warn!(keys = sweep.keyless, "keys in etcd with no ciphertext in this data dir");
         }
+        *self.opened_keys.lock() = Some(keys);
         Ok(sweep)
     }
 

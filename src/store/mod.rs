@@ -287,6 +287,10 @@ pub struct Store {
     journal: parking_lot::Mutex<outside::Journal>,
     /// Where the wrapped data keys live (`keyhome.rs`).
     home: KeyHome,
+    /// With keys in etcd: every key, as the sweep at open read them, for the first
+    /// [`Store::for_each`] to use instead of reading them all again; dropped by any write of
+    /// keys before that.
+    opened_keys: parking_lot::Mutex<Option<std::collections::HashMap<RecordId, Vec<u8>>>>,
 }
 
 impl Store {
@@ -424,6 +428,7 @@ impl Store {
             checkpoints_from,
             journal: parking_lot::Mutex::new(journal),
             home,
+            opened_keys: Default::default(),
         };
         // Before anything is logged: a copy behind the mirror is refused before it is changed.
         let restored = store.settle_log(scan, restore_from_backup)?;
@@ -604,7 +609,11 @@ impl Store {
         const RUN: usize = 8192;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         // With keys in etcd: all of them, read once (a record with none is not served).
-        let etcd_keys = self.etcd_keys()?;
+        let opened = self.opened_keys.lock().take();
+        let etcd_keys = match opened {
+            Some(keys) => Some(keys),
+            None => self.etcd_keys()?,
+        };
         let etcd_keys = etcd_keys.as_ref();
         std::thread::scope(|s| {
             let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Result<Vec<SealedRow>, Error>>(2);

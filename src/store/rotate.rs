@@ -165,6 +165,7 @@ impl Store {
     /// before it was cut short.
     fn rewrap_etcd(&self) -> Result<u64, Error> {
         let Some((etcd, _)) = self.home.etcd() else { return Ok(0) };
+        self.opened_keys.lock().take();
         let done = etcd.rewrap_all(&self.keys)?;
         let meta = self.cf(CF_META);
         let mut pending: Option<PendingPurge> = match self.db.get_cf(meta, META_ETCD_ROTATION_PURGE)? {
@@ -185,6 +186,7 @@ impl Store {
         if let Some(p) = pending {
             let after = Deleted { revision: p.revision, deleted: p.deleted, index_bound: p.index_bound };
             let purge = etcd.purge(&after, &p.old)?;
+            etcd.publish_acks("key-rotation", "key rotation (old wrappings purged)", &purge);
             if !purge.is_complete() {
                 let pending: Vec<String> = purge.pending().iter().map(|(m, why)| format!("{m}: {why}")).collect();
                 return Err(Error::Unverified(format!(

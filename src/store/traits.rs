@@ -96,6 +96,13 @@ pub trait RecordStore: Send + Sync {
     /// kept faces) and checks it; the checks passed.
     fn purge_request_versions(&self, request_ids: &[[u8; 16]]) -> Result<Vec<String>, Error>;
 
+    /// Whether an erasure's commit point can be written now, checked before its request is
+    /// accepted: with keys in etcd, that a majority answers under this store's epoch (one read,
+    /// bounded by one request's timeout). Local keys always can.
+    fn check_commit_point(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// For each of `ids` still held: its source's keyed hash.
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error>;
 

@@ -320,6 +320,19 @@ fn shard_config(etcd: &Etcd) -> ClusterConfig {
     config
 }
 
+/// `oubli --json cluster status` on `etcd`, parsed (run off the async runtime).
+async fn cluster_status(etcd: &Etcd) -> serde_json::Value {
+    let spec = std::fs::read_to_string(etcd.dir().join("endpoints")).unwrap();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        crate::harness::oubli(&["--json", "cluster", "status", "--etcd", spec.trim()])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    let json = out.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in {out}"));
+    serde_json::from_str(json).unwrap()
+}
+
 /// A reader of shard 0's keys, made off the async runtime (its client blocks).
 async fn shard_reader(config: &ClusterConfig) -> Arc<ConsensusKeys> {
     let config = config.clone();
@@ -440,12 +453,23 @@ async fn a_server_on_etcd_commits_every_key_there_and_its_erasure_is_checked_on_
     assert_eq!(answered.state, "completed", "{answered:?}");
     let still = status_until(&mut rights, &id, &secret, 1, "the erasure's status", |_| true).await;
     assert_eq!(still.erasure_step, "deleted", "phase 1 cannot complete while a member is paused");
+    // `oubli cluster status` shows the shard's phase 1 waiting for the paused member only.
+    let shown = cluster_status(&etcd).await;
+    let pending = &shown["shards"][0]["pending_acks"];
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(pending[0]["members"], 3, "{shown}");
+    let waiting: Vec<&str> =
+        pending[0]["pending"].as_array().unwrap().iter().filter_map(|p| p["endpoint"].as_str()).collect();
+    assert_eq!(waiting, [paused_endpoint.as_str()], "{shown}");
+    assert!(shown["members"].as_array().unwrap().iter().any(|m| m["lag"].is_u64()), "{shown}");
 
     // Back, the retried phase 1 completes on every member.
     etcd.member("resume-member", paused);
     let status =
         status_until(&mut rights, &id, &secret, 400, "phase 1 completes", |s| s.erasure_step == "keys_purged").await;
     assert!(status.alert.is_empty(), "{status:?}");
+    let shown = cluster_status(&etcd).await;
+    assert_eq!(shown["shards"][0]["pending_acks"].as_array().map(Vec::len), Some(0), "acknowledged: {shown}");
     let phase1 = body(&receipts(&mut rights, &id, &secret).await.phase1_receipt_json);
     for member in &cluster.members {
         let checked: Vec<&String> =
@@ -500,7 +524,7 @@ async fn a_server_on_etcd_commits_every_key_there_and_its_erasure_is_checked_on_
 
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orphan_from_a_crash_before_the_key_commit_is_never_served_and_without_a_majority_enrolments_are_refused() {
+async fn an_orphan_from_a_crash_before_the_key_commit_is_never_served_and_without_a_majority_writes_are_refused() {
     use oubli::grpc::pb::{self, templates_service_client::TemplatesServiceClient};
 
     use crate::harness::{Dirs, Process, record_count, request};
@@ -565,7 +589,28 @@ async fn an_orphan_from_a_crash_before_the_key_commit_is_never_served_and_withou
     let refused = client.enroll(other).await.expect_err("no majority, no commit");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("etcd") && refused.message().contains("majority"), "{}", refused.message());
-    let hits = client.search(search).await.expect("searches are answered").into_inner().hits;
+    let hits = client.search(search.clone()).await.expect("searches are answered").into_inner().hits;
     assert_eq!(hits.iter().map(|h| h.record_id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
     assert_eq!(record_count(&mut client).await, 1, "the refused enrolment stored nothing");
+
+    // And an erasure request is refused at submission, within one request's timeout, rather
+    // than accepted to wait for a delete it cannot commit; nothing is stored.
+    let mut rights = pb::rights_service_client::RightsServiceClient::new(server.channel(&dirs).await);
+    let erasure = pb::SubmitErasureRequestRequest {
+        probes: vec![pb::Embedding { values: values.clone() }],
+        contact: "jeanne@example.org".into(),
+        jurisdiction_claim: "FR".into(),
+        ..Default::default()
+    };
+    let refused = rights.submit_erasure_request(erasure).await.expect_err("no majority, no erasure accepted");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let message = refused.message();
+    assert!(
+        message.contains("etcd") && message.contains("majority") && message.contains("nothing was stored"),
+        "{message}"
+    );
+    let listed = rights.list_requests(pb::ListRequestsRequest::default()).await.unwrap().into_inner().requests;
+    assert!(listed.is_empty(), "the refused erasure stored no request: {listed:?}");
+    let hits = client.search(search).await.expect("searches are still answered").into_inner().hits;
+    assert_eq!(hits.len(), 1);
 }

@@ -106,11 +106,27 @@ fn bench(dir: &Path, records: usize) -> Result<()> {
 fn status(etcd: &str, json: bool) -> Result<()> {
     let store = ConsensusKeys::connect(ClusterConfig::parse(etcd)?)?;
     let members = store.status();
+    // Lag: how far a member's applied entries are behind the furthest Raft index reported.
+    let head = members.iter().filter_map(|m| m.answer.as_ref().ok()).map(|s| s.raft_index).max().unwrap_or(0);
     // Without a majority nothing can be read through the leader: the members' rows say why.
     let shards = store.shards().unwrap_or_default();
     let shard_rows: Vec<_> = shards
         .iter()
-        .map(|s| serde_json::json!({ "namespace": s.namespace, "records": s.records, "epoch": s.epoch, "replicas": 1 }))
+        .map(|s| {
+            let pending: Vec<_> = s
+                .pending
+                .iter()
+                .map(|(name, a)| {
+                    serde_json::json!({
+                        "name": name, "what": a.what, "members": a.members, "tried_at": a.tried_at.to_string(),
+                        "pending": a.pending.iter().map(|(m, why)| serde_json::json!({ "endpoint": m, "why": why })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "namespace": s.namespace, "records": s.records, "epoch": s.epoch, "replicas": 1, "pending_acks": pending,
+            })
+        })
         .collect();
     if json {
         let rows: Vec<_> = members
@@ -119,6 +135,7 @@ fn status(etcd: &str, json: bool) -> Result<()> {
                 Ok(s) => serde_json::json!({
                     "endpoint": m.endpoint, "id": format!("{:x}", s.id), "version": s.version,
                     "leader": s.is_leader, "raft_term": s.raft_term, "raft_index": s.raft_index,
+                    "raft_applied_index": s.raft_applied_index, "lag": head.saturating_sub(s.raft_applied_index),
                     "revision": s.revision, "compact_revision": s.compact_revision, "db_size": s.db_size,
                 }),
                 Err(e) => serde_json::json!({ "endpoint": m.endpoint, "error": e }),
@@ -127,12 +144,13 @@ fn status(etcd: &str, json: bool) -> Result<()> {
         outln!("{}", serde_json::json!({ "members": rows, "shards": shard_rows }));
     } else {
         outln!(
-            "{:<24} {:<17} {:<7} {:>6} {:>10} {:>9} {:>9} {:>12}",
+            "{:<24} {:<17} {:<7} {:>6} {:>10} {:>5} {:>9} {:>9} {:>12}",
             "endpoint",
             "member",
             "role",
             "term",
             "raft index",
+            "lag",
             "revision",
             "compacted",
             "db bytes"
@@ -140,12 +158,13 @@ fn status(etcd: &str, json: bool) -> Result<()> {
         for m in &members {
             match &m.answer {
                 Ok(s) => outln!(
-                    "{:<24} {:<17x} {:<7} {:>6} {:>10} {:>9} {:>9} {:>12}",
+                    "{:<24} {:<17x} {:<7} {:>6} {:>10} {:>5} {:>9} {:>9} {:>12}",
                     m.endpoint.trim_start_matches("http://"),
                     s.id,
                     if s.is_leader { "leader" } else { "member" },
                     s.raft_term,
                     s.raft_index,
+                    head.saturating_sub(s.raft_applied_index),
                     s.revision,
                     // etcd reports -1 before the first compaction.
                     if s.compact_revision > 0 { s.compact_revision.to_string() } else { "-".into() },
@@ -154,14 +173,30 @@ fn status(etcd: &str, json: bool) -> Result<()> {
                 Err(e) => outln!("{:<24} does not answer: {e}", m.endpoint.trim_start_matches("http://")),
             }
         }
+        outln!("(lag: Raft entries not yet applied, behind the furthest index any member reports)");
         outln!();
-        outln!("{:<24} {:>9} {:>6} {:>9}", "shard", "records", "epoch", "replicas");
+        outln!("{:<24} {:>9} {:>6} {:>9} {:>8}", "shard", "records", "epoch", "replicas", "pending");
         for s in &shards {
             let epoch = s.epoch.map_or("-".into(), |e| e.to_string());
-            outln!("{:<24} {:>9} {:>6} {:>9}", s.namespace, s.records, epoch, 1);
+            outln!("{:<24} {:>9} {:>6} {:>9} {:>8}", s.namespace, s.records, epoch, 1, s.pending.len());
         }
         if shards.is_empty() {
             outln!("(no shard has written keys here)");
+        }
+        for s in &shards {
+            for (name, a) in &s.pending {
+                outln!(
+                    "{} {name}: {}: {} of {} member(s) not yet acknowledged, tried {}",
+                    s.namespace,
+                    a.what,
+                    a.pending.len(),
+                    a.members,
+                    a.tried_at.round(jiff::Unit::Second).unwrap_or(a.tried_at)
+                );
+                for (member, why) in &a.pending {
+                    outln!("    {}: {why}", member.trim_start_matches("http://"));
+                }
+            }
         }
         outln!("each shard runs one replica so far: replication of ciphertexts between replicas is not built");
     }

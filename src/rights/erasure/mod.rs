@@ -121,6 +121,9 @@ impl Rights {
                     .into(),
             ));
         }
+        // Refused now, storing nothing, rather than accepted to wait for a delete that cannot
+        // be committed (with keys in etcd, while no majority answers).
+        self.engine.records().check_commit_point()?;
         let claim = jurisdiction_claim.unwrap_or_default();
         let (probes, origin, plan, identity) = match target {
             ErasureTarget::Probes(probes) => {
