@@ -67,6 +67,13 @@ struct Args {
     /// Which replica of the shard this node is. Only replica 0 exists so far.
     #[arg(long, env = "OUBLI_REPLICA", default_value_t = 0, requires = "cluster")]
     replica: u32,
+    /// `node` serves its data dir; `gateway` holds no data and serves TemplatesService (Enroll,
+    /// Get, Search, Stats) in front of the nodes of --shards, forwarding each caller's token.
+    #[arg(long, env = "OUBLI_ROLE", value_enum, default_value_t = RoleArg::Node)]
+    role: RoleArg,
+    /// With --role gateway: each shard's node, in shard order (http://HOST:PORT,...).
+    #[arg(long, env = "OUBLI_SHARDS", value_delimiter = ',')]
+    shards: Vec<String>,
     /// Log format.
     #[arg(long, env = "OUBLI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -206,6 +213,12 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RoleArg {
+    Node,
+    Gateway,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -226,6 +239,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener =
         TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    if args.role == RoleArg::Gateway {
+        if tls.is_some() {
+            anyhow::bail!("--role gateway serves plaintext on loopback only so far: drop --tls-cert and --tls-key");
+        }
+        oubli::grpc::gateway::run(listener, &args.shards, shutdown_signal()).await?;
+        return Ok(());
+    }
+    if !args.shards.is_empty() {
+        anyhow::bail!("--shards is for --role gateway: a node serves its own data dir");
+    }
     let mut config = oubli::Config::new(args.data_dir, args.key_dir);
     config.tls = tls;
     config.dimension = args.dimension;

@@ -3,6 +3,7 @@
 //! prost; below it, everything is plain domain types.
 pub mod convert;
 pub mod gate;
+pub mod gateway;
 mod rights;
 mod status;
 mod templates;

@@ -614,3 +614,103 @@ async fn an_orphan_from_a_crash_before_the_key_commit_is_never_served_and_withou
     let hits = client.search(search).await.expect("searches are still answered").into_inner().hits;
     assert_eq!(hits.len(), 1);
 }
+
+/// Two shards on one etcd behind a gateway, and one node holding the same records: every
+/// search answers the same records with the same scores, bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node_answers() {
+    use oubli::grpc::{
+        Bearer,
+        gateway::EmbeddedGateway,
+        pb::{self, rights_service_client::RightsServiceClient, templates_service_client::TemplatesServiceClient},
+    };
+
+    use crate::{
+        harness::{Dirs, Server, stream_of},
+        rights::{population, tokens, with_tokens},
+    };
+    let etcd = Etcd::start(&[]);
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let node = Server::start_with(dirs, with_tokens(path.clone(), |_| {})).await;
+    let mut shards = Vec::new();
+    for s in 0..2 {
+        let mut config = shard_config(&etcd);
+        config.namespace = format!("/oubli/shard-{s}");
+        let configure = with_tokens(path.clone(), move |c| c.cluster = Some(config.clone()));
+        shards.push(Server::start_with(Dirs::new(), configure).await);
+    }
+    let gateway = EmbeddedGateway::start(shards.iter().map(|s| format!("http://{}", s.addr)).collect())
+        .await
+        .expect("the gateway starts");
+    let at = gateway.addr;
+    let to_gateway = move |token: Option<String>| async move {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{at}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the gateway");
+        tonic::service::interceptor::InterceptedService::new(channel, Bearer::new(token.as_deref()).unwrap())
+    };
+    let mut through = TemplatesServiceClient::new(to_gateway(Some(t.operator.clone())).await);
+    let mut alone = TemplatesServiceClient::new(node.channel_as(Some(&t.operator)).await);
+
+    let population = population();
+    let (requests, _) = crate::harness::requests(&population);
+    alone.enroll_stream(stream_of(requests.clone())).await.unwrap();
+    for request in requests.iter().cloned() {
+        through.enroll(request).await.expect("enrolled through the gateway");
+    }
+    let mut held = Vec::new();
+    for shard in &shards {
+        let mut admin = TemplatesServiceClient::new(shard.channel_as(Some(&t.admin)).await);
+        held.push(admin.stats(pb::StatsRequest {}).await.unwrap().into_inner().record_count);
+    }
+    assert!(held.iter().all(|&n| n > 0), "both shards hold records: {held:?}");
+    let mut admin = TemplatesServiceClient::new(to_gateway(Some(t.admin.clone())).await);
+    let total = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner().record_count;
+    assert_eq!(total, requests.len() as u64, "the gateway adds the shards' counts: {held:?}");
+    let reader = shard_reader(&shard_config(&etcd)).await;
+    assert_eq!(blocking(&reader, |r| r.count()).await.unwrap() as u64, held[0], "shard 0's keys are in etcd");
+
+    let answer = |hits: &[pb::SearchHit]| -> Vec<(String, u32)> {
+        hits.iter().map(|h| (h.provenance.as_ref().unwrap().source_uri.clone(), h.score.to_bits())).collect()
+    };
+    for p in 0..population.probe_count() {
+        let search = pb::SearchRequest {
+            probe: Some(pb::Embedding { values: population.probe(p).to_vec() }),
+            k: 10,
+            min_score: None,
+            exact: true,
+        };
+        let one = alone.search(search.clone()).await.unwrap().into_inner();
+        let both = through.search(search).await.unwrap().into_inner();
+        assert_eq!(answer(&both.hits), answer(&one.hits), "probe {p}");
+        assert_eq!(both.candidates, one.candidates, "every record compared once");
+    }
+    // A record is read back through the gateway from the shard that holds it.
+    let search = pb::SearchRequest {
+        probe: Some(pb::Embedding { values: population.probe(0).to_vec() }),
+        k: 1,
+        min_score: None,
+        exact: true,
+    };
+    let top = through.search(search.clone()).await.unwrap().into_inner().hits.remove(0);
+    let got = through
+        .get(pb::GetRequest { record_id: top.record_id.clone(), include_embedding: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.record.unwrap().provenance.unwrap().source_uri, top.provenance.unwrap().source_uri);
+
+    // The shards judge every caller: an anonymous search through the gateway is refused.
+    let mut anonymous = TemplatesServiceClient::new(to_gateway(None).await);
+    let refused = anonymous.search(search).await.expect_err("no token, no answer about a face");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    // Rights requests are not served by a gateway, and it says where they go.
+    let mut rights = RightsServiceClient::new(to_gateway(None).await);
+    let refused = rights.list_requests(pb::ListRequestsRequest::default()).await.expect_err("not served here");
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    assert!(refused.message().contains("gateway") && refused.message().contains("shard"), "{}", refused.message());
+    gateway.stop().await.unwrap();
+}

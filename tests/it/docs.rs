@@ -4,8 +4,8 @@
 //! - `oubli-server ARGS &` starts the real server with ARGS plus `--listen 127.0.0.1:0`, waits
 //!   for it to serve, and exports `OUBLI_SERVER` (the documented commands use the default
 //!   address; a test may not take a fixed port). A server documented with `--listen ADDR`
-//!   gets a free port instead, and `oubli --server ADDR` (or `https://ADDR`) is pointed there;
-//!   every server started is stopped at the end;
+//!   gets a free port instead, and `oubli --server ADDR` (or `https://ADDR`) and a gateway's
+//!   `--shards http://ADDR,...` are pointed there; every server started is stopped at the end;
 //! - `make TARGET` is checked with `make -n` (the target exists and its recipe expands) but not
 //!   run: `make test` is what runs this, and `make demo` is run by itself;
 //! - `target/release/oubli*` is this build's binary, and the temp dir links the repository's
@@ -37,6 +37,16 @@ start_server() {
   local args=() a prev= want=
   for a in "$@"; do
     if [ "$prev" = "--listen" ]; then want=$a; prev=; continue; fi
+    if [ "$prev" = "--shards" ]; then
+      local mapped=() s h
+      IFS=, read -ra shards <<<"$a"
+      for s in "${shards[@]}"; do
+        h=${s#http://}
+        [ -z "${SERVER_AT[$h]:-}" ] || s=http://${SERVER_AT[$h]}
+        mapped+=("$s")
+      done
+      a=$(IFS=,; echo "${mapped[*]}")
+    fi
     prev=$a
     [ "$a" = "&" ] || [ "$a" = "--listen" ] || args+=("$a")
   done

@@ -1,0 +1,328 @@
+//! The gateway role: one address in front of several shards, serving `TemplatesService`.
+//!
+//! It holds no data, no key and no token. Each call is forwarded with the caller's own
+//! `authorization` header, so every shard authenticates the caller, applies its limits and
+//! writes its own recipients log and audit trail exactly as it would for a direct call.
+//!
+//! - `Search` goes to every shard at once. Each returns its own top `k`, and the gateway merges
+//!   them by score, highest first, equal scores by record id, as one node orders its hits. With
+//!   the exact index this is the same list as one node holding every shard's records. With
+//!   HNSW, each shard searches its own graph, so the merged list can differ from one node's
+//!   graph in the same way two graphs differ.
+//! - `Enroll` goes to one shard, chosen from the source address. A source therefore always
+//!   lands on the same shard, where its suppression entry and idempotency keys live.
+//! - `Get` asks every shard; only the shard that holds the record answers with it.
+//! - `Stats` adds the shards' counts.
+//!
+//! Rights requests, the transparency log and administration are not served here: each
+//! shard runs its own workflows and its own log. The refusal says so.
+use std::{pin::Pin, sync::Arc};
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
+use tracing::info;
+
+use super::{MAX_MESSAGE_BYTES, pb, pb::templates_service_client::TemplatesServiceClient};
+
+/// One shard as the gateway reaches it.
+#[derive(Clone)]
+struct Shard {
+    url: String,
+    client: TemplatesServiceClient<Channel>,
+}
+
+/// The `TemplatesService` of a gateway over `shards`.
+#[derive(Clone)]
+pub struct Gateway {
+    shards: Arc<[Shard]>,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("a gateway needs at least one shard: --shards http://HOST:PORT,http://HOST:PORT")]
+    NoShards,
+    #[error("shard address {url:?}: {reason}; write it as http://HOST:PORT")]
+    BadShard { url: String, reason: String },
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+impl Gateway {
+    /// A gateway over the shards at `urls`, in shard order (connections are made at first use).
+    pub fn new(urls: &[String]) -> Result<Gateway, GatewayError> {
+        if urls.is_empty() {
+            return Err(GatewayError::NoShards);
+        }
+        let shards = urls
+            .iter()
+            .map(|url| {
+                let endpoint = Channel::from_shared(url.clone())
+                    .map_err(|e| GatewayError::BadShard { url: url.clone(), reason: e.to_string() })?
+                    .tcp_nodelay(true);
+                let client = TemplatesServiceClient::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                Ok(Shard { url: url.clone(), client })
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        Ok(Gateway { shards: shards.into() })
+    }
+
+    /// Calls every shard with `message` and the caller's credentials, at once; every answer, in
+    /// shard order, or the first refusal, naming its shard.
+    async fn on_every_shard<M, T, F, Fut>(&self, metadata: &MetadataMap, message: &M, call: F) -> Result<Vec<T>, Status>
+    where
+        M: Clone,
+        T: Send + 'static,
+        F: Fn(TemplatesServiceClient<Channel>, Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>> + Send + 'static,
+    {
+        let calls: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| tokio::spawn(call(s.client.clone(), forwarded(metadata, message.clone()))))
+            .collect();
+        let mut answers = Vec::with_capacity(calls.len());
+        for (call, shard) in calls.into_iter().zip(self.shards.iter()) {
+            let answer =
+                call.await.map_err(|e| Status::internal(format!("shard {}: the call failed: {e}", shard.url)))?;
+            answers.push(answer.map(Response::into_inner).map_err(|e| named(shard, e)));
+        }
+        answers.into_iter().collect()
+    }
+}
+
+/// Which of `shards` holds the records of `source_uri`: a stable hash of the address.
+pub fn placement(source_uri: &str, shards: usize) -> usize {
+    let digest = Sha256::digest(source_uri.as_bytes());
+    let head = u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"));
+    (head % shards.max(1) as u64) as usize
+}
+
+/// `message` with the caller's `authorization` header (nothing else of theirs is passed on).
+fn forwarded<M>(metadata: &MetadataMap, message: M) -> Request<M> {
+    let mut request = Request::new(message);
+    if let Some(value) = metadata.get("authorization") {
+        request.metadata_mut().insert("authorization", value.clone());
+    }
+    request
+}
+
+/// A shard's refusal, with the same code, saying which shard refused.
+fn named(shard: &Shard, status: Status) -> Status {
+    Status::new(status.code(), format!("shard {}: {}", shard.url, status.message()))
+}
+
+/// Every shard's hits in one list as one node orders them (score, highest first; equal scores
+/// by record id), at most `k`.
+pub fn merge_hits(per_shard: Vec<Vec<pb::SearchHit>>, k: usize) -> Vec<pb::SearchHit> {
+    let mut hits: Vec<pb::SearchHit> = per_shard.into_iter().flatten().collect();
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.record_id.cmp(&b.record_id)));
+    hits.truncate(k);
+    hits
+}
+
+#[tonic::async_trait]
+impl pb::templates_service_server::TemplatesService for Gateway {
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let source = message.provenance.as_ref().map(|p| p.source_uri.as_str()).unwrap_or_default();
+        let shard = &self.shards[placement(source, self.shards.len())];
+        let answer = shard.client.clone().enroll(forwarded(&metadata, message)).await.map_err(|e| named(shard, e))?;
+        Ok(Response::new(answer.into_inner()))
+    }
+
+    async fn enroll_stream(
+        &self,
+        _request: Request<tonic::Streaming<pb::EnrollStreamRequest>>,
+    ) -> Result<Response<pb::EnrollStreamResponse>, Status> {
+        Err(Status::unimplemented(
+            "a gateway places each record by its source address, one call at a time: send Enroll calls to the \
+             gateway, or stream to one shard's node",
+        ))
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let calls: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| {
+                let mut client = s.client.clone();
+                let request = forwarded(&metadata, message.clone());
+                tokio::spawn(async move { client.get(request).await })
+            })
+            .collect();
+        let mut not_found = None;
+        for (call, shard) in calls.into_iter().zip(self.shards.iter()) {
+            let answer =
+                call.await.map_err(|e| Status::internal(format!("shard {}: the call failed: {e}", shard.url)))?;
+            match answer {
+                Ok(found) => return Ok(Response::new(found.into_inner())),
+                Err(e) if e.code() == tonic::Code::NotFound => not_found = Some(e),
+                Err(e) => return Err(named(shard, e)),
+            }
+        }
+        Err(not_found.unwrap_or_else(|| Status::not_found("no shard holds this record")))
+    }
+
+    async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let k = message.k as usize;
+        let answers = self.on_every_shard(&metadata, &message, |mut c, r| async move { c.search(r).await }).await?;
+        let candidates = answers.iter().map(|a| a.candidates).sum();
+        let index = answers.first().map(|a| a.index.clone()).unwrap_or_default();
+        let hits = merge_hits(answers.into_iter().map(|a| a.hits).collect(), k);
+        Ok(Response::new(pb::SearchResponse { hits, candidates, index }))
+    }
+
+    async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let answers = self.on_every_shard(&metadata, &message, |mut c, r| async move { c.stats(r).await }).await?;
+        let first = answers.first().cloned().unwrap_or_default();
+        if let Some(other) = answers.iter().find(|a| a.dimension != first.dimension) {
+            return Err(Status::failed_precondition(format!(
+                "the shards hold templates of different dimensions ({} and {}): a gateway serves one dimension",
+                first.dimension, other.dimension
+            )));
+        }
+        Ok(Response::new(pb::StatsResponse {
+            record_count: answers.iter().map(|a| a.record_count).sum(),
+            dimension: first.dimension,
+            bytes_on_disk: answers.iter().map(|a| a.bytes_on_disk).sum(),
+            sst_file_count: answers.iter().map(|a| a.sst_file_count).sum(),
+            index: first.index,
+        }))
+    }
+}
+
+/// The refusal of every service a gateway does not serve.
+struct NotHere;
+
+impl NotHere {
+    const MESSAGE: &'static str = "this address is a gateway: it serves TemplatesService (Enroll, Get, Search, Stats) \
+                                   only. Rights requests, the transparency log and administration go to each shard's \
+                                   node (`oubli cluster status` lists the shards)";
+}
+
+/// Serves a gateway over `shards` on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    shards: &[String],
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let gateway = Gateway::new(shards)?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<pb::templates_service_server::TemplatesServiceServer<Gateway>>().await;
+    let templates =
+        pb::templates_service_server::TemplatesServiceServer::new(gateway).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    info!(addr = ?listener.local_addr().ok(), shards = shards.len(), "serving oubli.v1 as a gateway");
+    tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(|inner| NotHereService { inner }))
+        .add_service(health)
+        .add_service(templates)
+        .serve_with_incoming_shutdown(super::incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Answers a call to any service but templates and health with [`NotHere`]'s message.
+#[derive(Clone)]
+struct NotHereService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for NotHereService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let served = path.starts_with("/oubli.v1.TemplatesService/") || path.starts_with("/grpc.health.");
+        if !served && path.starts_with("/oubli.v1.") {
+            return Box::pin(async { Ok(Status::unimplemented(NotHere::MESSAGE).into_http()) });
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(request))
+    }
+}
+
+/// A gateway running in this process on a loopback port: for tests.
+pub struct EmbeddedGateway {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), GatewayError>>,
+}
+
+impl EmbeddedGateway {
+    /// Binds `127.0.0.1:0` and serves a gateway over `shards` there.
+    pub async fn start(shards: Vec<String>) -> Result<EmbeddedGateway, GatewayError> {
+        Gateway::new(&shards)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            run(listener, &shards, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(EmbeddedGateway { addr, stop, task })
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(self) -> Result<(), GatewayError> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(|e| GatewayError::Listen(std::io::Error::other(e)))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: &str, score: f32) -> pb::SearchHit {
+        pb::SearchHit { record_id: id.into(), score, ..Default::default() }
+    }
+
+    #[test]
+    fn merged_hits_are_ordered_as_one_node_orders_them_and_cut_at_k() {
+        let merged =
+            merge_hits(vec![vec![hit("0c", 0.9), hit("0a", 0.5)], vec![hit("0b", 0.9), hit("0d", 0.7)], vec![]], 3);
+        let order: Vec<(&str, f32)> = merged.iter().map(|h| (h.record_id.as_str(), h.score)).collect();
+        assert_eq!(order, [("0b", 0.9), ("0c", 0.9), ("0d", 0.7)]);
+    }
+
+    #[test]
+    fn a_source_is_always_placed_on_the_same_shard_and_sources_spread() {
+        let placed: Vec<usize> = (0..300).map(|i| placement(&format!("https://photos.example/{i}.jpg"), 3)).collect();
+        let again: Vec<usize> = (0..300).map(|i| placement(&format!("https://photos.example/{i}.jpg"), 3)).collect();
+        assert_eq!(placed, again);
+        for shard in 0..3 {
+            let n = placed.iter().filter(|&&p| p == shard).count();
+            assert!((60..=140).contains(&n), "shard {shard} got {n} of 300");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gateway_without_shards_or_with_a_bad_address_is_refused_with_how_to_write_it() {
+        let none = Gateway::new(&[]).err().expect("no shards").to_string();
+        assert!(none.contains("--shards http://"), "{none}");
+        let bad = Gateway::new(&["not a url".into()]).err().expect("a bad address").to_string();
+        assert!(bad.contains("http://HOST:PORT"), "{bad}");
+    }
+}
