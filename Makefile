@@ -12,7 +12,7 @@ CARGO := scripts/cargo
 APT_PACKAGES := libclang-dev protobuf-compiler libprotobuf-dev openssl chromium etcd-server etcd-client
 ARGS ?=
 
-.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion etcd-demo bench-etcd bench-cluster fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
+.PHONY: deps rocksdb build lint test test-heavy crash-test load resources demo bench bench-peers bench-serve bench-erase compare-deletion etcd-demo bench-etcd bench-cluster cluster-demo fmt clippy clean docs-plots fuzz-smoke fuzz fuzz-seeds python-deps python-example docs-screenshots
 
 # Installs the system packages the build needs, only when one is missing.
 deps:
@@ -58,6 +58,17 @@ etcd-demo: build
 	OUBLI_ETCD_SNAPSHOT_COUNT=100 OUBLI_ETCD_MAX_WALS=1 scripts/etcd-local.sh start target/etcd-demo
 	target/release/oubli cluster demo --dir target/etcd-demo $(ARGS); rc=$$?; \
 	  scripts/etcd-local.sh stop target/etcd-demo; exit $$rc
+
+# Two shards on a local 3-member etcd behind a gateway, narrated (oubli cluster walk): a person's
+# access and erasure requests at each shard, an etcd member paused during phase 1, every member's
+# disk scanned for the erased keys. The members are stopped at the end, whatever the outcome.
+cluster-demo: build
+	@# A previous run's members, if any are still up, are stopped before their PID files go.
+	@[ ! -d target/cluster-demo/etcd ] || scripts/etcd-local.sh stop target/cluster-demo/etcd
+	rm -rf target/cluster-demo
+	OUBLI_ETCD_SNAPSHOT_COUNT=100 OUBLI_ETCD_MAX_WALS=1 scripts/etcd-local.sh start target/cluster-demo/etcd
+	target/release/oubli cluster walk --dir target/cluster-demo $(ARGS); rc=$$?; \
+	  scripts/etcd-local.sh stop target/cluster-demo/etcd; exit $$rc
 
 # The key store's costs by size (one fresh local cluster per size, settings as etcd-demo):
 # target/bench-etcd/results.json, one object per size.

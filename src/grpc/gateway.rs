@@ -16,13 +16,34 @@
 //!
 //! Rights requests, the transparency log and administration are not served here: each
 //! shard runs its own workflows and its own log. The refusal says so.
-use std::{pin::Pin, sync::Arc};
+//!
+//! Every call to a shard is bounded: by the caller's own deadline (`grpc-timeout`, passed on)
+//! and at most [`SHARD_CALL_TIMEOUT`]; a shard that stops answering is also found by HTTP/2
+//! keep-alive pings. A caller who gives up cancels the calls made for it. A caller's token goes
+//! to the shards in the clear (the gateway has no TLS to them yet), so shards must be on
+//! loopback.
+//!
+//! What each shard records stays per shard: a search's recipients rows are written by every
+//! shard for its own top `k`, so a shard may record as disclosed a hit the merge then drops (at
+//! most `k` per shard beyond those answered: an over-count, never an under-count). And a face
+//! kept on a shard's never-enrol-again list is checked only by that shard.
+use std::{net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{MAX_MESSAGE_BYTES, pb, pb::templates_service_client::TemplatesServiceClient};
+
+/// The longest a call to one shard may take, whatever the caller's own deadline (an enrolment
+/// on etcd is refused after its 30 s write deadline, so this leaves it room to say why).
+pub const SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long a connection to a shard may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings to each shard, and how long one may go unanswered before the connection is
+/// dropped (a shard paused or gone is then refused at once, not after the call's timeout).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// One shard as the gateway reaches it.
 #[derive(Clone)]
@@ -44,6 +65,13 @@ pub enum GatewayError {
     NoShards,
     #[error("shard address {url:?}: {reason}; write it as http://HOST:PORT")]
     BadShard { url: String, reason: String },
+    #[error(
+        "shard address {url:?} is not on loopback: a gateway passes each caller's token to the shards in the \
+         clear (it has no TLS to them yet), so every shard must be at 127.0.0.1, ::1 or localhost"
+    )]
+    NotLoopback { url: String },
+    #[error("shard address {url:?} is given twice: each shard once, in shard order")]
+    Duplicate { url: String },
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("cannot listen: {0}")]
@@ -58,10 +86,23 @@ impl Gateway {
         }
         let shards = urls
             .iter()
-            .map(|url| {
+            .enumerate()
+            .map(|(i, url)| {
+                if urls[..i].contains(url) {
+                    return Err(GatewayError::Duplicate { url: url.clone() });
+                }
                 let endpoint = Channel::from_shared(url.clone())
-                    .map_err(|e| GatewayError::BadShard { url: url.clone(), reason: e.to_string() })?
-                    .tcp_nodelay(true);
+                    .map_err(|e| GatewayError::BadShard { url: url.clone(), reason: e.to_string() })?;
+                if !on_loopback(endpoint.uri()) {
+                    return Err(GatewayError::NotLoopback { url: url.clone() });
+                }
+                let endpoint = endpoint
+                    .tcp_nodelay(true)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(SHARD_CALL_TIMEOUT)
+                    .http2_keep_alive_interval(KEEP_ALIVE)
+                    .keep_alive_timeout(KEEP_ALIVE)
+                    .keep_alive_while_idle(true);
                 let client = TemplatesServiceClient::new(endpoint.connect_lazy())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -80,40 +121,82 @@ impl Gateway {
         F: Fn(TemplatesServiceClient<Channel>, Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>> + Send + 'static,
     {
-        let calls: Vec<_> = self
-            .shards
-            .iter()
-            .map(|s| tokio::spawn(call(s.client.clone(), forwarded(metadata, message.clone()))))
-            .collect();
-        let mut answers = Vec::with_capacity(calls.len());
-        for (call, shard) in calls.into_iter().zip(self.shards.iter()) {
-            let answer =
-                call.await.map_err(|e| Status::internal(format!("shard {}: the call failed: {e}", shard.url)))?;
-            answers.push(answer.map(Response::into_inner).map_err(|e| named(shard, e)));
+        let mut calls = JoinSet::new();
+        for (i, s) in self.shards.iter().enumerate() {
+            let answer = call(s.client.clone(), forwarded(metadata, message.clone()));
+            calls.spawn(async move { (i, answer.await) });
         }
-        answers.into_iter().collect()
+        // Dropped with this future, the set cancels the calls still running.
+        let mut answers: Vec<Option<Result<Response<T>, Status>>> = (0..self.shards.len()).map(|_| None).collect();
+        while let Some(done) = calls.join_next().await {
+            let (i, answer) = done.map_err(lost)?;
+            answers[i] = Some(answer);
+        }
+        answers
+            .into_iter()
+            .zip(self.shards.iter())
+            .map(|(answer, shard)| match answer {
+                Some(a) => a.map(Response::into_inner).map_err(|e| named(shard, e)),
+                None => Err(Status::internal("a shard's call ended without an answer")),
+            })
+            .collect()
     }
 }
 
-/// Which of `shards` holds the records of `source_uri`: a stable hash of the address.
+/// A shard call's task that panicked or was cancelled: logged, answered without its text.
+fn lost(e: tokio::task::JoinError) -> Status {
+    warn!(error = %e, "a call to a shard ended abnormally");
+    Status::internal("the gateway's call to a shard ended abnormally; retry")
+}
+
+/// Whether `uri`'s host is a loopback address or `localhost`.
+fn on_loopback(uri: &http::Uri) -> bool {
+    match uri.host() {
+        Some("localhost") => true,
+        Some(host) => {
+            host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// The name of the index that answered for every shard: the one they share, or, when they
+/// differ (each chooses by its own size), the first that is not the exact scan, since then not
+/// every record was compared.
+fn index_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    names.iter().find(|n| **n != "exact").or(names.first()).map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// Which of `shards` holds the records of `source_uri`: a stable hash of the address, as the
+/// shards key its suppression (surrounding spaces dropped), so a source erased on one shard is
+/// never placed on another.
 pub fn placement(source_uri: &str, shards: usize) -> usize {
-    let digest = Sha256::digest(source_uri.as_bytes());
+    let digest = Sha256::digest(source_uri.trim().as_bytes());
     let head = u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"));
     (head % shards.max(1) as u64) as usize
 }
 
-/// `message` with the caller's `authorization` header (nothing else of theirs is passed on).
+/// `message` with the caller's `authorization` header and deadline (`grpc-timeout`); nothing
+/// else of theirs is passed on.
 fn forwarded<M>(metadata: &MetadataMap, message: M) -> Request<M> {
     let mut request = Request::new(message);
-    if let Some(value) = metadata.get("authorization") {
-        request.metadata_mut().insert("authorization", value.clone());
+    for header in ["authorization", "grpc-timeout"] {
+        if let Some(value) = metadata.get(header) {
+            request.metadata_mut().insert(header, value.clone());
+        }
     }
     request
 }
 
-/// A shard's refusal, with the same code, saying which shard refused.
+/// A shard's refusal, with the same code and metadata (`retry-after`, say), saying which shard
+/// refused.
 fn named(shard: &Shard, status: Status) -> Status {
-    Status::new(status.code(), format!("shard {}: {}", shard.url, status.message()))
+    Status::with_metadata(
+        status.code(),
+        format!("shard {}: {}", shard.url, status.message()),
+        status.metadata().clone(),
+    )
 }
 
 /// Every shard's hits in one list as one node orders them (score, highest first; equal scores
@@ -147,26 +230,17 @@ impl pb::templates_service_server::TemplatesService for Gateway {
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let calls: Vec<_> = self
-            .shards
-            .iter()
-            .map(|s| {
-                let mut client = s.client.clone();
-                let request = forwarded(&metadata, message.clone());
-                tokio::spawn(async move { client.get(request).await })
-            })
-            .collect();
-        let mut not_found = None;
-        for (call, shard) in calls.into_iter().zip(self.shards.iter()) {
-            let answer =
-                call.await.map_err(|e| Status::internal(format!("shard {}: the call failed: {e}", shard.url)))?;
-            match answer {
-                Ok(found) => return Ok(Response::new(found.into_inner())),
-                Err(e) if e.code() == tonic::Code::NotFound => not_found = Some(e),
-                Err(e) => return Err(named(shard, e)),
+        let answers = self.on_every_shard(&metadata, &message, |mut c, r| async move {
+            match c.get(r).await {
+                Ok(found) => Ok(Response::new(Some(found.into_inner()))),
+                Err(e) if e.code() == tonic::Code::NotFound => Ok(Response::new(None)),
+                Err(e) => Err(e),
             }
+        });
+        match answers.await?.into_iter().flatten().next() {
+            Some(found) => Ok(Response::new(found)),
+            None => Err(Status::not_found("no shard holds this record")),
         }
-        Err(not_found.unwrap_or_else(|| Status::not_found("no shard holds this record")))
     }
 
     async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
@@ -174,7 +248,7 @@ impl pb::templates_service_server::TemplatesService for Gateway {
         let k = message.k as usize;
         let answers = self.on_every_shard(&metadata, &message, |mut c, r| async move { c.search(r).await }).await?;
         let candidates = answers.iter().map(|a| a.candidates).sum();
-        let index = answers.first().map(|a| a.index.clone()).unwrap_or_default();
+        let index = index_of(answers.iter().map(|a| a.index.as_str()));
         let hits = merge_hits(answers.into_iter().map(|a| a.hits).collect(), k);
         Ok(Response::new(pb::SearchResponse { hits, candidates, index }))
     }
@@ -194,7 +268,7 @@ impl pb::templates_service_server::TemplatesService for Gateway {
             dimension: first.dimension,
             bytes_on_disk: answers.iter().map(|a| a.bytes_on_disk).sum(),
             sst_file_count: answers.iter().map(|a| a.sst_file_count).sum(),
-            index: first.index,
+            index: index_of(answers.iter().map(|a| a.index.as_str())),
         }))
     }
 }
@@ -324,5 +398,28 @@ mod tests {
         assert!(none.contains("--shards http://"), "{none}");
         let bad = Gateway::new(&["not a url".into()]).err().expect("a bad address").to_string();
         assert!(bad.contains("http://HOST:PORT"), "{bad}");
+        let remote = Gateway::new(&["http://10.0.0.7:50061".into()]).err().expect("not loopback").to_string();
+        assert!(remote.contains("loopback") && remote.contains("in the clear"), "{remote}");
+        let twice = ["http://127.0.0.1:50061".to_string(), "http://127.0.0.1:50061".to_string()];
+        let twice = Gateway::new(&twice).err().expect("a duplicate").to_string();
+        assert!(twice.contains("given twice"), "{twice}");
+        for fine in ["http://127.0.0.1:50061", "http://localhost:50061", "http://[::1]:50061"] {
+            assert!(Gateway::new(&[fine.into()]).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn a_source_with_surrounding_spaces_is_placed_where_its_suppression_lives() {
+        for i in 0..50 {
+            let uri = format!("https://photos.example/{i}.jpg");
+            assert_eq!(placement(&format!(" {uri}\t"), 4), placement(&uri, 4));
+        }
+    }
+
+    #[test]
+    fn a_merged_answer_names_the_exact_scan_only_when_every_shard_ran_it() {
+        assert_eq!(index_of(["exact", "exact"].into_iter()), "exact");
+        assert_eq!(index_of(["exact", "hnsw"].into_iter()), "hnsw");
+        assert_eq!(index_of(["hnsw", "exact"].into_iter()), "hnsw");
     }
 }

@@ -412,11 +412,11 @@ impl ConsensusKeys {
         parse_epoch(got.kvs().first().map(|kv| kv.value()))
     }
 
-    /// [`Self::epoch`], waiting at most one request's timeout (not the write deadline) for a
-    /// majority to answer.
-    pub fn epoch_now(&self, what: &str) -> Result<u64, Error> {
+    /// [`Self::epoch`], refused as `what` when no majority answers within the write deadline
+    /// (the bound an enrolment is refused after).
+    pub fn epoch_for(&self, what: &str) -> Result<u64, Error> {
         let key = self.epoch_key();
-        let got = self.retry_via(&self.client, what, self.config.request_timeout, |mut c| {
+        let got = self.write(what, |mut c| {
             let key = key.clone();
             async move { c.get(key, None).await }
         })?;
@@ -663,26 +663,43 @@ impl ConsensusKeys {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
-        got.kvs()
+        // An entry that does not parse (written by another version, say) is skipped with a
+        // warning rather than hiding every other one.
+        Ok(got
+            .kvs()
             .iter()
-            .map(|kv| {
+            .filter_map(|kv| {
                 let name = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
-                serde_json::from_slice(kv.value())
-                    .map(|acks| (name, acks))
-                    .map_err(|e| Error::Corrupt(format!("pending acknowledgements in etcd: {e}")))
+                match serde_json::from_slice(kv.value()) {
+                    Ok(acks) => Some((name, acks)),
+                    Err(e) => {
+                        tracing::warn!(%name, error = %e, "a pending-acknowledgements entry in etcd does not parse; skipped");
+                        None
+                    }
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Publishes what `purge` still waits for as `name` under this namespace's `acks/`, for
-    /// `oubli cluster status`, or removes it once every member is checked. Bounded by one
-    /// request's timeout; a failure is only logged: the request's own state, not this, says
-    /// what is done.
+    /// `oubli cluster status`, or removes it once every member is checked. Written through
+    /// the members that answered the purge (a call routed to a paused member would wait out its
+    /// timeout), bounded by one request's timeout; a failure is only logged: the request's own
+    /// state, not this, says what is done.
     pub fn publish_acks(&self, name: &str, what: &str, purge: &Purge) {
         let key = format!("{}{ACKS}{name}", self.config.namespace);
         let within = self.config.request_timeout;
+        let pending = purge.pending();
+        let live: Vec<usize> = (0..self.config.members.len())
+            .filter(|&i| !pending.iter().any(|(m, _)| *m == self.config.members[i].endpoint))
+            .collect();
+        let through = match live.len() {
+            n if n == self.config.members.len() || n == 0 => None,
+            _ => self.client_of(&live).ok(),
+        };
+        let client = through.as_ref().unwrap_or(&self.client);
         let result = if purge.is_complete() {
-            self.retry_via(&self.client, "clear a purge's pending acknowledgements", within, |mut c| {
+            self.retry_via(client, "clear a purge's pending acknowledgements", within, |mut c| {
                 let key = key.clone();
                 async move { c.delete(key, None).await }
             })
@@ -691,11 +708,11 @@ impl ConsensusKeys {
             let acks = PendingAcks {
                 what: what.to_string(),
                 members: purge.members.len(),
-                pending: purge.pending().into_iter().map(|(m, why)| (m.to_string(), why.to_string())).collect(),
+                pending: pending.iter().map(|(m, why)| (m.to_string(), why.to_string())).collect(),
                 tried_at: jiff::Timestamp::now(),
             };
             let value = serde_json::to_vec(&acks).expect("pending acknowledgements serialise");
-            self.retry_via(&self.client, "publish a purge's pending acknowledgements", within, |mut c| {
+            self.retry_via(client, "publish a purge's pending acknowledgements", within, |mut c| {
                 let (key, value) = (key.clone(), value.clone());
                 async move { c.put(key, value, None).await }
             })

@@ -231,7 +231,7 @@ impl Store {
     /// under our epoch. Nothing is written.
     pub(super) fn check_commit_point(&self) -> Result<(), Error> {
         let Some((etcd, epoch)) = self.home.etcd() else { return Ok(()) };
-        match etcd.epoch_now(
+        match etcd.epoch_for(
             "accept an erasure request, whose delete needs a majority of the members to commit (nothing was stored; \
              retry later)",
         )? {
@@ -266,9 +266,9 @@ impl Store {
         let Some((etcd, _)) = self.home.etcd() else { return Ok(Vec::new()) };
         let Some(deleted) = self.delete_etcd_keys(ids)? else { return Ok(Vec::new()) };
         let purge = etcd.purge(&deleted, prints)?;
-        let batch: Vec<u8> = ids.iter().flat_map(|id| *id.as_bytes()).collect();
-        let name = format!("erasure-{}", hex::encode(&self.keys.mac(b"oubli/etcd-acks/v1", &batch)[..8]));
-        etcd.publish_acks(&name, &format!("erasure phase 1 ({} key(s))", ids.len()), &purge);
+        // One name per shard: its phase-1 purges run one batch at a time, and a batch retried
+        // may have grown, so a name per batch would leave the earlier one pending for ever.
+        etcd.publish_acks("erasure-phase-1", &format!("erasure phase 1 ({} key(s))", ids.len()), &purge);
         let pending = purge.pending();
         if !pending.is_empty() {
             let names: Vec<String> =

@@ -96,9 +96,11 @@ pub trait RecordStore: Send + Sync {
     /// kept faces) and checks it; the checks passed.
     fn purge_request_versions(&self, request_ids: &[[u8; 16]]) -> Result<Vec<String>, Error>;
 
-    /// Whether an erasure's commit point can be written now, checked before its request is
-    /// accepted: with keys in etcd, that a majority answers under this store's epoch (one read,
-    /// bounded by one request's timeout). Local keys always can.
+    /// Whether an erasure's commit point is likely writable now, checked before its request is
+    /// accepted: with keys in etcd, that a majority answers a read under this store's epoch
+    /// (through the leader, retried until the write deadline). A read, not a write: a cluster
+    /// that answers but refuses writes (etcd's NOSPACE alarm) is found at the delete itself,
+    /// which is then retried. Local keys always pass.
     fn check_commit_point(&self) -> Result<(), Error> {
         Ok(())
     }

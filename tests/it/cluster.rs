@@ -593,8 +593,8 @@ async fn an_orphan_from_a_crash_before_the_key_commit_is_never_served_and_withou
     assert_eq!(hits.iter().map(|h| h.record_id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
     assert_eq!(record_count(&mut client).await, 1, "the refused enrolment stored nothing");
 
-    // And an erasure request is refused at submission, within one request's timeout, rather
-    // than accepted to wait for a delete it cannot commit; nothing is stored.
+    // And an erasure request is refused at submission (after the write deadline, as an
+    // enrolment), rather than accepted to wait for a delete it cannot commit; nothing is stored.
     let mut rights = pb::rights_service_client::RightsServiceClient::new(server.channel(&dirs).await);
     let erasure = pb::SubmitErasureRequestRequest {
         probes: vec![pb::Embedding { values: values.clone() }],

@@ -46,6 +46,11 @@ pub enum Command {
         #[arg(long, default_value_t = 10_000)]
         records: usize,
     },
+    /// Narrated, on a local cluster started by `scripts/etcd-local.sh start DIR/etcd`: two
+    /// shards on it behind a gateway, served in this process; a person's access and erasure
+    /// requests at each shard, a member paused during phase 1, every member's disk scanned for
+    /// the erased keys. `make cluster-demo` runs it.
+    Walk(super::cluster_walk::Args),
 }
 
 pub fn run(command: Command, json: bool) -> Result<()> {
@@ -53,6 +58,7 @@ pub fn run(command: Command, json: bool) -> Result<()> {
         Command::Status { etcd } => status(&etcd, json),
         Command::Demo { dir, records } => demo(&dir, records),
         Command::Bench { dir, records } => bench(&dir, records),
+        Command::Walk(_) => bail!("`oubli cluster walk` runs on the async runtime: main starts it"),
     }
 }
 
@@ -109,7 +115,10 @@ fn status(etcd: &str, json: bool) -> Result<()> {
     // Lag: how far a member's applied entries are behind the furthest Raft index reported.
     let head = members.iter().filter_map(|m| m.answer.as_ref().ok()).map(|s| s.raft_index).max().unwrap_or(0);
     // Without a majority nothing can be read through the leader: the members' rows say why.
-    let shards = store.shards().unwrap_or_default();
+    let (shards, unread) = match store.shards() {
+        Ok(shards) => (shards, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let shard_rows: Vec<_> = shards
         .iter()
         .map(|s| {
@@ -141,7 +150,7 @@ fn status(etcd: &str, json: bool) -> Result<()> {
                 Err(e) => serde_json::json!({ "endpoint": m.endpoint, "error": e }),
             })
             .collect();
-        outln!("{}", serde_json::json!({ "members": rows, "shards": shard_rows }));
+        outln!("{}", serde_json::json!({ "members": rows, "shards": shard_rows, "shards_error": unread }));
     } else {
         outln!(
             "{:<24} {:<17} {:<7} {:>6} {:>10} {:>5} {:>9} {:>9} {:>12}",
@@ -180,8 +189,10 @@ fn status(etcd: &str, json: bool) -> Result<()> {
             let epoch = s.epoch.map_or("-".into(), |e| e.to_string());
             outln!("{:<24} {:>9} {:>6} {:>9} {:>8}", s.namespace, s.records, epoch, 1, s.pending.len());
         }
-        if shards.is_empty() {
-            outln!("(no shard has written keys here)");
+        match &unread {
+            Some(e) => outln!("(the shards could not be read: {e})"),
+            None if shards.is_empty() => outln!("(no shard has written keys here)"),
+            None => {}
         }
         for s in &shards {
             for (name, a) in &s.pending {
@@ -208,19 +219,19 @@ fn status(etcd: &str, json: bool) -> Result<()> {
 }
 
 /// The local cluster's layout (scripts/etcd-local.sh): `endpoints`, `mN/` data dirs, `mN.pid`.
-struct Local {
-    dir: PathBuf,
+pub(super) struct Local {
+    pub(super) dir: PathBuf,
 }
 
 impl Local {
-    fn config(&self) -> Result<ClusterConfig> {
+    pub(super) fn config(&self) -> Result<ClusterConfig> {
         ClusterConfig::local(&self.dir).with_context(|| {
             format!("no local cluster in {}: start one with scripts/etcd-local.sh start {0}", self.dir.display())
         })
     }
 
     /// Sends `signal` to member `n` (1-based) by its PID file.
-    fn signal(&self, n: usize, signal: libc::c_int) -> Result<()> {
+    pub(super) fn signal(&self, n: usize, signal: libc::c_int) -> Result<()> {
         let path = self.dir.join(format!("m{n}.pid"));
         let pid: libc::pid_t = fs::read_to_string(&path)
             .with_context(|| format!("member {n}'s PID file {}", path.display()))?
@@ -236,7 +247,7 @@ impl Local {
 }
 
 /// Where on each member's disk a scan finds any of `prints`, one line per member.
-fn show_residue(store: &ConsensusKeys, prints: &Prints, what: &str) -> Result<usize> {
+pub(super) fn show_residue(store: &ConsensusKeys, prints: &Prints, what: &str) -> Result<usize> {
     let mut total = 0;
     for (i, m) in store.config().members.iter().enumerate() {
         let scan = store.scan_member(i, prints)?.context("a local member has a data dir")?;

@@ -26,6 +26,7 @@ static CA_CERT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new(
 mod output;
 mod capture;
 mod cluster;
+mod cluster_walk;
 mod demo;
 mod erase;
 mod export;
@@ -206,6 +207,7 @@ async fn main() -> Result<()> {
         Command::Keys(c) => erase::keys(c, &cli.server).await,
         Command::Notifications(c) => erase::notifications(c, &cli.server, cli.json).await,
         Command::Load(args) => load::run(args, &cli.server, cli.json).await,
+        Command::Cluster(cluster::Command::Walk(args)) => cluster_walk::run(args).await,
         // The key store's client is synchronous over a runtime of its own.
         Command::Cluster(c) => {
             let json = cli.json;
