@@ -68,7 +68,7 @@ struct Args {
     #[arg(long, env = "OUBLI_REPLICA", default_value_t = 0, requires = "cluster")]
     replica: u32,
     /// `node` serves its data dir; `gateway` holds no data and serves TemplatesService (Enroll,
-    /// Get, Search, Stats) in front of the nodes of --shards, forwarding each caller's token.
+    /// EnrollStream, Get, Search, Stats) in front of the nodes of --shards, forwarding each caller's token.
     #[arg(long, env = "OUBLI_ROLE", value_enum, default_value_t = RoleArg::Node)]
     role: RoleArg,
     /// With --role gateway: each shard's node, in shard order (http://HOST:PORT,...).

@@ -11,6 +11,11 @@
 //!   graph in the same way two graphs differ.
 //! - `Enroll` goes to one shard, chosen from the source address. A source therefore always
 //!   lands on the same shard, where its suppression entry and idempotency keys live.
+//! - `EnrollStream` is read whole, split by the same placement (order kept within each part)
+//!   and streamed to each shard at once; the ids come back in the call's order. Each shard's
+//!   part is one atomic write there, but the parts are not one write: when a shard refuses its
+//!   part, the refusal says which shards stored theirs (a retry with idempotency keys stores
+//!   each item once).
 //! - `Get` asks every shard; only the shard that holds the record answers with it.
 //! - `Stats` adds the shards' counts.
 //!
@@ -34,7 +39,7 @@ use tokio::task::JoinSet;
 use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
 use tracing::{info, warn};
 
-use super::{MAX_MESSAGE_BYTES, pb, pb::templates_service_client::TemplatesServiceClient};
+use super::{MAX_MESSAGE_BYTES, MAX_STREAM_ITEMS, pb, pb::templates_service_client::TemplatesServiceClient};
 
 /// The longest a call to one shard may take, whatever the caller's own deadline (an enrolment
 /// on etcd is refused after its 30 s write deadline, so this leaves it room to say why).
@@ -143,6 +148,46 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Shard `i`'s refusal of its part of a stream: the item it names given as the call's
+    /// own, and which shards stored their parts (those stay).
+    fn part_refused(
+        &self,
+        i: usize,
+        status: Status,
+        placed: &[(usize, usize)],
+        stored: &[Option<pb::EnrollStreamResponse>],
+    ) -> Status {
+        let mut message = status.message().to_string();
+        // A shard names the item of its own part ("item N: ..."): the call's index is clearer.
+        if let Some((n, rest)) = message.strip_prefix("item ").and_then(|m| m.split_once(": "))
+            && let Ok(n) = n.parse::<usize>()
+            && let Some(call) = placed.iter().position(|&p| p == (i, n))
+        {
+            message = format!("item {call}: {rest}");
+        }
+        let kept: Vec<String> = stored
+            .iter()
+            .zip(self.shards.iter())
+            .filter_map(|(a, s)| a.as_ref().map(|a| format!("{} ({} items)", s.url, a.record_ids.len())))
+            .collect();
+        let kept = if kept.is_empty() {
+            "No other shard stored its part.".to_string()
+        } else {
+            format!(
+                "The other shards' parts were stored, as one write on each: {}. A retry stores an item with an \
+                 idempotency key once, and one without it again.",
+                kept.join(", ")
+            )
+        };
+        Status::with_metadata(
+            status.code(),
+            format!("shard {} refused its part of the stream: {message}. {kept}", self.shards[i].url),
+            status.metadata().clone(),
+        )
+    }
+}
+
 /// A shard call's task that panicked or was cancelled: logged, answered without its text.
 fn lost(e: tokio::task::JoinError) -> Status {
     warn!(error = %e, "a call to a shard ended abnormally");
@@ -220,12 +265,52 @@ impl pb::templates_service_server::TemplatesService for Gateway {
 
     async fn enroll_stream(
         &self,
-        _request: Request<tonic::Streaming<pb::EnrollStreamRequest>>,
+        request: Request<tonic::Streaming<pb::EnrollStreamRequest>>,
     ) -> Result<Response<pb::EnrollStreamResponse>, Status> {
-        Err(Status::unimplemented(
-            "a gateway places each record by its source address, one call at a time: send Enroll calls to the \
-             gateway, or stream to one shard's node",
-        ))
+        let (metadata, _, mut stream) = request.into_parts();
+        // Each part in the call's order, with where each item was in the call.
+        let mut parts: Vec<Vec<pb::EnrollStreamRequest>> = vec![Vec::new(); self.shards.len()];
+        let mut placed: Vec<(usize, usize)> = Vec::new();
+        while let Some(item) = stream.message().await? {
+            if placed.len() == MAX_STREAM_ITEMS {
+                return Err(Status::resource_exhausted(format!(
+                    "a stream holds at most {MAX_STREAM_ITEMS} items; send the rest in another stream"
+                )));
+            }
+            let source = item.item.as_ref().and_then(|i| i.provenance.as_ref()).map_or("", |p| p.source_uri.as_str());
+            let shard = placement(source, self.shards.len());
+            placed.push((shard, parts[shard].len()));
+            parts[shard].push(item);
+        }
+        let mut calls = JoinSet::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let mut client = self.shards[i].client.clone();
+            let request = forwarded(&metadata, tokio_stream::iter(part));
+            calls.spawn(async move { (i, client.enroll_stream(request).await) });
+        }
+        let mut stored: Vec<Option<pb::EnrollStreamResponse>> = vec![None; self.shards.len()];
+        let mut refused: Vec<(usize, Status)> = Vec::new();
+        while let Some(done) = calls.join_next().await {
+            match done.map_err(lost)? {
+                (i, Ok(answer)) => stored[i] = Some(answer.into_inner()),
+                (i, Err(e)) => refused.push((i, e)),
+            }
+        }
+        if let Some((i, first)) = refused.into_iter().min_by_key(|(i, _)| *i) {
+            return Err(self.part_refused(i, first, &placed, &stored));
+        }
+        let mut record_ids = Vec::with_capacity(placed.len());
+        for (shard, at) in &placed {
+            let id = stored[*shard].as_ref().and_then(|a| a.record_ids.get(*at));
+            record_ids.push(id.cloned().ok_or_else(|| {
+                Status::internal(format!("shard {} answered fewer ids than it was sent items", self.shards[*shard].url))
+            })?);
+        }
+        let created = stored.iter().flatten().map(|a| a.created).sum();
+        Ok(Response::new(pb::EnrollStreamResponse { record_ids, created }))
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
@@ -277,8 +362,8 @@ impl pb::templates_service_server::TemplatesService for Gateway {
 struct NotHere;
 
 impl NotHere {
-    const MESSAGE: &'static str = "this address is a gateway: it serves TemplatesService (Enroll, Get, Search, Stats) \
-                                   only. Rights requests, the transparency log and administration go to each shard's \
+    const MESSAGE: &'static str = "this address is a gateway: it serves TemplatesService (Enroll, EnrollStream, Get, \
+                                   Search, Stats) only. Rights requests, the transparency log and administration go to each shard's \
                                    node (`oubli cluster status` lists the shards)";
 }
 

@@ -621,7 +621,7 @@ async fn an_orphan_from_a_crash_before_the_key_commit_is_never_served_and_withou
 async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node_answers() {
     use oubli::grpc::{
         Bearer,
-        gateway::EmbeddedGateway,
+        gateway::{self, EmbeddedGateway},
         pb::{self, rights_service_client::RightsServiceClient, templates_service_client::TemplatesServiceClient},
     };
 
@@ -658,8 +658,18 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     let population = population();
     let (requests, _) = crate::harness::requests(&population);
     alone.enroll_stream(stream_of(requests.clone())).await.unwrap();
-    for request in requests.iter().cloned() {
+    // A few one at a time, the rest in one stream the gateway splits by placement.
+    let (one_by_one, streamed) = requests.split_at(20);
+    for request in one_by_one.iter().cloned() {
         through.enroll(request).await.expect("enrolled through the gateway");
+    }
+    let ids = through.enroll_stream(stream_of(streamed.to_vec())).await.expect("streamed").into_inner();
+    assert_eq!((ids.record_ids.len(), ids.created), (streamed.len(), streamed.len() as u64));
+    // The ids come back in the call's order: each is the record of its own item.
+    for (i, id) in ids.record_ids.iter().enumerate().step_by(37) {
+        let got = through.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await.unwrap();
+        let uri = got.into_inner().record.unwrap().provenance.unwrap().source_uri;
+        assert_eq!(uri, streamed[i].provenance.as_ref().unwrap().source_uri, "item {i}");
     }
     let mut held = Vec::new();
     for shard in &shards {
@@ -712,5 +722,21 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     let refused = rights.list_requests(pb::ListRequestsRequest::default()).await.expect_err("not served here");
     assert_eq!(refused.code(), tonic::Code::Unimplemented);
     assert!(refused.message().contains("gateway") && refused.message().contains("shard"), "{}", refused.message());
+    // A part refused by its shard: the call's own item is named, and so are the parts stored.
+    let (extra, _) = crate::harness::seeded(8, 99);
+    let mut bad = extra.clone();
+    let wrong = bad.iter().position(|r| gateway::placement(&r.provenance.as_ref().unwrap().source_uri, 2) == 1);
+    let wrong = wrong.expect("one of 8 sources is placed on shard 1");
+    bad[wrong].embedding = Some(pb::Embedding { values: vec![0.5; 3] });
+    let refused = through.enroll_stream(stream_of(bad)).await.expect_err("a template of the wrong size");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let message = refused.message();
+    assert!(message.contains(&format!("item {wrong}:")), "the call's own item: {message}");
+    assert!(message.contains(&shards[1].addr.to_string()) && message.contains("refused its part"), "{message}");
+    let on_zero =
+        extra.iter().filter(|r| gateway::placement(&r.provenance.as_ref().unwrap().source_uri, 2) == 0).count();
+    if on_zero > 0 {
+        assert!(message.contains(&format!("{} ({on_zero} items)", shards[0].addr)), "{message}");
+    }
     gateway.stop().await.unwrap();
 }
