@@ -64,6 +64,10 @@ struct Args {
     /// The shard this node serves: its keys live under `/oubli/shard-S` in etcd.
     #[arg(long, env = "OUBLI_SHARD", default_value_t = 0, requires = "cluster")]
     shard: u32,
+    /// How many shards the cluster has (the gateway's --shards, in the same order): this node
+    /// refuses an enrolment whose source address places it on another shard.
+    #[arg(long, env = "OUBLI_SHARD_COUNT", default_value_t = 1, requires = "cluster")]
+    shard_count: u32,
     /// Which replica of the shard this node is. Only replica 0 exists so far.
     #[arg(long, env = "OUBLI_REPLICA", default_value_t = 0, requires = "cluster")]
     replica: u32,
@@ -273,6 +277,10 @@ async fn main() -> anyhow::Result<()> {
         cluster = cluster.with_data_dirs(&args.etcd_data_dirs);
         cluster.namespace = format!("{}{}", oubli::store::consensus::SHARDS_PREFIX, args.shard);
         config.cluster = Some(cluster);
+        config.placement = Some(
+            oubli::grpc::gateway::Placement::new(args.shard as usize, args.shard_count as usize)
+                .map_err(anyhow::Error::msg)?,
+        );
     }
     config.tiles_listen = args.tiles_listen;
     config.cadence = match args.checkpoint_interval_ms {

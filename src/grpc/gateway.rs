@@ -222,6 +222,43 @@ pub fn placement(source_uri: &str, shards: usize) -> usize {
     (head % shards.max(1) as u64) as usize
 }
 
+/// The shard a node serves, of how many: the node refuses an enrolment whose source
+/// [`placement`] puts on another shard, so a gateway given its shards in another order (or
+/// another number of them) is refused rather than splitting a source's suppression entry and
+/// idempotency keys across shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub shard: usize,
+    pub of: usize,
+}
+
+impl Placement {
+    /// Shard `shard` of `of` (`shard` below `of`).
+    pub fn new(shard: usize, of: usize) -> Result<Placement, String> {
+        if shard >= of {
+            return Err(format!(
+                "shard {shard} of {of}: shards are numbered from 0 to {}; give every node the same --shard-count, \
+                 the number of shards behind the gateway",
+                of.saturating_sub(1)
+            ));
+        }
+        Ok(Placement { shard, of })
+    }
+
+    /// Refuses a source this shard does not hold.
+    pub fn check(&self, source_uri: &str) -> Result<(), Status> {
+        let home = placement(source_uri, self.of);
+        if home == self.shard {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "this source belongs on shard {home} of {} (placed by its address) and this node serves shard {}: enrol \
+             through the gateway, and give the gateway its --shards in shard order",
+            self.of, self.shard
+        )))
+    }
+}
+
 /// `message` with the caller's `authorization` header and deadline (`grpc-timeout`); nothing
 /// else of theirs is passed on.
 fn forwarded<M>(metadata: &MetadataMap, message: M) -> Request<M> {
@@ -491,6 +528,23 @@ mod tests {
         for fine in ["http://127.0.0.1:50061", "http://localhost:50061", "http://[::1]:50061"] {
             assert!(Gateway::new(&[fine.into()]).is_ok(), "{fine}");
         }
+    }
+
+    #[test]
+    fn a_node_refuses_a_source_placed_on_another_shard_and_says_where_it_goes() {
+        let zero = Placement::new(0, 2).unwrap();
+        let one = Placement::new(1, 2).unwrap();
+        for i in 0..40 {
+            let uri = format!("https://photos.example/{i}.jpg");
+            let (home, away) = if placement(&uri, 2) == 0 { (zero, one) } else { (one, zero) };
+            assert!(home.check(&uri).is_ok());
+            let refused = away.check(&uri).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+            assert!(refused.message().contains(&format!("belongs on shard {} of 2", home.shard)), "{refused:?}");
+        }
+        assert!(Placement::new(0, 1).unwrap().check("https://photos.example/any.jpg").is_ok());
+        let bad = Placement::new(2, 2).unwrap_err();
+        assert!(bad.contains("from 0 to 1") && bad.contains("--shard-count"), "{bad}");
     }
 
     #[test]

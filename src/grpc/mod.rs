@@ -80,6 +80,8 @@ pub struct Config {
     /// The etcd cluster that holds the wrapped data keys, under this shard's namespace; `None`:
     /// the data dir holds them (one node).
     pub cluster: Option<crate::store::consensus::ClusterConfig>,
+    /// Which shard of how many this node is, for the sources it accepts; `None`: every source.
+    pub placement: Option<gateway::Placement>,
 }
 
 impl Config {
@@ -102,6 +104,7 @@ impl Config {
             cadence: None,
             tiles_listen: None,
             cluster: None,
+            placement: None,
         }
     }
 }
@@ -225,9 +228,11 @@ async fn serve(
     health_reporter
         .set_serving::<pb::transparency_service_server::TransparencyServiceServer<transparency::TransparencyService>>()
         .await;
-    let templates =
-        pb::templates_service_server::TemplatesServiceServer::new(templates::TemplatesService::new(rights.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let templates = pb::templates_service_server::TemplatesServiceServer::new(templates::TemplatesService::new(
+        rights.clone(),
+        config.placement,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rights_service =
         pb::rights_service_server::RightsServiceServer::new(rights::RightsService::new(rights.clone(), nudge.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);

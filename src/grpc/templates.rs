@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use super::{blocking, convert, gate, pb, status};
+use super::{blocking, convert, gate, gateway::Placement, pb, status};
 use crate::rights::Rights;
 
 /// The most items one `EnrollStream` call holds; it is written in one atomic batch.
@@ -15,11 +15,20 @@ pub const MAX_STREAM_ITEMS: usize = 20_000;
 /// recipients log under the caller's client name.
 pub struct TemplatesService {
     rights: Arc<Rights>,
+    /// A cluster's shard refuses sources placed on another shard.
+    placement: Option<Placement>,
 }
 
 impl TemplatesService {
-    pub fn new(rights: Arc<Rights>) -> Self {
-        TemplatesService { rights }
+    pub fn new(rights: Arc<Rights>, placement: Option<Placement>) -> Self {
+        TemplatesService { rights, placement }
+    }
+
+    fn placed_here(&self, record: &crate::record::NewRecord) -> Result<(), Status> {
+        match &self.placement {
+            Some(p) => p.check(record.provenance.source_uri()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -29,6 +38,7 @@ impl pb::templates_service_server::TemplatesService for TemplatesService {
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
         let caller = gate::caller(&request);
         let record = convert::new_record(request.into_inner(), self.rights.engine().dimension(), Timestamp::now())?;
+        self.placed_here(&record)?;
         let rights = self.rights.clone();
         let enrolled = blocking(move || rights.enroll(&caller, vec![record])).await?;
         let first = enrolled.first().expect("one outcome per enrolled record");
@@ -55,6 +65,7 @@ impl pb::templates_service_server::TemplatesService for TemplatesService {
             }
             // An item without its enrolment fails the required-field checks, as an empty Enroll does.
             let record = convert::new_record(item.item.unwrap_or_default(), dimension, now)
+                .and_then(|r| self.placed_here(&r).map(|()| r))
                 .map_err(|s| status::for_item(records.len(), s))?;
             records.push(record);
         }

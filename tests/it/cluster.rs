@@ -637,7 +637,10 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     for s in 0..2 {
         let mut config = shard_config(&etcd);
         config.namespace = format!("/oubli/shard-{s}");
-        let configure = with_tokens(path.clone(), move |c| c.cluster = Some(config.clone()));
+        let configure = with_tokens(path.clone(), move |c| {
+            c.cluster = Some(config.clone());
+            c.placement = Some(gateway::Placement::new(s, 2).unwrap());
+        });
         shards.push(Server::start_with(Dirs::new(), configure).await);
     }
     let gateway = EmbeddedGateway::start(shards.iter().map(|s| format!("http://{}", s.addr)).collect())
@@ -722,8 +725,35 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     let refused = rights.list_requests(pb::ListRequestsRequest::default()).await.expect_err("not served here");
     assert_eq!(refused.code(), tonic::Code::Unimplemented);
     assert!(refused.message().contains("gateway") && refused.message().contains("shard"), "{}", refused.message());
-    // A part refused by its shard: the call's own item is named, and so are the parts stored.
     let (extra, _) = crate::harness::seeded(8, 99);
+    let extra_source_on = |shard: usize| {
+        let found = extra.iter().find(|r| gateway::placement(&r.provenance.as_ref().unwrap().source_uri, 2) == shard);
+        found.expect("one of 8 sources is placed on each shard").clone()
+    };
+    // A node refuses a source placed on another shard, and so does a gateway given its shards
+    // out of order: a source's suppression entry never ends up split across shards.
+    let misplaced = extra_source_on(1);
+    let mut direct = TemplatesServiceClient::new(shards[0].channel_as(Some(&t.operator)).await);
+    let refused = direct.enroll(misplaced.clone()).await.expect_err("shard 0 does not hold this source");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("belongs on shard 1 of 2"), "{}", refused.message());
+    let reversed = EmbeddedGateway::start(shards.iter().rev().map(|s| format!("http://{}", s.addr)).collect())
+        .await
+        .expect("a second gateway starts");
+    let at_reversed = reversed.addr;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{at_reversed}")).unwrap().connect().await.unwrap();
+    let mut wrong_order = TemplatesServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Bearer::new(Some(&t.operator)).unwrap(),
+    ));
+    let refused = wrong_order.enroll(misplaced).await.expect_err("the shards are out of order");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("in shard order"), "{}", refused.message());
+    drop(wrong_order);
+    reversed.stop().await.unwrap();
+    // A part refused by its shard: the call's own item is named, and so are the parts stored.
+
     let mut bad = extra.clone();
     let wrong = bad.iter().position(|r| gateway::placement(&r.provenance.as_ref().unwrap().source_uri, 2) == 1);
     let wrong = wrong.expect("one of 8 sources is placed on shard 1");

@@ -113,6 +113,7 @@ pub async fn run(args: Args) -> Result<()> {
         let mut cluster = etcd.clone();
         cluster.namespace = format!("{SHARDS_PREFIX}{s}");
         config.cluster = Some(cluster);
+        config.placement = Some(oubli::grpc::gateway::Placement::new(s, SHARDS).map_err(anyhow::Error::msg)?);
         let server = Embedded::start(config).await.with_context(|| format!("shard {s} did not start"))?;
         let at = server.addr.to_string();
         shards.push(Shard {
