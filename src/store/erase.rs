@@ -90,6 +90,8 @@ pub struct Erased {
     pub records: usize,
     /// The recipients sent a notice.
     pub recipients: BTreeSet<String>,
+    /// Each notice: the record, and its recipient.
+    pub notified: Vec<(RecordId, String)>,
     pub rows: usize,
     pub targets: Vec<Target>,
     pub evidence: Evidence,
@@ -227,7 +229,7 @@ impl Store {
         // No disclosure is recorded between reading the recipients and deleting their rows.
         let _no_disclosures = self.erase_lock.write();
         let mut batch = WriteBatch::default();
-        let erased = self.delete_rows(deletion, request_id, Timestamp::now(), &mut batch)?;
+        let erased = self.delete_rows(deletion, request_id, Timestamp::now(), &[], &mut batch)?;
         for (other, plaintext) in deletion.also {
             let blob = crypto::seal_blob(&self.keys, super::rows::REQUEST_DOMAIN, other, plaintext);
             batch.put_cf(self.cf(CF_REQUESTS), other, blob);
@@ -241,7 +243,7 @@ impl Store {
         // Refused before anything changes when the keys' cluster does not answer.
         self.check_etcd_answers()?;
         // Outside the data dir first, so a restored backup can re-apply this erasure.
-        self.journal_erasure(deletion)?;
+        self.journal_erasure(deletion, &erased.notified)?;
         self.db.write_opt(batch, &super::synced())?;
         // The keys in etcd, if they live there: a failure now is finished by phase 1.
         if let Err(e) = self.delete_etcd_keys(deletion.ids) {
@@ -253,11 +255,14 @@ impl Store {
     /// Puts into `batch` what [`Store::erase`] deletes and adds, but the requests: every row of
     /// the records, the notices, the suppression entries and the faces. Also what a re-applied
     /// erasure deletes. The caller holds the key and erase locks.
+    /// `journaled` adds recipients known from the erasure journal (a re-application), for
+    /// records whose recipients rows the data dir lacks or cannot read.
     pub(super) fn delete_rows(
         &self,
         deletion: &Deletion<'_>,
         request_id: &[u8; 16],
         now: Timestamp,
+        journaled: &[(RecordId, String)],
         batch: &mut WriteBatch,
     ) -> Result<Erased, Error> {
         let Deletion { ids, graph_slots, notice, suppress, faces, also, .. } = *deletion;
@@ -288,11 +293,13 @@ impl Store {
             }
             let mut end = key.to_vec();
             end.extend_from_slice(&[0xff; 16]);
-            let clients: BTreeSet<String> = self.disclosures(id)?.into_iter().map(|d| d.client).collect();
+            let mut clients: BTreeSet<String> = self.disclosures(id)?.into_iter().map(|d| d.client).collect();
+            clients.extend(journaled.iter().filter(|(of, _)| *of == id).map(|(_, client)| client.clone()));
             for client in clients {
                 let row = self.outbox_key(&client, now);
                 let body = crypto::seal_blob(&self.keys, NOTIFICATION_DOMAIN, &row, &notice(id));
                 batch.put_cf(self.cf(CF_OUTBOX), &row, body);
+                erased.notified.push((id, client.clone()));
                 erased.recipients.insert(client);
             }
             let mode = IteratorMode::From(key, rocksdb::Direction::Forward);

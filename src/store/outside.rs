@@ -42,6 +42,8 @@ pub(super) const JOURNAL_ID_DOMAIN: &[u8] = b"oubli/erasure-journal-record/v1";
 const LEAF: u8 = 1;
 const CHECKPOINT: u8 = 2;
 const JOURNAL_V1: u8 = 1;
+/// With the recipients of each record's notice.
+const JOURNAL_V2: u8 = 2;
 const HEADER: usize = 12;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -247,12 +249,17 @@ pub(super) struct JournalEntry {
     pub records: Vec<[u8; 32]>,
     /// The suppression keys added (keyed hashes of the erased sources).
     pub suppressed: Vec<[u8; 32]>,
+    /// Who was sent a notice (Art. 19) of which record: its place in `records`, and the
+    /// recipient's client name. A restored backup may lack the recipients rows written after
+    /// it, and with keys in etcd cannot read any (their key is deleted), so the re-applied
+    /// erasure notifies these.
+    pub recipients: Vec<(u32, String)>,
 }
 
 impl JournalEntry {
     fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(41 + 32 * (self.records.len() + self.suppressed.len()));
-        p.push(JOURNAL_V1);
+        let mut p = Vec::with_capacity(45 + 32 * (self.records.len() + self.suppressed.len()));
+        p.push(JOURNAL_V2);
         p.extend_from_slice(&self.commitment);
         for list in [&self.records, &self.suppressed] {
             p.extend_from_slice(&(list.len() as u32).to_be_bytes());
@@ -260,11 +267,22 @@ impl JournalEntry {
                 p.extend_from_slice(h);
             }
         }
+        p.extend_from_slice(&(self.recipients.len() as u32).to_be_bytes());
+        for (record, client) in &self.recipients {
+            p.extend_from_slice(&record.to_be_bytes());
+            // Client names are short (the tokens file's); a longer one is cut, never split.
+            let name = &client.as_bytes()[..client.len().min(u16::MAX as usize)];
+            p.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            p.extend_from_slice(name);
+        }
         p
     }
 
     fn decode(payload: &[u8]) -> Option<JournalEntry> {
-        let (&JOURNAL_V1, rest) = payload.split_first()? else { return None };
+        let (&version, rest) = payload.split_first()?;
+        if version != JOURNAL_V1 && version != JOURNAL_V2 {
+            return None;
+        }
         let (commitment, mut rest) = rest.split_first_chunk::<32>()?;
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
@@ -277,7 +295,20 @@ impl JournalEntry {
             }
         }
         let [records, suppressed] = lists;
-        rest.is_empty().then_some(JournalEntry { commitment: *commitment, records, suppressed })
+        let mut recipients = Vec::new();
+        if version == JOURNAL_V2 {
+            let (n, after) = rest.split_first_chunk::<4>()?;
+            rest = after;
+            for _ in 0..u32::from_be_bytes(*n) {
+                let (record, after) = rest.split_first_chunk::<4>()?;
+                let (len, after) = after.split_first_chunk::<2>()?;
+                let len = u16::from_be_bytes(*len) as usize;
+                let name = after.get(..len)?;
+                recipients.push((u32::from_be_bytes(*record), String::from_utf8(name.to_vec()).ok()?));
+                rest = &after[len..];
+            }
+        }
+        rest.is_empty().then_some(JournalEntry { commitment: *commitment, records, suppressed, recipients })
     }
 }
 
@@ -398,6 +429,7 @@ mod tests {
             commitment: [n; 32],
             records: vec![[n; 32], [n + 1; 32]],
             suppressed: vec![[9; 32]],
+            recipients: vec![(0, "police-a".into()), (1, "police-b".into())],
         };
         let (mut journal, _) = Journal::open(&path).unwrap();
         assert!(journal.record(entry(1)).unwrap());
@@ -410,6 +442,23 @@ mod tests {
         let (journal, dropped) = Journal::open(&path).unwrap();
         assert_eq!(journal.entries(), &[entry(1)]);
         assert!(dropped > 0);
+    }
+
+    #[test]
+    fn a_journal_entry_of_the_first_version_still_decodes_without_recipients() {
+        let v2 = JournalEntry {
+            commitment: [3; 32],
+            records: vec![[4; 32]],
+            suppressed: vec![],
+            recipients: vec![(0, "police-a".into())],
+        };
+        assert_eq!(JournalEntry::decode(&v2.encode()), Some(v2.clone()));
+        let mut v1 = v2.encode();
+        v1.truncate(v1.len() - (4 + 4 + 2 + 8));
+        v1[0] = JOURNAL_V1;
+        let old = JournalEntry::decode(&v1).expect("a first-version entry");
+        assert_eq!((old.records, old.recipients), (v2.records, vec![]));
+        assert_eq!(JournalEntry::decode(&[9, 0, 0]), None, "an unknown version");
     }
 
     #[test]

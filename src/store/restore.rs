@@ -33,13 +33,26 @@ fn forced() -> rocksdb::CompactOptions {
 const PURGE_ATTEMPTS: usize = 3;
 
 impl Store {
-    /// The journal entry of `deletion`: its commitment and the keyed hashes of its record ids
-    /// and suppressed sources. Appended and synced before the delete is written.
-    pub(super) fn journal_erasure(&self, deletion: &Deletion<'_>) -> Result<(), Error> {
+    /// The journal entry of `deletion`: its commitment, the keyed hashes of its record ids and
+    /// suppressed sources, and who was `notified` of which record. Appended and synced before
+    /// the delete is written.
+    pub(super) fn journal_erasure(
+        &self,
+        deletion: &Deletion<'_>,
+        notified: &[(RecordId, String)],
+    ) -> Result<(), Error> {
+        let recipients = notified
+            .iter()
+            .filter_map(|(id, client)| {
+                let at = deletion.ids.iter().position(|i| i == id)?;
+                Some((u32::try_from(at).ok()?, client.clone()))
+            })
+            .collect();
         let entry = JournalEntry {
             commitment: deletion.commitment,
             records: deletion.ids.iter().map(|id| self.keys.mac(JOURNAL_ID_DOMAIN, id.as_bytes())).collect(),
             suppressed: deletion.suppress.to_vec(),
+            recipients,
         };
         self.journal.lock().record(entry)?;
         Ok(())
@@ -167,7 +180,17 @@ impl Store {
             if ids.is_empty() && missing.is_empty() {
                 continue;
             }
-            let erased = self.reapply(entry.commitment, &ids, &missing)?;
+            // Who the journal says was notified of these records, by their ids here.
+            let journaled: Vec<(RecordId, String)> = entry
+                .recipients
+                .iter()
+                .filter_map(|(at, client)| {
+                    let hash = entry.records.get(*at as usize)?;
+                    let id = ids.iter().find(|id| self.keys.mac(JOURNAL_ID_DOMAIN, id.as_bytes()) == *hash)?;
+                    Some((*id, client.clone()))
+                })
+                .collect();
+            let erased = self.reapply(entry.commitment, &ids, &missing, &journaled)?;
             info!(records = erased.records, suppressed = missing.len(), "a journaled erasure was re-applied");
             all.evidence.extend(&erased.evidence);
             all.targets.extend(erased.targets);
@@ -181,7 +204,13 @@ impl Store {
     }
 
     /// One re-application: the delete and its log entry in one synced write.
-    fn reapply(&self, commitment: [u8; 32], ids: &[RecordId], suppress: &[[u8; 32]]) -> Result<Erased, Error> {
+    fn reapply(
+        &self,
+        commitment: [u8; 32],
+        ids: &[RecordId],
+        suppress: &[[u8; 32]],
+        journaled: &[(RecordId, String)],
+    ) -> Result<Erased, Error> {
         let _keys = self.key_lock.read();
         let _no_disclosures = self.erase_lock.write();
         let now = Timestamp::now();
@@ -198,7 +227,7 @@ impl Store {
         let deletion =
             Deletion { ids, graph_slots: &[], notice: &notice, suppress, faces: None, also: &[], commitment };
         let mut batch = WriteBatch::default();
-        let erased = self.delete_rows(&deletion, &[0; 16], now, &mut batch)?;
+        let erased = self.delete_rows(&deletion, &[0; 16], now, journaled, &mut batch)?;
         let time = now.round(jiff::Unit::Second).unwrap_or(now);
         let event = Event::ErasureReapplied { commitment, records: u32::try_from(erased.records).unwrap_or(u32::MAX) };
         self.write_logged_with(batch, &[Logged::plain(time, event)], |_, _| {})?;
@@ -393,6 +422,37 @@ mod tests {
         drop(store);
         let err = Store::open(&data, &keys, None, None).err().unwrap();
         assert!(matches!(err, Error::BehindMirror { log, .. } if log == published_size), "{err}");
+    }
+
+    #[test]
+    fn a_reapplied_erasure_notifies_recipients_the_backup_never_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, keys, backup) = (dir.path().join("data"), dir.path().join("keys"), dir.path().join("backup"));
+        let store = Store::open(&data, &keys, Some(8), None).unwrap();
+        let ids = enrol(&store, 0, 4);
+        let disclose = |store: &Store, client: &str, records: &[RecordId]| {
+            let call =
+                crate::store::Disclosed { records: records.to_vec(), client: client.into(), at: Timestamp::now() };
+            store.record_disclosures(&[call]).unwrap();
+        };
+        disclose(&store, "police-a", &ids[..2]);
+        store.backup_to(&backup).unwrap();
+        // Disclosed after the backup: the restored copy has no recipients row of it.
+        disclose(&store, "police-b", &ids[1..2]);
+        erase(&store, &ids[..2], [1; 32]);
+        assert_eq!(store.notices("police-b").unwrap().len(), 1);
+        // The log moves on (the workflow logs every erasure): the backup is behind it.
+        enrol(&store, 10, 1);
+        drop(store);
+
+        let store = Store::open_with(&backup, &keys, None, None, true).unwrap();
+        let again = store.notices("police-b").unwrap();
+        assert_eq!(again.len(), 1, "the journal names police-b, which the backup never recorded");
+        let body: serde_json::Value = serde_json::from_slice(&again[0].body).unwrap();
+        assert_eq!(body["record_id"], ids[1].to_string());
+        assert!(body["reason"].as_str().unwrap().contains("restored a backup"), "{body}");
+        // police-a's rows were in the backup: notified again once per record, not twice.
+        assert_eq!(store.notices("police-a").unwrap().len(), 2);
     }
 
     /// Whether a file in `dir` holds `needle`.
