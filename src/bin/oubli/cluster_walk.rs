@@ -142,14 +142,34 @@ pub async fn run(args: Args) -> Result<()> {
         ..Default::default()
     })?;
     let mut police = TemplatesServiceClient::new(super::channel_with(&at, Some(&operator)).await?);
-    let mut ids = Vec::with_capacity(population.labels.len());
-    for i in 0..population.labels.len() {
-        let request = pb::EnrollRequest {
+    let requests: Vec<pb::EnrollRequest> = (0..population.labels.len())
+        .map(|i| pb::EnrollRequest {
             embedding: Some(pb::Embedding { values: population.sample(i).to_vec() }),
             provenance: Some(oubli::grpc::provenance_to_pb(&population.provenance[i])),
             idempotency_key: format!("photo-{i}"),
-        };
-        ids.push(police.enroll(request).await.map_err(status_error)?.into_inner().record_id);
+        })
+        .collect();
+    // The first photo alone, the rest in one stream the gateway splits by placement.
+    let mut ids = vec![police.enroll(requests[0].clone()).await.map_err(status_error)?.into_inner().record_id];
+    let stream = tokio_stream::iter(
+        requests[1..].iter().map(|r| pb::EnrollStreamRequest { item: Some(r.clone()) }).collect::<Vec<_>>(),
+    );
+    let streamed = police.enroll_stream(stream).await.map_err(status_error)?.into_inner();
+    outln!(
+        "   1 Enroll call and 1 EnrollStream of {} photos, split into one atomic part per shard",
+        streamed.record_ids.len()
+    );
+    ids.extend(streamed.record_ids);
+    // A shard holds only the sources placed on it, so a source's suppression stays in one place.
+    let elsewhere = requests
+        .iter()
+        .find(|r| r.provenance.as_ref().is_some_and(|p| oubli::grpc::gateway::placement(&p.source_uri, SHARDS) == 1))
+        .context("a photo placed on shard 1")?;
+    let mut direct = TemplatesServiceClient::new(super::channel_with(&urls[0], Some(&operator)).await?);
+    if let Err(refused) = direct.enroll(elsewhere.clone()).await {
+        outln!("   Sent straight to shard 0, a photo placed on shard 1 is refused: {}", refused.message());
+    } else {
+        bail!("shard 0 took a photo placed on shard 1");
     }
     let who: HashMap<String, u32> = ids.iter().cloned().zip(population.labels.iter().copied()).collect();
     let keys = Arc::new(
