@@ -770,3 +770,99 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     }
     gateway.stop().await.unwrap();
 }
+
+/// A backup of a shard restored after an erasure: its records stay unreadable (their keys are
+/// gone from etcd), the erasure is re-applied (logged, the source suppressed again), and its
+/// Art. 19 notices go out again to the recipients the erasure journal names, though the copy's
+/// recipients rows are sealed under the deleted keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_shard_backup_reapplies_its_erasure_and_notifies_the_journaled_recipients() {
+    use oubli::grpc::pb::{
+        self, admin_service_client::AdminServiceClient, notifications_service_client::NotificationsServiceClient,
+        rights_service_client::RightsServiceClient, templates_service_client::TemplatesServiceClient,
+    };
+
+    use crate::{
+        erasure::submit_erasure,
+        harness::{Dirs, Server, copy_dir},
+        rights::{enrol, tokens, wait, with_tokens},
+    };
+    let etcd = Etcd::start(&[("OUBLI_ETCD_SNAPSHOT_COUNT", "100"), ("OUBLI_ETCD_MAX_WALS", "1")]);
+    let cluster = shard_config(&etcd);
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let for_server = cluster.clone();
+    let configure = with_tokens(path.clone(), move |c| c.cluster = Some(for_server.clone()));
+    let server = Server::start_with(dirs, configure.clone()).await;
+    let world = enrol(&server, &t.operator).await;
+    let person = world.clear_cut(0);
+    let probe = world.population.probe(person).to_vec();
+    let erased: Vec<String> = world.scored(person, 0.602, 2.0).into_iter().map(|(id, _)| id).collect();
+    // The operator searches by the person's face: the hits' recipients rows name it.
+    let mut police = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let search =
+        pb::SearchRequest { probe: Some(pb::Embedding { values: probe.clone() }), k: 10, min_score: None, exact: true };
+    let hits = police.search(search).await.unwrap().into_inner().hits;
+    assert!(erased.iter().all(|id| hits.iter().any(|h| &h.record_id == id)), "every erased record was disclosed");
+    drop(police);
+
+    // A backup of the shard's data dir, then the erasure, both phases.
+    let dirs = server.stop().await;
+    let backup = dirs.keys.parent().expect("a parent").join("backup");
+    copy_dir(&dirs.data, &backup);
+    let server = Server::start_with(dirs, configure.clone()).await;
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
+    let (id, secret) = submit_erasure(&mut rights, &probe).await;
+    let mut admin = AdminServiceClient::new(server.channel_as(Some(&t.admin)).await);
+    let mut done = None;
+    for _ in 0..120 {
+        let status = wait(&mut rights, &id, &secret).await;
+        if status.state == "completed" {
+            done = Some(status);
+            break;
+        }
+        if status.erasure_step == "keys_purged" {
+            admin.run_purge(pb::RunPurgeRequest {}).await.expect("purge");
+        }
+    }
+    assert!(done.is_some(), "the erasure completes");
+    let mut notices = NotificationsServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let first = notices.list_notifications(pb::ListNotificationsRequest {}).await.unwrap().into_inner().notifications;
+    assert_eq!(first.len(), erased.len(), "one notice per erased record");
+    drop((rights, admin, notices));
+
+    // The backup restored in its place, on purpose.
+    let dirs = server.stop().await;
+    std::fs::remove_dir_all(&dirs.data).expect("remove");
+    copy_dir(&backup, &dirs.data);
+    let restore = with_tokens(path, {
+        let cluster = cluster.clone();
+        move |c| {
+            c.cluster = Some(cluster.clone());
+            c.restore_from_backup = true;
+        }
+    });
+    let server = Server::start_with(dirs, restore).await;
+    let mut police = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    for id in &erased {
+        let got = police.get(pb::GetRequest { record_id: id.clone(), include_embedding: false }).await;
+        assert_eq!(got.expect_err("still erased").code(), tonic::Code::NotFound);
+    }
+    let (requests, _) = crate::harness::requests(&world.population);
+    let index = world.ids.iter().position(|i| *i == erased[0]).expect("an erased record");
+    assert!(police.enroll(requests[index].clone()).await.is_err(), "its source is suppressed again");
+    let mut notices = NotificationsServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    let again = notices.list_notifications(pb::ListNotificationsRequest {}).await.unwrap().into_inner().notifications;
+    let mut named: Vec<String> = again
+        .iter()
+        .map(|n| {
+            let body: serde_json::Value = serde_json::from_str(&n.body_json).unwrap();
+            assert!(body["reason"].as_str().unwrap().contains("restored a backup"), "{body}");
+            body["record_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    named.sort();
+    let mut want = erased.clone();
+    want.sort();
+    assert_eq!(named, want, "each erased record's recipient is notified again, from the journal");
+}
