@@ -5,7 +5,9 @@
 //! epoch's KEK is destroyed they are unreadable, including the keys of records erased since.
 //!
 //! Writes that wrap a key or touch a sealed blob hold `key_lock` shared; a rotation holds it
-//! exclusively from start to end.
+//! exclusively from start to end, but for one stretch with keys in etcd: the purge of the old
+//! wrappings from every member (tens of seconds) runs with writes going on, since every write
+//! from the new epoch's start wraps under the new key; the lock is taken again to finish.
 //!
 //! Crash safety: the new KEK file is written and synced before any key is wrapped under it;
 //! rows are re-wrapped in synced batches; the key-check value and a `rotation` marker (the new
@@ -57,14 +59,22 @@ impl Store {
     /// back a row that changed (or was erased) meanwhile.
     pub fn rotate_keys(&self) -> Result<Rotation, Error> {
         let _rotation = self.rotation_lock.lock();
+        {
+            let _no_writes = self.key_lock.write();
+            self.keys.add_epoch()?;
+            if self.home.etcd().is_some() {
+                self.rewrap_etcd_keys()?;
+            }
+        }
+        self.purge_etcd_rotation()?;
         let _no_writes = self.key_lock.write();
-        self.keys.add_epoch()?;
         self.finish_rotation()?.ok_or_else(|| Error::Corrupt("a rotation that was just started has no epoch".into()))
     }
 
     /// Finishes a rotation cut short (by a crash or a failed write), if any.
     pub fn resume_rotation(&self) -> Result<Option<Rotation>, Error> {
         let _rotation = self.rotation_lock.lock();
+        self.purge_etcd_rotation()?;
         let _no_writes = self.key_lock.write();
         self.finish_rotation()
     }
@@ -164,26 +174,45 @@ impl Store {
     /// which finds nothing left to re-wrap, still purges and checks the values overwritten
     /// before it was cut short.
     fn rewrap_etcd(&self) -> Result<u64, Error> {
+        let rewrapped = self.rewrap_etcd_keys()?;
+        self.purge_etcd_rotation()?;
+        Ok(rewrapped)
+    }
+
+    /// With keys in etcd: re-wraps them there and records, synced, what the purge of their old
+    /// values must reach (added to what an earlier, unfinished one still owes).
+    fn rewrap_etcd_keys(&self) -> Result<u64, Error> {
         let Some((etcd, _)) = self.home.etcd() else { return Ok(0) };
         self.opened_keys.lock().take();
         let done = etcd.rewrap_all(&self.keys)?;
-        let meta = self.cf(CF_META);
-        let mut pending: Option<PendingPurge> = match self.db.get_cf(meta, META_ETCD_ROTATION_PURGE)? {
-            Some(row) => {
-                Some(serde_json::from_slice(&row).map_err(|e| Error::Corrupt(format!("pending rotation purge: {e}")))?)
-            }
-            None => None,
-        };
         if done.rewrapped > 0 {
-            let p = pending.get_or_insert_with(PendingPurge::default);
+            let mut p = self.pending_rotation_purge()?.unwrap_or_default();
             p.old.extend(&done.old);
             p.revision = p.revision.max(done.after.revision);
             p.index_bound = p.index_bound.max(done.after.index_bound);
             p.deleted += done.after.deleted;
-            let row = serde_json::to_vec(p).expect("a pending purge serialises");
-            self.db.put_cf_opt(meta, META_ETCD_ROTATION_PURGE, row, &synced())?;
+            let row = serde_json::to_vec(&p).expect("a pending purge serialises");
+            self.db.put_cf_opt(self.cf(CF_META), META_ETCD_ROTATION_PURGE, row, &synced())?;
         }
-        if let Some(p) = pending {
+        Ok(done.rewrapped as u64)
+    }
+
+    fn pending_rotation_purge(&self) -> Result<Option<PendingPurge>, Error> {
+        match self.db.get_cf(self.cf(CF_META), META_ETCD_ROTATION_PURGE)? {
+            Some(row) => Ok(Some(
+                serde_json::from_slice(&row).map_err(|e| Error::Corrupt(format!("pending rotation purge: {e}")))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// With keys in etcd: the purge the re-wrap still owes, if any, run and checked on every
+    /// member; its record removed once complete. Needs no lock against writes: it touches only
+    /// old wrappings, which no write makes any more.
+    fn purge_etcd_rotation(&self) -> Result<(), Error> {
+        let Some((etcd, _)) = self.home.etcd() else { return Ok(()) };
+        let meta = self.cf(CF_META);
+        if let Some(p) = self.pending_rotation_purge()? {
             let after = Deleted { revision: p.revision, deleted: p.deleted, index_bound: p.index_bound };
             let purge = etcd.purge(&after, &p.old)?;
             etcd.publish_acks("key-rotation", "key rotation (old wrappings purged)", &purge);
@@ -197,7 +226,7 @@ impl Store {
             }
             self.db.delete_cf_opt(meta, META_ETCD_ROTATION_PURGE, &synced())?;
         }
-        Ok(done.rewrapped as u64)
+        Ok(())
     }
 
     /// The current KEK epoch.
