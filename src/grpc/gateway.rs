@@ -15,8 +15,9 @@
 //!   and streamed to each shard at once; the ids come back in the call's order. Each shard's
 //!   part is one atomic write there, but the parts are not one write: when a shard refuses its
 //!   part, the refusal says which shards stored theirs (a retry with idempotency keys stores
-//!   each item once).
-//! - `Get` asks every shard; only the shard that holds the record answers with it.
+//!   each item once; a part whose shard did not answer is said to be of unknown outcome). The
+//!   stream is held whole only for a caller with a token, within 20,000 items and 96 MiB.
+//! - `Get` returns the record from the shard that holds it, even if another shard refuses.
 //! - `Stats` adds the shards' counts.
 //!
 //! Rights requests, the transparency log and administration are not served here: each
@@ -44,6 +45,9 @@ use super::{MAX_MESSAGE_BYTES, MAX_STREAM_ITEMS, pb, pb::templates_service_clien
 /// The longest a call to one shard may take, whatever the caller's own deadline (an enrolment
 /// on etcd is refused after its 30 s write deadline, so this leaves it room to say why).
 pub const SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(45);
+/// The most bytes of items one EnrollStream call may hold at the gateway, which reads it whole
+/// before splitting it: 20,000 templates of 512 dimensions with their provenance take about 45.
+pub const MAX_STREAM_BYTES: usize = 96 << 20;
 /// How long a connection to a shard may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings to each shard, and how long one may go unanswered before the connection is
@@ -158,14 +162,8 @@ impl Gateway {
         placed: &[(usize, usize)],
         stored: &[Option<pb::EnrollStreamResponse>],
     ) -> Status {
-        let mut message = status.message().to_string();
-        // A shard names the item of its own part ("item N: ..."): the call's index is clearer.
-        if let Some((n, rest)) = message.strip_prefix("item ").and_then(|m| m.split_once(": "))
-            && let Ok(n) = n.parse::<usize>()
-            && let Some(call) = placed.iter().position(|&p| p == (i, n))
-        {
-            message = format!("item {call}: {rest}");
-        }
+        // A shard names the item of its own part ("item N"): the call's index is clearer.
+        let message = renumbered(status.message(), |n| placed.iter().position(|&p| p == (i, n)));
         let kept: Vec<String> = stored
             .iter()
             .zip(self.shards.iter())
@@ -180,12 +178,31 @@ impl Gateway {
                 kept.join(", ")
             )
         };
+        // Without an answer, the part may have been stored all the same.
+        let what = match status.code() {
+            tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unavailable
+            | tonic::Code::Unknown => "did not answer for its part of the stream, which it may or may not have stored",
+            _ => "refused its part of the stream",
+        };
         Status::with_metadata(
             status.code(),
-            format!("shard {} refused its part of the stream: {message}. {kept}", self.shards[i].url),
+            format!("shard {} {what}: {message}. {kept}", self.shards[i].url),
             status.metadata().clone(),
         )
     }
+}
+
+/// `message` with its first "item N" given as `call(N)`'s number, when there is one.
+fn renumbered(message: &str, call: impl Fn(usize) -> Option<usize>) -> String {
+    let Some(at) = message.find("item ") else { return message.to_string() };
+    let digits_from = at + "item ".len();
+    let digits = message[digits_from..].bytes().take_while(u8::is_ascii_digit).count();
+    let Some(n) = message[digits_from..digits_from + digits].parse().ok().and_then(&call) else {
+        return message.to_string();
+    };
+    format!("{}item {n}{}", &message[..at], &message[digits_from + digits..])
 }
 
 /// A shard call's task that panicked or was cancelled: logged, answered without its text.
@@ -305,13 +322,24 @@ impl pb::templates_service_server::TemplatesService for Gateway {
         request: Request<tonic::Streaming<pb::EnrollStreamRequest>>,
     ) -> Result<Response<pb::EnrollStreamResponse>, Status> {
         let (metadata, _, mut stream) = request.into_parts();
+        // The stream is held here before any shard judges the caller: not without a token, and
+        // within a bound in bytes as well as in items.
+        if metadata.get("authorization").is_none() {
+            return Err(Status::unauthenticated(
+                "enrolment needs a token with the operator role: send `authorization: Bearer <token>`",
+            ));
+        }
         // Each part in the call's order, with where each item was in the call.
         let mut parts: Vec<Vec<pb::EnrollStreamRequest>> = vec![Vec::new(); self.shards.len()];
         let mut placed: Vec<(usize, usize)> = Vec::new();
+        let mut held = 0usize;
         while let Some(item) = stream.message().await? {
-            if placed.len() == MAX_STREAM_ITEMS {
+            held += prost::Message::encoded_len(&item);
+            if placed.len() == MAX_STREAM_ITEMS || held > MAX_STREAM_BYTES {
                 return Err(Status::resource_exhausted(format!(
-                    "a stream holds at most {MAX_STREAM_ITEMS} items; send the rest in another stream"
+                    "a stream through the gateway holds at most {MAX_STREAM_ITEMS} items and {} MiB; send the rest \
+                     in another stream",
+                    MAX_STREAM_BYTES >> 20
                 )));
             }
             let source = item.item.as_ref().and_then(|i| i.provenance.as_ref()).map_or("", |p| p.source_uri.as_str());
@@ -352,17 +380,23 @@ impl pb::templates_service_server::TemplatesService for Gateway {
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
+        // One shard's refusal does not hide the record another holds.
         let answers = self.on_every_shard(&metadata, &message, |mut c, r| async move {
-            match c.get(r).await {
-                Ok(found) => Ok(Response::new(Some(found.into_inner()))),
-                Err(e) if e.code() == tonic::Code::NotFound => Ok(Response::new(None)),
+            Ok(Response::new(match c.get(r).await {
+                Ok(found) => Ok(Some(found.into_inner())),
+                Err(e) if e.code() == tonic::Code::NotFound => Ok(None),
                 Err(e) => Err(e),
-            }
+            }))
         });
-        match answers.await?.into_iter().flatten().next() {
-            Some(found) => Ok(Response::new(found)),
-            None => Err(Status::not_found("no shard holds this record")),
+        let mut refused = None;
+        for (answer, shard) in answers.await?.into_iter().zip(self.shards.iter()) {
+            match answer {
+                Ok(Some(found)) => return Ok(Response::new(found)),
+                Ok(None) => {}
+                Err(e) => refused = refused.or(Some(named(shard, e))),
+            }
         }
+        Err(refused.unwrap_or_else(|| Status::not_found("no shard holds this record")))
     }
 
     async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
@@ -528,6 +562,19 @@ mod tests {
         for fine in ["http://127.0.0.1:50061", "http://localhost:50061", "http://[::1]:50061"] {
             assert!(Gateway::new(&[fine.into()]).is_ok(), "{fine}");
         }
+    }
+
+    #[test]
+    fn a_shard_s_item_number_is_given_as_the_call_s_wherever_it_is_in_the_message() {
+        let call = |n: usize| (n < 5).then_some(n + 10);
+        assert_eq!(renumbered("item 3: the template has 3 values", call), "item 13: the template has 3 values");
+        assert_eq!(
+            renumbered("idempotency key of item 2 was already used for a different enrolment", call),
+            "idempotency key of item 12 was already used for a different enrolment"
+        );
+        assert_eq!(renumbered("item 9: not in the part", call), "item 9: not in the part");
+        assert_eq!(renumbered("no item number here", call), "no item number here");
+        assert_eq!(renumbered("item x", call), "item x");
     }
 
     #[test]

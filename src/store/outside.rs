@@ -7,8 +7,11 @@
 //!   served. The last checkpoint in it is the **anchor**: the latest tree size and root this
 //!   store signed and may have published.
 //! - `erasure.journal`: per erasure, the request's log commitment and keyed hashes of the
-//!   erased record ids and of the suppressed sources (never the ids or the sources), appended
-//!   and synced before the erasure's delete is written.
+//!   erased record ids and of the suppressed sources (never the ids or the sources), and the
+//!   client names its Art. 19 notices went to, appended and synced before the erasure's delete
+//!   is written. The names are in the clear: they name the service's own clients (the tokens
+//!   file's `police-a`), not the person, and say nothing of who the person is; the journal is
+//!   in the owner-only key dir.
 //!
 //! The key dir is already the one directory the server needs apart from the data dir and keeps
 //! owner-only; the binding, the anchor, the mirror and the journal must travel together and be
@@ -270,8 +273,12 @@ impl JournalEntry {
         p.extend_from_slice(&(self.recipients.len() as u32).to_be_bytes());
         for (record, client) in &self.recipients {
             p.extend_from_slice(&record.to_be_bytes());
-            // Client names are short (the tokens file's); a longer one is cut, never split.
-            let name = &client.as_bytes()[..client.len().min(u16::MAX as usize)];
+            // Client names are short (the tokens file's); a longer one is cut at a character.
+            let mut end = client.len().min(u16::MAX as usize);
+            while !client.is_char_boundary(end) {
+                end -= 1;
+            }
+            let name = &client.as_bytes()[..end];
             p.extend_from_slice(&(name.len() as u16).to_be_bytes());
             p.extend_from_slice(name);
         }
@@ -332,8 +339,17 @@ impl Journal {
 
     /// Appends `entry`, synced, unless the journal holds it already (an erasure resumed after a
     /// crash, or re-applied). Whether it was appended.
+    /// Journals `entry` unless the same erasure is journaled already with every recipient it
+    /// names (a resumed erasure; one that found new recipients is journaled again, and the
+    /// entries of one commitment are merged when read back: [`Self::merged`]).
     pub fn record(&mut self, entry: JournalEntry) -> Result<bool, Error> {
-        if self.entries.contains(&entry) {
+        let known = self.entries.iter().any(|e| {
+            e.commitment == entry.commitment
+                && e.records == entry.records
+                && e.suppressed == entry.suppressed
+                && entry.recipients.iter().all(|r| e.recipients.contains(r))
+        });
+        if known {
             return Ok(false);
         }
         self.frames.append(&[entry.encode()])?;
@@ -343,6 +359,43 @@ impl Journal {
 
     pub fn entries(&self) -> &[JournalEntry] {
         &self.entries
+    }
+
+    /// One entry per erasure (per commitment), in the order first journaled: the records,
+    /// suppression keys and recipients of all its entries together, each once.
+    pub fn merged(&self) -> Vec<JournalEntry> {
+        let mut out: Vec<JournalEntry> = Vec::new();
+        for entry in &self.entries {
+            let Some(into) = out.iter_mut().find(|e| e.commitment == entry.commitment) else {
+                out.push(entry.clone());
+                continue;
+            };
+            for (at, client) in &entry.recipients {
+                let Some(hash) = entry.records.get(*at as usize) else { continue };
+                let place = match into.records.iter().position(|h| h == hash) {
+                    Some(p) => p,
+                    None => {
+                        into.records.push(*hash);
+                        into.records.len() - 1
+                    }
+                };
+                let recipient = (place as u32, client.clone());
+                if !into.recipients.contains(&recipient) {
+                    into.recipients.push(recipient);
+                }
+            }
+            for hash in &entry.records {
+                if !into.records.contains(hash) {
+                    into.records.push(*hash);
+                }
+            }
+            for key in &entry.suppressed {
+                if !into.suppressed.contains(key) {
+                    into.suppressed.push(*key);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -442,6 +495,29 @@ mod tests {
         let (journal, dropped) = Journal::open(&path).unwrap();
         assert_eq!(journal.entries(), &[entry(1)]);
         assert!(dropped > 0);
+    }
+
+    #[test]
+    fn a_resumed_erasure_that_found_a_new_recipient_is_read_back_as_one_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(&dir.path().join(JOURNAL_FILE)).unwrap();
+        let first = JournalEntry {
+            commitment: [1; 32],
+            records: vec![[2; 32], [3; 32]],
+            suppressed: vec![[4; 32]],
+            recipients: vec![(1, "police-a".into())],
+        };
+        let mut resumed = first.clone();
+        resumed.recipients.push((0, "police-b".into()));
+        assert!(journal.record(first.clone()).unwrap());
+        assert!(journal.record(resumed).unwrap(), "a new recipient is journaled");
+        let mut fewer = first.clone();
+        fewer.recipients.clear();
+        assert!(!journal.record(fewer).unwrap(), "nothing new: journaled once");
+        let merged = journal.merged();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].records, first.records);
+        assert_eq!(merged[0].recipients, vec![(1, "police-a".to_string()), (0, "police-b".to_string())]);
     }
 
     #[test]

@@ -151,7 +151,8 @@ impl Store {
     /// erasures re-applied.
     #[instrument(skip_all, fields(journaled))]
     pub(super) fn reapply_erasures(&self) -> Result<usize, Error> {
-        let entries: Vec<JournalEntry> = self.journal.lock().entries().to_vec();
+        // A resumed erasure may be journaled twice (it found a new recipient): one erasure each.
+        let entries: Vec<JournalEntry> = self.journal.lock().merged();
         tracing::Span::current().record("journaled", entries.len());
         let mut owner: HashMap<[u8; 32], usize> = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
@@ -181,14 +182,12 @@ impl Store {
                 continue;
             }
             // Who the journal says was notified of these records, by their ids here.
+            let by_hash: HashMap<[u8; 32], RecordId> =
+                ids.iter().map(|id| (self.keys.mac(JOURNAL_ID_DOMAIN, id.as_bytes()), *id)).collect();
             let journaled: Vec<(RecordId, String)> = entry
                 .recipients
                 .iter()
-                .filter_map(|(at, client)| {
-                    let hash = entry.records.get(*at as usize)?;
-                    let id = ids.iter().find(|id| self.keys.mac(JOURNAL_ID_DOMAIN, id.as_bytes()) == *hash)?;
-                    Some((*id, client.clone()))
-                })
+                .filter_map(|(at, client)| Some((*by_hash.get(entry.records.get(*at as usize)?)?, client.clone())))
                 .collect();
             let erased = self.reapply(entry.commitment, &ids, &missing, &journaled)?;
             info!(records = erased.records, suppressed = missing.len(), "a journaled erasure was re-applied");

@@ -720,6 +720,9 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     let mut anonymous = TemplatesServiceClient::new(to_gateway(None).await);
     let refused = anonymous.search(search).await.expect_err("no token, no answer about a face");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    // Nor is a stream held at the gateway for a caller without a token.
+    let refused = anonymous.enroll_stream(stream_of(requests[..2].to_vec())).await.expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     // Rights requests are not served by a gateway, and it says where they go.
     let mut rights = RightsServiceClient::new(to_gateway(None).await);
     let refused = rights.list_requests(pb::ListRequestsRequest::default()).await.expect_err("not served here");
@@ -755,13 +758,22 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     // A part refused by its shard: the call's own item is named, and so are the parts stored.
 
     let mut bad = extra.clone();
-    let wrong = bad.iter().position(|r| gateway::placement(&r.provenance.as_ref().unwrap().source_uri, 2) == 1);
-    let wrong = wrong.expect("one of 8 sources is placed on shard 1");
+    // An item of shard 1's part whose place in the part differs from its place in the call, so
+    // the message shows which one is given.
+    let on_one: Vec<usize> = (0..bad.len())
+        .filter(|&i| gateway::placement(&bad[i].provenance.as_ref().unwrap().source_uri, 2) == 1)
+        .collect();
+    let (wrong, in_part) = on_one
+        .iter()
+        .enumerate()
+        .map(|(in_part, &i)| (i, in_part))
+        .find(|(i, in_part)| i != in_part)
+        .expect("one of 8 sources on shard 1 comes after one on shard 0");
     bad[wrong].embedding = Some(pb::Embedding { values: vec![0.5; 3] });
     let refused = through.enroll_stream(stream_of(bad)).await.expect_err("a template of the wrong size");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     let message = refused.message();
-    assert!(message.contains(&format!("item {wrong}:")), "the call's own item: {message}");
+    assert!(message.contains(&format!("item {wrong}:")), "the call's own item, not {in_part}: {message}");
     assert!(message.contains(&shards[1].addr.to_string()) && message.contains("refused its part"), "{message}");
     let on_zero =
         extra.iter().filter(|r| gateway::placement(&r.provenance.as_ref().unwrap().source_uri, 2) == 0).count();
@@ -850,7 +862,8 @@ async fn a_restored_shard_backup_reapplies_its_erasure_and_notifies_the_journale
     }
     let (requests, _) = crate::harness::requests(&world.population);
     let index = world.ids.iter().position(|i| *i == erased[0]).expect("an erased record");
-    assert!(police.enroll(requests[index].clone()).await.is_err(), "its source is suppressed again");
+    let again = police.enroll(requests[index].clone()).await.expect_err("its source is suppressed again");
+    assert!(again.message().contains("erased at the request of the person"), "{again:?}");
     let mut notices = NotificationsServiceClient::new(server.channel_as(Some(&t.operator)).await);
     let again = notices.list_notifications(pb::ListNotificationsRequest {}).await.unwrap().into_inner().notifications;
     let mut named: Vec<String> = again
