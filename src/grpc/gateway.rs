@@ -23,6 +23,9 @@
 //! Rights requests, the transparency log and administration are not served here: each
 //! shard runs its own workflows and its own log. The refusal says so.
 //!
+//! Before its first call to a shard, the gateway checks that the node there says (by a health
+//! name, [`shard_health_name`]) it is that shard of as many as the gateway has.
+//!
 //! Every call to a shard is bounded: by the caller's own deadline (`grpc-timeout`, passed on)
 //! and at most [`SHARD_CALL_TIMEOUT`]; a shard that stops answering is also found by HTTP/2
 //! keep-alive pings. A caller who gives up cancels the calls made for it. A caller's token goes
@@ -59,6 +62,15 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 struct Shard {
     url: String,
     client: TemplatesServiceClient<Channel>,
+    health: tonic_health::pb::health_client::HealthClient<Channel>,
+    /// Whether the node has said it is this shard of this many ([`shard_health_name`]).
+    verified: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The health-service name under which a node says which shard of how many it is: served
+/// (SERVING) by a node with a [`Placement`], checked by a gateway before it sends it a call.
+pub fn shard_health_name(placement: Placement) -> String {
+    format!("oubli.v1.Shard/{}-of-{}", placement.shard, placement.of)
 }
 
 /// The `TemplatesService` of a gateway over `shards`.
@@ -112,10 +124,12 @@ impl Gateway {
                     .http2_keep_alive_interval(KEEP_ALIVE)
                     .keep_alive_timeout(KEEP_ALIVE)
                     .keep_alive_while_idle(true);
-                let client = TemplatesServiceClient::new(endpoint.connect_lazy())
+                let channel = endpoint.connect_lazy();
+                let client = TemplatesServiceClient::new(channel.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-                Ok(Shard { url: url.clone(), client })
+                let health = tonic_health::pb::health_client::HealthClient::new(channel);
+                Ok(Shard { url: url.clone(), client, health, verified: Default::default() })
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
         Ok(Gateway { shards: shards.into() })
@@ -130,6 +144,9 @@ impl Gateway {
         F: Fn(TemplatesServiceClient<Channel>, Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>> + Send + 'static,
     {
+        for i in 0..self.shards.len() {
+            self.verify(i).await?;
+        }
         let mut calls = JoinSet::new();
         for (i, s) in self.shards.iter().enumerate() {
             let answer = call(s.client.clone(), forwarded(metadata, message.clone()));
@@ -153,6 +170,38 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Makes sure the node at shard `i`'s address says it is shard `i` of as many as the
+    /// gateway has (once; a node that does not answer is asked again at the next call). A
+    /// gateway given its shards out of order, or fewer or more than there are, is refused:
+    /// its searches would pass part of the records off as all of them, and its enrolments
+    /// would split a source's suppression across shards.
+    async fn verify(&self, i: usize) -> Result<(), Status> {
+        use std::sync::atomic::Ordering;
+        let shard = &self.shards[i];
+        if shard.verified.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let want = Placement { shard: i, of: self.shards.len() };
+        let name = shard_health_name(want);
+        let asked = tonic_health::pb::HealthCheckRequest { service: name };
+        match shard.health.clone().check(asked).await {
+            Ok(answer)
+                if answer.get_ref().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
+            {
+                shard.verified.store(true, Ordering::Release);
+                Ok(())
+            }
+            Ok(_) => Err(named(shard, Status::unavailable("the node is not serving yet; retry"))),
+            Err(e) if e.code() == tonic::Code::NotFound => Err(Status::failed_precondition(format!(
+                "shard {} does not say it is shard {i} of {}: give the gateway its --shards in shard order, every \
+                 shard once, and start each node with --cluster --shard S --shard-count {}",
+                shard.url, want.of, want.of
+            ))),
+            Err(e) => Err(named(shard, e)),
+        }
+    }
+
     /// Shard `i`'s refusal of its part of a stream: the item it names given as the call's
     /// own, and which shards stored their parts (those stay).
     fn part_refused(
@@ -312,7 +361,9 @@ impl pb::templates_service_server::TemplatesService for Gateway {
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
         let source = message.provenance.as_ref().map(|p| p.source_uri.as_str()).unwrap_or_default();
-        let shard = &self.shards[placement(source, self.shards.len())];
+        let i = placement(source, self.shards.len());
+        self.verify(i).await?;
+        let shard = &self.shards[i];
         let answer = shard.client.clone().enroll(forwarded(&metadata, message)).await.map_err(|e| named(shard, e))?;
         Ok(Response::new(answer.into_inner()))
     }
@@ -346,6 +397,11 @@ impl pb::templates_service_server::TemplatesService for Gateway {
             let shard = placement(source, self.shards.len());
             placed.push((shard, parts[shard].len()));
             parts[shard].push(item);
+        }
+        for (i, part) in parts.iter().enumerate() {
+            if !part.is_empty() {
+                self.verify(i).await?;
+            }
         }
         let mut calls = JoinSet::new();
         for (i, part) in parts.into_iter().enumerate() {

@@ -215,6 +215,12 @@ async fn serve(
     health_reporter
         .set_serving::<pb::templates_service_server::TemplatesServiceServer<templates::TemplatesService>>()
         .await;
+    // Which shard of how many this node is, for a gateway to check before it sends a call.
+    if let Some(placement) = config.placement {
+        health_reporter
+            .set_service_status(gateway::shard_health_name(placement), tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

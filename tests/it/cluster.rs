@@ -755,6 +755,21 @@ async fn searches_through_a_gateway_over_two_shards_on_etcd_answer_what_one_node
     assert!(refused.message().contains("in shard order"), "{}", refused.message());
     drop(wrong_order);
     reversed.stop().await.unwrap();
+    // A gateway over one of the two shards would pass half the records off as all: refused.
+    let half = EmbeddedGateway::start(vec![format!("http://{}", shards[0].addr)]).await.expect("a third gateway");
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", half.addr)).unwrap().connect().await.unwrap();
+    let mut partial = TemplatesServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Bearer::new(Some(&t.operator)).unwrap(),
+    ));
+    let probe = pb::Embedding { values: population.probe(0).to_vec() };
+    let search = pb::SearchRequest { probe: Some(probe), k: 1, min_score: None, exact: true };
+    let refused = partial.search(search).await.expect_err("one gateway shard of two");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("does not say it is shard 0 of 1"), "{}", refused.message());
+    drop(partial);
+    half.stop().await.unwrap();
     // A part refused by its shard: the call's own item is named, and so are the parts stored.
 
     let mut bad = extra.clone();
