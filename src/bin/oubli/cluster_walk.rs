@@ -17,8 +17,7 @@ use oubli::{
     },
     rights::{
         auth::{Role, Tokens},
-        identity::{CaptureKeys, Terms, sign_capture},
-        request::Kind,
+        identity::CaptureKeys,
     },
     store::consensus::{ConsensusKeys, SHARDS_PREFIX},
     synth::{Population, PopulationConfig},
@@ -27,13 +26,13 @@ use rand::{Rng, SeedableRng};
 
 use super::{
     cluster::{Local, show_residue},
+    demo::{approve_own, ask_access, ask_erasure},
     rights::answered,
     status_error,
 };
 
 const SHARDS: usize = 2;
 const CAPTURE_APP: &str = "oubli-cluster-demo-capture";
-const CONTACT: &str = "person@example.org";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -339,43 +338,6 @@ struct Submitted {
     state: String,
 }
 
-/// The privacy desk's review, when the request waits for it: the person's own photos approved
-/// (the demo knows whose each is; the desk would compare the photos).
-async fn reviewed(
-    shard: &mut Shard,
-    status: pb::RequestStatus,
-    who: &HashMap<String, u32>,
-    person: u32,
-) -> Result<pb::RequestStatus> {
-    if status.state != "needs_review" {
-        return Ok(status);
-    }
-    let approved = status.review_band.iter().filter(|c| who.get(&c.record_id) == Some(&person));
-    shard
-        .desk
-        .review_request(pb::ReviewRequestRequest {
-            request_id: status.request_id.clone(),
-            approved_record_ids: approved.map(|c| c.record_id.clone()).collect(),
-            note: "compared the photos".into(),
-        })
-        .await
-        .map_err(status_error)?;
-    let again = shard.desk.get_request(wait(&status.request_id, "")).await.map_err(status_error)?.into_inner();
-    answered(again.status)
-}
-
-/// The trusted capture application's signature of `probe` for `terms`, under a fresh challenge.
-async fn capture(shard: &mut Shard, app: &SigningKey, terms: &Terms<'_>, probe: &[f32]) -> Result<pb::Capture> {
-    let begun = shard.rights.begin_capture(pb::BeginCaptureRequest {}).await.map_err(status_error)?.into_inner();
-    let challenge: [u8; 32] = begun.challenge.as_slice().try_into().context("a 32-byte challenge")?;
-    let c = sign_capture(app, CAPTURE_APP, challenge, terms, &[probe]);
-    Ok(pb::Capture {
-        challenge: c.challenge.to_vec(),
-        key: c.key,
-        signatures: c.signatures.iter().map(|s| s.to_vec()).collect(),
-    })
-}
-
 async fn access(
     shard: &mut Shard,
     app: &SigningKey,
@@ -383,33 +345,8 @@ async fn access(
     who: &HashMap<String, u32>,
     person: u32,
 ) -> Result<Submitted> {
-    let terms = Terms {
-        kind: Kind::Access,
-        contact: CONTACT,
-        jurisdiction_claim: "FR",
-        include_templates: false,
-        never_enrol_again: false,
-    };
-    let capture = capture(shard, app, &terms, probe).await?;
-    let submitted = shard
-        .rights
-        .submit_access_request(pb::SubmitAccessRequestRequest {
-            probes: vec![pb::Embedding { values: probe.to_vec() }],
-            contact: CONTACT.into(),
-            jurisdiction_claim: "FR".into(),
-            include_templates: false,
-            capture: Some(capture),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let status = shard
-        .rights
-        .get_request(wait(&submitted.request_id, &submitted.request_secret))
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let status = reviewed(shard, answered(status.status)?, who, person).await?;
+    let (submitted, status) = ask_access(&mut shard.rights, probe, Some((app, CAPTURE_APP))).await?;
+    let status = approve_own(&mut shard.desk, status, who, person).await?;
     Ok(Submitted { request_id: submitted.request_id, secret: submitted.request_secret, state: status.state })
 }
 
@@ -425,31 +362,11 @@ async fn erase_with_member_paused(
     paused: &str,
     keys: &Arc<ConsensusKeys>,
 ) -> Result<Vec<(String, String)>> {
-    let terms = Terms {
-        kind: Kind::Erasure,
-        contact: CONTACT,
-        jurisdiction_claim: "FR",
-        include_templates: false,
-        never_enrol_again: false,
-    };
     let mut requests = Vec::new();
     for (s, shard) in shards.iter_mut().enumerate() {
-        let capture = capture(shard, app, &terms, probe).await?;
-        let submitted = shard
-            .rights
-            .submit_erasure_request(pb::SubmitErasureRequestRequest {
-                probes: vec![pb::Embedding { values: probe.to_vec() }],
-                contact: CONTACT.into(),
-                jurisdiction_claim: "FR".into(),
-                capture: Some(capture),
-                ..Default::default()
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let (submitted, status) = ask_erasure(&mut shard.rights, probe, (app, CAPTURE_APP)).await?;
+        approve_own(&mut shard.desk, status, who, person).await?;
         let (id, secret) = (submitted.request_id, submitted.request_secret);
-        let status = shard.rights.get_request(wait(&id, &secret)).await.map_err(status_error)?.into_inner();
-        reviewed(shard, answered(status.status)?, who, person).await?;
         let status = until(&mut shard.rights, &id, &secret, 300, |st| st.alert.contains(paused)).await?;
         outln!("   shard {s}: erasure {id} is at `{}`; its alert: {}", status.erasure_step, status.alert);
         requests.push((id, secret));
@@ -510,11 +427,6 @@ async fn receipts(
 fn body(receipt_json: &str) -> Result<oubli::transparency::receipt::Body> {
     let r: oubli::transparency::receipt::Receipt = serde_json::from_str(receipt_json).context("a signed receipt")?;
     Ok(serde_json::from_str(&r.body)?)
-}
-
-/// A status read that waits up to 30 s for the worker.
-fn wait(id: &str, secret: &str) -> pb::GetRequestRequest {
-    pb::GetRequestRequest { request_id: id.into(), request_secret: secret.into(), wait_seconds: 30 }
 }
 
 trait Phase1 {

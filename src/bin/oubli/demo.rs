@@ -144,28 +144,54 @@ impl Demo {
             return Ok(status);
         }
         let person = self.person;
-        let (own, others): (Vec<_>, Vec<_>) =
-            status.review_band.iter().partition(|c| self.who.get(c.record_id.as_str()) == Some(&person));
         if narrate {
+            let own = status.review_band.iter().filter(|c| self.who.get(c.record_id.as_str()) == Some(&person)).count();
             outln!(
-                "The privacy desk compares the photos of the {} withheld match(es): {} are person #{person}'s own",
+                "The privacy desk compares the photos of the {} withheld match(es): {own} are person #{person}'s own",
                 status.review_band.len(),
-                own.len()
             );
-            outln!("(approved), {} are someone else's, a look-alike's (never disclosed, never erased).", others.len());
+            outln!(
+                "(approved), {} are someone else's, a look-alike's (never disclosed, never erased).",
+                status.review_band.len() - own
+            );
         }
-        let id = status.request_id.clone();
-        rights
-            .review_request(pb::ReviewRequestRequest {
-                request_id: id.clone(),
-                approved_record_ids: own.iter().map(|c| c.record_id.clone()).collect(),
-                note: "compared the photos".into(),
-            })
-            .await
-            .map_err(status_error)?;
-        let status = rights.get_request(wait(&id, "")).await.map_err(status_error)?.into_inner();
-        answered(status.status)
+        approve_own(rights, status, &self.who, person).await
     }
+
+    /// The capture application's key and its name in the capture-keys file.
+    fn app(&self) -> (&SigningKey, &'static str) {
+        (&self.capture_app, CAPTURE_APP)
+    }
+}
+
+/// The privacy desk's decision, through `desk`, on a request waiting in the review band, played
+/// with the ground truth (`who`: whose photo each record is): `person`'s own records approved,
+/// the look-alikes' left out. The request's status once the worker has moved on; a request not
+/// waiting for the desk is returned as it is.
+pub(super) async fn approve_own(
+    desk: &mut RightsServiceClient<AuthChannel>,
+    status: pb::RequestStatus,
+    who: &HashMap<String, u32>,
+    person: u32,
+) -> Result<pb::RequestStatus> {
+    if status.state != "needs_review" {
+        return Ok(status);
+    }
+    let id = status.request_id.clone();
+    desk.review_request(pb::ReviewRequestRequest {
+        request_id: id.clone(),
+        approved_record_ids: status
+            .review_band
+            .iter()
+            .filter(|c| who.get(c.record_id.as_str()) == Some(&person))
+            .map(|c| c.record_id.clone())
+            .collect(),
+        note: "compared the photos".into(),
+    })
+    .await
+    .map_err(status_error)?;
+    let status = desk.get_request(wait(&id, "")).await.map_err(status_error)?.into_inner();
+    answered(status.status)
 }
 
 /// A running server and the clients the steps call it with.
@@ -448,7 +474,7 @@ async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
     outln!("proves nothing about who sends it, so nothing is said until the sender's identity is established.");
     outln!("The request waits for the privacy desk, which would ask for an ID document; unanswered, it is denied.");
     outln!();
-    let (submitted, status) = ask_access(&mut live.rights, demo.population.probe(0), Some(demo)).await?;
+    let (submitted, status) = ask_access(&mut live.rights, demo.population.probe(0), Some(demo.app())).await?;
     outln!("Person #{person} uses the capture application the controller trusts: it checks that a live person is");
     outln!("in front of it, then signs the fresh selfie for this request under a one-time challenge.");
     outln!("Request {} is {}: {} record(s) disclosed,", submitted.request_id, status.state, status.matched);
@@ -495,7 +521,7 @@ async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
     if !report.receipt_json.is_empty() {
         fs::write(demo.out.join("access-receipt.json"), &report.receipt_json)?;
     }
-    let (_, again) = ask_access(&mut live.rights, demo.population.probe(0), Some(demo)).await?;
+    let (_, again) = ask_access(&mut live.rights, demo.population.probe(0), Some(demo.app())).await?;
     let again = demo.desk_review(&mut live.rights, again, false).await?;
     outln!(
         "The same person asks again the same day: request {} is {}, with the same {} record(s). No cap,",
@@ -512,34 +538,7 @@ async fn access_request(demo: &Demo, live: &mut Live) -> Result<()> {
 async fn erasure_request(demo: &Demo, live: &mut Live) -> Result<()> {
     step(7, "The same person asks to be forgotten (GDPR Art. 17)");
     let (person, threshold) = (demo.person, demo.thresholds.review);
-    let terms = Terms {
-        kind: Kind::Erasure,
-        contact: CONTACT,
-        jurisdiction_claim: "FR",
-        include_templates: false,
-        never_enrol_again: false,
-    };
-    let probe = demo.population.probe(0);
-    let capture = demo.capture(&mut live.rights, &terms, probe).await?;
-    let erasure = live
-        .rights
-        .submit_erasure_request(pb::SubmitErasureRequestRequest {
-            probes: vec![pb::Embedding { values: probe.to_vec() }],
-            contact: CONTACT.into(),
-            jurisdiction_claim: "FR".into(),
-            capture: Some(capture),
-            ..Default::default()
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let status = live
-        .rights
-        .get_request(wait(&erasure.request_id, &erasure.request_secret))
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let status = answered(status.status)?;
+    let (erasure, status) = ask_erasure(&mut live.rights, demo.population.probe(0), demo.app()).await?;
     if status.state == "needs_review" {
         outln!("The erasure matches like the access request, so the same photos wait for the privacy desk:");
     }
@@ -834,12 +833,13 @@ async fn restored_backup(demo: &Demo, key: &str) -> Result<()> {
 /// Where the person can be reached.
 const CONTACT: &str = "person@example.org";
 
-/// An access request by one selfie, signed by the trusted capture application when `capture`
-/// is given (else as anyone could send it), and its status once the worker has moved on.
-async fn ask_access(
+/// An access request by one selfie, signed by the trusted capture application `app` (its key
+/// and name) when given (else as anyone could send it), and its status once the worker has
+/// moved on.
+pub(super) async fn ask_access(
     rights: &mut RightsServiceClient<AuthChannel>,
     probe: &[f32],
-    capture: Option<&Demo>,
+    app: Option<(&SigningKey, &str)>,
 ) -> Result<(pb::SubmitAccessRequestResponse, pb::RequestStatus)> {
     let terms = Terms {
         kind: Kind::Access,
@@ -848,8 +848,8 @@ async fn ask_access(
         include_templates: false,
         never_enrol_again: false,
     };
-    let capture = match capture {
-        Some(demo) => Some(demo.capture(rights, &terms, probe).await?),
+    let capture = match app {
+        Some((key, name)) => Some(signed_capture(rights, key, name, &terms, probe).await?),
         None => None,
     };
     let submitted = rights
@@ -883,25 +883,60 @@ fn without_ids(s: &pb::RequestStatus) -> pb::RequestStatus {
     s
 }
 
-impl Demo {
-    /// What the trusted capture application does: a fresh challenge, then `probe` signed for
-    /// `terms`.
-    async fn capture(
-        &self,
-        rights: &mut RightsServiceClient<AuthChannel>,
-        terms: &Terms<'_>,
-        probe: &[f32],
-    ) -> Result<pb::Capture> {
-        let begun = rights.begin_capture(pb::BeginCaptureRequest {}).await.map_err(status_error)?.into_inner();
-        let challenge: [u8; 32] = begun.challenge.as_slice().try_into().context("a 32-byte challenge")?;
-        let c = sign_capture(&self.capture_app, CAPTURE_APP, challenge, terms, &[probe]);
-        Ok(pb::Capture {
-            challenge: c.challenge.to_vec(),
-            key: c.key,
-            signatures: c.signatures.iter().map(|s| s.to_vec()).collect(),
-        })
-    }
+/// What a trusted capture application (`key`, named `name` in the capture-keys file) does: a
+/// fresh challenge from the node `rights` reaches, then `probe` signed for `terms`.
+pub(super) async fn signed_capture(
+    rights: &mut RightsServiceClient<AuthChannel>,
+    key: &SigningKey,
+    name: &str,
+    terms: &Terms<'_>,
+    probe: &[f32],
+) -> Result<pb::Capture> {
+    let begun = rights.begin_capture(pb::BeginCaptureRequest {}).await.map_err(status_error)?.into_inner();
+    let challenge: [u8; 32] = begun.challenge.as_slice().try_into().context("a 32-byte challenge")?;
+    let c = sign_capture(key, name, challenge, terms, &[probe]);
+    Ok(pb::Capture {
+        challenge: c.challenge.to_vec(),
+        key: c.key,
+        signatures: c.signatures.iter().map(|s| s.to_vec()).collect(),
+    })
+}
 
+/// An erasure request by one selfie, signed by the capture application `app` (its key and
+/// name), and its status once the worker has moved on.
+pub(super) async fn ask_erasure(
+    rights: &mut RightsServiceClient<AuthChannel>,
+    probe: &[f32],
+    app: (&SigningKey, &str),
+) -> Result<(pb::SubmitErasureRequestResponse, pb::RequestStatus)> {
+    let terms = Terms {
+        kind: Kind::Erasure,
+        contact: CONTACT,
+        jurisdiction_claim: "FR",
+        include_templates: false,
+        never_enrol_again: false,
+    };
+    let capture = signed_capture(rights, app.0, app.1, &terms, probe).await?;
+    let submitted = rights
+        .submit_erasure_request(pb::SubmitErasureRequestRequest {
+            probes: vec![pb::Embedding { values: probe.to_vec() }],
+            contact: CONTACT.into(),
+            jurisdiction_claim: "FR".into(),
+            capture: Some(capture),
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let status = rights
+        .get_request(wait(&submitted.request_id, &submitted.request_secret))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok((submitted, answered(status.status)?))
+}
+
+impl Demo {
     /// The sample rows of the person's own scraped photos.
     fn ids_of_person(&self) -> Vec<usize> {
         (0..self.ids.len()).filter(|&i| self.population.labels[i] == self.person).collect()
@@ -909,7 +944,7 @@ impl Demo {
 }
 
 /// A status read that waits up to 30 s for the worker.
-fn wait(id: &str, secret: &str) -> pb::GetRequestRequest {
+pub(super) fn wait(id: &str, secret: &str) -> pb::GetRequestRequest {
     pb::GetRequestRequest { request_id: id.into(), request_secret: secret.into(), wait_seconds: 30 }
 }
 
