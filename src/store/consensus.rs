@@ -616,13 +616,18 @@ impl ConsensusKeys {
     /// name order. Reads key names only, in pages.
     pub fn shards(&self) -> Result<Vec<ShardKeys>, Error> {
         const PAGE: i64 = 10_000;
+        // Through the members that answer: a read routed to a paused member waits out its
+        // timeout, and this is what `oubli cluster status` shows while one is paused.
+        let live: Vec<usize> = (0..self.config.members.len()).filter(|&i| self.member_state(i).is_ok()).collect();
+        let through = self.client_of_some(&live);
+        let client = through.as_ref().unwrap_or(&self.client);
         let prefix = SHARDS_PREFIX.to_string();
         let end = prefix_end(&prefix);
         let mut from = prefix.clone().into_bytes();
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         loop {
             let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_keys_only();
-            let page = self.write("list the shards' keys", |mut c| {
+            let page = self.write_via(client, "list the shards' keys", |mut c| {
                 let (from, opts) = (from.clone(), opts.clone());
                 async move { c.get(from, Some(opts)).await }
             })?;
@@ -644,22 +649,22 @@ impl ConsensusKeys {
             .into_iter()
             .map(|(shard, records)| {
                 let key = format!("{SHARDS_PREFIX}{shard}/epoch");
-                let got = self.write("read a shard's epoch", |mut c| {
+                let got = self.write_via(client, "read a shard's epoch", |mut c| {
                     let key = key.clone();
                     async move { c.get(key, None).await }
                 })?;
                 let epoch = parse_epoch(got.kvs().first().map(|kv| kv.value())).ok();
                 let namespace = format!("{SHARDS_PREFIX}{shard}");
-                let pending = self.acks_of(&namespace)?;
+                let pending = self.acks_of(client, &namespace)?;
                 Ok(ShardKeys { namespace, records, epoch, pending })
             })
             .collect()
     }
 
     /// The pending acknowledgements published under `namespace`, by name.
-    fn acks_of(&self, namespace: &str) -> Result<Vec<(String, PendingAcks)>, Error> {
+    fn acks_of(&self, client: &Client, namespace: &str) -> Result<Vec<(String, PendingAcks)>, Error> {
         let prefix = format!("{namespace}{ACKS}");
-        let got = self.write("read a shard's pending acknowledgements", |mut c| {
+        let got = self.write_via(client, "read a shard's pending acknowledgements", |mut c| {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
@@ -693,10 +698,7 @@ impl ConsensusKeys {
         let live: Vec<usize> = (0..self.config.members.len())
             .filter(|&i| !pending.iter().any(|(m, _)| *m == self.config.members[i].endpoint))
             .collect();
-        let through = match live.len() {
-            n if n == self.config.members.len() || n == 0 => None,
-            _ => self.client_of(&live).ok(),
-        };
+        let through = self.client_of_some(&live);
         let client = through.as_ref().unwrap_or(&self.client);
         let result = if purge.is_complete() {
             self.retry_via(client, "clear a purge's pending acknowledgements", within, |mut c| {
@@ -1184,6 +1186,15 @@ impl ConsensusKeys {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// A client of the members `live` when only some answer (`None`: all do, or none, and the
+    /// client of every member serves as well).
+    fn client_of_some(&self, live: &[usize]) -> Option<Client> {
+        match live.len() {
+            n if n == self.config.members.len() || n == 0 => None,
+            _ => self.client_of(live).ok(),
+        }
     }
 
     /// A client of the members `live` only (the purge's, once a member is known not to answer:
