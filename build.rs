@@ -23,7 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "oubli.v1.RequestStatus",
         ])
         .compile_protos(
-            &["proto/oubli/v1/templates.proto", "proto/oubli/v1/transparency.proto", "proto/oubli/v1/rights.proto"],
+            &[
+                "proto/oubli/v1/templates.proto",
+                "proto/oubli/v1/transparency.proto",
+                "proto/oubli/v1/rights.proto",
+                "proto/oubli/v1/replication.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

@@ -68,9 +68,18 @@ struct Args {
     /// refuses an enrolment whose source address places it on another shard.
     #[arg(long, env = "OUBLI_SHARD_COUNT", default_value_t = 1, requires = "cluster")]
     shard_count: u32,
-    /// Which replica of the shard this node is. Only replica 0 exists so far.
+    /// Which replica of the shard this node is: 0 (the default) is the shard's primary, which
+    /// enrols, runs the rights workflows and writes the keys; 1 and up are read replicas, which
+    /// copy the primary's ciphertexts, follow etcd's keys and serve Get, Search and Stats.
     #[arg(long, env = "OUBLI_REPLICA", default_value_t = 0, requires = "cluster")]
     replica: u32,
+    /// With --replica 1 or more: the shard's primary (http://127.0.0.1:PORT).
+    #[arg(long, env = "OUBLI_PRIMARY")]
+    primary: Option<String>,
+    /// With --replica 1 or more: a file holding a token with the replica role at the primary
+    /// (`oubli tokens add --role replica`).
+    #[arg(long, env = "OUBLI_REPLICA_TOKEN_FILE")]
+    replica_token_file: Option<PathBuf>,
     /// `node` serves its data dir; `gateway` holds no data and serves TemplatesService (Enroll,
     /// EnrollStream, Get, Search, Stats) in front of the nodes of --shards, forwarding each caller's token.
     #[arg(long, env = "OUBLI_ROLE", value_enum, default_value_t = RoleArg::Node)]
@@ -259,13 +268,26 @@ async fn main() -> anyhow::Result<()> {
     config.log_origin = args.log_origin;
     config.restore_from_backup = args.restore_from_backup;
     if let Some(spec) = &args.cluster {
-        if args.replica != 0 {
-            anyhow::bail!(
-                "--replica {}: only replica 0 of a shard can run so far (replicas do not yet copy ciphertexts to \
-                 each other); start one node per shard",
-                args.replica
-            );
-        }
+        config.replica_of = match (args.replica, &args.primary, &args.replica_token_file) {
+            (0, None, None) => None,
+            (0, _, _) => {
+                anyhow::bail!("--primary and --replica-token-file are for a read replica: add --replica 1 (or more)")
+            }
+            (replica, Some(primary), Some(file)) => {
+                loopback_url(primary).context("--primary")?;
+                let token = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the replica token file {}", file.display()))?;
+                Some(oubli::grpc::replication::ReplicaOf {
+                    replica,
+                    primary: primary.clone(),
+                    token: token.trim().to_string(),
+                })
+            }
+            (replica, _, _) => anyhow::bail!(
+                "--replica {replica} is a read replica: give its shard's primary (--primary http://127.0.0.1:PORT) and \
+                 a token with the replica role there (--replica-token-file FILE)"
+            ),
+        };
         let mut cluster = ClusterConfig::parse(spec)?;
         if !args.etcd_data_dirs.is_empty() && args.etcd_data_dirs.len() != cluster.members.len() {
             anyhow::bail!(
@@ -414,4 +436,16 @@ fn parse_witness(s: &str) -> Result<oubli::http::integrate::WitnessTarget, Strin
         return Err(format!("{url:?}: a witness URL starts with http://"));
     }
     Ok(oubli::http::integrate::WitnessTarget { url: url.trim_end_matches('/').to_string(), key: key.to_string() })
+}
+
+/// Refuses a primary's URL off loopback: a replica's token and the records' ciphertexts go to
+/// it in the clear.
+fn loopback_url(url: &str) -> anyhow::Result<()> {
+    let uri: http::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") || uri.port_u16().is_none() || !oubli::grpc::gateway::on_loopback(&uri) {
+        anyhow::bail!(
+            "{url:?}: give the primary as http://127.0.0.1:PORT (loopback only: the token goes in the clear)"
+        );
+    }
+    Ok(())
 }

@@ -22,6 +22,7 @@ pub mod combine;
 mod graph;
 mod group;
 mod query;
+pub mod replica;
 #[cfg(test)]
 mod tests;
 
@@ -311,32 +312,38 @@ impl Engine {
                 let mut q = self.quarantined.write();
                 q.extend(held.iter().map(|(id, _)| *id));
             }
-            // Before the index, so that every record a search can find has what its hit shows.
-            {
-                let mut shown = self.shown.write();
-                for (id, record) in &fresh {
-                    shown.insert(*id, Shown { provenance: record.provenance.clone(), enrolled_at });
-                }
-            }
-            {
-                let mut index = self.index.write();
-                for (id, record) in &fresh {
-                    index.insert(*id, &record.embedding);
-                }
-            }
-            if let Some(hnsw) = &self.hnsw {
-                let items: Vec<(RecordId, &[f32])> =
-                    fresh.iter().map(|(id, r)| (*id, r.embedding.as_slice())).collect();
-                // In slices, so that searches get the lock between them during a large stream.
-                for slice in items.chunks(GRAPH_SLICE) {
-                    hnsw.write().insert_batch(slice);
-                }
-                let changes = hnsw.write().take_changes();
-                self.persist_graph(hnsw, changes);
-            }
+            let items: Vec<(RecordId, &Provenance, &Embedding)> =
+                fresh.iter().map(|(id, r)| (*id, &r.provenance, &r.embedding)).collect();
+            self.index_new(&items, |_| enrolled_at);
         }
         tracing::debug!(created = fresh.len(), replayed = outcomes.len() - fresh.len(), "enrolled");
         Ok(outcomes)
+    }
+
+    /// Puts new records in every index (their hits' provenance and enrolment time first, so
+    /// that every record a search can find has what its hit shows). With the writer lock held.
+    fn index_new(&self, items: &[(RecordId, &Provenance, &Embedding)], enrolled_at: impl Fn(usize) -> Timestamp) {
+        {
+            let mut shown = self.shown.write();
+            for (i, (id, provenance, _)) in items.iter().enumerate() {
+                shown.insert(*id, Shown { provenance: (*provenance).clone(), enrolled_at: enrolled_at(i) });
+            }
+        }
+        {
+            let mut index = self.index.write();
+            for (id, _, embedding) in items {
+                index.insert(*id, embedding);
+            }
+        }
+        if let Some(hnsw) = &self.hnsw {
+            let items: Vec<(RecordId, &[f32])> = items.iter().map(|(id, _, e)| (*id, e.as_slice())).collect();
+            // In slices, so that searches get the lock between them during a large stream.
+            for slice in items.chunks(GRAPH_SLICE) {
+                hnsw.write().insert_batch(slice);
+            }
+            let changes = hnsw.write().take_changes();
+            self.persist_graph(hnsw, changes);
+        }
     }
 
     /// One record, decrypted.

@@ -32,7 +32,7 @@ pub enum Access {
     Roles(&'static [Role]),
 }
 
-use Role::{Admin, Auditor, Operator, PrivacyDesk};
+use Role::{Admin, Auditor, Operator, PrivacyDesk, Replica};
 
 /// The role table: every `oubli.v1` method. Rights reads (`GetRequest`, `GetAccessReport`)
 /// are public here because the request secret opens them; the handler checks the secret or
@@ -69,6 +69,8 @@ pub const METHODS: &[(&str, Access)] = &[
     ("/oubli.v1.AdminService/SweepPolicy", Access::Roles(&[Admin])),
     ("/oubli.v1.AdminService/RotateKeys", Access::Roles(&[Admin])),
     ("/oubli.v1.AdminService/RunPurge", Access::Roles(&[Admin])),
+    ("/oubli.v1.ReplicationService/FetchSealed", Access::Roles(&[Replica])),
+    ("/oubli.v1.ReplicationService/RecordDisclosures", Access::Roles(&[Replica])),
 ];
 
 /// What the audit trail and the metrics record for a path not in [`METHODS`].
@@ -105,12 +107,15 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Caller {
 pub struct GateLayer {
     pub tokens: Arc<Tokens>,
     pub rights: Arc<Rights>,
+    /// On a read replica: where everything it does not serve goes instead (said in the
+    /// refusal).
+    pub replica_of: Option<Arc<str>>,
 }
 
 impl<S> Layer<S> for GateLayer {
     type Service = Gate<S>;
     fn layer(&self, inner: S) -> Gate<S> {
-        Gate { inner, tokens: self.tokens.clone(), rights: self.rights.clone() }
+        Gate { inner, tokens: self.tokens.clone(), rights: self.rights.clone(), replica_of: self.replica_of.clone() }
     }
 }
 
@@ -119,6 +124,22 @@ pub struct Gate<S> {
     inner: S,
     tokens: Arc<Tokens>,
     rights: Arc<Rights>,
+    replica_of: Option<Arc<str>>,
+}
+
+/// What a read replica serves: reads of its copies. Everything else (enrolment, rights
+/// requests, the log, administration) is the shard's primary's.
+const REPLICA_SERVES: &[&str] =
+    &["/oubli.v1.TemplatesService/Get", "/oubli.v1.TemplatesService/Search", "/oubli.v1.TemplatesService/Stats"];
+
+/// A read replica's refusal of `method`, naming where to send it.
+fn replica_refusal(method: &str, primary: &str) -> Option<Status> {
+    (!REPLICA_SERVES.contains(&method)).then(|| {
+        Status::failed_precondition(format!(
+            "this node is a read replica of its shard: it serves only Get, Search and Stats; send {method} to the \
+             shard's primary (replica 0) at {primary}, or through the gateway"
+        ))
+    })
 }
 
 fn bearer(headers: &http::HeaderMap) -> Option<Result<&str, ()>> {
@@ -213,10 +234,15 @@ where
         };
         let tokens = self.tokens.clone();
         let rights = self.rights.clone();
+        let refused = self.replica_of.as_deref().and_then(|primary| replica_refusal(method, primary));
         Box::pin(async move {
             let started = std::time::Instant::now();
             let call_id = new_call_id();
-            let (mut response, caller) = match admit(&tokens, request.headers(), access, method) {
+            let admitted = admit(&tokens, request.headers(), access, method).and_then(|caller| match refused {
+                Some(status) => Err((status, caller)),
+                None => Ok(caller),
+            });
+            let (mut response, caller) = match admitted {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller.clone());
                     request.extensions_mut().insert(CallId(call_id.clone()));

@@ -261,7 +261,7 @@ fn lost(e: tokio::task::JoinError) -> Status {
 }
 
 /// Whether `uri`'s host is a loopback address or `localhost`.
-fn on_loopback(uri: &http::Uri) -> bool {
+pub fn on_loopback(uri: &http::Uri) -> bool {
     match uri.host() {
         Some("localhost") => true,
         Some(host) => {

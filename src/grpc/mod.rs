@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod gate;
 pub mod gateway;
+pub mod replication;
 mod rights;
 mod status;
 mod templates;
@@ -82,6 +83,9 @@ pub struct Config {
     pub cluster: Option<crate::store::consensus::ClusterConfig>,
     /// Which shard of how many this node is, for the sources it accepts; `None`: every source.
     pub placement: Option<gateway::Placement>,
+    /// A read replica of its shard (needs `cluster`): its number and its primary; `None`:
+    /// the shard's primary, or one node.
+    pub replica_of: Option<replication::ReplicaOf>,
 }
 
 impl Config {
@@ -105,6 +109,7 @@ impl Config {
             tiles_listen: None,
             cluster: None,
             placement: None,
+            replica_of: None,
         }
     }
 }
@@ -168,6 +173,8 @@ pub enum ServeError {
     Tokens(#[from] AuthError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Replica(String),
 }
 
 /// Opens the store in `config` and serves the API on `listener` until `shutdown` completes,
@@ -185,6 +192,19 @@ async fn serve(
 ) -> Result<(), ServeError> {
     // Checked first: a bad certificate is refused before the store is opened.
     let tls = config.tls.as_ref().map(TlsFiles::server_config).transpose()?;
+    let mut config = config;
+    let primary = match (&config.replica_of, &mut config.cluster) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ServeError::Replica(
+                "a read replica reads its shard's keys from etcd: give --cluster and the primary's --shard".into(),
+            ));
+        }
+        (Some(of), Some(cluster)) => {
+            cluster.replica = of.replica;
+            Some(replication::Primary::connect(of).map_err(|s| ServeError::Replica(s.message().to_string()))?)
+        }
+    };
     let engine = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -206,10 +226,21 @@ async fn serve(
     }
     let rights = {
         let (engine, settings, clock) = (engine.clone(), config.rights.clone(), config.clock.clone());
-        Arc::new(tokio::task::spawn_blocking(move || Rights::new(engine, settings, clock)).await??)
+        let primary = primary.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                let rights = Rights::new(engine, settings, clock)?;
+                Ok::<_, crate::rights::Error>(match primary {
+                    Some(p) => rights.with_primary(Arc::new(p)),
+                    None => rights,
+                })
+            })
+            .await??,
+        )
     };
     let tokens = Arc::new(load_tokens(&config)?);
-    let worker = Worker::spawn(rights.clone(), config.process_requests);
+    // A replica holds no request: the primary runs every workflow.
+    let worker = Worker::spawn(rights.clone(), config.process_requests && primary.is_none());
     let nudge = worker.nudge();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -246,6 +277,10 @@ async fn serve(
     let notifications = pb::notifications_service_server::NotificationsServiceServer::new(
         rights::NotificationsService::new(rights.clone()),
     );
+    let replication = pb::replication_service_server::ReplicationServiceServer::new(
+        replication::ReplicationService::new(rights.clone()),
+    )
+    .max_encoding_message_size(64 << 20);
     let transparency = pb::transparency_service_server::TransparencyServiceServer::new(
         transparency::TransparencyService::new(engine.clone(), rights.clone()),
     )
@@ -286,6 +321,21 @@ async fn serve(
         .cadence
         .clone()
         .map(|cadence| tokio::spawn(crate::http::integrate::run(engine.clone(), cadence, stopped())));
+    let (stop_rounds, rounds_stopped) = tokio::sync::watch::channel(false);
+    let rounds = match (&primary, &config.replica_of, addr) {
+        (Some(p), Some(of), Some(at)) => {
+            info!(replica = of.replica, primary = %of.primary, "a read replica: following the primary");
+            Some(tokio::spawn(replication::follow(
+                rights.clone(),
+                p.clone(),
+                of.replica,
+                at.to_string(),
+                rounds_stopped,
+            )))
+        }
+        _ => None,
+    };
+    let replica_of = config.replica_of.as_ref().map(|of| Arc::<str>::from(of.primary.as_str()));
     info!(?addr, tls = tls.is_some(), "serving oubli.v1");
     if let Some(ready) = ready {
         let _ =
@@ -296,7 +346,7 @@ async fn serve(
         server = server.tls_config(tls)?;
     }
     server
-        .layer(gate::GateLayer { tokens, rights: rights.clone() })
+        .layer(gate::GateLayer { tokens, rights: rights.clone(), replica_of })
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -305,8 +355,13 @@ async fn serve(
         .add_service(rights_service)
         .add_service(admin)
         .add_service(notifications)
+        .add_service(replication)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
+    let _ = stop_rounds.send(true);
+    if let Some(task) = rounds {
+        let _ = task.await;
+    }
     if let Some((_, task)) = metrics {
         task.abort();
     }

@@ -141,6 +141,7 @@ impl From<rights::Error> for Status {
                 retry_later(&e, retry_after_secs)
             }
             rights::Error::Capture(inner) => Status::from(inner),
+            rights::Error::PrimaryUnavailable(_) => Status::unavailable(e.to_string()),
             rights::Error::CorruptRequest(..) => {
                 tracing::error!(error = %e, "corrupt request");
                 Status::new(Code::DataLoss, e.to_string())

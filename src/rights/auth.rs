@@ -31,10 +31,13 @@ pub enum Role {
     Auditor,
     /// Policy and keys.
     Admin,
+    /// A read replica of the shard, at its primary: fetches ciphertexts and records its
+    /// disclosures (`oubli-server --replica`).
+    Replica,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Operator, Role::PrivacyDesk, Role::Auditor, Role::Admin];
+    pub const ALL: [Role; 5] = [Role::Operator, Role::PrivacyDesk, Role::Auditor, Role::Admin, Role::Replica];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +45,7 @@ impl Role {
             Role::PrivacyDesk => "privacy-desk",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Replica => "replica",
         }
     }
 

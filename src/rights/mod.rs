@@ -24,6 +24,7 @@ pub mod intake;
 pub mod limits;
 pub mod notify;
 pub mod policy;
+pub mod replica;
 pub mod report;
 pub mod repository;
 pub mod request;
@@ -208,6 +209,9 @@ pub enum Error {
     NoNotification(String),
     #[error(transparent)]
     Capture(#[from] identity::CaptureError),
+    /// A read replica could not reach its shard's primary for what only the primary does.
+    #[error("{0}")]
+    PrimaryUnavailable(String),
 }
 
 impl From<store::Error> for Error {
@@ -279,6 +283,8 @@ pub struct Rights {
     /// Held through [`Rights::purge_due`]: one purge at a time (the worker's and an
     /// administrator's), without holding the request lock through the store's purge.
     purging: parking_lot::Mutex<()>,
+    /// On a read replica: the shard's primary, which keeps the shard's recipients log.
+    primary: Option<Arc<dyn replica::DisclosureLog>>,
 }
 
 /// The most calls whose recipients-log rows or audit events go in one write.
@@ -304,6 +310,7 @@ impl Rights {
             disclosures: Combiner::new(MAX_GROUPED_WRITES),
             audits: Combiner::new(MAX_GROUPED_WRITES),
             purging: parking_lot::Mutex::new(()),
+            primary: None,
         };
         rights.prune_audit()?;
         rights.forget_erased_in_reports()?;
@@ -422,7 +429,10 @@ impl Rights {
     fn disclose(&self, caller: &Caller, records: Vec<RecordId>) -> Result<Vec<RecordId>, Error> {
         let call = store::Disclosed { records, client: caller.client.clone(), at: self.now() };
         self.disclosures.run(call, |calls| {
-            combine::write_all_or_each(&calls, |some| Ok(self.engine.records().record_disclosures(some)?))
+            combine::write_all_or_each(&calls, |some| match &self.primary {
+                None => Ok(self.engine.records().record_disclosures(some)?),
+                Some(primary) => primary.record(some),
+            })
         })
     }
 

@@ -59,6 +59,9 @@ pub struct ClusterConfig {
     /// filler it may write to make etcd cut and snapshot past the delete.
     pub wal_deadline: Duration,
     pub max_filler_bytes: u64,
+    /// Which replica of its shard this node is: 0 writes the keys (the primary); a replica
+    /// above 0 only reads them (`replica.rs`).
+    pub replica: u32,
 }
 
 impl ClusterConfig {
@@ -91,6 +94,7 @@ impl ClusterConfig {
             defrag_timeout: Duration::from_secs(30),
             wal_deadline: Duration::from_secs(120),
             max_filler_bytes: 320 << 20,
+            replica: 0,
         })
     }
 
@@ -250,6 +254,10 @@ pub struct ShardKeys {
     pub epoch: Option<u64>,
     /// Its purges still waiting for members, by name.
     pub pending: Vec<(String, PendingAcks)>,
+    /// The revision of its last key deletion (0: none yet).
+    pub erased_at: i64,
+    /// Its read replicas' acknowledgements, by replica number.
+    pub replicas: Vec<super::ReplicaAck>,
 }
 
 /// A key as etcd holds it.
@@ -390,7 +398,7 @@ impl ConsensusKeys {
     }
 
     /// The prefix of every record's key.
-    fn keys_prefix(&self) -> String {
+    pub(super) fn keys_prefix(&self) -> String {
         format!("{}/keys/", self.config.namespace)
     }
 
@@ -656,7 +664,8 @@ impl ConsensusKeys {
                 let epoch = parse_epoch(got.kvs().first().map(|kv| kv.value())).ok();
                 let namespace = format!("{SHARDS_PREFIX}{shard}");
                 let pending = self.acks_of(client, &namespace)?;
-                Ok(ShardKeys { namespace, records, epoch, pending })
+                let (erased_at, replicas) = self.replica_acks_via(client, &namespace)?;
+                Ok(ShardKeys { namespace, records, epoch, pending, erased_at, replicas })
             })
             .collect()
     }
@@ -726,7 +735,7 @@ impl ConsensusKeys {
     }
 
     /// The record id a key's name carries.
-    fn id_of(&self, name: &[u8], prefix: &str) -> Result<RecordId, Error> {
+    pub(super) fn id_of(&self, name: &[u8], prefix: &str) -> Result<RecordId, Error> {
         name.get(prefix.len()..)
             .and_then(|n| std::str::from_utf8(n).ok())
             .and_then(|s| s.parse().ok())
@@ -750,9 +759,13 @@ impl ConsensusKeys {
         too_many(ids.len())?;
         let epoch_key = self.epoch_key();
         let names: Vec<String> = ids.iter().map(|id| self.key_of(*id)).collect();
+        let erased_at = self.erased_at_key();
         let resp = self.write("delete the records' keys", |mut c| {
             let when = vec![Compare::value(epoch_key.clone(), CompareOp::Equal, epoch.to_string())];
-            let then: Vec<TxnOp> = names.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
+            let mut then: Vec<TxnOp> = names.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
+            // In the same transaction: its revision is the mark every replica must reconcile past
+            // before this erasure's phase 2 is logged (`replica.rs`).
+            then.push(TxnOp::put(erased_at.clone(), Vec::new(), None));
             let otherwise = vec![TxnOp::get(epoch_key.clone(), None)];
             async move { c.txn(Txn::new().when(when).and_then(then).or_else(otherwise)).await }
         })?;
@@ -1137,7 +1150,12 @@ impl ConsensusKeys {
 
     /// Runs `call` against the cluster, retrying what a leader election or a member going down
     /// causes until the write deadline; then refuses with the last error.
-    fn write<T, F, Fut>(&self, what: &str, call: F) -> Result<T, Error>
+    /// The client of every member (what [`Self::write`] goes through).
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) fn write<T, F, Fut>(&self, what: &str, call: F) -> Result<T, Error>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -1146,7 +1164,7 @@ impl ConsensusKeys {
     }
 
     /// [`Self::write`] through `client`.
-    fn write_via<T, F, Fut>(&self, client: &Client, what: &str, call: F) -> Result<T, Error>
+    pub(super) fn write_via<T, F, Fut>(&self, client: &Client, what: &str, call: F) -> Result<T, Error>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -1155,7 +1173,13 @@ impl ConsensusKeys {
     }
 
     /// [`Self::write_via`], retried for at most `within`.
-    fn retry_via<T, F, Fut>(&self, client: &Client, what: &str, within: Duration, call: F) -> Result<T, Error>
+    pub(super) fn retry_via<T, F, Fut>(
+        &self,
+        client: &Client,
+        what: &str,
+        within: Duration,
+        call: F,
+    ) -> Result<T, Error>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -1190,7 +1214,7 @@ impl ConsensusKeys {
 
     /// A client of the members `live` when only some answer (`None`: all do, or none, and the
     /// client of every member serves as well).
-    fn client_of_some(&self, live: &[usize]) -> Option<Client> {
+    pub(super) fn client_of_some(&self, live: &[usize]) -> Option<Client> {
         match live.len() {
             n if n == self.config.members.len() || n == 0 => None,
             _ => self.client_of(live).ok(),
@@ -1241,7 +1265,7 @@ fn options(timeout: Duration, require_leader: bool) -> ConnectOptions {
 }
 
 /// The first key after every key that starts with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
+pub(super) fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

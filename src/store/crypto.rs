@@ -383,6 +383,29 @@ pub fn wrapped_epoch(wrapped: &[u8]) -> Option<u32> {
     wrapped.split_first_chunk::<4>().map(|(e, _)| u32::from_be_bytes(*e))
 }
 
+/// Gives a read replica's new key dir `to` the key-encryption keys of its shard's primary
+/// (the key dir `from`): the replica opens the keys the primary wrapped. Only those files: the
+/// replica makes its own log, fingerprint and binding keys. Refuses a `to` that already holds
+/// key files. Returns how many were copied.
+pub fn copy_key_encryption_keys(from: &Path, to: &Path) -> Result<usize, Error> {
+    let source = KeyRing::load(from, false)?;
+    let io = |source| Error::Io { path: to.to_path_buf(), source };
+    private::create_dir(to).map_err(io)?;
+    private::check_dir(to)?;
+    if fs::read_dir(to).map_err(io)?.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".key")) {
+        return Err(Error::KeyFile {
+            path: to.to_path_buf(),
+            reason: "already holds key files: a replica's key dir must be new".into(),
+        });
+    }
+    let keks = source.keks();
+    for (epoch, kek) in keks.iter() {
+        write_key(&to.join(kek_file(*epoch)), kek)?;
+    }
+    sync_dir(to)?;
+    Ok(keks.len())
+}
+
 fn kek_file(epoch: u32) -> String {
     format!("kek-{epoch:08}.key")
 }

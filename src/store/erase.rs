@@ -348,7 +348,7 @@ impl Store {
     }
 
     /// The highest file number in the data dir (table files, write-ahead logs, manifests).
-    fn file_ceiling(&self) -> Result<u64, Error> {
+    pub(super) fn file_ceiling(&self) -> Result<u64, Error> {
         let io = |source| Error::Io { path: self.data_dir.clone(), source };
         let mut top = 0;
         for entry in std::fs::read_dir(&self.data_dir).map_err(io)? {
@@ -505,7 +505,7 @@ impl Store {
 
     /// Checks that no write-ahead log that existed at the delete (numbered up to the newest of
     /// them, which held the delete) is still in the data dir.
-    fn no_old_wals(&self, evidence: &Evidence) -> Result<String, Error> {
+    pub(super) fn no_old_wals(&self, evidence: &Evidence) -> Result<String, Error> {
         let newest = evidence.wals.iter().filter_map(|w| livefiles::file_number(w)).max().unwrap_or(0);
         let left: Vec<String> =
             self.wal_files()?.into_iter().filter(|w| livefiles::file_number(w).is_some_and(|n| n <= newest)).collect();

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use super::{
     AuditAppend, Deletion, Disclosed, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation, Store,
     StoreStats, StoredGraph, StoredRequest, Target,
-    traits::{LogStore, RecordStore, RequestStore},
+    traits::{LogStore, RecordStore, ReplicaStore, RequestStore},
 };
 use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
@@ -104,6 +104,14 @@ impl RecordStore for Store {
 
     fn check_commit_point(&self) -> Result<(), Error> {
         Store::check_commit_point(self)
+    }
+
+    fn replicas(&self) -> Option<&dyn ReplicaStore> {
+        self.home.etcd().map(|_| self as &dyn ReplicaStore)
+    }
+
+    fn replica_checks(&self) -> Result<Vec<String>, Error> {
+        Store::replica_checks(self)
     }
 
     fn erasure_inputs(&self, ids: &[RecordId]) -> Result<Vec<Held>, Error> {
@@ -275,5 +283,39 @@ impl LogStore for Store {
 
     fn tile(&self, path: &TilePath) -> Result<Option<Vec<u8>>, Error> {
         Store::tile(self, path)
+    }
+}
+
+impl ReplicaStore for Store {
+    fn sealed_rows(&self, ids: &[RecordId]) -> Result<Vec<super::SealedCopy>, Error> {
+        Store::sealed_rows(self, ids)
+    }
+
+    fn replica_listing(&self) -> Result<super::Listing, Error> {
+        Store::replica_listing(self)
+    }
+
+    fn local_ids(&self) -> Result<std::collections::BTreeSet<RecordId>, Error> {
+        Store::local_ids(self)
+    }
+
+    fn drop_copies(&self, ids: &[RecordId]) -> Result<(), Error> {
+        Store::drop_copies(self, ids)
+    }
+
+    fn purge_copies(&self) -> Result<Option<Vec<String>>, Error> {
+        Store::purge_copies(self)
+    }
+
+    fn adopt_copies(
+        &self,
+        rows: &[super::SealedCopy],
+        keys: &std::collections::HashMap<RecordId, Vec<u8>>,
+    ) -> Result<Vec<Record>, Error> {
+        Store::adopt_copies(self, rows, keys)
+    }
+
+    fn put_replica_ack(&self, ack: &super::ReplicaAck) -> Result<(), Error> {
+        Store::put_replica_ack(self, ack)
     }
 }

@@ -64,6 +64,22 @@ impl KeyHome {
         let Some(config) = config else { return Ok(KeyHome::Local) };
         let namespace = config.namespace.clone();
         let (keys, state) = match recorded_cluster {
+            // A new replica's data dir: the primary created the namespace; a replica creates
+            // nothing in etcd.
+            None if config.replica > 0 => {
+                let keys = ConsensusKeys::reopen_with_secret(config, scan_secret)?;
+                let state = keys.namespace_state()?;
+                if state.epoch.is_none() {
+                    return Err(Error::Consensus {
+                        what: "start a replica".into(),
+                        reason: format!(
+                            "the shard's namespace {namespace} has no configuration epoch in etcd: start its primary \
+                             (replica 0) first"
+                        ),
+                    });
+                }
+                (keys, state)
+            }
             None => {
                 let keys = ConsensusKeys::open_with_secret(config, scan_secret)?;
                 let state = keys.namespace_state()?;
@@ -108,6 +124,17 @@ impl KeyHome {
             KeyHome::Local => None,
             KeyHome::Etcd { keys, epoch, .. } => Some((keys, *epoch)),
         }
+    }
+}
+
+/// Refuses `what` on a read replica: only a shard's primary writes its keys.
+fn read_only(etcd: &ConsensusKeys, what: &str) -> Result<(), Error> {
+    match etcd.config().replica {
+        0 => Ok(()),
+        r => Err(Error::Consensus {
+            what: what.into(),
+            reason: format!("this node is replica {r} of its shard, a read copy: only replica 0 writes keys"),
+        }),
     }
 }
 
@@ -193,6 +220,7 @@ impl Store {
     /// crash leaves is swept at the next open.
     pub(super) fn commit_keys(&self, keys: &[(RecordId, Vec<u8>)]) -> Result<(), Error> {
         let Some((etcd, epoch)) = self.home.etcd() else { return Ok(()) };
+        read_only(etcd, "commit new records' keys")?;
         self.opened_keys.lock().take();
         let mut done = 0;
         for chunk in keys.chunks(MAX_KEYS_PER_TXN) {
@@ -244,6 +272,7 @@ impl Store {
     /// returning what their purge must reach past.
     pub(super) fn delete_etcd_keys(&self, ids: &[RecordId]) -> Result<Option<Deleted>, Error> {
         let Some((etcd, epoch)) = self.home.etcd() else { return Ok(None) };
+        read_only(etcd, "delete records' keys")?;
         self.opened_keys.lock().take();
         let mut last: Option<Deleted> = None;
         let mut deleted = 0;

@@ -46,6 +46,7 @@ mod log;
 mod memory;
 mod outside;
 pub mod private;
+mod replica;
 mod restore;
 mod rotate;
 mod rows;
@@ -71,9 +72,10 @@ pub use graph::StoredGraph;
 use keyhome::KeyHome;
 pub use keyhome::Sweep;
 pub use memory::MemoryStore;
+pub use replica::{Listing, ReplicaAck, SealedCopy};
 pub use rotate::Rotation;
 pub use rows::{AuditAppend, Disclosed, Disclosure, StoredRequest};
-pub use traits::{LogStore, RecordStore, RequestStore, Storage};
+pub use traits::{LogStore, RecordStore, ReplicaStore, RequestStore, Storage};
 
 /// The log's origin (and signing key name) when a data dir is created without one.
 pub const DEFAULT_LOG_ORIGIN: &str = "oubli.example/log";
@@ -438,7 +440,17 @@ impl Store {
         if let Some(rotation) = store.finish_rotation()? {
             tracing::warn!(epoch = rotation.epoch, "an interrupted key rotation was finished");
         }
-        store.sweep_orphans()?;
+        match store.home.etcd() {
+            // A replica removes what has no key itself, with the checks of a removal, each
+            // round (`replica.rs`); until then it serves only what has a key.
+            Some((etcd, _)) if etcd.config().replica > 0 => {
+                let keys = store.etcd_keys()?;
+                *store.opened_keys.lock() = keys;
+            }
+            _ => {
+                store.sweep_orphans()?;
+            }
+        }
         Ok(store)
     }
 

@@ -10,12 +10,14 @@
 //!
 //! Every method that writes is durable when it returns, exactly as the RocksDB store promises;
 //! callbacks are `&mut dyn FnMut` so the traits can be used as objects.
+use std::collections::{BTreeSet, HashMap};
+
 use jiff::Timestamp;
 use zeroize::Zeroizing;
 
 use super::{
-    AuditAppend, Deletion, Disclosed, Disclosure, Erased, Error, Evidence, Held, Idempotency, Notice, Rotation,
-    StoreStats, StoredGraph, StoredRequest, Target,
+    AuditAppend, Deletion, Disclosed, Disclosure, Erased, Error, Evidence, Held, Idempotency, Listing, Notice,
+    ReplicaAck, Rotation, SealedCopy, StoreStats, StoredGraph, StoredRequest, Target,
 };
 use crate::{
     record::{IdempotencyKey, NewRecord, Record, RecordId},
@@ -27,6 +29,26 @@ use crate::{
         tiles::TilePath,
     },
 };
+
+/// A shard's copies across its replicas (`replica.rs`): each method is the RocksDB store's
+/// own of the same name.
+pub trait ReplicaStore: Send + Sync {
+    /// The ciphertexts of `ids` as stored (the primary's side), ids not held left out.
+    fn sealed_rows(&self, ids: &[RecordId]) -> Result<Vec<SealedCopy>, Error>;
+    /// Every key of the shard at one revision.
+    fn replica_listing(&self) -> Result<Listing, Error>;
+    /// The ids of every ciphertext held.
+    fn local_ids(&self) -> Result<BTreeSet<RecordId>, Error>;
+    /// Deletes copies whose keys are gone, recording what their purge must check.
+    fn drop_copies(&self, ids: &[RecordId]) -> Result<(), Error>;
+    /// Purges and checks the copies deleted (`None`: nothing waits); a failed check leaves
+    /// them waiting.
+    fn purge_copies(&self) -> Result<Option<Vec<String>>, Error>;
+    /// Stores copies from the primary, each opened with its key first; the records opened.
+    fn adopt_copies(&self, rows: &[SealedCopy], keys: &HashMap<RecordId, Vec<u8>>) -> Result<Vec<Record>, Error>;
+    /// Publishes the replica's acknowledgement.
+    fn put_replica_ack(&self, ack: &ReplicaAck) -> Result<(), Error>;
+}
 
 /// Records and their keys.
 pub trait RecordStore: Send + Sync {
@@ -103,6 +125,19 @@ pub trait RecordStore: Send + Sync {
     /// which is then retried. Local keys always pass.
     fn check_commit_point(&self) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// With keys in etcd: what a shard's replicas need (the primary's ciphertexts, a
+    /// replica's round); `None` otherwise.
+    fn replicas(&self) -> Option<&dyn ReplicaStore> {
+        None
+    }
+
+    /// For an erasure's phase 2: every replica of the shard in step past the last key
+    /// deletion, with its checks; [`Error::Unverified`] names those that are not. No
+    /// replica (or local keys): nothing to check.
+    fn replica_checks(&self) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
     }
 
     /// For each of `ids` still held: its source's keyed hash.

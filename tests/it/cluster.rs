@@ -385,7 +385,8 @@ async fn status_until(
         }
         last = Some(status);
     }
-    panic!("not within {rounds} polls: {what}; last status {last:?}");
+    let (step, alert) = last.as_ref().map(|s| (s.erasure_step.clone(), s.alert.clone())).unwrap_or_default();
+    panic!("not within {rounds} polls: {what}; last status {last:?}, step {step:?}, alert {alert:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -893,4 +894,256 @@ async fn a_restored_shard_backup_reapplies_its_erasure_and_notifies_the_journale
     let mut want = erased.clone();
     want.sort();
     assert_eq!(named, want, "each erased record's recipient is notified again, from the journal");
+}
+
+/// The request's status once `done` holds, polled every half second for at most `within` (a
+/// failed purge is retried at the worker's pace, at least 10 s apart, and a request waiting
+/// for it answers a long-poll at once).
+async fn status_within(
+    rights: &mut crate::erasure::Rights,
+    id: &str,
+    secret: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&oubli::grpc::pb::RequestStatus) -> bool,
+) -> oubli::grpc::pb::RequestStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = status_until(rights, id, secret, 1, what, |_| true).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within {within:?}: {what}; step {:?}, alert {:?}",
+            status.erasure_step,
+            status.alert
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A read replica's process for shard 0 of `etcd`, following `primary`, with its own data dir
+/// and a key dir holding the primary's key-encryption keys (`oubli cluster replica-keys`).
+fn spawn_replica(
+    etcd: &Etcd,
+    dirs: &crate::harness::Dirs,
+    primary: &str,
+    tokens: &Path,
+    token_file: &Path,
+) -> crate::harness::Process {
+    let spec = std::fs::read_to_string(etcd.dir().join("endpoints")).unwrap();
+    let primary = format!("http://{primary}");
+    let env = [
+        ("OUBLI_CLUSTER", spec.trim()),
+        ("OUBLI_REPLICA", "1"),
+        ("OUBLI_PRIMARY", primary.as_str()),
+        ("OUBLI_REPLICA_TOKEN_FILE", token_file.to_str().unwrap()),
+        ("OUBLI_TOKENS", tokens.to_str().unwrap()),
+    ];
+    crate::harness::Process::spawn_with(dirs, None, &env)
+}
+
+/// The record count `client`'s node reports once it is `want`, or the last one seen after 30 s
+/// (a replica catches up in rounds).
+async fn count_reaches(
+    client: &mut oubli::grpc::pb::templates_service_client::TemplatesServiceClient<oubli::grpc::AuthChannel>,
+    want: usize,
+) -> usize {
+    let mut counted = 0;
+    for _ in 0..120 {
+        counted = crate::harness::record_count(client).await as usize;
+        if counted == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    counted
+}
+
+/// Sends `signal` (STOP, CONT) to a test's own child process.
+fn signal(process: &crate::harness::Process, signal: &str) {
+    let pid = process.child.id().to_string();
+    let ok = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+/// The sealed rows of `ids` in a (running) store's data dir, read through a read-only open.
+fn sealed_in(data: &Path, ids: &[RecordId]) -> Vec<Vec<u8>> {
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), data).unwrap();
+    let db = rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), data, &names, false).unwrap();
+    let records = db.cf_handle("records").unwrap();
+    ids.iter().map(|id| db.get_cf(records, id.as_bytes()).unwrap().expect("the replica holds the record")).collect()
+}
+
+/// Issue 22's tests 3 and 5: a read replica copies its shard's ciphertexts, answers searches as
+/// its primary does (recording them in the primary's recipients log), holds an erasure's
+/// phase 2 pending by name while it is paused, completes it once back, and, restarted after
+/// being down through a whole erasure (its purge compacted etcd), resynchronises in full and
+/// serves nothing erased. The byte scans of its data dir find no erased ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_replica_follows_its_shard_holds_phase_2_pending_while_paused_and_resyncs_after_being_down() {
+    use oubli::grpc::pb::{
+        self, notifications_service_client::NotificationsServiceClient, rights_service_client::RightsServiceClient,
+        templates_service_client::TemplatesServiceClient,
+    };
+
+    use crate::{
+        erasure::{body, receipts, submit_erasure},
+        harness::{Dirs, Server, record_count, request},
+        rights::{enrol, tokens, with_tokens},
+    };
+    let etcd = Etcd::start(&[("OUBLI_ETCD_SNAPSHOT_COUNT", "100"), ("OUBLI_ETCD_MAX_WALS", "1")]);
+    let cluster = shard_config(&etcd);
+    let dirs = Dirs::new();
+    let (path, t) = tokens(&dirs);
+    let replica_token =
+        oubli::rights::auth::Tokens::add(&path, "replica-1", &[oubli::rights::auth::Role::Replica]).unwrap();
+    let token_file = path.with_file_name("replica.token");
+    std::fs::write(&token_file, &replica_token).unwrap();
+    let for_server = cluster.clone();
+    let configure = with_tokens(path.clone(), move |c| {
+        c.cluster = Some(for_server.clone());
+        c.rights.purge_window = Duration::ZERO;
+    });
+    let server = Server::start_with(dirs, configure).await;
+    let world = enrol(&server, &t.operator).await;
+
+    let replica_dirs = Dirs::new();
+    oubli::store::crypto::copy_key_encryption_keys(&server.dirs.keys, &replica_dirs.keys).unwrap();
+    let replica = spawn_replica(&etcd, &replica_dirs, &server.addr.to_string(), &path, &token_file);
+    let channel = |addr: String, token: String| async move {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        TemplatesServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            oubli::grpc::Bearer::new(Some(&token)).unwrap(),
+        ))
+    };
+    let mut copy = channel(replica.addr.clone(), t.operator.clone()).await;
+    let mut copy_stats = channel(replica.addr.clone(), t.auditor.clone()).await;
+    let mut police = TemplatesServiceClient::new(server.channel_as(Some(&t.operator)).await);
+    assert_eq!(
+        count_reaches(&mut copy_stats, world.ids.len()).await,
+        world.ids.len(),
+        "the replica copied every record"
+    );
+
+    // The same answers as the primary, bit for bit; a write is refused and sent to the primary.
+    let person = world.clear_cut(0);
+    let probe = world.population.probe(person).to_vec();
+    let search = |probe: &[f32]| pb::SearchRequest {
+        probe: Some(pb::Embedding { values: probe.to_vec() }),
+        k: 10,
+        min_score: Some(0.602),
+        exact: true,
+    };
+    let hits = |r: pb::SearchResponse| r.hits.into_iter().map(|h| (h.record_id, h.score.to_bits())).collect::<Vec<_>>();
+    let from_copy = hits(copy.search(search(&probe)).await.unwrap().into_inner());
+    assert!(!from_copy.is_empty());
+    assert_eq!(from_copy, hits(police.search(search(&probe)).await.unwrap().into_inner()));
+    let refused = copy.enroll(request(probe.clone(), "https://photos.example/x.jpg")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains(&server.addr.to_string()), "{}", refused.message());
+
+    // Paused through an erasure: phase 1 completes on etcd, phase 2 waits for the replica by
+    // name; back, it removes the copies, checks them and phase 2 completes.
+    let erased: Vec<RecordId> = from_copy.iter().map(|(id, _)| id.parse().unwrap()).collect();
+    let control: RecordId =
+        world.ids.iter().map(|id| id.parse().unwrap()).find(|id| !erased.contains(id)).expect("another record");
+    let mut wanted = erased.clone();
+    wanted.push(control);
+    let sealed = sealed_in(&replica_dirs.data, &wanted);
+    let (erased_sealed, control_sealed) = sealed.split_at(erased.len());
+    signal(&replica, "STOP");
+    let mut rights = RightsServiceClient::new(server.channel_as(None).await);
+    let (id, secret) = submit_erasure(&mut rights, &probe).await;
+    let name = format!("replica 1 ({})", replica.addr);
+    let status =
+        status_within(&mut rights, &id, &secret, Duration::from_secs(180), "phase 2 names the paused replica", |s| {
+            s.erasure_step == "keys_purged" && s.alert.contains(&name)
+        })
+        .await;
+    assert_eq!(status.state, "erasing", "{status:?}");
+    signal(&replica, "CONT");
+    let status = status_within(&mut rights, &id, &secret, Duration::from_secs(60), "phase 2 completes", |s| {
+        s.erasure_step == "templates_purged"
+    })
+    .await;
+    assert!(status.alert.is_empty(), "{status:?}");
+    let phase2 = body(&receipts(&mut rights, &id, &secret).await.phase2_receipt_json);
+    let checked: Vec<&String> = phase2.verified.iter().filter(|v| v.starts_with(&name)).collect();
+    assert!(checked.iter().any(|v| v.contains("holds no record whose key is gone")), "{:?}", phase2.verified);
+    assert!(checked.iter().any(|v| v.contains("byte scan") || v.contains("found none")), "{:?}", phase2.verified);
+    for value in erased_sealed {
+        assert_eq!(holding(&replica_dirs.data, value), Vec::<String>::new(), "the replica kept an erased ciphertext");
+    }
+    assert!(!holding(&replica_dirs.data, &control_sealed[0]).is_empty(), "the replica holds the control record");
+    assert!(copy.search(search(&probe)).await.unwrap().into_inner().hits.is_empty());
+
+    // Down through a whole erasure (phase 1 compacts etcd past the delete) and new enrolments:
+    // restarted, it resynchronises in full and serves nothing erased.
+    let other = (person + 1..world.population.probe_labels.len())
+        .map(|p| world.clear_cut(p))
+        .find(|&p| world.population.probe_labels[p] != world.population.probe_labels[person])
+        .expect("another clear-cut person");
+    let other_probe = world.population.probe(other).to_vec();
+    // Searched for through the replica only, by a second operator: the primary's recipients
+    // log must name it, so the erasure's Art. 19 notices reach it.
+    let mut copy_b = channel(replica.addr.clone(), t.operator_b.clone()).await;
+    let other_hits = hits(copy_b.search(search(&other_probe)).await.unwrap().into_inner());
+    assert!(!other_hits.is_empty());
+    let other_ids: Vec<RecordId> = other_hits.iter().map(|(id, _)| id.parse().unwrap()).collect();
+    let other_sealed = sealed_in(&replica_dirs.data, &other_ids);
+    drop(replica);
+    let (id, secret) = submit_erasure(&mut rights, &other_probe).await;
+    let status = status_within(
+        &mut rights,
+        &id,
+        &secret,
+        Duration::from_secs(180),
+        "phase 2 waits for the stopped replica",
+        |s| s.erasure_step == "keys_purged" && s.alert.contains("replica 1 ("),
+    )
+    .await;
+    assert_eq!(status.state, "erasing", "{status:?}");
+    let (_, more) = crate::harness::seeded(5, 22);
+    for (i, values) in more.into_iter().enumerate() {
+        police.enroll(request(values, &format!("https://photos.example/later-{i}.jpg"))).await.unwrap();
+    }
+    let mut primary_stats = TemplatesServiceClient::new(server.channel_as(Some(&t.auditor)).await);
+    let held = record_count(&mut primary_stats).await as usize;
+    let replica = spawn_replica(&etcd, &replica_dirs, &server.addr.to_string(), &path, &token_file);
+    let mut copy = channel(replica.addr.clone(), t.operator.clone()).await;
+    let mut copy_stats = channel(replica.addr.clone(), t.auditor.clone()).await;
+    assert!(copy.search(search(&other_probe)).await.unwrap().into_inner().hits.is_empty(), "nothing erased is served");
+    let status = status_within(&mut rights, &id, &secret, Duration::from_secs(60), "phase 2 completes", |s| {
+        s.erasure_step == "templates_purged"
+    })
+    .await;
+    assert!(status.alert.is_empty(), "{status:?}");
+    let mut notices = NotificationsServiceClient::new(server.channel_as(Some(&t.operator_b)).await);
+    let told: std::collections::BTreeSet<RecordId> = notices
+        .list_notifications(pb::ListNotificationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications
+        .iter()
+        .map(|n| {
+            let body: serde_json::Value = serde_json::from_str(&n.body_json).unwrap();
+            body["record_id"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(told, other_ids.iter().copied().collect(), "the replica's disclosures are in the primary's log");
+    assert_eq!(count_reaches(&mut copy_stats, held).await, held, "resynchronised in full");
+    for value in &other_sealed {
+        assert_eq!(holding(&replica_dirs.data, value), Vec::<String>::new(), "the replica kept an erased ciphertext");
+    }
+    let probe = police.get(pb::GetRequest { record_id: control.to_string(), include_embedding: true }).await;
+    let control_values = probe.unwrap().into_inner().record.unwrap().embedding.unwrap().values;
+    assert_eq!(
+        hits(copy.search(search(&control_values)).await.unwrap().into_inner()),
+        hits(police.search(search(&control_values)).await.unwrap().into_inner())
+    );
 }

@@ -47,6 +47,10 @@ start_server() {
       done
       a=$(IFS=,; echo "${mapped[*]}")
     fi
+    if [ "$prev" = "--primary" ]; then
+      local h=${a#http://}
+      [ -z "${SERVER_AT[$h]:-}" ] || a=http://${SERVER_AT[$h]}
+    fi
     prev=$a
     [ "$a" = "&" ] || [ "$a" = "--listen" ] || args+=("$a")
   done

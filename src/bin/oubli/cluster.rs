@@ -11,7 +11,7 @@ use oubli::{
     record::RecordId,
     store::{
         consensus::{ClusterConfig, ConsensusKeys, Outcome},
-        crypto::{KeyRing, random_secret},
+        crypto::{KeyRing, copy_key_encryption_keys, random_secret},
         scan::{Prints, WINDOW},
     },
 };
@@ -46,6 +46,17 @@ pub enum Command {
         #[arg(long, default_value_t = 10_000)]
         records: usize,
     },
+    /// Gives a new read replica's key dir the key-encryption keys of its shard's primary (only
+    /// those: the replica makes its own log and binding keys). Run it before the replica's
+    /// first start, on the same machine; `--to` must hold no key yet.
+    ReplicaKeys {
+        /// The primary's key dir.
+        #[arg(long)]
+        from: PathBuf,
+        /// The replica's (new) key dir.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Narrated, on a local cluster started by `scripts/etcd-local.sh start DIR/etcd`: two
     /// shards on it behind a gateway, served in this process; a person's access and erasure
     /// requests at each shard, a member paused during phase 1, every member's disk scanned for
@@ -58,6 +69,11 @@ pub fn run(command: Command, json: bool) -> Result<()> {
         Command::Status { etcd } => status(&etcd, json),
         Command::Demo { dir, records } => demo(&dir, records),
         Command::Bench { dir, records } => bench(&dir, records),
+        Command::ReplicaKeys { from, to } => {
+            let copied = copy_key_encryption_keys(&from, &to)?;
+            outln!("{copied} key-encryption key(s) copied from {} to {}", from.display(), to.display());
+            Ok(())
+        }
         Command::Walk(_) => bail!("`oubli cluster walk` runs on the async runtime: main starts it"),
     }
 }
@@ -132,8 +148,20 @@ fn status(etcd: &str, json: bool) -> Result<()> {
                     })
                 })
                 .collect();
+            let replicas: Vec<_> = s
+                .replicas
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "replica": r.replica, "endpoint": r.endpoint, "listing_revision": r.listing,
+                        "past_last_erasure": r.listing >= s.erased_at, "records": r.records, "missing": r.missing,
+                        "pending": r.pending, "at": r.at.to_string(),
+                    })
+                })
+                .collect();
             serde_json::json!({
-                "namespace": s.namespace, "records": s.records, "epoch": s.epoch, "replicas": 1, "pending_acks": pending,
+                "namespace": s.namespace, "records": s.records, "epoch": s.epoch, "erased_at": s.erased_at,
+                "read_replicas": replicas, "pending_acks": pending,
             })
         })
         .collect();
@@ -187,7 +215,28 @@ fn status(etcd: &str, json: bool) -> Result<()> {
         outln!("{:<24} {:>9} {:>6} {:>9} {:>8}", "shard", "records", "epoch", "replicas", "pending");
         for s in &shards {
             let epoch = s.epoch.map_or("-".into(), |e| e.to_string());
-            outln!("{:<24} {:>9} {:>6} {:>9} {:>8}", s.namespace, s.records, epoch, 1, s.pending.len());
+            // The primary and its read replicas.
+            let replicas = 1 + s.replicas.len();
+            outln!("{:<24} {:>9} {:>6} {:>9} {:>8}", s.namespace, s.records, epoch, replicas, s.pending.len());
+        }
+        for s in &shards {
+            for r in &s.replicas {
+                let state = match (&r.pending, r.listing >= s.erased_at) {
+                    (Some(why), _) => format!("pending: {why}"),
+                    (None, false) => format!("behind the last erasure (revision {})", s.erased_at),
+                    (None, true) => "in step".into(),
+                };
+                outln!(
+                    "{} replica {} ({}): {} record(s), {} to fetch, at revision {}, {state}, said {}",
+                    s.namespace,
+                    r.replica,
+                    r.endpoint,
+                    r.records,
+                    r.missing,
+                    r.listing,
+                    r.at.round(jiff::Unit::Second).unwrap_or(r.at)
+                );
+            }
         }
         match &unread {
             Some(e) => outln!("(the shards could not be read: {e})"),
@@ -209,7 +258,6 @@ fn status(etcd: &str, json: bool) -> Result<()> {
                 }
             }
         }
-        outln!("each shard runs one replica so far: replication of ciphertexts between replicas is not built");
     }
     let up = members.iter().filter(|m| m.answer.is_ok()).count();
     if up * 2 <= members.len() {

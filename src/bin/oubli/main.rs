@@ -50,7 +50,7 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Bearer token for calls that need a role (operator, privacy-desk, auditor, admin).
+    /// Bearer token for calls that need a role (operator, privacy-desk, auditor, admin, replica).
     #[arg(long, global = true, env = "OUBLI_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// File holding the token, used when --token is not given (a server with default

@@ -158,7 +158,7 @@ pub enum TokensCommand {
         file: PathBuf,
         #[arg(long)]
         client: String,
-        /// operator, privacy-desk, auditor, admin (comma-separated).
+        /// operator, privacy-desk, auditor, admin, replica (comma-separated).
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<String>,
     },
@@ -495,8 +495,9 @@ pub fn tokens(command: TokensCommand) -> Result<()> {
             let roles = roles
                 .iter()
                 .map(|r| {
-                    Role::from_name(r)
-                        .ok_or_else(|| anyhow!("role {r:?} is unknown: use operator, privacy-desk, auditor, admin"))
+                    Role::from_name(r).ok_or_else(|| {
+                        anyhow!("role {r:?} is unknown: use operator, privacy-desk, auditor, admin, replica")
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let token = Tokens::add(&file, &client, &roles)?;

@@ -101,7 +101,14 @@ impl Rights {
                     .filter_map(|r| r.pipeline.erased.as_ref())
                     .flat_map(|erased| erased.store_targets())
                     .collect();
-                store.purge_rows(&targets, &evidence).map(|v| (v, targets.len()))
+                // The shard's replicas too: each in step with etcd past the keys' delete.
+                store
+                    .purge_rows(&targets, &evidence)
+                    .and_then(|mut v| {
+                        v.extend(store.replica_checks()?);
+                        Ok(v)
+                    })
+                    .map(|v| (v, targets.len()))
             }
         };
         let (verified, purged) = match checked {
